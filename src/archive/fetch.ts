@@ -1,0 +1,155 @@
+/**
+ * restore_command: hand PostgreSQL exactly the bytes that were archived under a name, or
+ * nothing. The destination appears only by an atomic rename of a verified, fsynced temp file
+ * in the same directory, so PostgreSQL never sees a partial, corrupt or foreign file.
+ */
+import { createWriteStream } from 'node:fs';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { describeContent, unseal } from '../codec/envelope.js';
+import { WalbridgeError } from '../errors.js';
+import { fsyncDir } from '../util/durable.js';
+import { formatBytes, type Logger } from '../log.js';
+import { retryTransient, type RetryPolicy } from '../storage/retry.js';
+import { StoreError, type Store } from '../storage/store.js';
+import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
+import { parseWalFileName, type WalFileName } from '../wal/names.js';
+import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
+import { walFileKey } from './layout.js';
+
+export interface FetchContext {
+  readonly store: Store;
+  readonly namespace: string;
+  readonly log: Logger;
+  readonly retry: RetryPolicy;
+}
+
+export type FetchOutcome = 'restored' | 'not-found';
+
+/** Validates `%f` strictly: only names PostgreSQL itself asks for can reach the store or a path. */
+export function parseRequestedName(name: string): WalFileName {
+  const file = parseWalFileName(name);
+  if (!file) {
+    throw new WalbridgeError(
+      'badName',
+      `refusing to restore ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
+    );
+  }
+  return file;
+}
+
+export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+  const started = Date.now();
+  const file = parseRequestedName(name);
+  const key = walFileKey(ctx.namespace, file);
+  // A stream that breaks midway is retried whole, under the same deadline as every other call.
+  const result = await retryTransient(ctx.retry, `download ${name}`, async () => {
+    const [identity, opened] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), openIfPresent(ctx.store, key)]);
+    if (!opened) return undefined;
+    return { identity, restored: await downloadVerified(ctx, file, opened, destination, identity) };
+  });
+  if (!result) {
+    // A missing bucket also looks like a missing object; it must not read as "not yet archived".
+    await ctx.store.checkBucket();
+    ctx.log.info(`${name} is not in the archive`);
+    return 'not-found';
+  }
+  ctx.log.info(`restored ${name} (${formatBytes(result.restored.size)}, stored ${formatBytes(result.restored.storedSize)}) in ${Date.now() - started} ms`);
+  return 'restored';
+}
+
+async function openIfPresent(store: Store, key: string) {
+  try {
+    return await store.get(key);
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
+    throw err;
+  }
+}
+
+async function downloadVerified(
+  ctx: FetchContext,
+  file: WalFileName,
+  opened: Awaited<ReturnType<Store['get']>>,
+  destination: string,
+  identity: ClusterIdentity | undefined,
+): Promise<{ size: number; storedSize: number }> {
+  const where = `${ctx.store.location}/${opened.info.key}`;
+  const promised = describeContent(opened.info.metadata);
+  if (typeof promised === 'string') {
+    opened.body.destroy();
+    throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} cannot be verified: ${promised}`);
+  }
+  const dir = path.dirname(path.resolve(destination));
+  const temp = path.join(dir, `.${file.name}.walbridge-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    let seen;
+    try {
+      seen = await unseal(opened.body, promised.codec, createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
+    } catch (err) {
+      opened.body.destroy();
+      throw classifyStreamError(err, file, where);
+    }
+    if (seen.size !== promised.size || seen.sha256 !== promised.sha256) {
+      throw new WalbridgeError(
+        'corrupt',
+        `refusing to restore ${file.name}: ${where} is corrupt (got ${seen.size} bytes with sha256 ${seen.sha256.slice(0, 12)}…, metadata promises ${promised.size} bytes with ${promised.sha256.slice(0, 12)}…)`,
+      );
+    }
+    const fh = await open(temp, 'r');
+    try {
+      if (file.kind === 'segment' || file.kind === 'partial') await checkRestoredSegment(ctx, fh, file, identity, where);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await rename(temp, destination);
+      await fsyncDir(dir);
+    } catch (err) {
+      throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
+    }
+    return { size: seen.size, storedSize: opened.info.size };
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** Even a correctly hashed object must be the segment its name says, of the namespace's cluster. */
+async function checkRestoredSegment(
+  ctx: FetchContext,
+  fh: FileHandle,
+  file: WalFileName,
+  identity: ClusterIdentity | undefined,
+  where: string,
+): Promise<void> {
+  const buf = Buffer.alloc(LONG_HEADER_SIZE);
+  const { bytesRead } = await fh.read(buf, 0, LONG_HEADER_SIZE, 0);
+  const header = parseLongPageHeader(buf.subarray(0, bytesRead));
+  if (typeof header === 'string') throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} is not a WAL segment (${header})`);
+  const mismatch = headerMismatch(header, file);
+  if (mismatch) throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where}: ${mismatch}`);
+  if (!identity) {
+    ctx.log.warn(`namespace "${ctx.namespace}" has no identity record; ${file.name} was checked against its own header only`);
+    return;
+  }
+  const foreign = clusterMismatch(identity, header, ctx.namespace);
+  if (foreign) throw new WalbridgeError('foreignCluster', `refusing to restore ${file.name}: ${foreign}`);
+}
+
+/** errno codes that come from writing the destination, never from the download. */
+const LOCAL_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'EEXIST', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'EIO', 'EROFS']);
+
+function classifyStreamError(err: unknown, file: WalFileName, where: string): Error {
+  if (err instanceof StoreError || err instanceof WalbridgeError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code.startsWith('Z_') || code.startsWith('ERR_ZLIB')) {
+    return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decompress: ${(err as Error).message}`);
+  }
+  if (LOCAL_ERRORS.has(code)) {
+    return new WalbridgeError('localIo', `cannot write ${file.name}: ${(err as Error).message}`);
+  }
+  // Anything else broke the download itself (reset, timeout, truncated body): try again.
+  return new StoreError('transient', `download of ${where} broke off: ${(err as Error).message}`, { cause: err });
+}

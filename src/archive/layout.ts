@@ -1,0 +1,42 @@
+/**
+ * The one place that names object keys. Everything else — the commands, the tests and the
+ * Terraform lifecycle rules — derives keys and prefixes from here, so they cannot drift apart.
+ *
+ *   <namespace>/identity.json      the cluster the namespace belongs to (written by the first push)
+ *   <namespace>/wal/<name>         segments, .partial and .backup files (what WAL expiry removes)
+ *   <namespace>/history/<name>     timeline .history files (kept: timeline selection needs them)
+ *
+ * Keys are relative to the repository root (the prefix in the repo URL).
+ */
+import type { WalFileName } from '../wal/names.js';
+
+const NAMESPACE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Returns a reason the namespace is unusable, or undefined if it is fine. */
+export function namespaceProblem(namespace: string): string | undefined {
+  if (!NAMESPACE.test(namespace) || namespace.includes('..')) {
+    return `namespace ${JSON.stringify(namespace)} must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit`;
+  }
+  return undefined;
+}
+
+export function namespacePrefix(namespace: string): string {
+  return `${namespace}/`;
+}
+
+export function identityKey(namespace: string): string {
+  return `${namespace}/identity.json`;
+}
+
+/** Where segments, partial segments and backup labels live: the prefix WAL expiry applies to. */
+export function walPrefix(namespace: string): string {
+  return `${namespace}/wal/`;
+}
+
+export function historyPrefix(namespace: string): string {
+  return `${namespace}/history/`;
+}
+
+export function walFileKey(namespace: string, file: WalFileName): string {
+  return (file.kind === 'history' ? historyPrefix(namespace) : walPrefix(namespace)) + file.name;
+}

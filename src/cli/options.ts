@@ -1,0 +1,25 @@
+/** Turns the settings table into commander options, and the parsed flags back into raw settings. */
+import { Option, type Command } from 'commander';
+import { CONFIG_ENV, SETTINGS, resolveSettings, type RawSettings, type Settings } from '../config/settings.js';
+
+export function addSettingOptions(command: Command): Command {
+  command.addOption(new Option('--config <file>', `read settings from this file ("key = value" lines) [env ${CONFIG_ENV}]`));
+  for (const def of SETTINGS) {
+    const flag = def.value ? `--${def.key} ${def.value}` : `--${def.key}`;
+    const dflt = def.default !== undefined && def.value ? ` (default: ${def.default})` : '';
+    command.addOption(new Option(flag, `${def.description}${dflt} [env ${def.env}]`));
+  }
+  return command;
+}
+
+/** Settings from this command's flags, the environment and the config file. */
+export function settingsFrom(command: Command): Settings {
+  const opts = command.opts<Record<string, string | boolean | undefined>>();
+  const flags: Record<string, string | boolean | undefined> = { config: opts['config'] };
+  for (const def of SETTINGS) flags[def.key] = opts[camel(def.key)];
+  return resolveSettings({ flags: flags as RawSettings, env: process.env });
+}
+
+function camel(key: string): string {
+  return key.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}

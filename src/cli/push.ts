@@ -1,0 +1,28 @@
+/** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
+import { Command } from 'commander';
+import { pushWalFile } from '../archive/push.js';
+import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
+import { createLogger } from '../log.js';
+import { openStore } from '../storage/open.js';
+import { retryPolicy, withRetries } from '../storage/retry.js';
+import { addSettingOptions, settingsFrom } from './options.js';
+
+export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
+  const command = new Command(name)
+    .summary('archive one finished WAL file (archive_command)')
+    .description('Archive one finished WAL file (archive_command). Exits 0 only when the repository holds exactly its bytes, verified.')
+    .argument('<path>', 'the WAL file to archive (%p)')
+    .addHelpText(
+      'after',
+      `\nUse in postgresql.conf:\n  archive_command = '${name === 'push' ? 'walbridge push' : 'archive-push'} %p'\n\n${EXIT_CODE_HELP}`,
+    );
+  addSettingOptions(command).action(async (walPath: string) => {
+    const log = createLogger(name === 'push' ? 'walbridge push' : name);
+    const settings = settingsFrom(command);
+    const retry = retryPolicy(settings.timeout, (what, err, attempt) => log.warn(`${what}: attempt ${attempt} failed (${err.message}); retrying`));
+    const store = withRetries(await openStore(settings.repo, settings), retry);
+    await pushWalFile({ store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log }, walPath);
+    done(ExitCode.ok);
+  });
+  return command;
+}

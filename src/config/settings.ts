@@ -1,0 +1,176 @@
+/**
+ * Settings, resolved per key in this order: command-line flag, environment variable, config
+ * file (`--config FILE` / WALBRIDGE_CONFIG), default. One table defines every setting, so the
+ * flags, the environment names, the config keys and the help texts cannot disagree.
+ */
+import { readFileSync } from 'node:fs';
+import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/compression.js';
+import { WalbridgeError } from '../errors.js';
+import { namespaceProblem } from '../archive/layout.js';
+import { parseRepoUrl, type RepoLocation } from './repo-url.js';
+
+export type S3ChecksumMode = 'when-required' | 'when-supported';
+
+export interface Settings {
+  readonly repo: RepoLocation;
+  readonly namespace: string;
+  readonly compress: CodecName;
+  readonly compressLevel: number | undefined;
+  /** Seconds a command may spend retrying a store before it gives up. */
+  readonly timeout: number;
+  readonly s3PathStyle: boolean;
+  readonly s3Checksum: S3ChecksumMode;
+  readonly s3Endpoint: string | undefined;
+  readonly s3Region: string | undefined;
+  readonly gcsEndpoint: string | undefined;
+}
+
+interface SettingDef {
+  /** Config-file key and flag name (`--<key>`). */
+  readonly key: string;
+  readonly env: string;
+  /** commander's value placeholder, or undefined for a boolean switch. */
+  readonly value?: string;
+  readonly description: string;
+  readonly default?: string;
+}
+
+export const SETTINGS: readonly SettingDef[] = [
+  { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: 'repository: s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir' },
+  { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
+  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'none' },
+  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)" },
+  { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'give up retrying an unreachable or failing store after this long', default: '60' },
+  { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
+  {
+    key: 's3-checksum',
+    env: 'WALBRIDGE_S3_CHECKSUM',
+    value: '<mode>',
+    description: "S3: the SDK's checksum mode, when-required (works with S3-compatible stores; walbridge always sends Content-MD5) or when-supported (the SDK's CRC32 default, AWS only)",
+    default: 'when-required',
+  },
+  { key: 's3-endpoint', env: 'WALBRIDGE_S3_ENDPOINT', value: '<url>', description: 'S3: endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)' },
+  { key: 's3-region', env: 'WALBRIDGE_S3_REGION', value: '<region>', description: 'S3: region (default: AWS_REGION / the AWS profile, else us-east-1)' },
+  { key: 'gcs-endpoint', env: 'WALBRIDGE_GCS_ENDPOINT', value: '<url>', description: 'GCS: API endpoint (default: STORAGE_EMULATOR_HOST, else Google)' },
+];
+
+export const CONFIG_ENV = 'WALBRIDGE_CONFIG';
+
+/** Raw values per key from one source. */
+export type RawSettings = Readonly<Record<string, string | boolean | undefined>>;
+
+export interface ResolveInput {
+  /** Flag values keyed by setting key (`repo`, `s3-path-style`, ...), plus `config`. */
+  readonly flags: RawSettings;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+export function resolveSettings({ flags, env }: ResolveInput): Settings {
+  const configPath = str(flags['config']) ?? env[CONFIG_ENV];
+  const file = configPath ? readConfigFile(configPath) : {};
+  const raw = (key: string): { value: string | boolean; from: string } | undefined => {
+    const def = SETTINGS.find((d) => d.key === key)!;
+    if (flags[key] !== undefined) return { value: flags[key]!, from: `--${key}` };
+    if (env[def.env] !== undefined && env[def.env] !== '') return { value: env[def.env]!, from: def.env };
+    if (file[key] !== undefined) return { value: file[key]!, from: `${key} in ${configPath}` };
+    return def.default === undefined ? undefined : { value: def.default, from: `default ${key}` };
+  };
+
+  const repoRaw = raw('repo');
+  if (!repoRaw) throw configError('no repository: set --repo or WALBRIDGE_REPO (s3://bucket/prefix, gs://bucket/prefix or file:///dir)');
+  const repo = parseRepoUrl(String(repoRaw.value));
+  if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`);
+
+  const nsRaw = raw('namespace');
+  if (!nsRaw) throw configError("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
+  const namespace = String(nsRaw.value);
+  const nsProblem = namespaceProblem(namespace);
+  if (nsProblem) throw configError(`bad ${nsRaw.from}: ${nsProblem}`);
+
+  const codecRaw = raw('compress')!;
+  const compress = String(codecRaw.value);
+  if (!isCodec(compress)) throw configError(`bad ${codecRaw.from} "${compress}": use one of ${CODECS.join(', ')}`);
+  const levelRaw = raw('compress-level');
+  let compressLevel: number | undefined;
+  if (levelRaw) {
+    const range = LEVEL_RANGE[compress];
+    if (!range) throw configError(`${levelRaw.from} is set, but codec ${compress} has no levels`);
+    compressLevel = integer(levelRaw, range[0], range[1]);
+  }
+  const checksumRaw = raw('s3-checksum')!;
+  const s3Checksum = String(checksumRaw.value);
+  if (s3Checksum !== 'when-required' && s3Checksum !== 'when-supported') {
+    throw configError(`bad ${checksumRaw.from} "${s3Checksum}": use when-required or when-supported`);
+  }
+  return {
+    repo,
+    namespace,
+    compress,
+    compressLevel,
+    timeout: integer(raw('timeout')!, 1, 86_400),
+    s3PathStyle: boolean(raw('s3-path-style')!),
+    s3Checksum,
+    s3Endpoint: url(raw('s3-endpoint')),
+    s3Region: optional(raw('s3-region')),
+    gcsEndpoint: url(raw('gcs-endpoint')),
+  };
+}
+
+/**
+ * A config file: `key = value` lines, `#` comments, keys as the long flags without `--`.
+ * Unknown keys are errors, so a typo never silently falls back to a default.
+ */
+export function readConfigFile(file: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw configError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  const values: Record<string, string> = {};
+  text.split('\n').forEach((line, index) => {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) return;
+    const match = /^([a-z0-9-]+)\s*=\s*(.*)$/.exec(trimmed);
+    if (!match) throw configError(`${file}:${index + 1}: expected "key = value"`);
+    const [, key, rawValue] = match as unknown as [string, string, string];
+    if (!SETTINGS.some((d) => d.key === key)) {
+      throw configError(`${file}:${index + 1}: unknown setting "${key}" (known: ${SETTINGS.map((d) => d.key).join(', ')})`);
+    }
+    values[key] = rawValue.replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
+  });
+  return values;
+}
+
+function configError(message: string): WalbridgeError {
+  return new WalbridgeError('config', message);
+}
+
+function str(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function optional(r: { value: string | boolean } | undefined): string | undefined {
+  return r === undefined ? undefined : String(r.value);
+}
+
+function url(r: { value: string | boolean; from: string } | undefined): string | undefined {
+  if (!r) return undefined;
+  const value = String(r.value);
+  if (!/^https?:\/\/[^\s/]+/.test(value)) throw configError(`bad ${r.from} "${value}": expected an http:// or https:// URL`);
+  return value;
+}
+
+function integer(r: { value: string | boolean; from: string }, min: number, max: number): number {
+  const n = Number(r.value);
+  if (!Number.isInteger(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected an integer from ${min} to ${max}`);
+  return n;
+}
+
+function boolean(r: { value: string | boolean; from: string }): boolean {
+  if (typeof r.value === 'boolean') return r.value;
+  const v = r.value.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw configError(`bad ${r.from} "${r.value}": expected true or false`);
+}

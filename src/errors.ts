@@ -1,0 +1,75 @@
+/**
+ * Every way a command can end, and the exit status PostgreSQL sees.
+ *
+ * PostgreSQL's contracts: archive_command must exit 0 only when the file is safely archived;
+ * restore_command's non-zero statuses below 126 mean "not available", while statuses above 125
+ * or death by a signal are FATAL for the server. So every failure here has its own status,
+ * all below 126, and 1 is kept for "the file is not in the archive".
+ */
+export const ExitCode = {
+  ok: 0,
+  /** restore_command: the file is not in the archive (PostgreSQL: "not available"). */
+  notFound: 1,
+  /** Bad command-line arguments. */
+  usage: 2,
+  /** Settings missing or invalid (repo, namespace, config file). */
+  config: 3,
+  /** Not a WAL file name PostgreSQL would use (or a hostile one). */
+  badName: 4,
+  /** Reading %p or writing the destination failed. */
+  localIo: 5,
+  /** The file is not the WAL it claims to be (size, header, page address). */
+  notWal: 6,
+  /** The WAL belongs to another cluster than the namespace's. */
+  foreignCluster: 7,
+  /** Different content is already archived under this name. */
+  conflict: 8,
+  /** A stored object failed verification (hash, size, header). */
+  corrupt: 9,
+  /** The store stayed unreachable or failing through the whole retry time bound. */
+  storeUnavailable: 10,
+  /** The store refused the credentials or the permission. */
+  storeAccess: 11,
+  /** The bucket (or local repository directory) does not exist. */
+  storeMissing: 12,
+  /** Any other error the store answered with. */
+  storeError: 13,
+  /** A bug in walbridge. */
+  internal: 70,
+} as const;
+
+export type ExitStatus = (typeof ExitCode)[keyof typeof ExitCode];
+export type FailureKind = Exclude<keyof typeof ExitCode, 'ok'>;
+
+/** A failure a command reports with a one-line message and its exit status. */
+export class WalbridgeError extends Error {
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'WalbridgeError';
+  }
+
+  get exitCode(): ExitStatus {
+    return ExitCode[this.kind];
+  }
+}
+
+/** A table of exit statuses for --help texts and the README. */
+export const EXIT_CODE_HELP = `Exit status:
+  0   done (archived and verified / restored and verified)
+  1   not found: the file is not in the archive (restore_command: "not available")
+  2   bad command-line arguments
+  3   bad or missing settings (repo, namespace, config file)
+  4   not a WAL file name
+  5   local file error (reading %p, writing the destination)
+  6   not the WAL it claims to be (size, header, page address)
+  7   WAL of another cluster than the namespace's
+  8   different content already archived under this name
+  9   stored object failed verification (corrupt)
+  10  store unreachable or failing for the whole time bound (--timeout)
+  11  store refused credentials or permission
+  12  bucket or repository directory does not exist
+  13  other store error
+  70  internal error`;

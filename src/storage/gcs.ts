@@ -1,0 +1,178 @@
+/**
+ * Google Cloud Storage driver (JSON API through @google-cloud/storage).
+ *
+ * Create-if-absent is an upload with `ifGenerationMatch=0`; the MD5 sent in the object resource
+ * makes the server refuse a body that arrived damaged. The SDK's own retries are off: retry.ts
+ * owns retrying. Credentials are Application Default Credentials; STORAGE_EMULATOR_HOST points
+ * the SDK at a local server without credentials, as the SDK documents.
+ */
+import { Storage, type Bucket, type File } from '@google-cloud/storage';
+import { PassThrough, type Readable } from 'node:stream';
+import { StoreError, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+
+export interface GcsStoreOptions {
+  readonly bucket: string;
+  readonly prefix: string;
+  /** A custom API endpoint (Private Service Connect and the like); credentials still apply. */
+  readonly endpoint?: string;
+}
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export class GcsStore implements Store {
+  readonly location: string;
+  private readonly bucket: Bucket;
+
+  constructor(private readonly opts: GcsStoreOptions) {
+    this.location = `gs://${opts.bucket}${opts.prefix ? '/' + opts.prefix : ''}`;
+    const storage = new Storage({
+      ...(opts.endpoint ? { apiEndpoint: opts.endpoint, useAuthWithCustomEndpoint: true } : {}),
+      retryOptions: { autoRetry: false, maxRetries: 0 },
+      timeout: REQUEST_TIMEOUT_MS,
+    });
+    this.bucket = storage.bucket(opts.bucket);
+  }
+
+  async checkBucket(): Promise<void> {
+    try {
+      await this.bucket.getMetadata();
+    } catch (err) {
+      const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
+      throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;
+    }
+  }
+
+  async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
+    const file = this.file(key);
+    try {
+      await file.save(request.body, {
+        resumable: false,
+        validation: false, // the server checks md5Hash itself, before the object exists
+        preconditionOpts: { ifGenerationMatch: 0 },
+        metadata: {
+          contentType: 'application/octet-stream',
+          md5Hash: request.md5.toString('base64'),
+          metadata: { ...request.metadata },
+        },
+      });
+      return 'created';
+    } catch (err) {
+      if (statusOf(err) === 412) return 'exists';
+      throw this.mapError(err, key);
+    }
+  }
+
+  async get(key: string): Promise<{ info: ObjectInfo; body: Readable }> {
+    const found = await this.describe(key);
+    if (!found) throw new StoreError('not-found', `${this.location}: ${key}: no such object`);
+    // Read exactly the generation whose metadata we hold, even if the name is rewritten meanwhile.
+    const file = this.bucket.file(this.fullKey(key), { generation: found.generation });
+    const download = file.createReadStream({ validation: false });
+    // Hand on errors as StoreErrors, so the reader can tell a vanished object from a reset.
+    const body = new PassThrough();
+    download.on('error', (err) => body.destroy(this.mapError(err, key)));
+    download.pipe(body);
+    return { info: found.info, body };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    return (await this.describe(key))?.info;
+  }
+
+  private async describe(key: string): Promise<{ info: ObjectInfo; generation: number } | undefined> {
+    try {
+      const [meta] = await this.file(key).getMetadata();
+      return {
+        info: { key, size: Number(meta.size ?? 0), metadata: stringRecord(meta.metadata) },
+        generation: Number(meta.generation),
+      };
+    } catch (err) {
+      const mapped = this.mapError(err, key);
+      if (mapped.kind === 'not-found') return undefined;
+      throw mapped;
+    }
+  }
+
+  async *list(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
+    let pageToken: string | undefined;
+    do {
+      let files: File[];
+      let next: { pageToken?: string } | null | undefined;
+      try {
+        [files, next] = (await this.bucket.getFiles({
+          prefix: this.fullKey(prefix),
+          // startOffset is inclusive; the key itself is skipped below.
+          startOffset: startAfter === undefined ? undefined : this.fullKey(startAfter),
+          autoPaginate: false,
+          maxResults: 1000,
+          pageToken,
+        })) as unknown as [File[], { pageToken?: string } | null];
+      } catch (err) {
+        throw this.mapError(err, prefix);
+      }
+      for (const f of files) {
+        const key = this.relativeKey(f.name);
+        if (startAfter !== undefined && key <= startAfter) continue;
+        yield { key, size: Number(f.metadata.size ?? 0) };
+      }
+      pageToken = next?.pageToken;
+    } while (pageToken);
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    const queue = [...keys];
+    const worker = async () => {
+      for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
+        try {
+          await this.file(key).delete({ ignoreNotFound: true });
+        } catch (err) {
+          throw this.mapError(err, key);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
+  }
+
+  private file(key: string): File {
+    return this.bucket.file(this.fullKey(key));
+  }
+
+  private fullKey(key: string): string {
+    return joinKey(this.opts.prefix, key);
+  }
+
+  private relativeKey(full: string): string {
+    return this.opts.prefix === '' ? full : full.slice(this.opts.prefix.length + 1);
+  }
+
+  mapError(err: unknown, what: string): StoreError {
+    if (err instanceof StoreError) return err;
+    const status = statusOf(err);
+    const message = (err as Error).message ?? String(err);
+    const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}`;
+    if (status === 404) {
+      if (/bucket does not exist/i.test(message)) return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
+      return new StoreError('not-found', detail, { cause: err });
+    }
+    if (status === 401 || status === 403 || /default credentials|could not load the default|invalid_grant|unauthorized/i.test(message)) {
+      return new StoreError('denied', detail, { cause: err });
+    }
+    if (status === undefined || status === 408 || status === 429 || status >= 500) {
+      return new StoreError('transient', detail, { cause: err });
+    }
+    return new StoreError('permanent', detail, { cause: err });
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function stringRecord(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) if (v !== null && v !== undefined) out[k] = String(v);
+  }
+  return out;
+}

@@ -1,0 +1,201 @@
+/**
+ * S3 driver (AWS and S3-compatible servers such as Ceph radosgw and MinIO).
+ *
+ * Create-if-absent is a PutObject with `If-None-Match: *`; Content-MD5 makes the server reject
+ * a body that arrived damaged. The SDK's own retries are off: retry.ts owns retrying, so one
+ * deadline bounds everything. Credentials come from the SDK's default chain only.
+ */
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { StoreError, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+
+export interface S3StoreOptions {
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly region?: string;
+  readonly endpoint?: string;
+  readonly pathStyle: boolean;
+  readonly checksum: 'when-required' | 'when-supported';
+}
+
+/** Socket timeouts per attempt: a black-holed connection must fail, not hang the archiver. */
+const CONNECT_TIMEOUT_MS = 5_000;
+const IDLE_TIMEOUT_MS = 30_000;
+
+export class S3Store implements Store {
+  readonly location: string;
+  private readonly client: S3Client;
+
+  constructor(private readonly opts: S3StoreOptions) {
+    this.location = `s3://${opts.bucket}${opts.prefix ? '/' + opts.prefix : ''}`;
+    const mode = opts.checksum === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+    this.client = new S3Client({
+      region: opts.region ?? defaultRegion(),
+      endpoint: opts.endpoint,
+      forcePathStyle: opts.pathStyle,
+      maxAttempts: 1,
+      requestChecksumCalculation: mode,
+      responseChecksumValidation: mode,
+      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: IDLE_TIMEOUT_MS },
+    });
+  }
+
+  async checkBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.opts.bucket }));
+    } catch (err) {
+      const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
+      // HEAD answers carry no error code: a 404 on the bucket itself means the bucket is missing.
+      throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;
+    }
+  }
+
+  async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.opts.bucket,
+          Key: this.fullKey(key),
+          Body: request.body,
+          ContentLength: request.body.length,
+          ContentMD5: request.md5.toString('base64'),
+          ContentType: 'application/octet-stream',
+          IfNoneMatch: '*',
+          Metadata: { ...request.metadata },
+        }),
+      );
+      return 'created';
+    } catch (err) {
+      if (httpStatus(err) === 412) return 'exists';
+      throw this.mapError(err, key);
+    }
+  }
+
+  async get(key: string): Promise<{ info: ObjectInfo; body: Readable }> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
+      return {
+        info: { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {} },
+        body: out.Body as Readable,
+      };
+    } catch (err) {
+      throw this.mapError(err, key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
+      return { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {} };
+    } catch (err) {
+      const mapped = this.mapError(err, key);
+      if (mapped.kind === 'not-found') return undefined;
+      throw mapped;
+    }
+  }
+
+  async *list(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
+    let token: string | undefined;
+    do {
+      let out;
+      try {
+        out = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.opts.bucket,
+            Prefix: this.fullKey(prefix),
+            StartAfter: startAfter === undefined || token ? undefined : this.fullKey(startAfter),
+            ContinuationToken: token,
+          }),
+        );
+      } catch (err) {
+        throw this.mapError(err, prefix);
+      }
+      for (const item of out.Contents ?? []) {
+        if (item.Key) yield { key: this.relativeKey(item.Key), size: item.Size ?? 0 };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      let out;
+      try {
+        out = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.opts.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.fullKey(k) })), Quiet: true },
+          }),
+        );
+      } catch (err) {
+        throw this.mapError(err, `${batch.length} objects`);
+      }
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (failed.length > 0) {
+        const first = failed[0]!;
+        const kind = first.Code === 'AccessDenied' ? 'denied' : first.Code === 'InternalError' || first.Code === 'SlowDown' ? 'transient' : 'permanent';
+        throw new StoreError(kind, `delete of ${failed.length} objects failed, first ${first.Key}: ${first.Code} ${first.Message ?? ''}`);
+      }
+    }
+  }
+
+  private fullKey(key: string): string {
+    return joinKey(this.opts.prefix, key);
+  }
+
+  private relativeKey(full: string): string {
+    return this.opts.prefix === '' ? full : full.slice(this.opts.prefix.length + 1);
+  }
+
+  private mapError(err: unknown, what: string): StoreError {
+    const e = err as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+    const status = httpStatus(err);
+    const name = e.name ?? 'Error';
+    const detail = `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim();
+    if (name === 'NoSuchBucket') return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
+    if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new StoreError('not-found', detail, { cause: err });
+    if (name === 'CredentialsProviderError' || status === 401 || status === 403 || DENIED.has(name)) {
+      return new StoreError('denied', detail, { cause: err });
+    }
+    if (status === 301 || name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed') {
+      return new StoreError('permanent', `${detail} (is the bucket in another region? set AWS_REGION or --s3-region)`, { cause: err });
+    }
+    if (/Region is missing/i.test(e.message ?? '')) {
+      return new StoreError('permanent', 'no AWS region configured: set AWS_REGION or --s3-region', { cause: err });
+    }
+    if (status === undefined || status === 408 || status === 409 || status === 429 || status >= 500 || TRANSIENT.has(name)) {
+      return new StoreError('transient', detail, { cause: err });
+    }
+    return new StoreError('permanent', detail, { cause: err });
+  }
+}
+
+const DENIED = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'Forbidden']);
+const TRANSIENT = new Set(['SlowDown', 'RequestTimeout', 'InternalError', 'ServiceUnavailable', 'TimeoutError', 'RequestTimeTooSkewed']);
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
+/**
+ * AWS_REGION, else the AWS profile's region (the SDK reads ~/.aws/config itself), else
+ * us-east-1, which S3-compatible servers accept.
+ */
+function defaultRegion(): string | undefined {
+  const fromEnv = process.env['AWS_REGION'] || process.env['AWS_DEFAULT_REGION'];
+  if (fromEnv) return fromEnv;
+  const configFile = process.env['AWS_CONFIG_FILE'] ?? path.join(homedir(), '.aws', 'config');
+  return existsSync(configFile) ? undefined : 'us-east-1';
+}

@@ -1,0 +1,78 @@
+/**
+ * The one interface commands use to reach a repository. Drivers only move bytes: they know
+ * nothing of WAL, and the commands know nothing of any SDK.
+ *
+ * Keys are relative to the repository root (the `prefix` of `s3://bucket/prefix`), use `/` as
+ * separator and are produced only by archive/layout.ts.
+ */
+import type { Readable } from 'node:stream';
+
+/** Custom metadata kept with an object. Keys are lower-case ASCII; values short ASCII strings. */
+export type ObjectMetadata = Readonly<Record<string, string>>;
+
+export interface ObjectInfo {
+  readonly key: string;
+  /** Stored size in bytes (after compression). */
+  readonly size: number;
+  readonly metadata: ObjectMetadata;
+}
+
+export interface ListedObject {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface PutRequest {
+  readonly body: Buffer;
+  /** MD5 of `body`, so the store can verify what it received (Content-MD5, md5Hash). */
+  readonly md5: Buffer;
+  readonly metadata: ObjectMetadata;
+}
+
+export interface Store {
+  /** Where this store points, without secrets, for log lines. */
+  readonly location: string;
+  /**
+   * Creates the object only if no object has this key. 'exists' means something is there
+   * already: the caller compares; drivers never overwrite.
+   */
+  putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'>;
+  /** Opens an object for reading; throws StoreError 'not-found' if absent. */
+  get(key: string): Promise<{ info: ObjectInfo; body: Readable }>;
+  /** The object's size and metadata, or undefined if absent. */
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** Objects whose key starts with `prefix`, in key order, strictly after `startAfter` if given. */
+  list(prefix: string, startAfter?: string): AsyncIterable<ListedObject>;
+  /** Deletes these keys; absent keys are not an error. */
+  deleteMany(keys: readonly string[]): Promise<void>;
+  /** Confirms the bucket (or directory) exists and is reachable; throws StoreError otherwise. */
+  checkBucket(): Promise<void>;
+}
+
+export type StoreErrorKind =
+  /** The object is absent. */
+  | 'not-found'
+  /** Worth retrying: 5xx, throttling, resets, timeouts, refused connections. */
+  | 'transient'
+  /** Credentials missing/refused or permission denied. */
+  | 'denied'
+  /** The bucket or repository directory does not exist. */
+  | 'no-bucket'
+  /** Anything else the store answered that retrying will not change. */
+  | 'permanent';
+
+export class StoreError extends Error {
+  constructor(
+    readonly kind: StoreErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
+
+/** The full key of `key` under a repository prefix (which has no leading or trailing slash). */
+export function joinKey(root: string, key: string): string {
+  return root === '' ? key : `${root}/${key}`;
+}
