@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describeContent, unseal } from '../codec/envelope.js';
 import { WalbridgeError } from '../errors.js';
 import { fsyncDir } from '../util/durable.js';
+import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
 import { formatBytes, type Logger } from '../log.js';
 import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import { StoreError, type Store } from '../storage/store.js';
@@ -39,23 +40,33 @@ export function parseRequestedName(name: string): WalFileName {
   return file;
 }
 
+/** restore_command without waiting: restore the file, or answer "not found" at once. */
 export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
-  const started = Date.now();
   const file = parseRequestedName(name);
+  const identity = await loadIdentity(ctx.store, ctx.namespace);
+  if ((await restoreIfPresent(ctx, file, destination, identity)) === 'restored') return 'restored';
+  // A missing bucket also looks like a missing object; it must not read as "not yet archived".
+  await ctx.store.checkBucket();
+  ctx.log.info(`${name} is not in the archive`);
+  return 'not-found';
+}
+
+/** One attempt at restoring `file` (transient failures retried): 'absent' if it is not archived. */
+export async function restoreIfPresent(
+  ctx: FetchContext,
+  file: WalFileName,
+  destination: string,
+  identity: ClusterIdentity | undefined,
+): Promise<'restored' | 'absent'> {
+  const started = Date.now();
   const key = walFileKey(ctx.namespace, file);
-  // A stream that breaks midway is retried whole, under the same deadline as every other call.
-  const result = await retryTransient(ctx.retry, `download ${name}`, async () => {
-    const [identity, opened] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), openIfPresent(ctx.store, key)]);
-    if (!opened) return undefined;
-    return { identity, restored: await downloadVerified(ctx, file, opened, destination, identity) };
+  // A stream that breaks midway is retried whole.
+  const restored = await retryTransient(ctx.retry, `download ${file.name}`, async () => {
+    const opened = await openIfPresent(ctx.store, key);
+    return opened && downloadVerified(ctx, file, opened, destination, identity);
   });
-  if (!result) {
-    // A missing bucket also looks like a missing object; it must not read as "not yet archived".
-    await ctx.store.checkBucket();
-    ctx.log.info(`${name} is not in the archive`);
-    return 'not-found';
-  }
-  ctx.log.info(`restored ${name} (${formatBytes(result.restored.size)}, stored ${formatBytes(result.restored.storedSize)}) in ${Date.now() - started} ms`);
+  if (!restored) return 'absent';
+  ctx.log.info(`restored ${file.name} (${formatBytes(restored.size)}, stored ${formatBytes(restored.storedSize)}) in ${Date.now() - started} ms`);
   return 'restored';
 }
 
@@ -83,6 +94,7 @@ async function downloadVerified(
   }
   const dir = path.dirname(path.resolve(destination));
   const temp = path.join(dir, `.${file.name}.walbridge-${process.pid}-${randomBytes(4).toString('hex')}`);
+  trackTempFile(temp);
   try {
     let seen;
     try {
@@ -113,6 +125,7 @@ async function downloadVerified(
     return { size: seen.size, storedSize: opened.info.size };
   } finally {
     await unlink(temp).catch(() => undefined);
+    untrackTempFile(temp);
   }
 }
 

@@ -3,11 +3,10 @@
  * identity (from the segment's long page header); every later file is checked against it, so
  * WAL of two clusters can never mix under one namespace.
  */
-import { seal, describeContent } from '../codec/envelope.js';
-import { sha256Hex } from '../codec/hash.js';
 import { WalbridgeError } from '../errors.js';
 import { describeMagic, type LongPageHeader } from '../wal/header.js';
-import { StoreError, type Store } from '../storage/store.js';
+import type { Store } from '../storage/store.js';
+import { createJsonObject, readJsonObject } from './json-object.js';
 import { identityKey } from './layout.js';
 
 export interface ClusterIdentity {
@@ -52,22 +51,8 @@ export function clusterMismatch(identity: ClusterIdentity, header: LongPageHeade
 
 /** The namespace's identity, or undefined if nothing was pushed into it yet. */
 export async function loadIdentity(store: Store, namespace: string): Promise<ClusterIdentity | undefined> {
-  const key = identityKey(namespace);
-  let opened;
-  try {
-    opened = await store.get(key);
-  } catch (err) {
-    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
-    throw err;
-  }
-  const chunks: Buffer[] = [];
-  for await (const chunk of opened.body) chunks.push(chunk as Buffer);
-  const data = Buffer.concat(chunks);
-  const promised = describeContent(opened.info.metadata);
-  if (typeof promised === 'string' || promised.sha256 !== sha256Hex(data)) {
-    throw new WalbridgeError('corrupt', `namespace identity ${key} in ${store.location} is corrupt; inspect it before going on`);
-  }
-  return parseIdentity(data, `${store.location}/${key}`);
+  const value = await readJsonObject(store, identityKey(namespace));
+  return value === undefined ? undefined : checkIdentity(value, `${store.location}/${identityKey(namespace)}`);
 }
 
 /**
@@ -75,30 +60,25 @@ export async function loadIdentity(store: Store, namespace: string): Promise<Clu
  * identity that is in force afterwards (ours, or the one another writer recorded first).
  */
 export async function establishIdentity(store: Store, namespace: string, candidate: ClusterIdentity): Promise<ClusterIdentity> {
-  const sealed = await seal(Buffer.from(JSON.stringify(candidate, null, 2) + '\n'), 'none', undefined);
-  const outcome = await store.putIfAbsent(identityKey(namespace), sealed);
-  if (outcome === 'created') return candidate;
+  if ((await createJsonObject(store, identityKey(namespace), candidate)) === 'created') return candidate;
   const existing = await loadIdentity(store, namespace);
   if (!existing) throw new WalbridgeError('storeError', `${store.location} reported the namespace identity as present, then absent`);
   return existing;
 }
 
-function parseIdentity(data: Buffer, where: string): ClusterIdentity {
-  let value: Partial<ClusterIdentity>;
-  try {
-    value = JSON.parse(data.toString('utf8')) as Partial<ClusterIdentity>;
-  } catch {
-    throw new WalbridgeError('corrupt', `namespace identity ${where} is not valid JSON`);
-  }
+function checkIdentity(value: unknown, where: string): ClusterIdentity {
+  const v = value as Partial<ClusterIdentity>;
   if (
-    value.format !== 1 ||
-    typeof value.systemIdentifier !== 'string' ||
-    !/^\d+$/.test(value.systemIdentifier) ||
-    !Number.isInteger(value.segmentSize) ||
-    !Number.isInteger(value.blockSize) ||
-    !Number.isInteger(value.walPageMagic)
+    v === null ||
+    typeof v !== 'object' ||
+    v.format !== 1 ||
+    typeof v.systemIdentifier !== 'string' ||
+    !/^\d+$/.test(v.systemIdentifier) ||
+    !Number.isInteger(v.segmentSize) ||
+    !Number.isInteger(v.blockSize) ||
+    !Number.isInteger(v.walPageMagic)
   ) {
     throw new WalbridgeError('corrupt', `namespace identity ${where} lacks required fields`);
   }
-  return value as ClusterIdentity;
+  return v as ClusterIdentity;
 }

@@ -40,3 +40,12 @@ export function historyPrefix(namespace: string): string {
 export function walFileKey(namespace: string, file: WalFileName): string {
   return (file.kind === 'history' ? historyPrefix(namespace) : walPrefix(namespace)) + file.name;
 }
+
+/** Trigger objects: one per standby name, and `all` for every standby of the namespace. */
+export function triggerPrefix(namespace: string): string {
+  return `${namespace}/trigger/`;
+}
+
+export function triggerKey(namespace: string, target: string): string {
+  return triggerPrefix(namespace) + target;
+}

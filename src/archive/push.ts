@@ -11,7 +11,7 @@ import type { CodecName } from '../codec/compression.js';
 import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
 import type { ObjectInfo, Store } from '../storage/store.js';
-import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/control.js';
+import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/datadir.js';
 import { headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';

@@ -7,8 +7,10 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { reportFailure } from './failure.js';
+import { cleanupCommand } from './cleanup.js';
 import { fetchCommand } from './fetch.js';
 import { pushCommand } from './push.js';
+import { triggerCommand } from './trigger.js';
 
 export type Executable = 'archive-push' | 'archive-fetch' | 'walbridge';
 
@@ -40,7 +42,9 @@ function buildProgram(executable: Executable, done: (s: ExitStatus) => void): Co
     program = new Command('walbridge')
       .description('PostgreSQL WAL archiving and a waiting restore_command through S3, GCS or a local directory.')
       .addCommand(pushCommand('push', done))
-      .addCommand(fetchCommand('fetch', done));
+      .addCommand(fetchCommand('fetch', done))
+      .addCommand(triggerCommand(done))
+      .addCommand(cleanupCommand(done));
   }
   return configure(program);
 }

@@ -1,10 +1,11 @@
 /** Turns the settings table into commander options, and the parsed flags back into raw settings. */
 import { Option, type Command } from 'commander';
-import { CONFIG_ENV, SETTINGS, resolveSettings, type RawSettings, type Settings } from '../config/settings.js';
+import { CONFIG_ENV, SETTINGS, resolveSettings, type CommandName, type RawSettings, type Settings } from '../config/settings.js';
 
-export function addSettingOptions(command: Command): Command {
+export function addSettingOptions(command: Command, name: CommandName): Command {
   command.addOption(new Option('--config <file>', `read settings from this file ("key = value" lines) [env ${CONFIG_ENV}]`));
   for (const def of SETTINGS) {
+    if (def.commands && !def.commands.includes(name)) continue;
     const flag = def.value ? `--${def.key} ${def.value}` : `--${def.key}`;
     const dflt = def.default !== undefined && def.value ? ` (default: ${def.default})` : '';
     command.addOption(new Option(flag, `${def.description}${dflt} [env ${def.env}]`));
@@ -17,6 +18,7 @@ export function settingsFrom(command: Command): Settings {
   const opts = command.opts<Record<string, string | boolean | undefined>>();
   const flags: Record<string, string | boolean | undefined> = { config: opts['config'] };
   for (const def of SETTINGS) flags[def.key] = opts[camel(def.key)];
+  // Resolved for every command; a command only reads the settings it takes.
   return resolveSettings({ flags: flags as RawSettings, env: process.env });
 }
 

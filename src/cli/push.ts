@@ -3,9 +3,8 @@ import { Command } from 'commander';
 import { pushWalFile } from '../archive/push.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
-import { openStore } from '../storage/open.js';
-import { retryPolicy, withRetries } from '../storage/retry.js';
 import { addSettingOptions, settingsFrom } from './options.js';
+import { openRepository } from './repository.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
   const command = new Command(name)
@@ -16,11 +15,10 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
       'after',
       `\nUse in postgresql.conf:\n  archive_command = '${name === 'push' ? 'walbridge push' : 'archive-push'} %p'\n\n${EXIT_CODE_HELP}`,
     );
-  addSettingOptions(command).action(async (walPath: string) => {
+  addSettingOptions(command, 'push').action(async (walPath: string) => {
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
     const settings = settingsFrom(command);
-    const retry = retryPolicy(settings.timeout, (what, err, attempt) => log.warn(`${what}: attempt ${attempt} failed (${err.message}); retrying`));
-    const store = withRetries(await openStore(settings.repo, settings), retry);
+    const { store } = await openRepository(settings, log);
     await pushWalFile({ store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log }, walPath);
     done(ExitCode.ok);
   });

@@ -23,7 +23,17 @@ export interface Settings {
   readonly s3Endpoint: string | undefined;
   readonly s3Region: string | undefined;
   readonly gcsEndpoint: string | undefined;
+  /** This standby's name, for triggers that name one standby. */
+  readonly standby: string | undefined;
+  /** Seconds between polls of a waiting fetch: the first, and the cap it grows to. */
+  readonly pollInterval: number;
+  readonly maxPollInterval: number;
+  /** Seconds without a new segment after which a waiting fetch fails over; 0 = never. */
+  readonly maxWait: number;
 }
+
+/** The commands a setting matters to (its flag appears only there). */
+export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup';
 
 interface SettingDef {
   /** Config-file key and flag name (`--<key>`). */
@@ -33,13 +43,40 @@ interface SettingDef {
   readonly value?: string;
   readonly description: string;
   readonly default?: string;
+  /** Commands that take it; every command when absent. */
+  readonly commands?: readonly CommandName[];
 }
 
 export const SETTINGS: readonly SettingDef[] = [
   { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: 'repository: s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir' },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
-  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'none' },
-  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)" },
+  { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
+  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'none', commands: ['push'] },
+  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push'] },
+  {
+    key: 'poll-interval',
+    env: 'WALBRIDGE_POLL_INTERVAL',
+    value: '<seconds>',
+    description: 'waiting fetch: first wait between polls for a segment not yet archived',
+    default: '0.05',
+    commands: ['fetch'],
+  },
+  {
+    key: 'max-poll-interval',
+    env: 'WALBRIDGE_MAX_POLL_INTERVAL',
+    value: '<seconds>',
+    description: 'waiting fetch: the cap the wait between polls grows to (also how soon a trigger is seen)',
+    default: '0.4',
+    commands: ['fetch'],
+  },
+  {
+    key: 'max-wait',
+    env: 'WALBRIDGE_MAX_WAIT',
+    value: '<seconds>',
+    description: 'waiting fetch: fail over (fast) when no new segment arrives for this long; 0 = never',
+    default: '0',
+    commands: ['fetch'],
+  },
   { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'give up retrying an unreachable or failing store after this long', default: '60' },
   { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
   {
@@ -113,6 +150,10 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     s3Endpoint: url(raw('s3-endpoint')),
     s3Region: optional(raw('s3-region')),
     gcsEndpoint: url(raw('gcs-endpoint')),
+    standby: standbyName(raw('standby')),
+    pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
+    maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
+    maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
   };
 }
 
@@ -165,6 +206,21 @@ function integer(r: { value: string | boolean; from: string }, min: number, max:
   const n = Number(r.value);
   if (!Number.isInteger(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected an integer from ${min} to ${max}`);
   return n;
+}
+
+function seconds(r: { value: string | boolean; from: string }, min: number, max: number): number {
+  const n = Number(r.value);
+  if (!Number.isFinite(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected seconds from ${min} to ${max}`);
+  return n;
+}
+
+function standbyName(r: { value: string | boolean; from: string } | undefined): string | undefined {
+  if (!r) return undefined;
+  const name = String(r.value);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name) || name === 'all') {
+    throw configError(`bad ${r.from} "${name}": a standby name is 1-63 characters of A-Z a-z 0-9 . _ - (and not "all")`);
+  }
+  return name;
 }
 
 function boolean(r: { value: string | boolean; from: string }): boolean {

@@ -36,9 +36,10 @@ export class FsStore implements Store {
     try {
       info = await stat(this.root);
     } catch (err) {
-      throw mapFsError(err, this.root);
+      const mapped = mapFsError(err, this.root);
+      throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `repository directory ${this.root} does not exist`) : mapped;
     }
-    if (!info.isDirectory()) throw new StoreError('no-bucket', `${this.root} is not a directory`);
+    if (!info.isDirectory()) throw new StoreError('no-bucket', `repository directory ${this.root} does not exist (it is not a directory)`);
   }
 
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {

@@ -15,6 +15,8 @@ export interface GcsStoreOptions {
   readonly prefix: string;
   /** A custom API endpoint (Private Service Connect and the like); credentials still apply. */
   readonly endpoint?: string;
+  /** Objects per listing request (1000 unless a test wants to see pagination). */
+  readonly pageSize?: number;
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -104,7 +106,7 @@ export class GcsStore implements Store {
           // startOffset is inclusive; the key itself is skipped below.
           startOffset: startAfter === undefined ? undefined : this.fullKey(startAfter),
           autoPaginate: false,
-          maxResults: 1000,
+          maxResults: this.opts.pageSize ?? 1000,
           pageToken,
         })) as unknown as [File[], { pageToken?: string } | null];
       } catch (err) {

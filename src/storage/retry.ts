@@ -1,28 +1,28 @@
 /**
  * Retries of transient store failures (5xx, throttling, resets, timeouts) with growing,
- * jittered waits, all inside one deadline per command so PostgreSQL always gets an answer in
+ * jittered waits, inside a time budget per operation so PostgreSQL always gets an answer in
  * bounded time. Permanent failures (403, missing bucket, bad credentials) are never retried.
  */
 import pRetry from 'p-retry';
 import { StoreError, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface RetryPolicy {
-  /** Epoch milliseconds after which no new attempt starts. */
-  readonly deadline: number;
+  /** Milliseconds after an operation's first attempt when no new attempt starts. */
+  readonly budgetMs: number;
   readonly minDelayMs: number;
   readonly maxDelayMs: number;
   readonly onRetry?: (what: string, error: StoreError, attempt: number) => void;
 }
 
 export function retryPolicy(timeoutSeconds: number, onRetry?: RetryPolicy['onRetry']): RetryPolicy {
-  return { deadline: Date.now() + timeoutSeconds * 1000, minDelayMs: 100, maxDelayMs: 5000, onRetry };
+  return { budgetMs: timeoutSeconds * 1000, minDelayMs: 100, maxDelayMs: 5000, onRetry };
 }
 
 function isTransient(error: unknown): error is StoreError {
   return error instanceof StoreError && error.kind === 'transient';
 }
 
-/** Runs `fn`, repeating it after transient StoreErrors until the policy's deadline. */
+/** Runs `fn`, repeating it after transient StoreErrors until the policy's budget is spent. */
 export async function retryTransient<T>(policy: RetryPolicy, what: string, fn: () => Promise<T>): Promise<T> {
   const started = Date.now();
   let attempts = 0;
@@ -38,7 +38,7 @@ export async function retryTransient<T>(policy: RetryPolicy, what: string, fn: (
         minTimeout: policy.minDelayMs,
         maxTimeout: policy.maxDelayMs,
         randomize: true,
-        maxRetryTime: Math.max(0, policy.deadline - started),
+        maxRetryTime: policy.budgetMs,
         shouldRetry: ({ error }) => isTransient(error),
         onFailedAttempt: ({ error, attemptNumber }) => {
           if (isTransient(error)) policy.onRetry?.(what, error, attemptNumber);

@@ -3,7 +3,7 @@
  *
  * Create-if-absent is a PutObject with `If-None-Match: *`; Content-MD5 makes the server reject
  * a body that arrived damaged. The SDK's own retries are off: retry.ts owns retrying, so one
- * deadline bounds everything. Credentials come from the SDK's default chain only.
+ * budget bounds each operation. Credentials come from the SDK's default chain only.
  */
 import {
   DeleteObjectsCommand,
@@ -27,6 +27,8 @@ export interface S3StoreOptions {
   readonly endpoint?: string;
   readonly pathStyle: boolean;
   readonly checksum: 'when-required' | 'when-supported';
+  /** Keys per listing request (S3's maximum, 1000, unless a test wants to see pagination). */
+  readonly pageSize?: number;
 }
 
 /** Socket timeouts per attempt: a black-holed connection must fail, not hang the archiver. */
@@ -40,6 +42,8 @@ export class S3Store implements Store {
   constructor(private readonly opts: S3StoreOptions) {
     this.location = `s3://${opts.bucket}${opts.prefix ? '/' + opts.prefix : ''}`;
     const mode = opts.checksum === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+    // The SDK's multi-line Node-version notice would land in PostgreSQL's log once per WAL file.
+    process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
     this.client = new S3Client({
       region: opts.region ?? defaultRegion(),
       endpoint: opts.endpoint,
@@ -116,6 +120,7 @@ export class S3Store implements Store {
             Prefix: this.fullKey(prefix),
             StartAfter: startAfter === undefined || token ? undefined : this.fullKey(startAfter),
             ContinuationToken: token,
+            MaxKeys: this.opts.pageSize ?? 1000,
           }),
         );
       } catch (err) {

@@ -1,0 +1,36 @@
+/**
+ * Small JSON records in the repository (the namespace identity, triggers): stored with a
+ * content hash like any WAL file, so a damaged record is refused instead of misread.
+ */
+import { describeContent, seal } from '../codec/envelope.js';
+import { sha256Hex } from '../codec/hash.js';
+import { WalbridgeError } from '../errors.js';
+import { StoreError, type Store } from '../storage/store.js';
+
+/** The parsed record, or undefined if there is none. Throws 'corrupt' if it cannot be trusted. */
+export async function readJsonObject(store: Store, key: string): Promise<unknown> {
+  let opened;
+  try {
+    opened = await store.get(key);
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
+    throw err;
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of opened.body) chunks.push(chunk as Buffer);
+  const data = Buffer.concat(chunks);
+  const promised = describeContent(opened.info.metadata);
+  if (typeof promised === 'string' || promised.sha256 !== sha256Hex(data)) {
+    throw new WalbridgeError('corrupt', `${store.location}/${key} is corrupt (its content does not match its hash); inspect it before going on`);
+  }
+  try {
+    return JSON.parse(data.toString('utf8')) as unknown;
+  } catch {
+    throw new WalbridgeError('corrupt', `${store.location}/${key} is not valid JSON`);
+  }
+}
+
+/** Creates the record unless one exists; 'exists' leaves the existing one untouched. */
+export async function createJsonObject(store: Store, key: string, value: unknown): Promise<'created' | 'exists'> {
+  return store.putIfAbsent(key, await seal(Buffer.from(JSON.stringify(value, null, 2) + '\n'), 'none', undefined));
+}

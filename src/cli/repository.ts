@@ -1,0 +1,14 @@
+/** The store every command uses: the repo's driver, with retries of transient failures. */
+import type { Settings } from '../config/settings.js';
+import type { Logger } from '../log.js';
+import { openStore } from '../storage/open.js';
+import { retryPolicy, withRetries, type RetryPolicy } from '../storage/retry.js';
+import type { Store } from '../storage/store.js';
+
+export async function openRepository(settings: Settings, log: Logger): Promise<{ store: Store; retry: RetryPolicy }> {
+  // One line when an operation first fails; the final outcome is logged by the command.
+  const retry = retryPolicy(settings.timeout, (what, err, attempt) => {
+    if (attempt === 1) log.warn(`${what} failed (${err.message}); retrying for up to ${settings.timeout} s`);
+  });
+  return { store: withRetries(await openStore(settings.repo, settings), retry), retry };
+}

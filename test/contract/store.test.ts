@@ -1,0 +1,113 @@
+/**
+ * The driver contract: every driver behaves the same to the commands. Runs against the local
+ * directory, Ceph radosgw and the GCS test server.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it, beforeAll } from 'vitest';
+import { md5 } from '../../src/codec/hash.js';
+import { StoreError, type Store } from '../../src/storage/store.js';
+import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+
+async function readAll(store: Store, key: string): Promise<{ data: Buffer; metadata: Record<string, string> }> {
+  const { info, body } = await store.get(key);
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c as Buffer);
+  return { data: Buffer.concat(chunks), metadata: { ...info.metadata } };
+}
+
+function put(store: Store, key: string, data: Buffer, metadata: Record<string, string> = {}) {
+  return store.putIfAbsent(key, { body: data, md5: md5(data), metadata });
+}
+
+async function keys(store: Store, prefix: string, after?: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of store.list(prefix, after)) out.push(entry.key);
+  return out;
+}
+
+async function storeError(promise: Promise<unknown>): Promise<StoreError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof StoreError) return err;
+    throw err;
+  }
+  throw new Error('expected a StoreError');
+}
+
+describe.each(BACKENDS)('store contract: %s', (backend) => {
+  let repo: TestRepo;
+  let store: Store;
+  beforeAll(async () => {
+    repo = await createRepo(backend);
+    store = repo.store();
+  });
+
+  it('creates an object once and never overwrites it', async () => {
+    const first = Buffer.from('first version');
+    expect(await put(store, 'ns/wal/a', first, { 'walbridge-sha256': 'x'.repeat(64) })).toBe('created');
+    expect(await put(store, 'ns/wal/a', Buffer.from('second version'))).toBe('exists');
+    const back = await readAll(store, 'ns/wal/a');
+    expect(back.data.equals(first)).toBe(true);
+    expect(back.metadata['walbridge-sha256']).toBe('x'.repeat(64));
+  });
+
+  it('round-trips 16 MiB of random bytes exactly, with size and metadata on head', async () => {
+    const data = randomBytes(16 * 1024 * 1024);
+    expect(await put(store, 'ns/wal/big', data, { 'walbridge-size': String(data.length) })).toBe('created');
+    const info = await store.head('ns/wal/big');
+    expect(info).toMatchObject({ key: 'ns/wal/big', size: data.length, metadata: { 'walbridge-size': String(data.length) } });
+    expect((await readAll(store, 'ns/wal/big')).data.equals(data)).toBe(true);
+  });
+
+  it('reports absent objects as absent', async () => {
+    expect(await store.head('ns/wal/none')).toBeUndefined();
+    expect((await storeError(store.get('ns/wal/none'))).kind).toBe('not-found');
+  });
+
+  it('lists by prefix in key order, after a key, across pages', async () => {
+    const names = ['0003', '0001', '0002', '0010', '0004'];
+    for (const n of names) await put(store, `list/wal/${n}`, Buffer.from(n));
+    await put(store, 'list/history/0001', Buffer.from('h'));
+    await put(store, 'listing-is-not-a-prefix-match/0001', Buffer.from('x'));
+    const paged = repo.store({ pageSize: 2 });
+    expect(await keys(paged, 'list/wal/')).toEqual(['list/wal/0001', 'list/wal/0002', 'list/wal/0003', 'list/wal/0004', 'list/wal/0010']);
+    expect(await keys(paged, 'list/wal/', 'list/wal/0002')).toEqual(['list/wal/0003', 'list/wal/0004', 'list/wal/0010']);
+    expect(await keys(paged, 'list/wal/000')).toEqual(['list/wal/0001', 'list/wal/0002', 'list/wal/0003', 'list/wal/0004']);
+    expect(await keys(store, 'list/')).toEqual([
+      'list/history/0001',
+      'list/wal/0001',
+      'list/wal/0002',
+      'list/wal/0003',
+      'list/wal/0004',
+      'list/wal/0010',
+    ]);
+    expect(await keys(store, 'nothing-here/')).toEqual([]);
+  });
+
+  it('deletes many, ignoring keys that are already gone', async () => {
+    for (const n of ['1', '2', '3']) await put(store, `del/${n}`, Buffer.from(n));
+    await store.deleteMany(['del/1', 'del/3', 'del/never-existed']);
+    expect(await keys(store, 'del/')).toEqual(['del/2']);
+  });
+
+  it('keeps objects under its own prefix', async () => {
+    const other = await createRepo(backend, { prefix: 'another-prefix' });
+    await put(other.store(), 'ns/wal/a', Buffer.from('elsewhere'));
+    expect(await keys(other.store(), 'ns/')).toEqual(['ns/wal/a']);
+    await other.cleanup();
+  });
+
+  it('confirms an existing bucket', async () => {
+    await expect(store.checkBucket()).resolves.toBeUndefined();
+  });
+
+  if (backend !== 'file') {
+    it('refuses a body that does not match its MD5, storing nothing', async () => {
+      const data = Buffer.from('what was sent');
+      const err = await storeError(store.putIfAbsent('ns/wal/damaged', { body: data, md5: md5(Buffer.from('what was meant')), metadata: {} }));
+      expect(err.kind).toBe('permanent');
+      expect(await store.head('ns/wal/damaged')).toBeUndefined();
+    });
+  }
+});

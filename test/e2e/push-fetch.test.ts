@@ -1,0 +1,194 @@
+/**
+ * archive-push and archive-fetch as PostgreSQL runs them (child processes), on real WAL from
+ * PostgreSQL 15, against each backend: byte-identical round trips and every refusal.
+ */
+import { copyFile, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
+import { runCli } from '../support/cli.js';
+import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+
+let wal: GeneratedWal;
+let foreign: GeneratedWal;
+let work: string;
+
+beforeAll(async () => {
+  [wal, foreign] = await Promise.all([generateWalSegments(5, { timelineSwitch: true }), generateWalSegments(2)]);
+  work = await mkdtemp(path.join(tmpdir(), 'wb-e2e-'));
+}, 180_000);
+
+async function sameBytes(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([readFile(a), readFile(b)]);
+  return x.equals(y);
+}
+
+describe.each(BACKENDS)('push and fetch through %s', (backend) => {
+  let repo: TestRepo;
+  let namespace = 0;
+  /** A fresh namespace per test, so tests do not see each other's objects. */
+  const env = (extra: Record<string, string> = {}) => ({
+    WALBRIDGE_REPO: repo.url,
+    WALBRIDGE_NAMESPACE: `ns${namespace}`,
+    ...repo.env,
+    ...extra,
+  });
+  const push = (file: string, extra?: Record<string, string>, args: string[] = []) => runCli('archive-push', [...args, file], env(extra));
+  const fetch = (name: string, dest: string, extra?: Record<string, string>) => runCli('archive-fetch', [name, dest], env(extra));
+
+  beforeAll(async () => {
+    repo = await createRepo(backend);
+  });
+  beforeEach(() => {
+    namespace++;
+  });
+
+  it('round-trips every segment, .partial and .history file byte for byte', async () => {
+    expect(wal.segments.length).toBeGreaterThanOrEqual(5);
+    expect(wal.historyFiles.length).toBeGreaterThan(0);
+    expect(wal.partialFiles.length).toBeGreaterThan(0);
+    const out = await mkdtemp(path.join(work, `${backend}-rt-`));
+    for (const file of wal.files) {
+      const pushed = await push(file);
+      expect(pushed.stderr).toMatch(/archived/);
+      expect(pushed.status).toBe(0);
+    }
+    for (const file of wal.files) {
+      const dest = path.join(out, 'RECOVERYXLOG');
+      const fetched = await fetch(path.basename(file), dest);
+      expect(fetched.stderr).toMatch(/restored/);
+      expect(fetched.status).toBe(0);
+      expect(await sameBytes(file, dest)).toBe(true);
+    }
+    // Nothing but the destination is left behind in the directory.
+    expect(await readdir(out)).toEqual(['RECOVERYXLOG']);
+  });
+
+  it('answers a repeated push of identical bytes with success, and says so', async () => {
+    const segment = wal.segments[0]!;
+    expect((await push(segment)).status).toBe(0);
+    const again = await push(segment);
+    expect(again.status).toBe(0);
+    expect(again.stderr).toMatch(/already archived with identical content/);
+  });
+
+  it('stores gzip-compressed objects and restores them exactly', async () => {
+    const segment = wal.segments[wal.segments.length - 1]!; // a mostly empty one
+    expect((await push(segment, { WALBRIDGE_COMPRESS: 'gzip' })).status).toBe(0);
+    const key = `ns${namespace}/wal/${path.basename(segment)}`;
+    const info = await repo.store().head(key);
+    expect(info!.metadata['walbridge-codec']).toBe('gzip');
+    expect(info!.size).toBeLessThan(wal.walSegSizeBytes / 10);
+    const dest = path.join(work, `${backend}-gz`);
+    expect((await fetch(path.basename(segment), dest)).status).toBe(0);
+    expect(await sameBytes(segment, dest)).toBe(true);
+  });
+
+  it('refuses a segment of another cluster, naming both system identifiers, and writes nothing', async () => {
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    const stranger = foreign.segments[1]!;
+    const result = await push(stranger);
+    expect(result.status).toBe(ExitCode.foreignCluster);
+    expect(result.stderr).toContain(String(foreign.systemIdentifier));
+    expect(result.stderr).toContain(String(wal.systemIdentifier));
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(await repo.store().head(`ns${namespace}/wal/${path.basename(stranger)}`)).toBeUndefined();
+  });
+
+  it('refuses different content under an archived name and leaves the stored object untouched', async () => {
+    const original = wal.segments[1]!;
+    expect((await push(original)).status).toBe(0);
+    const changed = path.join(await mkdtemp(path.join(work, 'changed-')), path.basename(original));
+    const bytes = await readFile(original);
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 0xff, bytes.length - 100); // same header, different content
+    await writeFile(changed, bytes);
+    const result = await push(changed);
+    expect(result.status).toBe(ExitCode.conflict);
+    expect(result.stderr).toMatch(/different content is already archived/);
+    const dest = path.join(work, `${backend}-orig`);
+    expect((await fetch(path.basename(original), dest)).status).toBe(0);
+    expect(await sameBytes(original, dest)).toBe(true);
+  });
+
+  it('refuses a segment whose size is not the segment size, and a renamed segment', async () => {
+    const dir = await mkdtemp(path.join(work, 'bad-'));
+    const truncated = path.join(dir, path.basename(wal.segments[2]!));
+    await writeFile(truncated, (await readFile(wal.segments[2]!)).subarray(0, 8192 * 3));
+    const short = await push(truncated);
+    expect(short.status).toBe(ExitCode.notWal);
+    expect(short.stderr).toMatch(/24576 bytes, but its cluster's segments are 16777216 bytes/);
+
+    const renamedDir = await mkdtemp(path.join(work, 'renamed-'));
+    const renamed = path.join(renamedDir, path.basename(wal.segments[3]!));
+    await copyFile(wal.segments[2]!, renamed);
+    const moved = await push(renamed);
+    expect(moved.status).toBe(ExitCode.notWal);
+    expect(moved.stderr).toMatch(/renamed/);
+
+    const notWal = path.join(dir, '000000010000000000000099');
+    await writeFile(notWal, Buffer.alloc(16 * 1024 * 1024, 0x41));
+    expect((await push(notWal)).status).toBe(ExitCode.notWal);
+    for (const name of [path.basename(truncated), path.basename(renamed), '000000010000000000000099']) {
+      expect(await repo.store().head(`ns${namespace}/wal/${name}`)).toBeUndefined();
+    }
+  });
+
+  it('refuses files whose names PostgreSQL would never archive', async () => {
+    const dir = await mkdtemp(path.join(work, 'names-'));
+    for (const name of ['postgresql.conf', '000000010000000000000001.gz', '00000001000000000000000a', 'RECOVERYXLOG']) {
+      const file = path.join(dir, name);
+      await copyFile(wal.segments[0]!, file);
+      const result = await push(file);
+      expect(result.status, name).toBe(ExitCode.badName);
+      expect(result.stderr).toMatch(/not a WAL file name/);
+    }
+  });
+
+  it('refuses hostile %f values without touching the filesystem', async () => {
+    const dir = await mkdtemp(path.join(work, 'hostile-'));
+    const dest = path.join(dir, 'sub', 'RECOVERYXLOG');
+    for (const name of ['../../x', '/etc/passwd', '00000001/0000000000000001', '..', '', '000000010000000000000001/../../../x', 'a'.repeat(5000)]) {
+      const result = await fetch(name, dest);
+      expect(result.status, name).toBe(ExitCode.badName);
+    }
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('answers "not found" with exit 1 for a file that is not archived', async () => {
+    const result = await fetch('0000000100000000000000FE', path.join(work, 'absent'));
+    expect(result.status).toBe(ExitCode.notFound);
+    expect(result.stderr).toMatch(/not in the archive/);
+    await expect(stat(path.join(work, 'absent'))).rejects.toThrow();
+  });
+
+  it('refuses a corrupted stored object and writes no destination', async () => {
+    const segment = wal.segments[0]!;
+    expect((await push(segment)).status).toBe(0);
+    await repo.tamper(`ns${namespace}/wal/${path.basename(segment)}`, (stored) => {
+      const copy = Buffer.from(stored);
+      copy.writeUInt8(copy.readUInt8(copy.length >> 1) ^ 0x01, copy.length >> 1);
+      return copy;
+    });
+    const dir = await mkdtemp(path.join(work, 'corrupt-'));
+    const result = await fetch(path.basename(segment), path.join(dir, 'RECOVERYXLOG'));
+    expect(result.status).toBe(ExitCode.corrupt);
+    expect(result.stderr).toMatch(/corrupt/);
+    expect(await readdir(dir)).toEqual([]);
+
+    // A truncated object is refused the same way.
+    await repo.tamper(`ns${namespace}/wal/${path.basename(segment)}`, (stored) => stored.subarray(0, 1000));
+    expect((await fetch(path.basename(segment), path.join(dir, 'RECOVERYXLOG'))).status).toBe(ExitCode.corrupt);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('reports a missing bucket as such, for push and for fetch', async () => {
+    const missing = backend === 'file' ? 'file:///nonexistent/walbridge-repo' : `${backend === 's3' ? 's3' : 'gs'}://no-such-bucket-wb/x`;
+    const pushed = await push(wal.segments[0]!, { WALBRIDGE_REPO: missing });
+    expect(pushed.status).toBe(ExitCode.storeMissing);
+    expect(pushed.stderr).toMatch(/does not exist/);
+    const fetched = await fetch(path.basename(wal.segments[0]!), path.join(work, 'x'), { WALBRIDGE_REPO: missing });
+    expect(fetched.status).toBe(ExitCode.storeMissing);
+  });
+});

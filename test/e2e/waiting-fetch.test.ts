@@ -1,0 +1,231 @@
+/**
+ * The waiting restore_command and failover, driven as PostgreSQL drives it (child processes,
+ * signals), against each backend; real WAL from PostgreSQL 15.
+ */
+import { spawn } from 'node:child_process';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
+import { BIN_DIR, runCli } from '../support/cli.js';
+import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { fakeDataDir } from '../support/standby-dir.js';
+
+let wal: GeneratedWal;
+beforeAll(async () => {
+  wal = await generateWalSegments(5);
+}, 180_000);
+
+interface Running {
+  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number }>;
+  kill(signal: NodeJS.Signals): void;
+  /** Resolves when stderr has printed a line matching `pattern`. */
+  saw(pattern: RegExp): Promise<void>;
+}
+
+/** Starts archive-fetch in the background, as PostgreSQL's startup process would. */
+function startFetch(args: string[], env: Record<string, string>): Running {
+  const started = Date.now();
+  const child = spawn(path.join(BIN_DIR, 'archive-fetch'), args, {
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  const watchers: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    for (const w of watchers) if (w.pattern.test(stderr)) w.resolve();
+  });
+  return {
+    exited: new Promise((resolve) => child.on('exit', (status, signal) => resolve({ status, signal, stderr, ms: Date.now() - started }))),
+    kill: (signal) => child.kill(signal),
+    saw: (pattern) => new Promise((resolve) => (pattern.test(stderr) ? resolve() : watchers.push({ pattern, resolve }))),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
+  let repo: TestRepo;
+  let n = 0;
+  const env = (extra: Record<string, string> = {}) => ({ WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: `wait${n}`, ...repo.env, ...extra });
+  const push = (file: string) => runCli('archive-push', [file], env());
+  const walName = (i: number) => path.basename(wal.segments[i]!);
+
+  beforeAll(async () => {
+    repo = await createRepo(backend);
+  });
+  beforeEach(() => {
+    n++;
+  });
+
+  it('waits for a segment that is not archived yet and restores it soon after it lands', async () => {
+    const pg = await fakeDataDir('recovery');
+    const fetch = startFetch([walName(0), pg.destination], env());
+    await sleep(1500);
+    const pushedAt = Date.now();
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    const done = await fetch.exited;
+    expect(done.status).toBe(0);
+    expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
+    // Picked up within a poll interval (0.4 s) plus the download, not after a long sleep.
+    expect(Date.now() - pushedAt).toBeLessThan(3000);
+  });
+
+  it('answers .history and .backup lookups at once when absent, and --no-wait for segments', async () => {
+    const pg = await fakeDataDir('recovery');
+    for (const name of ['00000002.history', '000000010000000000000002.00000028.backup']) {
+      const t = Date.now();
+      const r = await runCli('archive-fetch', [name, pg.destination], env());
+      expect(r.status, name).toBe(ExitCode.notFound);
+      expect(Date.now() - t).toBeLessThan(5000);
+    }
+    const r = await runCli('archive-fetch', ['--no-wait', walName(1), pg.destination], env());
+    expect(r.status).toBe(ExitCode.notFound);
+    await expect(stat(pg.destination)).rejects.toThrow();
+  });
+
+  it('serves the same segment twice and out of order', async () => {
+    const pg = await fakeDataDir('recovery');
+    for (const i of [0, 1, 2]) expect((await push(wal.segments[i]!)).status).toBe(0);
+    for (const i of [1, 1, 0, 2, 0]) {
+      const r = await runCli('archive-fetch', [walName(i), pg.destination], env());
+      expect(r.status).toBe(0);
+      expect((await readFile(pg.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
+    }
+  });
+
+  it('smart trigger: restores everything archived, then answers "not found" at the first absent segment', async () => {
+    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    expect((await runCli('walbridge', ['trigger', 'smart'], env())).status).toBe(0);
+    expect((await runCli('archive-fetch', [walName(0), pg.destination], env())).status).toBe(0);
+    const t = Date.now();
+    const absent = await runCli('archive-fetch', [walName(1), pg.destination], env());
+    expect(absent.status).toBe(ExitCode.notFound);
+    expect(absent.stderr).toMatch(/smart failover/);
+    expect(Date.now() - t).toBeLessThan(5000);
+  });
+
+  it('fast trigger: ends a wait within a poll interval, yet still serves segments already restored', async () => {
+    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
+    for (const i of [0, 1]) expect((await push(wal.segments[i]!)).status).toBe(0);
+    expect((await runCli('archive-fetch', [walName(0), pg.destination], env())).status).toBe(0);
+    const waiting = startFetch([walName(2), pg.destination], env());
+    await sleep(1000);
+    const triggeredAt = Date.now();
+    expect((await runCli('walbridge', ['trigger', 'fast'], env())).status).toBe(0);
+    const done = await waiting.exited;
+    expect(done.status).toBe(ExitCode.notFound);
+    expect(done.stderr).toMatch(/fast failover/);
+    expect(Date.now() - triggeredAt).toBeLessThan(3000);
+    // Segment 1 is archived but was never restored: a fast trigger ignores it.
+    expect((await runCli('archive-fetch', [walName(1), pg.destination], env())).status).toBe(ExitCode.notFound);
+    // Segment 0 was restored before: asked again (PostgreSQL re-reads), it is still served.
+    expect((await runCli('archive-fetch', [walName(0), pg.destination], env())).status).toBe(0);
+  });
+
+  it('a trigger for one standby leaves the others waiting', async () => {
+    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
+    expect((await runCli('walbridge', ['trigger', 'fast', '--standby', 'east'], env())).status).toBe(0);
+    const west = startFetch([walName(0), pg.destination], env({ WALBRIDGE_STANDBY: 'west' }));
+    const east = await runCli('archive-fetch', [walName(0), pg.destination], env({ WALBRIDGE_STANDBY: 'east' }));
+    expect(east.status).toBe(ExitCode.notFound);
+    await sleep(1000);
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    expect((await west.exited).status).toBe(0);
+    const status = await runCli('walbridge', ['trigger', 'status'], env());
+    expect(status.stdout).toMatch(/fast trigger for standby "east"/);
+  });
+
+  it('ignores a trigger left over from before the standby was set up, and says so', async () => {
+    expect((await runCli('walbridge', ['trigger', 'smart'], env())).status).toBe(0);
+    await sleep(50);
+    const pg = await fakeDataDir('recovery', new Date(Date.now() + 1000)); // set up after the trigger
+    const fetch = startFetch([walName(0), pg.destination], env());
+    await fetch.saw(/ignoring the smart trigger.*leftover/);
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    expect((await fetch.exited).status).toBe(0);
+    // recovery_end_command clears it.
+    expect((await runCli('walbridge', ['trigger', 'clear'], env())).status).toBe(0);
+    expect((await runCli('walbridge', ['trigger', 'status'], env())).stdout).toMatch(/no trigger/);
+  });
+
+  it('--max-wait fails over loudly when no segment arrives', async () => {
+    const pg = await fakeDataDir('recovery');
+    const r = await runCli('archive-fetch', ['--max-wait', '1', walName(3), pg.destination], env());
+    expect(r.status).toBe(ExitCode.notFound);
+    expect(r.stderr).toMatch(/FAILOVER: no .* for 1 s \(--max-wait\)/);
+  });
+
+  it('SIGUSR1 ends the wait as a fast failover; SIGTERM ends it by the signal, writing nothing', async () => {
+    const pg = await fakeDataDir('recovery');
+    const usr1 = startFetch([walName(3), pg.destination], env());
+    await sleep(800);
+    usr1.kill('SIGUSR1');
+    const a = await usr1.exited;
+    expect(a.status).toBe(ExitCode.notFound);
+    expect(a.stderr).toMatch(/SIGUSR1/);
+
+    const term = startFetch([walName(3), pg.destination], env());
+    await sleep(800);
+    term.kill('SIGTERM');
+    const b = await term.exited;
+    expect(b.signal).toBe('SIGTERM');
+    expect(await readdir(path.join(pg.dir, 'pg_wal'))).toEqual([]);
+  });
+
+  it('"pg_ctl promote" (the promote file) ends the wait', async () => {
+    const pg = await fakeDataDir('recovery');
+    const fetch = startFetch([walName(3), pg.destination], env());
+    await sleep(800);
+    await writeFile(path.join(pg.dir, 'promote'), '');
+    const done = await fetch.exited;
+    expect(done.status).toBe(ExitCode.notFound);
+    expect(done.stderr).toMatch(/pg_ctl promote/);
+  });
+
+  it('--cleanup deletes segments before %r after a restore; history files stay', async () => {
+    const pg = await fakeDataDir('recovery');
+    for (const i of [0, 1, 2, 3]) expect((await push(wal.segments[i]!)).status).toBe(0);
+    const dry = await runCli('walbridge', ['cleanup', '--dry-run', walName(2)], env());
+    expect(dry.status).toBe(0);
+    expect(dry.stdout.trim().split('\n').map((k) => path.basename(k))).toEqual([walName(0), walName(1)]);
+    const r = await runCli('archive-fetch', ['--cleanup', walName(3), pg.destination, walName(2)], env());
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/cleaned up 2 files/);
+    const left: string[] = [];
+    for await (const e of repo.store().list(`wait${n}/wal/`)) left.push(path.basename(e.key));
+    expect(left).toEqual([walName(2), walName(3)]);
+  });
+});
+
+describe('waiting fetch when the store is unreachable', () => {
+  const unreachable = {
+    WALBRIDGE_REPO: 's3://walbridge-test/x',
+    WALBRIDGE_NAMESPACE: 'n',
+    AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9', // discard port: connection refused
+    AWS_ACCESS_KEY_ID: 'k',
+    AWS_SECRET_ACCESS_KEY: 's',
+    AWS_REGION: 'us-east-1',
+    WALBRIDGE_S3_PATH_STYLE: '1',
+    WALBRIDGE_TIMEOUT: '2',
+  };
+
+  it('with standby.signal, reports the failure with its own status, never "not found"', async () => {
+    const pg = await fakeDataDir('standby');
+    const r = await runCli('archive-fetch', ['000000010000000000000003', pg.destination], unreachable);
+    expect(r.status).toBe(ExitCode.storeUnavailable);
+    expect(r.stderr).toMatch(/ERROR: store unreachable/);
+  });
+
+  it('with recovery.signal, keeps waiting (a failure status would promote the standby)', async () => {
+    const pg = await fakeDataDir('recovery');
+    const fetch = startFetch(['000000010000000000000003', pg.destination], unreachable);
+    await fetch.saw(/still waiting, so that recovery does not end/);
+    await sleep(1000);
+    fetch.kill('SIGTERM');
+    expect((await fetch.exited).signal).toBe('SIGTERM');
+  });
+});

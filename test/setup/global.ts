@@ -1,0 +1,30 @@
+/**
+ * Starts the real servers once per test run, on 127.0.0.1 only, and tells the test files
+ * where they are: Ceph radosgw (S3) and the project's GCS JSON-API test server.
+ */
+import type { TestProject } from 'vitest/node';
+import { startGcsServer } from '../servers/gcs/server.js';
+import { startRadosgw } from '../servers/radosgw.js';
+
+export interface S3Endpoint {
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  region: string;
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    s3: S3Endpoint;
+    gcsUrl: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const [rgw, gcs] = await Promise.all([startRadosgw(), startGcsServer()]);
+  project.provide('s3', { endpoint: rgw.endpoint, accessKey: rgw.accessKey, secretKey: rgw.secretKey, region: rgw.region });
+  project.provide('gcsUrl', gcs.url);
+  return async () => {
+    await Promise.all([rgw.stop(), gcs.close()]);
+  };
+}

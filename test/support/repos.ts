@@ -1,0 +1,134 @@
+/**
+ * Test repositories on each backend: a fresh bucket (or directory) per call, the environment a
+ * walbridge child process needs to reach it, and a driver for looking at or damaging objects.
+ */
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { inject } from 'vitest';
+import { FsStore } from '../../src/storage/fs.js';
+import { GcsStore } from '../../src/storage/gcs.js';
+import { S3Store } from '../../src/storage/s3.js';
+import type { Store } from '../../src/storage/store.js';
+
+export type Backend = 'file' | 's3' | 'gcs';
+export const BACKENDS: readonly Backend[] = ['file', 's3', 'gcs'];
+
+export interface TestRepo {
+  readonly backend: Backend;
+  /** The WALBRIDGE_REPO value. */
+  readonly url: string;
+  /** What a walbridge process needs in its environment to reach the repository. */
+  readonly env: Record<string, string>;
+  /** A driver on the same repository, for inspecting and damaging objects directly. */
+  store(opts?: { pageSize?: number }): Store;
+  /** Replaces an object's stored bytes but keeps its metadata: what bit rot would look like. */
+  tamper(key: string, change: (stored: Buffer) => Buffer): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+function uniqueName(): string {
+  return `wb-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Environment for S3 through radosgw; also applied to this process for in-process drivers. */
+function s3Env(): Record<string, string> {
+  const s3 = inject('s3');
+  return {
+    AWS_ACCESS_KEY_ID: s3.accessKey,
+    AWS_SECRET_ACCESS_KEY: s3.secretKey,
+    AWS_REGION: s3.region,
+    AWS_ENDPOINT_URL_S3: s3.endpoint,
+    WALBRIDGE_S3_PATH_STYLE: '1',
+    AWS_EC2_METADATA_DISABLED: 'true',
+  };
+}
+
+export function s3Client(): S3Client {
+  const s3 = inject('s3');
+  return new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
+export async function createRepo(backend: Backend, opts: { prefix?: string } = {}): Promise<TestRepo> {
+  const prefix = opts.prefix ?? 'walbridge';
+  switch (backend) {
+    case 'file': {
+      const dir = await mkdtemp(path.join(tmpdir(), 'wb-repo-'));
+      // PostgreSQL's archive_command runs as another user in the end-to-end tests.
+      await chmod(dir, 0o777);
+      return {
+        backend,
+        url: `file://${dir}`,
+        env: {},
+        store: () => new FsStore(dir),
+        tamper: async (key, change) => {
+          const file = path.join(dir, key);
+          const content = await readFile(file);
+          const headerEnd = content.indexOf(0x0a) + 1;
+          await writeFile(file, Buffer.concat([content.subarray(0, headerEnd), change(content.subarray(headerEnd))]));
+        },
+        cleanup: () => rm(dir, { recursive: true, force: true }),
+      };
+    }
+    case 's3': {
+      const env = s3Env();
+      Object.assign(process.env, env);
+      const bucket = uniqueName();
+      const client = s3Client();
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      const store = (o: { pageSize?: number } = {}) =>
+        new S3Store({ bucket, prefix, endpoint: env.AWS_ENDPOINT_URL_S3, pathStyle: true, checksum: 'when-required', ...o });
+      return {
+        backend,
+        url: `s3://${bucket}/${prefix}`,
+        env,
+        store,
+        tamper: async (key, change) => {
+          const current = await store().get(key);
+          const chunks: Buffer[] = [];
+          for await (const c of current.body) chunks.push(c as Buffer);
+          await client.send(
+            new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}`, Body: change(Buffer.concat(chunks)), Metadata: { ...current.info.metadata } }),
+          );
+        },
+        cleanup: async () => undefined, // radosgw's memstore goes away with the run
+      };
+    }
+    case 'gcs': {
+      const url = inject('gcsUrl');
+      const env = { STORAGE_EMULATOR_HOST: url };
+      Object.assign(process.env, env);
+      const bucket = uniqueName();
+      const created = await fetch(`${url}/storage/v1/b?project=test`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: bucket }),
+      });
+      if (!created.ok) throw new Error(`creating GCS test bucket failed: ${created.status} ${await created.text()}`);
+      const store = (o: { pageSize?: number } = {}) => new GcsStore({ bucket, prefix, ...o });
+      return {
+        backend,
+        url: `gs://${bucket}/${prefix}`,
+        env,
+        store,
+        tamper: async (key, change) => {
+          const { Storage } = await import('@google-cloud/storage');
+          const file = new Storage().bucket(bucket).file(`${prefix}/${key}`);
+          const [content] = await file.download();
+          const [meta] = await file.getMetadata();
+          await file.save(change(content), { resumable: false, metadata: { metadata: meta.metadata } });
+        },
+        cleanup: async () => undefined,
+      };
+    }
+  }
+}
