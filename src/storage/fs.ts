@@ -15,6 +15,9 @@ import { fsyncDir } from '../util/durable.js';
 import { StoreError, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 const HEADER_LIMIT = 64 * 1024;
+/** As cp does: the umask decides (PostgreSQL's is 077, or 027 with group access). */
+const FILE_MODE = 0o666;
+const DIR_MODE = 0o777;
 const FORMAT = 1;
 
 interface FileHeader {
@@ -172,18 +175,18 @@ export class FsStore implements Store {
   /** Opens the temp file, creating the key's directories on first use (but never the root). */
   private async createTemp(temp: string, dir: string): Promise<FileHandle> {
     try {
-      return await open(temp, 'wx', 0o640);
+      return await open(temp, 'wx', FILE_MODE);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     await this.checkBucket();
     await this.ensureDir(dir);
-    return open(temp, 'wx', 0o640);
+    return open(temp, 'wx', FILE_MODE);
   }
 
   private async ensureDir(dir: string): Promise<void> {
     try {
-      const first = await mkdir(dir, { recursive: true, mode: 0o750 });
+      const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
       if (first === undefined) return;
       // New directories must survive a crash too: fsync each new one's parent.
       for (let d = dir; d.length >= first.length; d = path.dirname(d)) await fsyncDir(path.dirname(d));

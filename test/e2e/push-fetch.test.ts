@@ -36,7 +36,8 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     ...extra,
   });
   const push = (file: string, extra?: Record<string, string>, args: string[] = []) => runCli('archive-push', [...args, file], env(extra));
-  const fetch = (name: string, dest: string, extra?: Record<string, string>) => runCli('archive-fetch', [name, dest], env(extra));
+  // The non-waiting form: this suite checks the foundation's contract, not the wait.
+  const fetch = (name: string, dest: string, extra?: Record<string, string>) => runCli('archive-fetch', ['--no-wait', name, dest], env(extra));
 
   beforeAll(async () => {
     repo = await createRepo(backend);
@@ -190,5 +191,53 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     expect(pushed.stderr).toMatch(/does not exist/);
     const fetched = await fetch(path.basename(wal.segments[0]!), path.join(work, 'x'), { WALBRIDGE_REPO: missing });
     expect(fetched.status).toBe(ExitCode.storeMissing);
+  });
+});
+
+describe('refused credentials and unreachable stores', () => {
+  it('S3: a wrong secret key is "access denied" (exit 11), not a retry loop', async () => {
+    const repo = await createRepo('s3');
+    const t = Date.now();
+    const r = await runCli('archive-push', [wal.segments[0]!], {
+      WALBRIDGE_REPO: repo.url,
+      WALBRIDGE_NAMESPACE: 'creds',
+      ...repo.env,
+      AWS_SECRET_ACCESS_KEY: 'not-the-secret',
+    });
+    expect(r.status).toBe(ExitCode.storeAccess);
+    expect(r.stderr).toMatch(/access denied.*check the credentials/);
+    expect(r.stderr).not.toContain('not-the-secret');
+    expect(Date.now() - t).toBeLessThan(10_000);
+  });
+
+  it('GCS: a server that refuses the credentials is "access denied" (exit 11)', async () => {
+    const { startGcsServer } = await import('../servers/gcs/server.js');
+    const locked = await startGcsServer({ requireAuthToken: 'only-this-token' });
+    locked.createBucket('locked');
+    try {
+      const r = await runCli('archive-push', [wal.segments[0]!], {
+        WALBRIDGE_REPO: 'gs://locked/x',
+        WALBRIDGE_NAMESPACE: 'creds',
+        STORAGE_EMULATOR_HOST: locked.url,
+      });
+      expect(r.status).toBe(ExitCode.storeAccess);
+    } finally {
+      await locked.close();
+    }
+  });
+
+  it('an unreachable endpoint fails within the --timeout bound (exit 10) and archives nothing', async () => {
+    const t = Date.now();
+    const r = await runCli('archive-push', ['--timeout', '2', wal.segments[0]!], {
+      WALBRIDGE_REPO: 's3://walbridge-test/x',
+      WALBRIDGE_NAMESPACE: 'n',
+      AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9',
+      AWS_ACCESS_KEY_ID: 'k',
+      AWS_SECRET_ACCESS_KEY: 's',
+      WALBRIDGE_S3_PATH_STYLE: '1',
+    });
+    expect(r.status).toBe(ExitCode.storeUnavailable);
+    expect(r.stderr).toMatch(/ERROR: store unreachable/);
+    expect(Date.now() - t).toBeLessThan(15_000);
   });
 });
