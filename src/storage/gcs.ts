@@ -36,8 +36,10 @@ export class GcsStore implements Store {
   }
 
   async checkBucket(): Promise<void> {
+    // A one-object listing under our prefix needs only storage.objects.list, which the
+    // namespace roles have; reading the bucket's metadata would need storage.buckets.get.
     try {
-      await this.bucket.getMetadata();
+      await this.bucket.getFiles({ prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, maxResults: 1, autoPaginate: false });
     } catch (err) {
       const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
       throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;

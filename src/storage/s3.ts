@@ -8,7 +8,6 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
-  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -56,11 +55,12 @@ export class S3Store implements Store {
   }
 
   async checkBucket(): Promise<void> {
+    // A one-key listing under our prefix needs only the list permission a role has anyway
+    // (HeadBucket would need more), and a missing bucket answers NoSuchBucket.
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.opts.bucket }));
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, MaxKeys: 1 }));
     } catch (err) {
       const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
-      // HEAD answers carry no error code: a 404 on the bucket itself means the bucket is missing.
       throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;
     }
   }
