@@ -7,7 +7,9 @@ import { createWriteStream } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { CodecUnavailableError } from '../codec/compression.js';
 import { describeContent, unseal } from '../codec/envelope.js';
+import { FrameFormatError } from '../codec/frames.js';
 import { WalbridgeError } from '../errors.js';
 import { fsyncDir } from '../util/durable.js';
 import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
@@ -157,7 +159,10 @@ const LOCAL_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'EEXIST', 'EACCES',
 function classifyStreamError(err: unknown, file: WalFileName, where: string): Error {
   if (err instanceof StoreError || err instanceof WalbridgeError) return err;
   const code = (err as NodeJS.ErrnoException).code ?? '';
-  if (code.startsWith('Z_') || code.startsWith('ERR_ZLIB')) {
+  if (err instanceof CodecUnavailableError) {
+    return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`);
+  }
+  if (code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || err instanceof FrameFormatError) {
     return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decompress: ${(err as Error).message}`);
   }
   if (LOCAL_ERRORS.has(code)) {

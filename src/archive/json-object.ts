@@ -2,7 +2,7 @@
  * Small JSON records in the repository (the namespace identity, triggers): stored with a
  * content hash like any WAL file, so a damaged record is refused instead of misread.
  */
-import { describeContent, seal } from '../codec/envelope.js';
+import { describeContent, sealBuffer } from '../codec/envelope.js';
 import { sha256Hex } from '../codec/hash.js';
 import { WalbridgeError } from '../errors.js';
 import { StoreError, type Store } from '../storage/store.js';
@@ -32,5 +32,5 @@ export async function readJsonObject(store: Store, key: string): Promise<unknown
 
 /** Creates the record unless one exists; 'exists' leaves the existing one untouched. */
 export async function createJsonObject(store: Store, key: string, value: unknown): Promise<'created' | 'exists'> {
-  return store.putIfAbsent(key, await seal(Buffer.from(JSON.stringify(value, null, 2) + '\n'), 'none', undefined));
+  return store.putIfAbsent(key, sealBuffer(Buffer.from(JSON.stringify(value, null, 2) + '\n')));
 }

@@ -3,16 +3,15 @@
  * these bytes under its name. PostgreSQL deletes or recycles the file once we exit 0, so a
  * false success loses WAL; a false failure only makes the archiver try again.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { describeContent, seal } from '../codec/envelope.js';
-import { sha256Hex } from '../codec/hash.js';
-import type { CodecName } from '../codec/compression.js';
+import { describeContent, sealFile } from '../codec/envelope.js';
+import { codecAvailable, type CodecName } from '../codec/compression.js';
 import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
-import type { ObjectInfo, Store } from '../storage/store.js';
+import { bodySize, type ObjectInfo, type Store } from '../storage/store.js';
 import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/datadir.js';
-import { headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
+import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
@@ -37,55 +36,90 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
       `refusing ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
     );
   }
-  const data = await readSource(sourcePath);
-  const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(data, file) : undefined;
+  const source = await inspectSource(sourcePath);
+  const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(source, file) : undefined;
 
   const key = walFileKey(ctx.namespace, file);
   const [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(key)]);
   await checkCluster(ctx, identity, header, file, sourcePath);
 
-  if (existing) return confirmDuplicate(ctx, existing, sha256Hex(data), data.length, file);
-
-  const sealed = await seal(data, ctx.codec, ctx.level);
-  if (!identity && header) {
-    // First segment of this namespace: record whose it is (or learn another writer beat us to it).
-    const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));
-    await checkCluster(ctx, recorded, header, file, sourcePath);
-  }
-  const outcome = await ctx.store.putIfAbsent(key, sealed);
-  // Do not trust the precondition alone: read back what the store now holds under the name.
-  const stored = await ctx.store.head(key);
-  const promised = stored ? describeContent(stored.metadata) : 'it is absent';
-  if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== data.length) {
-    if (outcome === 'exists' && stored) return confirmDuplicate(ctx, stored, sealed.sha256, data.length, file);
-    throw new WalbridgeError(
-      'storeError',
-      `${name}: after storing, ${ctx.store.location} does not hold the object we wrote (${typeof promised === 'string' ? promised : 'different content hash'})`,
+  const codec = usableCodec(ctx);
+  const sealed = await readSource(sourcePath, () => sealFile(sourcePath, codec, ctx.level, path.dirname(sourcePath)));
+  try {
+    if (sealed.size !== source.size) {
+      throw new WalbridgeError('localIo', `${sourcePath} changed size while being read (${source.size} → ${sealed.size} bytes)`);
+    }
+    if (existing) return confirmDuplicate(ctx, existing, sealed.sha256, sealed.size, file);
+    if (!identity && header) {
+      // First segment of this namespace: record whose it is (or learn another writer beat us to it).
+      const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));
+      await checkCluster(ctx, recorded, header, file, sourcePath);
+    }
+    const outcome = await ctx.store.putIfAbsent(key, sealed);
+    // Do not trust the precondition alone: read back what the store now holds under the name.
+    const stored = await ctx.store.head(key);
+    const promised = stored ? describeContent(stored.metadata) : 'it is absent';
+    if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== sealed.size) {
+      if (outcome === 'exists' && stored) return confirmDuplicate(ctx, stored, sealed.sha256, sealed.size, file);
+      throw new WalbridgeError(
+        'storeError',
+        `${name}: after storing, ${ctx.store.location} does not hold the object we wrote (${typeof promised === 'string' ? promised : 'different content hash'})`,
+      );
+    }
+    if (outcome === 'exists') return confirmDuplicate(ctx, stored!, sealed.sha256, sealed.size, file);
+    ctx.log.info(
+      `archived ${name} (${formatBytes(sealed.size)}, stored ${formatBytes(bodySize(sealed.body))} ${codec}) in ${Date.now() - started} ms`,
     );
+    return 'archived';
+  } finally {
+    await sealed.dispose();
   }
-  if (outcome === 'exists') return confirmDuplicate(ctx, stored!, sealed.sha256, data.length, file);
-  ctx.log.info(
-    `archived ${name} (${formatBytes(data.length)}, stored ${formatBytes(sealed.body.length)} ${ctx.codec}) in ${Date.now() - started} ms`,
-  );
-  return 'archived';
 }
 
-async function readSource(sourcePath: string): Promise<Buffer> {
+/** The configured codec, or gzip (Node's own zlib) when its native package cannot load here. */
+function usableCodec(ctx: PushContext): CodecName {
+  if (codecAvailable(ctx.codec)) return ctx.codec;
+  ctx.log.warn(`codec ${ctx.codec} cannot be loaded on this machine; storing with gzip instead (set compress = gzip to silence this)`);
+  return 'gzip';
+}
+
+interface SourceFile {
+  readonly size: number;
+  /** The first bytes, enough for a segment's long page header. */
+  readonly head: Buffer;
+}
+
+async function inspectSource(sourcePath: string): Promise<SourceFile> {
+  return readSource(sourcePath, async () => {
+    const fh = await open(sourcePath, 'r');
+    try {
+      const { size } = await fh.stat();
+      const head = Buffer.alloc(LONG_HEADER_SIZE);
+      const { bytesRead } = await fh.read(head, 0, LONG_HEADER_SIZE, 0);
+      return { size, head: head.subarray(0, bytesRead) };
+    } finally {
+      await fh.close();
+    }
+  });
+}
+
+async function readSource<T>(sourcePath: string, read: () => Promise<T>): Promise<T> {
   try {
-    return await readFile(sourcePath);
+    return await read();
   } catch (err) {
+    if (err instanceof WalbridgeError || !(err as NodeJS.ErrnoException).syscall) throw err;
     throw new WalbridgeError('localIo', `cannot read ${sourcePath}: ${(err as Error).message}`);
   }
 }
 
 /** A segment must carry a long page header that matches its name, and be exactly one segment long. */
-function checkSegment(data: Buffer, file: WalFileName): LongPageHeader {
-  const header = parseLongPageHeader(data);
+function checkSegment(source: SourceFile, file: WalFileName): LongPageHeader {
+  const header = parseLongPageHeader(source.head);
   if (typeof header === 'string') throw new WalbridgeError('notWal', `refusing ${file.name}: not a WAL segment (${header})`);
-  if (data.length !== header.segmentSize) {
+  if (source.size !== header.segmentSize) {
     throw new WalbridgeError(
       'notWal',
-      `refusing ${file.name}: it is ${data.length} bytes, but its cluster's segments are ${header.segmentSize} bytes (a truncated or padded copy?)`,
+      `refusing ${file.name}: it is ${source.size} bytes, but its cluster's segments are ${header.segmentSize} bytes (a truncated or padded copy?)`,
     );
   }
   const mismatch = headerMismatch(header, file);

@@ -12,8 +12,13 @@ export function sha256Hex(data: Buffer): string {
 
 /** A pass-through stage that hashes and counts what flows through it. */
 export class HashingStream extends Transform {
-  private readonly hash = createHash('sha256');
+  private readonly hash;
   bytes = 0;
+
+  constructor(algorithm: 'sha256' | 'md5' = 'sha256') {
+    super();
+    this.hash = createHash(algorithm);
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk);
@@ -21,7 +26,11 @@ export class HashingStream extends Transform {
     done(null, chunk);
   }
 
-  /** Hex SHA-256 of everything seen; call once, after the stream ended. */
+  /** The digest of everything seen; call once, after the stream ended. */
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+
   digestHex(): string {
     return this.hash.digest('hex');
   }

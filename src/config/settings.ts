@@ -51,7 +51,7 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: 'repository: s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir' },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
-  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'none', commands: ['push'] },
+  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push'] },
   { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push'] },
   {
     key: 'poll-interval',

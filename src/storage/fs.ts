@@ -8,17 +8,19 @@
  */
 import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fsyncDir } from '../util/durable.js';
-import { StoreError, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+import { bodyParts } from './body.js';
+import { StoreError, bodySize, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 const HEADER_LIMIT = 64 * 1024;
 /** As cp does: the umask decides (PostgreSQL's is 077, or 027 with group access). */
 const FILE_MODE = 0o666;
 const DIR_MODE = 0o777;
 const FORMAT = 1;
+const COPY_PART_BYTES = 4 * 1024 * 1024;
 
 interface FileHeader {
   walbridge: number;
@@ -51,14 +53,21 @@ export class FsStore implements Store {
     const temp = path.join(dir, `.tmp.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}`);
     const header: FileHeader = {
       walbridge: FORMAT,
-      size: request.body.length,
+      size: bodySize(request.body),
       md5: request.md5.toString('base64'),
       metadata: { ...request.metadata },
     };
     try {
       const fh = await this.createTemp(temp, dir);
       try {
-        await fh.writev([Buffer.from(JSON.stringify(header) + '\n'), request.body]);
+        await fh.write(Buffer.from(JSON.stringify(header) + '\n'));
+        // Like a server checking Content-MD5: what we store must be what the caller hashed.
+        const hash = createHash('md5');
+        for await (const part of bodyParts(request.body, COPY_PART_BYTES)) {
+          hash.update(part);
+          await fh.write(part);
+        }
+        if (!hash.digest().equals(request.md5)) throw new StoreError('permanent', `${key}: the body changed while it was being stored (MD5 mismatch)`);
         await fh.sync();
       } finally {
         await fh.close();

@@ -7,8 +7,10 @@
  * the SDK at a local server without credentials, as the SDK documents.
  */
 import { Storage, type Bucket, type File } from '@google-cloud/storage';
-import { PassThrough, type Readable } from 'node:stream';
-import { StoreError, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
+import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface GcsStoreOptions {
   readonly bucket: string;
@@ -48,17 +50,22 @@ export class GcsStore implements Store {
 
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
     const file = this.file(key);
+    const options = {
+      validation: false as const, // the server checks md5Hash itself, before the object exists
+      preconditionOpts: { ifGenerationMatch: 0 },
+      metadata: {
+        contentType: 'application/octet-stream',
+        md5Hash: request.md5.toString('base64'),
+        metadata: { ...request.metadata },
+      },
+    };
     try {
-      await file.save(request.body, {
-        resumable: false,
-        validation: false, // the server checks md5Hash itself, before the object exists
-        preconditionOpts: { ifGenerationMatch: 0 },
-        metadata: {
-          contentType: 'application/octet-stream',
-          md5Hash: request.md5.toString('base64'),
-          metadata: { ...request.metadata },
-        },
-      });
+      if (bodySize(request.body) <= SINGLE_REQUEST_LIMIT) {
+        await file.save(await bodyBuffer(request.body), { ...options, resumable: false });
+      } else {
+        // A resumable upload streamed from the file: memory stays bounded whatever the size.
+        await pipeline(Readable.from(bodyParts(request.body, 4 * 1024 * 1024)), file.createWriteStream({ ...options, resumable: true }));
+      }
       return 'created';
     } catch (err) {
       if (statusOf(err) === 412) return 'exists';

@@ -6,18 +6,24 @@
  * budget bounds each operation. Credentials come from the SDK's default chain only.
  */
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { StoreError, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
+import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface S3StoreOptions {
   readonly bucket: string;
@@ -33,6 +39,13 @@ export interface S3StoreOptions {
 /** Socket timeouts per attempt: a black-holed connection must fail, not hang the archiver. */
 const CONNECT_TIMEOUT_MS = 5_000;
 const IDLE_TIMEOUT_MS = 30_000;
+/** Multipart pieces: two in flight keep a 1 GiB segment's upload well under 100 MB of memory. */
+const PART_BYTES = 16 * 1024 * 1024;
+const PARTS_IN_FLIGHT = 2;
+
+function md5Base64(data: Buffer): string {
+  return createHash('md5').update(data).digest('base64');
+}
 
 export class S3Store implements Store {
   readonly location: string;
@@ -67,12 +80,14 @@ export class S3Store implements Store {
 
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
     try {
+      if (bodySize(request.body) > SINGLE_REQUEST_LIMIT) return await this.putInParts(key, request);
+      const body = await bodyBuffer(request.body);
       await this.client.send(
         new PutObjectCommand({
           Bucket: this.opts.bucket,
           Key: this.fullKey(key),
-          Body: request.body,
-          ContentLength: request.body.length,
+          Body: body,
+          ContentLength: body.length,
           ContentMD5: request.md5.toString('base64'),
           ContentType: 'application/octet-stream',
           IfNoneMatch: '*',
@@ -83,6 +98,43 @@ export class S3Store implements Store {
     } catch (err) {
       if (httpStatus(err) === 412) return 'exists';
       throw this.mapError(err, key);
+    }
+  }
+
+  /**
+   * A multipart upload for a large body: each part carries its own Content-MD5, at most
+   * PARTS_IN_FLIGHT parts are in memory, and completion is conditional (If-None-Match: *).
+   * A failed upload is aborted so no parts linger (the lifecycle rule catches what an abort misses).
+   */
+  private async putInParts(key: string, request: PutRequest): Promise<'created' | 'exists'> {
+    const Bucket = this.opts.bucket;
+    const Key = this.fullKey(key);
+    const { UploadId } = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket, Key, ContentType: 'application/octet-stream', Metadata: { ...request.metadata } }),
+    );
+    try {
+      const parts: { PartNumber: number; ETag: string }[] = [];
+      const inFlight = new Set<Promise<void>>();
+      let PartNumber = 0;
+      for await (const part of bodyParts(request.body, PART_BYTES)) {
+        const number = ++PartNumber;
+        const upload = this.client
+          .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }))
+          .then((out) => {
+            parts.push({ PartNumber: number, ETag: out.ETag! });
+          });
+        const tracked = upload.finally(() => inFlight.delete(tracked));
+        tracked.catch(() => undefined); // observed by race/all below; never an unhandled rejection
+        inFlight.add(tracked);
+        if (inFlight.size >= PARTS_IN_FLIGHT) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }));
+      return 'created';
+    } catch (err) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId })).catch(() => undefined);
+      throw err;
     }
   }
 

@@ -22,8 +22,20 @@ export interface ListedObject {
   readonly size: number;
 }
 
+/** Bytes to store: in memory, or a file of known size (large objects are never held whole in memory). */
+export type Body = Buffer | FileBody;
+
+export interface FileBody {
+  readonly path: string;
+  readonly size: number;
+}
+
+export function bodySize(body: Body): number {
+  return Buffer.isBuffer(body) ? body.length : body.size;
+}
+
 export interface PutRequest {
-  readonly body: Buffer;
+  readonly body: Body;
   /** MD5 of `body`, so the store can verify what it received (Content-MD5, md5Hash). */
   readonly md5: Buffer;
   readonly metadata: ObjectMetadata;

@@ -49,7 +49,7 @@ describe('resolveSettings', () => {
 
   it('has safe defaults for everything but repo and namespace', () => {
     const s = resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} });
-    expect(s).toMatchObject({ compress: 'none', timeout: 60, s3PathStyle: false, s3Checksum: 'when-required' });
+    expect(s).toMatchObject({ compress: 'zstd', timeout: 60, s3PathStyle: false, s3Checksum: 'when-required' });
   });
 
   it('reads booleans from flags and the environment', () => {
@@ -64,7 +64,7 @@ describe('resolveSettings', () => {
     [{ repo: 's3://bkt', namespace: '../x' }, {}, /namespace/],
     [{ repo: 's3://bkt', namespace: 'n', compress: 'brotli' }, {}, /compress/],
     [{ repo: 's3://bkt', namespace: 'n', timeout: '0' }, {}, /timeout/],
-    [{ repo: 's3://bkt', namespace: 'n', 'compress-level': '3' }, {}, /no levels/],
+    [{ repo: 's3://bkt', namespace: 'n', compress: 'none', 'compress-level': '3' }, {}, /no levels/],
     [{ repo: 's3://bkt', namespace: 'n', 's3-checksum': 'crc' }, {}, /s3-checksum/],
     [{ repo: 's3://bkt', namespace: 'n' }, { WALBRIDGE_S3_PATH_STYLE: 'maybe' }, /WALBRIDGE_S3_PATH_STYLE/],
     [{ repo: 's3://bkt', namespace: 'n', 's3-endpoint': 'localhost:9000' }, {}, /http/],

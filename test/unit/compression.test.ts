@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CHUNK_BYTES, CODECS, compressor, decompressor, type CodecName } from '../../src/codec/compression.js';
+import { FrameFormatError, lz4FrameLength, zstdFrameLength } from '../../src/codec/frames.js';
+
+/** WAL-like content: runs of zeros and repeated text, with some random pages. */
+function walLike(size: number): Buffer {
+  const out = Buffer.alloc(size);
+  for (let at = 0; at < size; at += 8192) {
+    if ((at / 8192) % 5 === 0) randomBytes(Math.min(8192, size - at)).copy(out, at);
+    else out.write(`row ${at} `.repeat(200), at, Math.min(2000, size - at));
+  }
+  return out;
+}
+
+/** Feeds `data` in pieces of awkward sizes, as a network stream would. */
+function piecewise(data: Buffer, piece = 65_537): Readable {
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < data.length; at += piece) pieces.push(data.subarray(at, at + piece));
+  return Readable.from(pieces);
+}
+
+async function run(input: Readable, stage: NodeJS.ReadWriteStream | undefined): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({ write: (c: Buffer, _e, done) => (chunks.push(c), done()) });
+  if (stage) await pipeline(input, stage, sink);
+  else await pipeline(input, sink);
+  return Buffer.concat(chunks);
+}
+
+const encode = (codec: CodecName, data: Buffer) => run(piecewise(data), compressor(codec, undefined));
+const decode = (codec: CodecName, data: Buffer, piece?: number) => run(piecewise(data, piece), decompressor(codec));
+
+describe.each(CODECS)('codec %s', (codec) => {
+  it('round-trips content spanning several frames, whatever the read sizes', async () => {
+    const plain = walLike(2 * CHUNK_BYTES + 12_345);
+    const stored = await encode(codec, plain);
+    if (codec !== 'none') expect(stored.length).toBeLessThan(plain.length);
+    for (const piece of [1_000, 65_536, 3 * 1024 * 1024]) expect((await decode(codec, stored, piece)).equals(plain)).toBe(true);
+  });
+
+  it('round-trips a small file', async () => {
+    const plain = Buffer.from('00000002.history: 1\t0/3000000\tno recovery target specified\n');
+    expect((await decode(codec, await encode(codec, plain))).equals(plain)).toBe(true);
+  });
+});
+
+describe.each(['zstd', 'lz4', 'gzip'] as const)('codec %s refuses damaged input', (codec) => {
+  it('a truncated stream is an error, not a short file', async () => {
+    const stored = await encode(codec, walLike(CHUNK_BYTES + 999));
+    await expect(decode(codec, stored.subarray(0, stored.length - 7))).rejects.toThrow();
+  });
+
+  it('garbage is an error', async () => {
+    await expect(decode(codec, randomBytes(100_000))).rejects.toThrow();
+  });
+});
+
+describe('frame boundaries', () => {
+  it('zstd: finds the end of each frame and asks for more bytes when cut short', async () => {
+    const plain = walLike(CHUNK_BYTES + 5000);
+    const stored = await encode('zstd', plain);
+    const first = zstdFrameLength(stored);
+    expect('frame' in first).toBe(true);
+    const firstLen = (first as { frame: number }).frame;
+    expect(firstLen).toBeLessThan(stored.length);
+    expect(zstdFrameLength(stored.subarray(firstLen))).toEqual({ frame: stored.length - firstLen });
+    const cut = zstdFrameLength(stored.subarray(0, firstLen - 1));
+    expect('need' in cut && cut.need > firstLen - 1).toBe(true);
+  });
+
+  it('lz4: finds the end of each frame', async () => {
+    const stored = await encode('lz4', walLike(CHUNK_BYTES + 5000));
+    const first = lz4FrameLength(stored) as { frame: number };
+    expect(lz4FrameLength(stored.subarray(first.frame))).toEqual({ frame: stored.length - first.frame });
+  });
+
+  it('skips skippable frames and rejects unknown magic', async () => {
+    const skippable = Buffer.alloc(8 + 3);
+    skippable.writeUInt32LE(0x184d2a53, 0);
+    skippable.writeUInt32LE(3, 4);
+    expect(zstdFrameLength(skippable)).toEqual({ frame: 11 });
+    const plain = Buffer.from('hello');
+    const stored = Buffer.concat([skippable, await encode('zstd', plain)]);
+    expect((await decode('zstd', stored)).equals(plain)).toBe(true);
+    expect(() => zstdFrameLength(Buffer.from('GARBAGE!'))).toThrow(FrameFormatError);
+    expect(() => lz4FrameLength(Buffer.from('GARBAGE!'))).toThrow(FrameFormatError);
+  });
+});
+
+// The stored objects are standard streams: the reference tools read them, where installed.
+describe.each([
+  ['zstd', '/usr/bin/zstd'],
+  ['lz4', '/usr/bin/lz4'],
+] as const)('%s objects decode with the reference tool', (codec, tool) => {
+  it.skipIf(!existsSync(tool))(`${tool} -d gives back the content`, async () => {
+    const plain = walLike(2 * CHUNK_BYTES + 77);
+    const out = execFileSync(tool, ['-d', '-c'], { input: await encode(codec, plain), maxBuffer: 64 * 1024 * 1024 });
+    expect(out.equals(plain)).toBe(true);
+  });
+});
