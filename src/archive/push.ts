@@ -24,9 +24,24 @@ export interface PushContext {
   readonly log: Logger;
 }
 
-export type PushOutcome = 'archived' | 'already-archived';
+export interface PushResult {
+  readonly outcome: 'archived' | 'already-archived';
+  /** The plain content that is now stored, and the source file it was read from. */
+  readonly sha256: string;
+  readonly size: number;
+  readonly source: SourceIdentity;
+}
 
-export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise<PushOutcome> {
+/** What identifies a file on disk without reading it: any rewrite or rename changes it. */
+export interface SourceIdentity {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+}
+
+export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise<PushResult> {
   const started = Date.now();
   const name = path.basename(sourcePath);
   const file = parseWalFileName(name);
@@ -49,7 +64,8 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
     if (sealed.size !== source.size) {
       throw new WalbridgeError('localIo', `${sourcePath} changed size while being read (${source.size} → ${sealed.size} bytes)`);
     }
-    if (existing) return confirmDuplicate(ctx, existing, sealed.sha256, sealed.size, file);
+    const result = (outcome: PushResult['outcome']): PushResult => ({ outcome, sha256: sealed.sha256, size: sealed.size, source: source.identity });
+    if (existing) return result(confirmDuplicate(ctx, existing, sealed.sha256, sealed.size, file));
     if (!identity && header) {
       // First segment of this namespace: record whose it is (or learn another writer beat us to it).
       const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));
@@ -60,17 +76,17 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
     const stored = await ctx.store.head(key);
     const promised = stored ? describeContent(stored.metadata) : 'it is absent';
     if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== sealed.size) {
-      if (outcome === 'exists' && stored) return confirmDuplicate(ctx, stored, sealed.sha256, sealed.size, file);
+      if (outcome === 'exists' && stored) return result(confirmDuplicate(ctx, stored, sealed.sha256, sealed.size, file));
       throw new WalbridgeError(
         'storeError',
         `${name}: after storing, ${ctx.store.location} does not hold the object we wrote (${typeof promised === 'string' ? promised : 'different content hash'})`,
       );
     }
-    if (outcome === 'exists') return confirmDuplicate(ctx, stored!, sealed.sha256, sealed.size, file);
+    if (outcome === 'exists') return result(confirmDuplicate(ctx, stored!, sealed.sha256, sealed.size, file));
     ctx.log.info(
       `archived ${name} (${formatBytes(sealed.size)}, stored ${formatBytes(bodySize(sealed.body))} ${codec}) in ${Date.now() - started} ms`,
     );
-    return 'archived';
+    return result('archived');
   } finally {
     await sealed.dispose();
   }
@@ -85,6 +101,7 @@ function usableCodec(ctx: PushContext): CodecName {
 
 interface SourceFile {
   readonly size: number;
+  readonly identity: SourceIdentity;
   /** The first bytes, enough for a segment's long page header. */
   readonly head: Buffer;
 }
@@ -93,14 +110,18 @@ async function inspectSource(sourcePath: string): Promise<SourceFile> {
   return readSource(sourcePath, async () => {
     const fh = await open(sourcePath, 'r');
     try {
-      const { size } = await fh.stat();
+      const stat = await fh.stat();
       const head = Buffer.alloc(LONG_HEADER_SIZE);
       const { bytesRead } = await fh.read(head, 0, LONG_HEADER_SIZE, 0);
-      return { size, head: head.subarray(0, bytesRead) };
+      return { size: stat.size, identity: sourceIdentity(stat), head: head.subarray(0, bytesRead) };
     } finally {
       await fh.close();
     }
   });
+}
+
+export function sourceIdentity(stat: { dev: number; ino: number; size: number; mtimeMs: number; ctimeMs: number }): SourceIdentity {
+  return { dev: stat.dev, ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs };
 }
 
 async function readSource<T>(sourcePath: string, read: () => Promise<T>): Promise<T> {
@@ -152,7 +173,7 @@ async function checkCluster(
 }
 
 /** PostgreSQL may push a file again after a crash: identical content is success, anything else is not. */
-function confirmDuplicate(ctx: PushContext, existing: ObjectInfo, sha256: string, size: number, file: WalFileName): PushOutcome {
+function confirmDuplicate(ctx: PushContext, existing: ObjectInfo, sha256: string, size: number, file: WalFileName): PushResult['outcome'] {
   const promised = describeContent(existing.metadata);
   if (typeof promised === 'string') {
     throw new WalbridgeError('conflict', `refusing ${file.name}: ${ctx.store.location} already holds an object under this name and ${promised}; it was left untouched`);

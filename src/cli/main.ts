@@ -7,10 +7,6 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { reportFailure } from './failure.js';
-import { cleanupCommand } from './cleanup.js';
-import { fetchCommand } from './fetch.js';
-import { pushCommand } from './push.js';
-import { triggerCommand } from './trigger.js';
 
 export type Executable = 'archive-push' | 'archive-fetch' | 'walbridge';
 
@@ -19,14 +15,14 @@ export async function main(executable: Executable, argv: string[] = process.argv
   const done = (s: ExitStatus) => {
     status = s;
   };
-  const program = buildProgram(executable, done);
   try {
+    const program = await buildProgram(executable, done);
     await program.parseAsync(argv, { from: 'user' });
     status ??= ExitCode.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
-      const benign = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
-      status = benign ? ExitCode.ok : ExitCode.usage;
+      // --help and --version exit 0; help shown because a subcommand is missing is a usage error.
+      status = err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     } else {
       status = reportFailure(err, createLogger(executable));
     }
@@ -34,12 +30,20 @@ export async function main(executable: Executable, argv: string[] = process.argv
   process.exit(status);
 }
 
-function buildProgram(executable: Executable, done: (s: ExitStatus) => void): Command {
+/** Loads only the modules of the command being run: every WAL file pays for what is imported. */
+async function buildProgram(executable: Executable, done: (s: ExitStatus) => void): Promise<Command> {
   let program: Command;
-  if (executable === 'archive-push') program = pushCommand('archive-push', done);
-  else if (executable === 'archive-fetch') program = fetchCommand('archive-fetch', done);
+  if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
+  else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
+    const [{ pushCommand }, { fetchCommand }, { triggerCommand }, { cleanupCommand }] = await Promise.all([
+      import('./push.js'),
+      import('./fetch.js'),
+      import('./trigger.js'),
+      import('./cleanup.js'),
+    ]);
     program = new Command('walbridge')
+      .version(await packageVersion(), '-V, --version')
       .description('PostgreSQL WAL archiving and a waiting restore_command through S3, GCS or a local directory.')
       .addCommand(pushCommand('push', done))
       .addCommand(fetchCommand('fetch', done))
@@ -56,4 +60,10 @@ function configure(command: Command): Command {
   });
   for (const sub of command.commands) configure(sub);
   return command;
+}
+
+async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
 }

@@ -1,6 +1,6 @@
 /** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
 import { Command } from 'commander';
-import { pushWalFile } from '../archive/push.js';
+import { pushWithLookahead } from '../archive/lookahead.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
@@ -19,7 +19,8 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
     const settings = settingsFrom(command);
     const { store } = await openRepository(settings, log);
-    await pushWalFile({ store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log }, walPath);
+    const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
+    await pushWithLookahead(ctx, walPath, settings.pushConcurrency);
     done(ExitCode.ok);
   });
   return command;

@@ -25,6 +25,10 @@ export interface Settings {
   readonly gcsEndpoint: string | undefined;
   /** This standby's name, for triggers that name one standby. */
   readonly standby: string | undefined;
+  /** Files one push uploads at once (the one asked for and the next ready ones). */
+  readonly pushConcurrency: number;
+  /** Segments a fetch downloads ahead of the one asked for. */
+  readonly prefetch: number;
   /** Seconds between polls of a waiting fetch: the first, and the cap it grows to. */
   readonly pollInterval: number;
   readonly maxPollInterval: number;
@@ -53,6 +57,22 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
   { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push'] },
   { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push'] },
+  {
+    key: 'push-concurrency',
+    env: 'WALBRIDGE_PUSH_CONCURRENCY',
+    value: '<n>',
+    description: 'files uploaded at once: the one asked for plus the next ones PostgreSQL marked ready (1 = only the one asked for)',
+    default: '4',
+    commands: ['push'],
+  },
+  {
+    key: 'prefetch',
+    env: 'WALBRIDGE_PREFETCH',
+    value: '<n>',
+    description: 'segments after the one asked for to download ahead into pg_wal/walbridge/prefetch (0 = none)',
+    default: '8',
+    commands: ['fetch'],
+  },
   {
     key: 'poll-interval',
     env: 'WALBRIDGE_POLL_INTERVAL',
@@ -151,6 +171,8 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     s3Region: optional(raw('s3-region')),
     gcsEndpoint: url(raw('gcs-endpoint')),
     standby: standbyName(raw('standby')),
+    pushConcurrency: integer(raw('push-concurrency')!, 1, 64),
+    prefetch: integer(raw('prefetch')!, 0, 64),
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),

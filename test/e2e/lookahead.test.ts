@@ -1,0 +1,100 @@
+/**
+ * Lookahead push, driven the archiver's way: a pg_wal with `.ready` files, archive-push called
+ * once per file in the archiver's order, `.ready` renamed to `.done` after each success.
+ */
+import { copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
+import { runCli } from '../support/cli.js';
+import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+
+let wal: GeneratedWal;
+
+beforeAll(async () => {
+  wal = await generateWalSegments(6);
+}, 180_000);
+
+/** A data directory whose pg_wal holds copies of the segments, each marked ready. */
+async function primaryDir(segments: readonly string[]): Promise<{ dir: string; walDir: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'wb-lookahead-'));
+  const walDir = path.join(dir, 'pg_wal');
+  await mkdir(path.join(walDir, 'archive_status'), { recursive: true });
+  for (const seg of segments) {
+    await copyFile(seg, path.join(walDir, path.basename(seg)));
+    await writeFile(path.join(walDir, 'archive_status', `${path.basename(seg)}.ready`), '');
+  }
+  return { dir, walDir };
+}
+
+describe.each(BACKENDS)('lookahead push through %s', (backend) => {
+  let repo: TestRepo;
+  let n = 0;
+  beforeAll(async () => {
+    repo = await createRepo(backend);
+  });
+  const envFor = (namespace: string) => ({ WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: namespace, WALBRIDGE_PUSH_CONCURRENCY: '3', ...repo.env });
+  const stored = async (namespace: string) => {
+    const names: string[] = [];
+    for await (const o of repo.store().list(`${namespace}/wal/`)) names.push(path.basename(o.key));
+    return names;
+  };
+
+  it('stores the next ready files with the first call, and later calls confirm them', async () => {
+    const namespace = `la${++n}`;
+    const names = wal.segments.map((s) => path.basename(s));
+    const { dir, walDir } = await primaryDir(wal.segments);
+    const first = await runCli('archive-push', [`pg_wal/${names[0]}`], envFor(namespace), { cwd: dir });
+    expect(first.status).toBe(0);
+    // The one asked for and two more, in the archiver's order.
+    expect(await stored(namespace)).toEqual(names.slice(0, 3));
+    expect((await readdir(path.join(walDir, 'walbridge', 'pushed'))).sort()).toEqual(names.slice(1, 3));
+    await rename(path.join(walDir, 'archive_status', `${names[0]}.ready`), path.join(walDir, 'archive_status', `${names[0]}.done`));
+
+    const second = await runCli('archive-push', [`pg_wal/${names[1]}`], envFor(namespace), { cwd: dir });
+    expect(second.status).toBe(0);
+    expect(second.stderr).toMatch(/archived ahead of time/);
+    // The marker is used once, then gone.
+    expect(await readdir(path.join(walDir, 'walbridge', 'pushed'))).toEqual([names[2]]);
+
+    for (const name of names.slice(1)) {
+      const r = await runCli('archive-push', [`pg_wal/${name}`], envFor(namespace), { cwd: dir });
+      expect(r.status).toBe(0);
+      await rename(path.join(walDir, 'archive_status', `${name}.ready`), path.join(walDir, 'archive_status', `${name}.done`));
+    }
+    expect(await stored(namespace)).toEqual(names);
+    expect(await readdir(path.join(walDir, 'walbridge', 'pushed'))).toEqual([]);
+    await rm(dir, { recursive: true });
+  });
+
+  it('does not trust a marker once the object is gone from the store: it pushes again', async () => {
+    const namespace = `la${++n}`;
+    const names = wal.segments.slice(0, 2).map((s) => path.basename(s));
+    const { dir } = await primaryDir(wal.segments.slice(0, 2));
+    expect((await runCli('archive-push', [`pg_wal/${names[0]}`], envFor(namespace), { cwd: dir })).status).toBe(0);
+    await repo.store().deleteMany([`${namespace}/wal/${names[1]}`]);
+    const again = await runCli('archive-push', [`pg_wal/${names[1]}`], envFor(namespace), { cwd: dir });
+    expect(again.status).toBe(0);
+    expect(again.stderr).not.toMatch(/ahead of time/);
+    expect(again.stderr).toMatch(/archived/);
+    expect(await stored(namespace)).toEqual(names);
+    await rm(dir, { recursive: true });
+  });
+
+  it('does not trust a marker once the file on disk was replaced: the full checks run', async () => {
+    const namespace = `la${++n}`;
+    const names = wal.segments.slice(0, 2).map((s) => path.basename(s));
+    const { dir, walDir } = await primaryDir(wal.segments.slice(0, 2));
+    expect((await runCli('archive-push', [`pg_wal/${names[0]}`], envFor(namespace), { cwd: dir })).status).toBe(0);
+    // A different file under the stored name (as a recycled or restored file would be).
+    const replacement = path.join(walDir, `${names[1]}.new`);
+    await copyFile(wal.segments[0]!, replacement);
+    await rename(replacement, path.join(walDir, names[1]!));
+    const again = await runCli('archive-push', [`pg_wal/${names[1]}`], envFor(namespace), { cwd: dir });
+    expect(again.stderr).not.toMatch(/ahead of time/);
+    expect(again.status).toBe(ExitCode.notWal); // its header names another segment
+    await rm(dir, { recursive: true });
+  });
+});
