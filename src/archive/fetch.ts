@@ -26,9 +26,9 @@ export interface FetchContext {
   readonly namespace: string;
   readonly log: Logger;
   readonly retry: RetryPolicy;
+  /** Segments to download ahead into the spool (see prefetch.ts); 0 = none. */
+  readonly prefetch: number;
 }
-
-export type FetchOutcome = 'restored' | 'not-found';
 
 /** Validates `%f` strictly: only names PostgreSQL itself asks for can reach the store or a path. */
 export function parseRequestedName(name: string): WalFileName {
@@ -42,23 +42,13 @@ export function parseRequestedName(name: string): WalFileName {
   return file;
 }
 
-/** restore_command without waiting: restore the file, or answer "not found" at once. */
-export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
-  const file = parseRequestedName(name);
-  const identity = await loadIdentity(ctx.store, ctx.namespace);
-  if ((await restoreIfPresent(ctx, file, destination, identity)) === 'restored') return 'restored';
-  // A missing bucket also looks like a missing object; it must not read as "not yet archived".
-  await ctx.store.checkBucket();
-  ctx.log.info(`${name} is not in the archive`);
-  return 'not-found';
-}
-
 /** One attempt at restoring `file` (transient failures retried): 'absent' if it is not archived. */
 export async function restoreIfPresent(
   ctx: FetchContext,
   file: WalFileName,
   destination: string,
   identity: ClusterIdentity | undefined,
+  verb = 'restored',
 ): Promise<'restored' | 'absent'> {
   const started = Date.now();
   const key = walFileKey(ctx.namespace, file);
@@ -68,7 +58,7 @@ export async function restoreIfPresent(
     return opened && downloadVerified(ctx, file, opened, destination, identity);
   });
   if (!restored) return 'absent';
-  ctx.log.info(`restored ${file.name} (${formatBytes(restored.size)}, stored ${formatBytes(restored.storedSize)}) in ${Date.now() - started} ms`);
+  ctx.log.info(`${verb} ${file.name} (${formatBytes(restored.size)}, stored ${formatBytes(restored.storedSize)}) in ${Date.now() - started} ms`);
   return 'restored';
 }
 
@@ -132,7 +122,7 @@ async function downloadVerified(
 }
 
 /** Even a correctly hashed object must be the segment its name says, of the namespace's cluster. */
-async function checkRestoredSegment(
+export async function checkRestoredSegment(
   ctx: FetchContext,
   fh: FileHandle,
   file: WalFileName,

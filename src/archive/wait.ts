@@ -13,9 +13,10 @@ import { WalbridgeError } from '../errors.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import type { WalFileName } from '../wal/names.js';
-import { parseRequestedName, restoreIfPresent, type FetchContext, type FetchOutcome } from './fetch.js';
+import { parseRequestedName, type FetchContext } from './fetch.js';
 import { loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
+import { restoreWithPrefetch } from './prefetch.js';
 import { readStandbyState, writeStandbyState } from './standby-state.js';
 import { ALL_STANDBYS, choose, readTrigger, type Trigger } from './trigger.js';
 
@@ -38,6 +39,19 @@ export interface WaitOptions {
 const FAILURE_RETRY_MS = 5_000;
 /** A failure being waited out is logged again after this long. */
 const FAILURE_LOG_EVERY_MS = 60_000;
+
+export type FetchOutcome = 'restored' | 'not-found';
+
+/** restore_command without waiting: restore the file, or answer "not found" at once. */
+export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+  const file = parseRequestedName(name);
+  const identity = await loadIdentity(ctx.store, ctx.namespace);
+  if ((await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') return 'restored';
+  // A missing bucket also looks like a missing object; it must not read as "not yet archived".
+  await ctx.store.checkBucket();
+  ctx.log.info(`${name} is not in the archive`);
+  return 'not-found';
+}
 
 export async function waitForWalFile(ctx: FetchContext, name: string, destination: string, opts: WaitOptions): Promise<FetchOutcome> {
   const file = parseRequestedName(name);
@@ -94,7 +108,7 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
         ctx.log.warn(`fast failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): not restoring ${name}, so that recovery ends`);
         return 'not-found';
       }
-      if (present && (await restoreIfPresent(ctx, file, destination, identity)) === 'restored') {
+      if (present && (await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') {
         if (dataDir && file.kind === 'segment' && !restoredBefore(file, state.restoredUpTo)) {
           await writeStandbyState(dataDir, { ...state, restoredUpTo: file.position });
         }

@@ -1,9 +1,8 @@
 /** `archive-fetch %f %p %r` / `walbridge fetch %f %p %r`: PostgreSQL's restore_command. */
 import { Command, Option } from 'commander';
 import { cleanupBefore } from '../archive/cleanup.js';
-import { fetchWalFile } from '../archive/fetch.js';
 import { readStandbyState, writeStandbyState } from '../archive/standby-state.js';
-import { waitForWalFile } from '../archive/wait.js';
+import { fetchWalFile, waitForWalFile } from '../archive/wait.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
@@ -40,7 +39,7 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const failover = installSignalHandlers();
     const settings = settingsFrom(command);
     const { store, retry } = await openRepository(settings, log);
-    const ctx = { store, namespace: settings.namespace, log, retry };
+    const ctx = { store, namespace: settings.namespace, log, retry, prefetch: settings.prefetch };
     const outcome = flags.wait
       ? await waitForWalFile(ctx, walFile, destination, {
           pollIntervalMs: settings.pollInterval * 1000,

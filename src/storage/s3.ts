@@ -40,7 +40,7 @@ export interface S3StoreOptions {
 const CONNECT_TIMEOUT_MS = 5_000;
 const IDLE_TIMEOUT_MS = 30_000;
 /** Multipart pieces: two in flight keep a 1 GiB segment's upload well under 100 MB of memory. */
-const PART_BYTES = 16 * 1024 * 1024;
+const PART_BYTES = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
 
 function md5Base64(data: Buffer): string {
