@@ -24,7 +24,7 @@ export const META = {
 const FORMAT_VERSION = '1';
 
 /** Stored bodies up to this size stay in memory; bigger ones go to a temp file (bounded RSS). */
-export const MEMORY_BODY_LIMIT = 32 * 1024 * 1024;
+export const MEMORY_BODY_LIMIT = 16 * 1024 * 1024;
 /** Big reads: per-chunk stream overhead, not hashing, dominated with Node's default 64 KiB. */
 const READ_CHUNK_BYTES = 4 * 1024 * 1024;
 

@@ -1,6 +1,7 @@
 /** Content hashes: MD5 for the store's own upload check, SHA-256 for end-to-end verification. */
 import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import { noteBytesProcessed } from '../util/memory.js';
 
 export function md5(data: Buffer): Buffer {
   return createHash('md5').update(data).digest();
@@ -23,6 +24,7 @@ export class HashingStream extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
+    noteBytesProcessed(chunk.length);
     done(null, chunk);
   }
 

@@ -1,9 +1,10 @@
 /** Reading a request body that may live in a file, in bounded pieces, for the drivers. */
 import { open } from 'node:fs/promises';
+import { noteBytesProcessed } from '../util/memory.js';
 import type { Body } from './store.js';
 
 /** Bodies up to this size are sent in one request; bigger ones in parts (multipart, resumable). */
-export const SINGLE_REQUEST_LIMIT = 32 * 1024 * 1024;
+export const SINGLE_REQUEST_LIMIT = 16 * 1024 * 1024;
 
 /** The whole body in memory (only for bodies up to SINGLE_REQUEST_LIMIT). */
 export async function bodyBuffer(body: Body): Promise<Buffer> {
@@ -36,6 +37,7 @@ export async function* bodyParts(body: Body, partSize: number): AsyncGenerator<B
       const part = Buffer.allocUnsafe(Math.min(partSize, body.size - at));
       const { bytesRead } = await fh.read(part, 0, part.length, at);
       if (bytesRead !== part.length) throw new Error(`${body.path} is shorter than ${body.size} bytes`);
+      noteBytesProcessed(part.length);
       yield part;
     }
   } finally {
