@@ -23,6 +23,8 @@ import { walFileKey } from './layout.js';
 
 export interface FetchContext {
   readonly store: Store;
+  /** The repository's name for local caches (see cli/repository.ts repositoryId). */
+  readonly repository: string;
   readonly namespace: string;
   readonly log: Logger;
   readonly retry: RetryPolicy;
@@ -123,7 +125,7 @@ async function downloadVerified(
 
 /** Even a correctly hashed object must be the segment its name says, of the namespace's cluster. */
 export async function checkRestoredSegment(
-  ctx: FetchContext,
+  ctx: Pick<FetchContext, 'log' | 'namespace'>,
   fh: FileHandle,
   file: WalFileName,
   identity: ClusterIdentity | undefined,

@@ -5,11 +5,13 @@
  * file stored. The archiver's later call for such a file then only has to confirm, cheaply,
  * that the marker still describes the file on disk and the object in the store.
  *
- * Safety: a marker is written only after the object was stored and read back verified, and is
- * trusted only if the file's identity on disk (device, inode, size, mtime, ctime) is unchanged
- * and the store still holds an object with the marker's content hash. Markers never make us
- * skip a check that could fail; losing one (crash, full disk) only means a normal push later.
- * The archiver's own `.ready`/`.done` files are never touched.
+ * Safety: a marker is written only after the object was stored and read back verified (the
+ * same proof a normal push gives before exiting 0), names the repository and namespace, and is
+ * trusted only while the file's identity on disk (device, inode, size, mtime, ctime) is
+ * unchanged: PostgreSQL neither rewrites nor recycles a segment before it is archived, so the
+ * bytes are those that were verified. The check needs no request, so it runs before any SDK is
+ * loaded. Losing a marker (crash, full disk) only means a normal push later. The archiver's
+ * own `.ready`/`.done` files are never touched.
  *
  * Markers live in `pg_wal/walbridge/pushed/`: inside pg_wal so base backups do not copy them,
  * in a subdirectory so PostgreSQL's WAL recycling never looks at them.
@@ -17,16 +19,21 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describeContent } from '../codec/envelope.js';
+import type { Logger } from '../log.js';
 import { readyWalFiles } from '../wal/archive-status.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
 import { parseWalFileName } from '../wal/names.js';
-import { walFileKey } from './layout.js';
 import { pushWalFile, sourceIdentity, type PushContext, type PushResult, type SourceIdentity } from './push.js';
+
+/** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
+export interface MarkerScope {
+  readonly repository: string;
+  readonly namespace: string;
+}
 
 interface Marker {
   readonly walbridge: 1;
-  readonly location: string;
+  readonly repository: string;
   readonly namespace: string;
   readonly sha256: string;
   readonly size: number;
@@ -42,11 +49,10 @@ function markerDir(walDir: string): string {
  * The exit status depends on `walPath` alone; a lookahead failure is only logged (the archiver's
  * own call for that file will meet the same problem and report it).
  */
-export async function pushWithLookahead(ctx: PushContext, walPath: string, concurrency: number): Promise<PushResult | 'confirmed'> {
-  const walDir = dataDirOfWalPath(walPath) ? path.dirname(path.resolve(walPath)) : undefined;
+export async function pushWithLookahead(ctx: PushContext, scope: MarkerScope, walPath: string, concurrency: number): Promise<PushResult> {
+  const walDir = walDirOf(walPath);
   if (!walDir || concurrency <= 1) return pushWalFile(ctx, walPath);
   const name = path.basename(walPath);
-  if (await confirmPushed(ctx, walDir, name)) return 'confirmed';
 
   const ready = await readyWalFiles(walDir);
   const marked = new Set(await listMarkers(walDir));
@@ -54,7 +60,7 @@ export async function pushWithLookahead(ctx: PushContext, walPath: string, concu
   const lookahead = extra.map(async (next) => {
     try {
       const result = await pushWalFile(ctx, path.join(walDir, next));
-      await writeMarker(ctx, walDir, next, result);
+      await writeMarker(ctx, scope, walDir, next, result);
     } catch (err) {
       ctx.log.warn(`lookahead push of ${next} failed (the archiver's own call for it will retry): ${(err as Error).message}`);
     }
@@ -67,8 +73,15 @@ export async function pushWithLookahead(ctx: PushContext, walPath: string, concu
   }
 }
 
-/** True if a marker proves `name` is stored with exactly the bytes now on disk. Consumes the marker. */
-async function confirmPushed(ctx: PushContext, walDir: string, name: string): Promise<boolean> {
+function walDirOf(walPath: string): string | undefined {
+  return dataDirOfWalPath(walPath) ? path.dirname(path.resolve(walPath)) : undefined;
+}
+
+/** True if a lookahead marker proves `walPath` is archived with exactly the bytes now on disk. Consumes the marker. */
+export async function confirmPushed(scope: MarkerScope, walPath: string, log: Logger): Promise<boolean> {
+  const walDir = walDirOf(walPath);
+  const name = path.basename(walPath);
+  if (!walDir || !parseWalFileName(name)) return false;
   const file = path.join(markerDir(walDir), name);
   let marker: Marker;
   try {
@@ -77,14 +90,9 @@ async function confirmPushed(ctx: PushContext, walDir: string, name: string): Pr
     return false;
   }
   try {
-    const parsed = parseWalFileName(name);
-    if (!parsed || marker.walbridge !== 1 || marker.location !== ctx.store.location || marker.namespace !== ctx.namespace) return false;
-    const onDisk = sourceIdentity(await stat(path.join(walDir, name)));
-    if (!sameIdentity(onDisk, marker.source)) return false;
-    const stored = await ctx.store.head(walFileKey(ctx.namespace, parsed));
-    const promised = stored && describeContent(stored.metadata);
-    if (!promised || typeof promised === 'string' || promised.sha256 !== marker.sha256 || promised.size !== marker.size) return false;
-    ctx.log.info(`${name} was archived ahead of time (verified: same file on disk, object present with its content hash)`);
+    if (marker.walbridge !== 1 || marker.repository !== scope.repository || marker.namespace !== scope.namespace) return false;
+    if (!sameIdentity(sourceIdentity(await stat(walPath)), marker.source)) return false;
+    log.info(`${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`);
     return true;
   } catch {
     return false; // whatever went wrong, a full push decides
@@ -97,9 +105,9 @@ function sameIdentity(a: SourceIdentity, b: SourceIdentity): boolean {
   return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
 }
 
-async function writeMarker(ctx: PushContext, walDir: string, name: string, result: PushResult): Promise<void> {
+async function writeMarker(ctx: PushContext, scope: MarkerScope, walDir: string, name: string, result: PushResult): Promise<void> {
   const dir = markerDir(walDir);
-  const marker: Marker = { walbridge: 1, location: ctx.store.location, namespace: ctx.namespace, sha256: result.sha256, size: result.size, source: result.source };
+  const marker: Marker = { walbridge: 1, repository: scope.repository, namespace: scope.namespace, sha256: result.sha256, size: result.size, source: result.source };
   const temp = path.join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
   try {
     await mkdir(dir, { recursive: true });

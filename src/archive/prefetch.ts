@@ -1,21 +1,23 @@
 /**
  * Prefetch for restore_command. The startup process asks for one segment at a time and waits
  * for each, so catching up from the archive costs one download per process start. When a
- * segment is restored we also download the next few of its timeline, in parallel, into a
- * spool (`pg_wal/walbridge/prefetch/<namespace>-<repo hash>/`); the next calls are answered
- * from it by a rename.
+ * segment has to be downloaded we also download the next few of its timeline, in parallel,
+ * into a spool (`pg_wal/walbridge/prefetch/<namespace>-<repo hash>/`); the next calls are
+ * answered from it by a rename, without waiting for any download.
  *
  * Safety: a spooled file gets there only through the same verified download as `%p` (content
- * hash, size, page header, cluster identity, atomic rename), and is checked against the
- * namespace's identity again when served. Wrong guesses cost only disk and bandwidth: the
+ * hash, size, page header, cluster identity, atomic rename), and its page header is checked
+ * again when served, against the identity it was verified with (kept beside it), so serving
+ * needs no request and, without waiting, no SDK at all. Wrong guesses cost only disk and bandwidth: the
  * spool holds only the window after the segment being restored (a timeline switch, a moved
  * `%r` or pg_rewind's calls just leave files that the next call removes), and at most
  * SPOOL_BYTES of segments.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WalbridgeError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { fsyncDir } from '../util/durable.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
 import { nextSegmentName, parseWalFileName, type WalFileName } from '../wal/names.js';
@@ -39,16 +41,19 @@ export async function restoreWithPrefetch(
 ): Promise<'restored' | 'absent'> {
   const spool = spoolDir(ctx, destination);
   if (!spool || file.kind !== 'segment' || !identity || ctx.prefetch < 1) return restoreIfPresent(ctx, file, destination, identity);
+  // While the spool holds the segment, answer at once: no download to wait for. When it runs
+  // dry, the segment and the whole window after it are fetched together, in parallel.
+  if (await serveSpooled(ctx, file, destination)) return 'restored';
 
   const window = prefetchWindow(file, identity.segmentSize, ctx.prefetch);
   await mkdir(spool, { recursive: true });
   const spooled = await tidySpool(spool, window);
+  await writeSpoolIdentity(spool, identity);
   const ahead = window
     .slice(1)
     .filter((name) => !spooled.has(name))
     .map((name) => restoreIfPresent(ctx, parseWalFileName(name)!, path.join(spool, name), identity, 'prefetched').catch(() => 'absent' as const));
   try {
-    if (spooled.has(file.name)) return await serveFromSpool(ctx, file, path.join(spool, file.name), destination, identity);
     return await restoreIfPresent(ctx, file, destination, identity);
   } finally {
     let timer: NodeJS.Timeout | undefined;
@@ -58,10 +63,10 @@ export async function restoreWithPrefetch(
 }
 
 /** `pg_wal/walbridge/prefetch/<namespace>-<hash of the repository>`, or undefined outside pg_wal. */
-function spoolDir(ctx: FetchContext, destination: string): string | undefined {
+function spoolDir(scope: SpoolScope, destination: string): string | undefined {
   if (!dataDirOfWalPath(destination)) return undefined;
-  const repo = createHash('sha256').update(ctx.store.location).digest('hex').slice(0, 12);
-  return path.join(path.dirname(path.resolve(destination)), 'walbridge', 'prefetch', `${ctx.namespace}-${repo}`);
+  const repo = createHash('sha256').update(scope.repository).digest('hex').slice(0, 12);
+  return path.join(path.dirname(path.resolve(destination)), 'walbridge', 'prefetch', `${scope.namespace}-${repo}`);
 }
 
 /** The segments to hold after `file`: the next ones on its timeline, within the disk budget. */
@@ -77,23 +82,50 @@ async function tidySpool(spool: string, window: readonly string[]): Promise<Set<
   const keep = new Set(window);
   const spooled = new Set<string>();
   for (const entry of await readdir(spool)) {
+    if (entry === IDENTITY_FILE) continue;
     if (keep.has(entry)) spooled.add(entry);
     else await unlink(path.join(spool, entry)).catch(() => undefined);
   }
   return spooled;
 }
 
-async function serveFromSpool(
-  ctx: FetchContext,
-  file: WalFileName,
-  spooled: string,
-  destination: string,
-  identity: ClusterIdentity,
-): Promise<'restored'> {
-  const fh = await open(spooled, 'r');
+/** What a spool belongs to: the repository (see cli/repository.ts repositoryId) and namespace. */
+export interface SpoolScope {
+  readonly repository: string;
+  readonly namespace: string;
+  readonly log: Logger;
+}
+
+/** The identity spooled files were verified against. */
+const IDENTITY_FILE = 'identity';
+
+async function writeSpoolIdentity(spool: string, identity: ClusterIdentity): Promise<void> {
+  const temp = path.join(spool, `.${IDENTITY_FILE}.${process.pid}`);
+  await writeFile(temp, JSON.stringify(identity));
+  await rename(temp, path.join(spool, IDENTITY_FILE));
+}
+
+/**
+ * Moves `file` from the spool to `destination` if it is there; false otherwise. Makes no
+ * request: the file was verified when it arrived, and its header is checked again here.
+ */
+export async function serveSpooled(scope: SpoolScope, file: WalFileName, destination: string): Promise<boolean> {
+  const spool = spoolDir(scope, destination);
+  if (!spool || file.kind !== 'segment') return false;
+  const spooled = path.join(spool, file.name);
+  let fh;
+  let identity: ClusterIdentity;
   try {
-    // Verified when it arrived; the namespace's identity could have been replaced since.
-    await checkRestoredSegment(ctx, fh, file, identity, spooled);
+    identity = JSON.parse(await readFile(path.join(spool, IDENTITY_FILE), 'utf8')) as ClusterIdentity;
+    fh = await open(spooled, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    await checkRestoredSegment({ log: scope.log, namespace: scope.namespace }, fh, file, identity, spooled);
+  } catch (err) {
+    await unlink(spooled).catch(() => undefined);
+    throw err;
   } finally {
     await fh.close();
   }
@@ -103,6 +135,6 @@ async function serveFromSpool(
   } catch (err) {
     throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
   }
-  ctx.log.info(`restored ${file.name} from the prefetch spool`);
-  return 'restored';
+  scope.log.info(`restored ${file.name} from the prefetch spool`);
+  return true;
 }

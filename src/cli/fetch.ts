@@ -8,7 +8,9 @@ import { createLogger, type Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository, repositoryId } from './repository.js';
+import { serveSpooled } from '../archive/prefetch.js';
+import { parseRequestedName } from '../archive/fetch.js';
 import { installSignalHandlers } from './signals.js';
 
 export function fetchCommand(name: string, done: (status: ExitStatus) => void): Command {
@@ -38,8 +40,12 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const flags = command.opts<{ wait: boolean; cleanup?: boolean; includeBackup?: boolean }>();
     const failover = installSignalHandlers();
     const settings = settingsFrom(command);
+    const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
+    // Without waiting there is no trigger to consult: a prefetched segment is answered from
+    // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)
+    if (!flags.wait && !flags.cleanup && (await serveSpooled(scope, parseRequestedName(walFile), destination))) return done(ExitCode.ok);
     const { store, retry } = await openRepository(settings, log);
-    const ctx = { store, namespace: settings.namespace, log, retry, prefetch: settings.prefetch };
+    const ctx = { ...scope, store, retry, prefetch: settings.prefetch };
     const outcome = flags.wait
       ? await waitForWalFile(ctx, walFile, destination, {
           pollIntervalMs: settings.pollInterval * 1000,

@@ -1,10 +1,10 @@
 /** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
 import { Command } from 'commander';
-import { pushWithLookahead } from '../archive/lookahead.js';
+import { confirmPushed, pushWithLookahead } from '../archive/lookahead.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository, repositoryId } from './repository.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
   const command = new Command(name)
@@ -18,9 +18,12 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
   addSettingOptions(command, 'push').action(async (walPath: string) => {
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
     const settings = settingsFrom(command);
+    const scope = { repository: repositoryId(settings), namespace: settings.namespace };
+    // Archived ahead by an earlier call: answered from the marker, without loading any SDK.
+    if (await confirmPushed(scope, walPath, log)) return done(ExitCode.ok);
     const { store } = await openRepository(settings, log);
     const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
-    await pushWithLookahead(ctx, walPath, settings.pushConcurrency);
+    await pushWithLookahead(ctx, scope, walPath, settings.pushConcurrency);
     done(ExitCode.ok);
   });
   return command;

@@ -57,10 +57,12 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
     for (const [i, name] of names().entries()) {
       const r = await runCli('archive-fetch', ['--no-wait', name, 'pg_wal/RECOVERYXLOG'], envFor(namespace), { cwd: standby.dir });
       expect(r.status).toBe(0);
-      if (i > 0) expect(r.stderr).toMatch(/from the prefetch spool/);
+      // A download of the segment and the two after it, then two calls answered by a rename.
+      if (i % 3 === 0) expect(r.stderr).not.toMatch(/from the prefetch spool/);
+      else expect(r.stderr).toMatch(/from the prefetch spool/);
       expect((await readFile(standby.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
       const [spool] = await readdir(spoolRoot);
-      const held = await readdir(path.join(spoolRoot, spool!));
+      const held = (await readdir(path.join(spoolRoot, spool!))).filter((f) => f !== 'identity');
       expect(held.length).toBeLessThanOrEqual(2);
       for (const h of held) expect(h > name).toBe(true);
     }
@@ -80,7 +82,7 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
     expect((await readFile(standby.destination)).equals(await readFile(wal.segments[3]!))).toBe(true);
     const spoolRoot = path.join(standby.dir, 'pg_wal', 'walbridge', 'prefetch');
     const [spool] = await readdir(spoolRoot);
-    for (const h of await readdir(path.join(spoolRoot, spool!))) expect(h > fourth!).toBe(true);
+    for (const h of await readdir(path.join(spoolRoot, spool!))) if (h !== 'identity') expect(h > fourth!).toBe(true);
     await rm(standby.dir, { recursive: true });
   });
 
