@@ -55,11 +55,20 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
   const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(source, file) : undefined;
 
   const key = walFileKey(ctx.namespace, file);
-  const [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(key)]);
-  await checkCluster(ctx, identity, header, file, sourcePath);
-
+  // Compressing and hashing (CPU, local disk) overlaps the two lookups (network).
   const codec = usableCodec(ctx);
-  const sealed = await readSource(sourcePath, () => sealFile(sourcePath, codec, ctx.level, path.dirname(sourcePath)));
+  const sealing = readSource(sourcePath, () => sealFile(sourcePath, codec, ctx.level, path.dirname(sourcePath)));
+  sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+  let identity: ClusterIdentity | undefined;
+  let existing: ObjectInfo | undefined;
+  try {
+    [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(key)]);
+    await checkCluster(ctx, identity, header, file, sourcePath);
+  } catch (err) {
+    await sealing.then((s) => s.dispose(), () => undefined);
+    throw err;
+  }
+  const sealed = await sealing;
   try {
     if (sealed.size !== source.size) {
       throw new WalbridgeError('localIo', `${sourcePath} changed size while being read (${source.size} → ${sealed.size} bytes)`);

@@ -17,8 +17,10 @@ export const CODECS = ['zstd', 'lz4', 'gzip', 'none'] as const;
 export type CodecName = (typeof CODECS)[number];
 
 /**
- * zstd level 3: on pgbench WAL it stores ~13% of the input at ~12 ms per 16 MiB segment, while
- * higher levels cost several times the CPU for a few percent (see README, "Compression").
+ * zstd level 3, by measurement on pgbench WAL (-c4 -j2, 1 MiB frames, CPU per 16 MiB segment):
+ * zstd-1 9.3 % of the input in 20-24 ms, zstd-3 8.6 % in 22-27 ms, zstd-6 8.0 % in 99 ms,
+ * lz4 16.8 % in 27 ms, gzip-6 10.5 % in 126 ms. Level 3 buys 8 % fewer bytes than level 1 for
+ * a few ms; beyond it, CPU grows fourfold for a few percent.
  */
 export const DEFAULT_LEVEL: Record<CodecName, number | undefined> = { zstd: 3, lz4: undefined, gzip: 6, none: undefined };
 export const LEVEL_RANGE: Record<CodecName, [number, number] | undefined> = { zstd: [1, 19], lz4: undefined, gzip: [1, 9], none: undefined };
