@@ -71,6 +71,7 @@ describe.each(CASES)('a 1 GiB segment through %s, codec %s', (backend, codec) =>
       const fetched = await measured('archive-fetch', ['--no-wait', path.basename(segment), 'pg_wal/RECOVERYXLOG'], env, standby.dir);
       expect(fetched.stderr).toMatch(/restored/);
       expect(fetched.status).toBe(0);
+      console.log(`${backend} ${codec}: 1 GiB push peak RSS ${Math.round(pushed.rssKb / 1024)} MiB, fetch ${Math.round(fetched.rssKb / 1024)} MiB`);
       expect(fetched.rssKb).toBeLessThan(RSS_LIMIT_KB);
       expect(await sha256Of(standby.destination)).toBe(await sha256Of(segment));
     } finally {
