@@ -92,7 +92,7 @@ async function downloadVerified(
   try {
     let seen;
     try {
-      seen = await unseal(opened.body, promised.codec, createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
+      seen = await unseal(opened.body, promised.codec, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
     } catch (err) {
       opened.body.destroy();
       throw classifyStreamError(err, file, where);

@@ -23,6 +23,7 @@ import { dataDirOfWalPath } from '../wal/datadir.js';
 import { nextSegmentName, parseWalFileName, type WalFileName } from '../wal/names.js';
 import { checkRestoredSegment, restoreIfPresent, type FetchContext } from './fetch.js';
 import type { ClusterIdentity } from './identity.js';
+import { walFileKey, walPrefix } from './layout.js';
 
 /** Disk the spool may use, whatever the segment size. */
 const SPOOL_BYTES = 1024 * 1024 * 1024;
@@ -46,12 +47,20 @@ export async function restoreWithPrefetch(
   if (await serveSpooled(ctx, file, destination)) return 'restored';
 
   const window = prefetchWindow(file, identity.segmentSize, ctx.prefetch);
-  await mkdir(spool, { recursive: true });
-  const spooled = await tidySpool(spool, window);
-  await writeSpoolIdentity(spool, identity);
-  const ahead = window
-    .slice(1)
-    .filter((name) => !spooled.has(name))
+  let spooled: Set<string>;
+  try {
+    await mkdir(spool, { recursive: true });
+    spooled = await tidySpool(spool, window);
+    await writeSpoolIdentity(spool, identity);
+  } catch (err) {
+    // The spool is an optimisation: a full disk or a permission problem there must not stop the restore.
+    ctx.log.warn(`prefetch disabled for this call: cannot prepare ${spool}: ${(err as Error).message}`);
+    return restoreIfPresent(ctx, file, destination, identity);
+  }
+  const wanted = window.slice(1).filter((name) => !spooled.has(name));
+  const archived = await archivedAmong(ctx, file, wanted);
+  const ahead = wanted
+    .filter((name) => archived.has(name))
     .map((name) => restoreIfPresent(ctx, parseWalFileName(name)!, path.join(spool, name), identity, 'prefetched').catch(() => 'absent' as const));
   try {
     return await restoreIfPresent(ctx, file, destination, identity);
@@ -60,6 +69,27 @@ export async function restoreWithPrefetch(
     await Promise.race([Promise.all(ahead), new Promise((resolve) => (timer = setTimeout(resolve, PREFETCH_GRACE_MS)))]);
     clearTimeout(timer);
   }
+}
+
+/**
+ * Which of `names` (segments after `file`, on its timeline) are archived: one listing instead
+ * of a GET per name, which matters once the standby has caught up and most are not there yet.
+ */
+async function archivedAmong(ctx: FetchContext, file: WalFileName, names: readonly string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  if (names.length === 0) return found;
+  const wanted = new Set(names);
+  const last = names[names.length - 1]!;
+  try {
+    for await (const object of ctx.store.list(walPrefix(ctx.namespace) + file.name.slice(0, 8), walFileKey(ctx.namespace, file))) {
+      const name = object.key.slice(object.key.lastIndexOf('/') + 1);
+      if (name > last && !name.startsWith(last)) break;
+      if (wanted.has(name)) found.add(name);
+    }
+  } catch (err) {
+    ctx.log.warn(`prefetch skipped: cannot list what follows ${file.name}: ${(err as Error).message}`);
+  }
+  return found;
 }
 
 /** `pg_wal/walbridge/prefetch/<namespace>-<hash of the repository>`, or undefined outside pg_wal. */

@@ -84,11 +84,12 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
     // Do not trust the precondition alone: read back what the store now holds under the name.
     const stored = await ctx.store.head(key);
     const promised = stored ? describeContent(stored.metadata) : 'it is absent';
-    if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== sealed.size) {
+    const storedSizeWrong = stored !== undefined && outcome === 'created' && stored.size !== bodySize(sealed.body);
+    if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== sealed.size || storedSizeWrong) {
       if (outcome === 'exists' && stored) return result(confirmDuplicate(ctx, stored, sealed.sha256, sealed.size, file));
       throw new WalbridgeError(
         'storeError',
-        `${name}: after storing, ${ctx.store.location} does not hold the object we wrote (${typeof promised === 'string' ? promised : 'different content hash'})`,
+        `${name}: after storing, ${ctx.store.location} does not hold the object we wrote (${typeof promised === 'string' ? promised : storedSizeWrong ? `${stored!.size} bytes stored, ${bodySize(sealed.body)} sent` : 'different content hash'})`,
       );
     }
     if (outcome === 'exists') return result(confirmDuplicate(ctx, stored!, sealed.sha256, sealed.size, file));

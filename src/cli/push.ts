@@ -5,6 +5,7 @@ import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository, repositoryId } from './repository.js';
+import { removeTempFilesOnSignals } from './signals.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
   const command = new Command(name)
@@ -17,6 +18,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     );
   addSettingOptions(command, 'push').action(async (walPath: string) => {
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
+    removeTempFilesOnSignals(); // a large body may be spilled to a temp file in pg_wal
     const settings = settingsFrom(command);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     // Archived ahead by an earlier call: answered from the marker, without loading any SDK.

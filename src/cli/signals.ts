@@ -6,6 +6,16 @@
 import type { FailoverRequest } from '../archive/wait.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
 
+/** SIGTERM, SIGINT and SIGQUIT end the process by that signal, after removing its temp files. */
+export function removeTempFilesOnSignals(): void {
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) {
+    process.once(signal, () => {
+      removeTempFilesSync();
+      process.kill(process.pid, signal); // the listener is gone: the default action ends us
+    });
+  }
+}
+
 export function installSignalHandlers(): FailoverRequest {
   let requested = false;
   const wakers = new Set<() => void>();
@@ -13,12 +23,7 @@ export function installSignalHandlers(): FailoverRequest {
     requested = true;
     for (const wake of wakers) wake();
   });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      removeTempFilesSync();
-      process.kill(process.pid, signal); // the listener is gone: the default action ends us
-    });
-  }
+  removeTempFilesOnSignals();
   return {
     get requested() {
       return requested;

@@ -11,7 +11,7 @@
 import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { FrameFormatError, isSkippableFrame, lz4FrameLength, zstdFrameLength, type FrameLength } from './frames.js';
+import { FrameFormatError, MAX_FRAME_CONTENT_BYTES, isSkippableFrame, lz4FrameLength, zstdFrameLength, type FrameLength } from './frames.js';
 
 export const CODECS = ['zstd', 'lz4', 'gzip', 'none'] as const;
 export type CodecName = (typeof CODECS)[number];
@@ -29,7 +29,7 @@ export const LEVEL_RANGE: Record<CodecName, [number, number] | undefined> = { zs
  * decoder buffers small (4 MiB frames put a 1 GiB fetch over S3 at 124 MB peak RSS). */
 export const CHUNK_BYTES = 1024 * 1024;
 /** No frame walbridge writes comes near this; a bigger one is a corrupt or foreign object. */
-const MAX_FRAME_BYTES = 2 * CHUNK_BYTES + 64 * 1024;
+const MAX_FRAME_BYTES = MAX_FRAME_CONTENT_BYTES + 64 * 1024;
 
 export function isCodec(name: string): name is CodecName {
   return (CODECS as readonly string[]).includes(name);
@@ -177,8 +177,9 @@ class FrameDecoder extends Transform {
     while (this.filled - this.consumed >= this.need) {
       const view = this.buf.subarray(this.consumed, this.filled);
       const found = this.codec.frameLength(view);
+      const length = 'need' in found ? found.need : found.frame;
+      if (length > MAX_FRAME_BYTES) throw new FrameFormatError(`a frame larger than ${MAX_FRAME_BYTES} bytes: not an object walbridge wrote`);
       if ('need' in found) {
-        if (found.need > MAX_FRAME_BYTES) throw new FrameFormatError(`a frame larger than ${MAX_FRAME_BYTES} bytes: not an object walbridge wrote`);
         this.need = found.need;
         return;
       }

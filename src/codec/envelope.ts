@@ -155,11 +155,13 @@ export function describeContent(metadata: ObjectMetadata): ContentDescription | 
 export async function unseal(
   body: Readable,
   codec: CodecName,
-  sink: Writable,
+  /** Opens the destination; called only once the decoder exists, so nothing is opened in vain. */
+  sink: () => Writable,
 ): Promise<{ sha256: string; size: number }> {
   const hasher = new HashingStream();
   const decode = decompressor(codec);
-  if (decode) await pipeline(body, decode, hasher, sink);
-  else await pipeline(body, hasher, sink);
+  const destination = sink();
+  if (decode) await pipeline(body, decode, hasher, destination);
+  else await pipeline(body, hasher, destination);
   return { sha256: hasher.digestHex(), size: hasher.bytes };
 }

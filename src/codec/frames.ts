@@ -19,6 +19,22 @@ export class FrameFormatError extends Error {
   readonly code = 'ERR_WALBRIDGE_FRAME';
 }
 
+/**
+ * The most content one frame may decode to. walbridge writes 1 MiB frames (4 MiB in early
+ * builds); the native decoders allocate the whole output of a frame at once, so a frame that
+ * claims more, or whose blocks could add up to more, is refused before it is decoded: a
+ * hostile object must not be able to make restore_command allocate gigabytes.
+ */
+export const MAX_FRAME_CONTENT_BYTES = 8 * 1024 * 1024;
+/** zstd's largest block (RFC 8878, Block_Maximum_Size). */
+const ZSTD_MAX_BLOCK = 128 * 1024;
+/** LZ4 frame block maximum sizes by the BD byte's code (4..7). */
+const LZ4_MAX_BLOCK: Record<number, number> = { 4: 64 * 1024, 5: 256 * 1024, 6: 1024 * 1024, 7: 4 * 1024 * 1024 };
+
+function tooLarge(what: string): FrameFormatError {
+  return new FrameFormatError(`${what} would decode to more than ${MAX_FRAME_CONTENT_BYTES} bytes: not an object walbridge wrote`);
+}
+
 const ZSTD_MAGIC = 0xfd2fb528;
 const LZ4_MAGIC = 0x184d2204;
 /** Skippable frames (both formats): magic 0x184D2A50..5F, 4-byte size, then that many bytes. */
@@ -51,7 +67,14 @@ export const zstdFrameLength: FrameLength = (buf) => {
   const checksum = (descriptor >> 2) & 1;
   const dictIdBytes = [0, 1, 2, 4][descriptor & 3]!;
   const fcsBytes = fcsFlag === 0 ? singleSegment : [0, 2, 4, 8][fcsFlag]!;
-  let pos = 5 + (singleSegment ? 0 : 1) + dictIdBytes + fcsBytes;
+  const fcsAt = 5 + (singleSegment ? 0 : 1) + dictIdBytes;
+  let pos = fcsAt + fcsBytes;
+  if (fcsBytes > 0) {
+    if (buf.length < pos) return { need: pos };
+    const declared = fcsBytes === 8 ? Number(buf.readBigUInt64LE(fcsAt)) : buf.readUIntLE(fcsAt, fcsBytes) + (fcsBytes === 2 ? 256 : 0);
+    if (declared > MAX_FRAME_CONTENT_BYTES) throw tooLarge('a zstd frame');
+  }
+  let content = 0;
   for (;;) {
     if (buf.length < pos + 3) return { need: pos + 3 };
     const header = buf.readUIntLE(pos, 3);
@@ -59,6 +82,9 @@ export const zstdFrameLength: FrameLength = (buf) => {
     const type = (header >> 1) & 3;
     const size = header >>> 3;
     if (type === 3) throw new FrameFormatError('zstd block of reserved type');
+    if (size > ZSTD_MAX_BLOCK) throw new FrameFormatError('zstd block larger than the format allows');
+    content += type === 2 ? ZSTD_MAX_BLOCK : size; // raw and RLE blocks state their size; compressed ones are at most a block
+    if (content > MAX_FRAME_CONTENT_BYTES) throw tooLarge('a zstd frame');
     pos += 3 + (type === 1 ? 1 : size);
     if (last) break;
   }
@@ -78,6 +104,10 @@ export const lz4FrameLength: FrameLength = (buf) => {
   const contentSize = (flags >> 3) & 1;
   const contentChecksum = (flags >> 2) & 1;
   const dictId = flags & 1;
+  if (buf.length < 6) return { need: 6 };
+  const maxBlock = LZ4_MAX_BLOCK[(buf[5]! >> 4) & 7];
+  if (!maxBlock) throw new FrameFormatError('LZ4 frame with an invalid block maximum size');
+  let content = 0;
   // magic, FLG, BD, optional content size and dictionary id, header checksum
   let pos = 4 + 2 + (contentSize ? 8 : 0) + (dictId ? 4 : 0) + 1;
   for (;;) {
@@ -85,6 +115,9 @@ export const lz4FrameLength: FrameLength = (buf) => {
     const size = buf.readUInt32LE(pos) & 0x7fffffff;
     pos += 4;
     if (size === 0) break; // end mark
+    if (size > maxBlock) throw new FrameFormatError('LZ4 block larger than its frame allows');
+    content += maxBlock; // a block decodes to at most the frame's block size
+    if (content > MAX_FRAME_CONTENT_BYTES) throw tooLarge('an LZ4 frame');
     pos += size + (blockChecksum ? 4 : 0);
   }
   pos += contentChecksum ? 4 : 0;

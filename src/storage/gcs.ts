@@ -65,6 +65,13 @@ export class GcsStore implements Store {
       } else {
         // A resumable upload streamed from the file: memory stays bounded whatever the size.
         await pipeline(Readable.from(bodyParts(request.body, 4 * 1024 * 1024)), file.createWriteStream({ ...options, resumable: true }));
+        // Do not rely on the server having checked md5Hash at finalization: compare what it
+        // computed, and take the object back (this generation only) if it differs.
+        const [stored] = await file.getMetadata();
+        if (stored.md5Hash !== request.md5.toString('base64')) {
+          await file.delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
+          throw new StoreError('permanent', `${key}: the server stored different bytes than were sent (MD5 ${stored.md5Hash} instead of ${request.md5.toString('base64')})`);
+        }
       }
       return 'created';
     } catch (err) {

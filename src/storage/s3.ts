@@ -115,20 +115,29 @@ export class S3Store implements Store {
     try {
       const parts: { PartNumber: number; ETag: string }[] = [];
       const inFlight = new Set<Promise<void>>();
+      const whole = createHash('md5');
+      let failure: unknown;
       let PartNumber = 0;
       for await (const part of bodyParts(request.body, PART_BYTES)) {
+        if (failure) break;
+        whole.update(part);
         const number = ++PartNumber;
         const upload = this.client
           .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }))
-          .then((out) => {
-            parts.push({ PartNumber: number, ETag: out.ETag! });
-          });
+          .then(
+            (out) => void parts.push({ PartNumber: number, ETag: out.ETag! }),
+            (err: unknown) => void (failure ??= err), // kept: a lost part must never go unnoticed
+          );
         const tracked = upload.finally(() => inFlight.delete(tracked));
-        tracked.catch(() => undefined); // observed by race/all below; never an unhandled rejection
         inFlight.add(tracked);
         if (inFlight.size >= PARTS_IN_FLIGHT) await Promise.race(inFlight);
       }
       await Promise.all(inFlight);
+      if (failure) throw failure;
+      // Every part stored, and together they are the body the caller hashed (the body may be
+      // re-read from a file): only then may the object come into existence.
+      if (parts.length !== PartNumber) throw new StoreError('permanent', `${key}: ${PartNumber - parts.length} of ${PartNumber} parts were not stored`);
+      if (!whole.digest().equals(request.md5)) throw new StoreError('permanent', `${key}: the body changed while it was being uploaded (MD5 mismatch)`);
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }));
       return 'created';

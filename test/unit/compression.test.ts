@@ -79,6 +79,19 @@ describe('frame boundaries', () => {
     expect(lz4FrameLength(stored.subarray(first.frame))).toEqual({ frame: stored.length - first.frame });
   });
 
+  it('refuses a zstd frame whose blocks would decode to gigabytes, before decoding it', async () => {
+    // A hand-made frame: no content size, 1000 RLE blocks of 128 KiB (125 MiB from 4 KB).
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const b = Buffer.alloc(4);
+      b.writeUIntLE(((128 * 1024) << 3) | (1 << 1) | (i === 999 ? 1 : 0), 0, 3);
+      blocks.push(b);
+    }
+    const bomb = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58]), ...blocks]);
+    expect(() => zstdFrameLength(bomb)).toThrow(/more than/);
+    await expect(decode('zstd', bomb)).rejects.toThrow(/more than/);
+  });
+
   it('skips skippable frames and rejects unknown magic', async () => {
     const skippable = Buffer.alloc(8 + 3);
     skippable.writeUInt32LE(0x184d2a53, 0);
