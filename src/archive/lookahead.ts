@@ -1,8 +1,8 @@
 /**
  * Lookahead push. PostgreSQL's archiver calls archive_command for one file at a time, so a
- * burst of WAL is archived at one upload per process start. When asked for one file, we also
- * upload the next files the archiver has marked `.ready`, in parallel, and leave a marker per
- * file stored. The archiver's later call for such a file then only has to confirm, cheaply,
+ * burst of WAL is archived at one upload per process start. A call also makes sure a background
+ * pusher runs, which uploads the other files the archiver has marked `.ready`, in parallel, and
+ * leaves a marker per file stored. The archiver's later call for such a file then only has to confirm, cheaply,
  * that the marker still describes the file on disk and the object in the store.
  *
  * Safety: a marker is written only after the object was stored and read back verified (the
@@ -45,31 +45,103 @@ function markerDir(walDir: string): string {
 }
 
 /**
- * archive_command for `walPath`, with up to `concurrency - 1` more ready files pushed beside it.
- * The exit status depends on `walPath` alone; a lookahead failure is only logged (the archiver's
- * own call for that file will meet the same problem and report it).
+ * archive_command for `walPath`. With lookahead on, a background pusher (see pushAhead) is
+ * started if none runs for this pg_wal, to store the other ready files while the archiver
+ * works through them; this call waits only for its own file.
  */
-export async function pushWithLookahead(ctx: PushContext, scope: MarkerScope, walPath: string, concurrency: number): Promise<PushResult> {
+export async function pushWithLookahead(
+  ctx: PushContext,
+  walPath: string,
+  concurrency: number,
+  startPusher: () => void,
+): Promise<PushResult> {
   const walDir = walDirOf(walPath);
-  if (!walDir || concurrency <= 1) return pushWalFile(ctx, walPath);
-  const name = path.basename(walPath);
-
-  const ready = await readyWalFiles(walDir);
-  const marked = new Set(await listMarkers(walDir));
-  const extra = ready.filter((n) => n !== name && !marked.has(n)).slice(0, concurrency - 1);
-  const lookahead = extra.map(async (next) => {
+  if (walDir && concurrency > 1 && !(await pusherRunning(walDir))) {
     try {
-      const result = await pushWalFile(ctx, path.join(walDir, next));
-      await writeMarker(ctx, scope, walDir, next, result);
+      startPusher();
     } catch (err) {
-      ctx.log.warn(`lookahead push of ${next} failed (the archiver's own call for it will retry): ${(err as Error).message}`);
+      ctx.log.warn(`could not start the background pusher (only the file asked for is pushed): ${(err as Error).message}`);
     }
-  });
+  }
+  return pushWalFile(ctx, walPath);
+}
+
+/** How long the background pusher waits for new `.ready` files before it exits. */
+const PUSHER_IDLE_MS = 3_000;
+const PUSHER_SCAN_MS = 100;
+
+/**
+ * The background pusher: stores the files PostgreSQL marked `.ready`, `concurrency` at a time,
+ * leaving a marker for each one stored and verified, until none has appeared for a while.
+ * One per pg_wal (a pid file in pg_wal/walbridge/ is its lock). It skips the oldest ready file,
+ * which the archiver's own call is pushing, and a file that failed (the archiver's call for it
+ * meets the same problem and reports it).
+ */
+export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: string, concurrency: number): Promise<void> {
+  const lock = path.join(walDir, 'walbridge', 'pusher.pid');
+  if (!(await takeLock(lock))) return;
+  const inFlight = new Map<string, Promise<void>>();
+  const failed = new Set<string>();
+  let lastWork = Date.now();
   try {
-    return await pushWalFile(ctx, walPath);
+    for (;;) {
+      const ready = await readyWalFiles(walDir);
+      const marked = new Set(await listMarkers(walDir));
+      await pruneMarkers(walDir, new Set(ready), marked);
+      for (const name of ready.slice(1)) {
+        if (inFlight.size >= concurrency) break;
+        if (marked.has(name) || inFlight.has(name) || failed.has(name)) continue;
+        const job = pushWalFile(ctx, path.join(walDir, name))
+          .then((result) => writeMarker(ctx, scope, walDir, name, result))
+          .catch((err: unknown) => {
+            failed.add(name);
+            ctx.log.warn(`background push of ${name} failed (the archiver's own call for it will retry): ${(err as Error).message}`);
+          })
+          .finally(() => inFlight.delete(name));
+        inFlight.set(name, job);
+      }
+      if (inFlight.size > 0) lastWork = Date.now();
+      else if (Date.now() - lastWork > PUSHER_IDLE_MS) return;
+      await Promise.race([...inFlight.values(), new Promise((resolve) => setTimeout(resolve, PUSHER_SCAN_MS))]);
+    }
   } finally {
-    await Promise.all(lookahead);
-    await pruneMarkers(walDir, new Set(ready), marked);
+    await Promise.all(inFlight.values());
+    await unlink(lock).catch(() => undefined);
+  }
+}
+
+async function pusherRunning(walDir: string): Promise<boolean> {
+  try {
+    return processAlive(Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8')));
+  } catch {
+    return false;
+  }
+}
+
+/** Creates the pid file, replacing one left by a dead process; false if a live pusher holds it. */
+async function takeLock(lock: string): Promise<boolean> {
+  await mkdir(path.dirname(lock), { recursive: true });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(await readFile(lock, 'utf8').catch(() => ''));
+      if (processAlive(holder)) return false;
+      await unlink(lock).catch(() => undefined);
+    }
+  }
+  return false;
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -25,3 +25,15 @@ export function settingsFrom(command: Command): Settings {
 function camel(key: string): string {
   return key.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
+
+/** This command's setting flags as environment variables, for a child that must see the same settings. */
+export function settingsEnvironment(command: Command): Record<string, string> {
+  const opts = command.opts<Record<string, string | boolean | undefined>>();
+  const env: Record<string, string> = {};
+  if (typeof opts['config'] === 'string') env[CONFIG_ENV] = opts['config'];
+  for (const def of SETTINGS) {
+    const value = opts[camel(def.key)];
+    if (value !== undefined) env[def.env] = String(value === true ? '1' : value);
+  }
+  return env;
+}
