@@ -80,6 +80,7 @@ const PUSHER_SCAN_MS = 100;
 export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: string, concurrency: number): Promise<void> {
   const lock = path.join(walDir, 'walbridge', 'pusher.pid');
   if (!(await takeLock(lock))) return;
+  await sweepLeftovers(walDir);
   const inFlight = new Map<string, Promise<void>>();
   const failed = new Set<string>();
   let lastWork = Date.now();
@@ -107,6 +108,21 @@ export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: st
   } finally {
     await Promise.all(inFlight.values());
     await unlink(lock).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes what killed processes left: half-written markers (only a pusher writes markers, and
+ * this one holds the lock) and spilled bodies (`.walbridge-body-<pid>-*`) of dead processes.
+ */
+async function sweepLeftovers(walDir: string): Promise<void> {
+  const remove = (file: string) => unlink(file).catch(() => undefined);
+  for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) await remove(path.join(markerDir(walDir), entry));
+  }
+  for (const entry of await readdir(walDir).catch(() => [] as string[])) {
+    const owner = /^\.walbridge-body-(\d+)-/.exec(entry);
+    if (owner && !processAlive(Number(owner[1]))) await remove(path.join(walDir, entry));
   }
 }
 
