@@ -4,7 +4,7 @@
  * in the same directory, so PostgreSQL never sees a partial, corrupt or foreign file.
  */
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CodecUnavailableError } from '../codec/compression.js';
@@ -16,10 +16,10 @@ import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
 import { formatBytes, type Logger } from '../log.js';
 import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import { StoreError, type Store } from '../storage/store.js';
-import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
-import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
+import { checkRestoredSegment, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
+import type { SpoolJobs } from './prefetch.js';
 
 export interface FetchContext {
   readonly store: Store;
@@ -30,18 +30,8 @@ export interface FetchContext {
   readonly retry: RetryPolicy;
   /** Segments to download ahead into the spool (see prefetch.ts); 0 = none. */
   readonly prefetch: number;
-}
-
-/** Validates `%f` strictly: only names PostgreSQL itself asks for can reach the store or a path. */
-export function parseRequestedName(name: string): WalFileName {
-  const file = parseWalFileName(name);
-  if (!file) {
-    throw new WalbridgeError(
-      'badName',
-      `refusing to restore ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
-    );
-  }
-  return file;
+  /** Set in the background fetcher: segments go to the spool, for the call to publish (see prefetch.ts). */
+  readonly background?: SpoolJobs;
 }
 
 /** One attempt at restoring `file` (transient failures retried): 'absent' if it is not archived. */
@@ -121,28 +111,6 @@ async function downloadVerified(
     await unlink(temp).catch(() => undefined);
     untrackTempFile(temp);
   }
-}
-
-/** Even a correctly hashed object must be the segment its name says, of the namespace's cluster. */
-export async function checkRestoredSegment(
-  ctx: Pick<FetchContext, 'log' | 'namespace'>,
-  fh: FileHandle,
-  file: WalFileName,
-  identity: ClusterIdentity | undefined,
-  where: string,
-): Promise<void> {
-  const buf = Buffer.alloc(LONG_HEADER_SIZE);
-  const { bytesRead } = await fh.read(buf, 0, LONG_HEADER_SIZE, 0);
-  const header = parseLongPageHeader(buf.subarray(0, bytesRead));
-  if (typeof header === 'string') throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} is not a WAL segment (${header})`);
-  const mismatch = headerMismatch(header, file);
-  if (mismatch) throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where}: ${mismatch}`);
-  if (!identity) {
-    ctx.log.warn(`namespace "${ctx.namespace}" has no identity record; ${file.name} was checked against its own header only`);
-    return;
-  }
-  const foreign = clusterMismatch(identity, header, ctx.namespace);
-  if (foreign) throw new WalbridgeError('foreignCluster', `refusing to restore ${file.name}: ${foreign}`);
 }
 
 /** errno codes that come from writing the destination, never from the download. */

@@ -3,10 +3,12 @@
  * identity (from the segment's long page header); every later file is checked against it, so
  * WAL of two clusters can never mix under one namespace.
  */
+import type { FileHandle } from 'node:fs/promises';
 import { WalbridgeError } from '../errors.js';
-import { describeMagic, type LongPageHeader } from '../wal/header.js';
+import type { Logger } from '../log.js';
+import { LONG_HEADER_SIZE, describeMagic, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
+import type { WalFileName } from '../wal/names.js';
 import type { Store } from '../storage/store.js';
-import { createJsonObject, readJsonObject } from './json-object.js';
 import { identityKey } from './layout.js';
 
 export interface ClusterIdentity {
@@ -51,6 +53,8 @@ export function clusterMismatch(identity: ClusterIdentity, header: LongPageHeade
 
 /** The namespace's identity, or undefined if nothing was pushed into it yet. */
 export async function loadIdentity(store: Store, namespace: string): Promise<ClusterIdentity | undefined> {
+  // Loaded when used: checking a spooled segment against an identity must stay light.
+  const { readJsonObject } = await import('./json-object.js');
   const value = await readJsonObject(store, identityKey(namespace));
   return value === undefined ? undefined : checkIdentity(value, `${store.location}/${identityKey(namespace)}`);
 }
@@ -60,6 +64,7 @@ export async function loadIdentity(store: Store, namespace: string): Promise<Clu
  * identity that is in force afterwards (ours, or the one another writer recorded first).
  */
 export async function establishIdentity(store: Store, namespace: string, candidate: ClusterIdentity): Promise<ClusterIdentity> {
+  const { createJsonObject } = await import('./json-object.js');
   if ((await createJsonObject(store, identityKey(namespace), candidate)) === 'created') return candidate;
   const existing = await loadIdentity(store, namespace);
   if (!existing) throw new WalbridgeError('storeError', `${store.location} reported the namespace identity as present, then absent`);
@@ -81,4 +86,26 @@ function checkIdentity(value: unknown, where: string): ClusterIdentity {
     throw new WalbridgeError('corrupt', `namespace identity ${where} lacks required fields`);
   }
   return v as ClusterIdentity;
+}
+
+/** Even a correctly hashed object must be the segment its name says, of the namespace's cluster. */
+export async function checkRestoredSegment(
+  ctx: { readonly log: Logger; readonly namespace: string },
+  fh: FileHandle,
+  file: WalFileName,
+  identity: ClusterIdentity | undefined,
+  where: string,
+): Promise<void> {
+  const buf = Buffer.alloc(LONG_HEADER_SIZE);
+  const { bytesRead } = await fh.read(buf, 0, LONG_HEADER_SIZE, 0);
+  const header = parseLongPageHeader(buf.subarray(0, bytesRead));
+  if (typeof header === 'string') throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} is not a WAL segment (${header})`);
+  const mismatch = headerMismatch(header, file);
+  if (mismatch) throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where}: ${mismatch}`);
+  if (!identity) {
+    ctx.log.warn(`namespace "${ctx.namespace}" has no identity record; ${file.name} was checked against its own header only`);
+    return;
+  }
+  const foreign = clusterMismatch(identity, header, ctx.namespace);
+  if (foreign) throw new WalbridgeError('foreignCluster', `refusing to restore ${file.name}: ${foreign}`);
 }

@@ -1,48 +1,25 @@
 /**
  * Lookahead push. PostgreSQL's archiver calls archive_command for one file at a time, so a
  * burst of WAL is archived at one upload per process start. A call also makes sure a background
- * pusher runs, which uploads the other files the archiver has marked `.ready`, in parallel, and
- * leaves a marker per file stored. The archiver's later call for such a file then only has to confirm, cheaply,
- * that the marker still describes the file on disk and the object in the store.
+ * pusher runs for its pg_wal. The pusher uploads the other files the archiver has marked
+ * `.ready`, in parallel, leaving a marker for each (markers.ts), and serves the archiver's calls
+ * for files it has not marked yet over a socket (background-link.ts), with its SDK loaded and its
+ * connections open. It exits after --background-idle seconds without work.
  *
- * Safety: a marker is written only after the object was stored and read back verified (the
- * same proof a normal push gives before exiting 0), names the repository and namespace, and is
- * trusted only while the file's identity on disk (device, inode, size, mtime, ctime) is
- * unchanged: PostgreSQL neither rewrites nor recycles a segment before it is archived, so the
- * bytes are those that were verified. The check needs no request, so it runs before any SDK is
- * loaded. Losing a marker (crash, full disk) only means a normal push later. The archiver's
- * own `.ready`/`.done` files are never touched.
- *
- * Markers live in `pg_wal/walbridge/pushed/`: inside pg_wal so base backups do not copy them,
- * in a subdirectory so PostgreSQL's WAL recycling never looks at them.
+ * Safety rests on markers.ts and background-link.ts: a call exits 0 only on a marker or an answer
+ * given after a verified push of exactly the bytes on disk. The pusher's own failures are
+ * never reported to PostgreSQL: the archiver's call for that file meets them itself.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { readyWalFiles } from '../wal/archive-status.js';
-import { dataDirOfWalPath } from '../wal/datadir.js';
 import { parseWalFileName } from '../wal/names.js';
-import { pushWalFile, sourceIdentity, type PushContext, type PushResult, type SourceIdentity } from './push.js';
-
-/** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
-export interface MarkerScope {
-  readonly repository: string;
-  readonly namespace: string;
-}
-
-interface Marker {
-  readonly walbridge: 1;
-  readonly repository: string;
-  readonly namespace: string;
-  readonly sha256: string;
-  readonly size: number;
-  readonly source: SourceIdentity;
-}
-
-function markerDir(walDir: string): string {
-  return path.join(walDir, 'walbridge', 'pushed');
-}
+import { confirmPushed, listMarkers, removeMarker, sweepMarkers, walDirOf, writeMarker, type MarkerScope } from './markers.js';
+import { pushWalFile, type PushContext, type PushResult } from './push.js';
+import { backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
+import { listenForCalls, stopListening } from './background-server.js';
+import { pidLockHeld, processAlive, releasePidLock, takePidLock } from '../util/pid-lock.js';
 
 /**
  * archive_command for `walPath`. With lookahead on, a background pusher (see pushAhead) is
@@ -56,7 +33,7 @@ export async function pushWithLookahead(
   startPusher: () => void,
 ): Promise<PushResult> {
   const walDir = walDirOf(walPath);
-  if (walDir && concurrency > 1 && !(await pusherRunning(walDir))) {
+  if (walDir && concurrency > 1 && !(await pidLockHeld(backgroundLock(walDir, 'pusher')))) {
     try {
       startPusher();
     } catch (err) {
@@ -66,158 +43,131 @@ export async function pushWithLookahead(
   return pushWalFile(ctx, walPath);
 }
 
-/** How long the background pusher waits for new `.ready` files before it exits. */
-const PUSHER_IDLE_MS = 3_000;
 const PUSHER_SCAN_MS = 100;
+
+export interface PusherOptions {
+  readonly concurrency: number;
+  /** Milliseconds without work after which the pusher exits. */
+  readonly idleMs: number;
+  /** fingerprint() of the pusher's own configuration: calls configured otherwise are declined. */
+  readonly fingerprint: string;
+  /** Logs why a call's push failed; returns the exit status the call ends with. */
+  readonly exitStatusOf: (err: unknown, log: Logger) => number;
+}
+
+/** The pusher's answer to a call (its log lines reach the call separately). */
+export type PushAnswer =
+  | { readonly status: 'stored' }
+  | { readonly status: 'failed'; readonly exitCode: number }
+  | { readonly status: 'declined'; readonly reason: string };
+
+/** A call's request: store this file, in the pusher's pg_wal. */
+export interface PushRequest extends BackgroundRequest {
+  readonly file: string;
+}
 
 /**
  * The background pusher: stores the files PostgreSQL marked `.ready`, `concurrency` at a time,
- * leaving a marker for each one stored and verified, until none has appeared for a while.
- * One per pg_wal (a pid file in pg_wal/walbridge/ is its lock). It skips the oldest ready file,
- * which the archiver's own call is pushing, and a file that failed (the archiver's call for it
- * meets the same problem and reports it).
+ * leaving a marker for each one stored and verified, and stores at once the files calls ask
+ * for over its socket. One per pg_wal (a pid file in pg_wal/walbridge/ is its lock). Its scan
+ * skips the oldest ready file, which the archiver's own call is pushing, and a file that failed
+ * (the archiver's call for it meets the same problem and reports it).
  */
-export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: string, concurrency: number): Promise<void> {
-  const lock = path.join(walDir, 'walbridge', 'pusher.pid');
-  if (!(await takeLock(lock))) return;
-  await sweepLeftovers(walDir);
-  const inFlight = new Map<string, Promise<void>>();
+export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: string, opts: PusherOptions): Promise<void> {
+  const lock = backgroundLock(walDir, 'pusher');
+  if (!(await takePidLock(lock))) return;
+  await sweepLeftovers(walDir, scope);
+  const inFlight = new Map<string, Promise<PushResult | undefined>>();
   const failed = new Set<string>();
   let lastWork = Date.now();
+  let retiring = false;
+
+  /** A call's file is stored now, ahead of the scan's queue; answered only after a verified push. */
+  const serve = async (request: PushRequest, log: Logger): Promise<PushAnswer> => {
+    const name = path.basename(request.file);
+    if (request.fingerprint !== opts.fingerprint) {
+      retiring = true; // configured otherwise since this pusher started: let a new one take over
+      return { status: 'declined', reason: 'the background pusher runs with other settings; it stops after its current work' };
+    }
+    if (typeof request.file !== 'string' || path.dirname(request.file) !== walDir || !parseWalFileName(name)) {
+      return { status: 'declined', reason: 'not a WAL file of this pg_wal' };
+    }
+    try {
+      if (await confirmPushed(scope, request.file, log)) return { status: 'stored' };
+      const ahead = await inFlight.get(name);
+      if (ahead) {
+        await removeMarker(walDir, name); // answered here; the marker would only be pruned later
+        log.info(`${name} was archived by the background pusher (${ahead.size} bytes, sha256 ${ahead.sha256.slice(0, 12)}…, verified in the store)`);
+        return { status: 'stored' };
+      }
+      const job = pushWalFile({ ...ctx, log }, request.file);
+      inFlight.set(name, job.catch(() => undefined));
+      try {
+        await job;
+      } finally {
+        inFlight.delete(name);
+      }
+      return { status: 'stored' };
+    } catch (err) {
+      return { status: 'failed', exitCode: opts.exitStatusOf(err, log) };
+    }
+  };
+  const socketPath = backgroundSocket(walDir, 'pusher');
+  let calls = 0;
+  const server = await listenForCalls(socketPath, ctx.log, async (call) => {
+    calls++;
+    try {
+      call.answer(await serve(call.request as unknown as PushRequest, call.log));
+    } finally {
+      calls--;
+      lastWork = Date.now();
+    }
+  });
+
   try {
     for (;;) {
       const ready = await readyWalFiles(walDir);
       const marked = new Set(await listMarkers(walDir));
       await pruneMarkers(walDir, new Set(ready), marked);
-      for (const name of ready.slice(1)) {
-        if (inFlight.size >= concurrency) break;
+      for (const name of retiring ? [] : ready.slice(1)) {
+        if (inFlight.size >= opts.concurrency) break;
         if (marked.has(name) || inFlight.has(name) || failed.has(name)) continue;
         const job = pushWalFile(ctx, path.join(walDir, name))
-          .then((result) => writeMarker(ctx, scope, walDir, name, result))
+          .then(async (result) => {
+            await writeMarker(walDir, scope, name, result, ctx.log);
+            return result;
+          })
           .catch((err: unknown) => {
             failed.add(name);
             ctx.log.warn(`background push of ${name} failed (the archiver's own call for it will retry): ${(err as Error).message}`);
+            return undefined;
           })
           .finally(() => inFlight.delete(name));
         inFlight.set(name, job);
       }
-      if (inFlight.size > 0) lastWork = Date.now();
-      else if (Date.now() - lastWork > PUSHER_IDLE_MS) return;
+      if (inFlight.size > 0 || calls > 0) lastWork = Date.now();
+      else if (retiring || Date.now() - lastWork > opts.idleMs) return;
       await Promise.race([...inFlight.values(), new Promise((resolve) => setTimeout(resolve, PUSHER_SCAN_MS))]);
     }
   } finally {
+    await stopListening(server, socketPath);
     await Promise.all(inFlight.values());
-    await unlink(lock).catch(() => undefined);
+    await releasePidLock(lock);
   }
 }
 
-/**
- * Removes what killed processes left: half-written markers (only a pusher writes markers, and
- * this one holds the lock) and spilled bodies (`.walbridge-body-<pid>-*`) of dead processes.
- */
-async function sweepLeftovers(walDir: string): Promise<void> {
-  const remove = (file: string) => unlink(file).catch(() => undefined);
-  for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
-    if (entry.startsWith('.')) await remove(path.join(markerDir(walDir), entry));
-  }
+/** Removes what killed processes left: unusable markers, and spilled bodies (`.walbridge-body-<pid>-*`) of dead processes. */
+async function sweepLeftovers(walDir: string, scope: MarkerScope): Promise<void> {
+  await sweepMarkers(walDir, scope);
   for (const entry of await readdir(walDir).catch(() => [] as string[])) {
     const owner = /^\.walbridge-body-(\d+)-/.exec(entry);
-    if (owner && !processAlive(Number(owner[1]))) await remove(path.join(walDir, entry));
-  }
-}
-
-async function pusherRunning(walDir: string): Promise<boolean> {
-  try {
-    return processAlive(Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8')));
-  } catch {
-    return false;
-  }
-}
-
-/** Creates the pid file, replacing one left by a dead process; false if a live pusher holds it. */
-async function takeLock(lock: string): Promise<boolean> {
-  await mkdir(path.dirname(lock), { recursive: true });
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(lock, String(process.pid), { flag: 'wx' });
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(await readFile(lock, 'utf8').catch(() => ''));
-      if (processAlive(holder)) return false;
-      await unlink(lock).catch(() => undefined);
-    }
-  }
-  return false;
-}
-
-function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function walDirOf(walPath: string): string | undefined {
-  return dataDirOfWalPath(walPath) ? path.dirname(path.resolve(walPath)) : undefined;
-}
-
-/** True if a lookahead marker proves `walPath` is archived with exactly the bytes now on disk. Consumes the marker. */
-export async function confirmPushed(scope: MarkerScope, walPath: string, log: Logger): Promise<boolean> {
-  const walDir = walDirOf(walPath);
-  const name = path.basename(walPath);
-  if (!walDir || !parseWalFileName(name)) return false;
-  const file = path.join(markerDir(walDir), name);
-  let marker: Marker;
-  try {
-    marker = JSON.parse(await readFile(file, 'utf8')) as Marker;
-  } catch {
-    return false;
-  }
-  try {
-    if (marker.walbridge !== 1 || marker.repository !== scope.repository || marker.namespace !== scope.namespace) return false;
-    if (!sameIdentity(sourceIdentity(await stat(walPath)), marker.source)) return false;
-    log.info(`${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`);
-    return true;
-  } catch {
-    return false; // whatever went wrong, a full push decides
-  } finally {
-    await unlink(file).catch(() => undefined);
-  }
-}
-
-function sameIdentity(a: SourceIdentity, b: SourceIdentity): boolean {
-  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
-}
-
-async function writeMarker(ctx: PushContext, scope: MarkerScope, walDir: string, name: string, result: PushResult): Promise<void> {
-  const dir = markerDir(walDir);
-  const marker: Marker = { walbridge: 1, repository: scope.repository, namespace: scope.namespace, sha256: result.sha256, size: result.size, source: result.source };
-  const temp = path.join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
-  try {
-    await mkdir(dir, { recursive: true });
-    await writeFile(temp, JSON.stringify(marker));
-    await rename(temp, path.join(dir, name));
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    ctx.log.warn(`could not record that ${name} was archived ahead (it will be pushed again when asked): ${(err as Error).message}`);
-  }
-}
-
-async function listMarkers(walDir: string): Promise<string[]> {
-  try {
-    return (await readdir(markerDir(walDir))).filter((n) => parseWalFileName(n) !== undefined);
-  } catch {
-    return [];
+    if (owner && !processAlive(Number(owner[1]))) await unlink(path.join(walDir, entry)).catch(() => undefined);
   }
 }
 
 /** Markers of files no longer waiting to be archived can never be used: remove them. */
 async function pruneMarkers(walDir: string, ready: Set<string>, seen: Set<string>): Promise<void> {
   for (const name of seen) {
-    if (!ready.has(name)) await unlink(path.join(markerDir(walDir), name)).catch(() => undefined);
+    if (!ready.has(name)) await removeMarker(walDir, name);
   }
 }

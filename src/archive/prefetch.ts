@@ -13,20 +13,15 @@
  * `%r` or pg_rewind's calls just leave files that the next call removes), and at most
  * SPOOL_BYTES of segments.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { fsyncDir } from '../util/durable.js';
-import { dataDirOfWalPath } from '../wal/datadir.js';
-import { nextSegmentName, parseWalFileName, type WalFileName } from '../wal/names.js';
-import { checkRestoredSegment, restoreIfPresent, type FetchContext } from './fetch.js';
+import { parseWalFileName, type WalFileName } from '../wal/names.js';
+import { restoreIfPresent, type FetchContext } from './fetch.js';
+import { prefetchWindow, serveSpooled, spoolDir, tidySpool, writeSpoolIdentity } from './spool.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey, walPrefix } from './layout.js';
 
-/** Disk the spool may use, whatever the segment size. */
-const SPOOL_BYTES = 1024 * 1024 * 1024;
 /** After the requested file is restored, how long prefetches may still hold up the answer. */
 const PREFETCH_GRACE_MS = 10_000;
 
@@ -41,6 +36,10 @@ export async function restoreWithPrefetch(
   identity: ClusterIdentity | undefined,
 ): Promise<'restored' | 'absent'> {
   const spool = spoolDir(ctx, destination);
+  if (ctx.background) {
+    if (!spool || file.kind !== 'segment' || !identity) throw new NotForBackground(`${file.name} cannot go through the prefetch spool`);
+    return spoolForCall(ctx, ctx.background, spool, file, identity);
+  }
   if (!spool || file.kind !== 'segment' || !identity || ctx.prefetch < 1) return restoreIfPresent(ctx, file, destination, identity);
   // While the spool holds the segment, answer at once: no download to wait for. When it runs
   // dry, the segment and the whole window after it are fetched together, in parallel.
@@ -92,79 +91,59 @@ async function archivedAmong(ctx: FetchContext, file: WalFileName, names: readon
   return found;
 }
 
-/** `pg_wal/walbridge/prefetch/<namespace>-<hash of the repository>`, or undefined outside pg_wal. */
-function spoolDir(scope: SpoolScope, destination: string): string | undefined {
-  if (!dataDirOfWalPath(destination)) return undefined;
-  const repo = createHash('sha256').update(scope.repository).digest('hex').slice(0, 12);
-  return path.join(path.dirname(path.resolve(destination)), 'walbridge', 'prefetch', `${scope.namespace}-${repo}`);
-}
+/** Thrown in the background fetcher for a request the spool cannot serve: the call does its own work. */
+export class NotForBackground extends Error {}
 
-/** The segments to hold after `file`: the next ones on its timeline, within the disk budget. */
-export function prefetchWindow(file: WalFileName, segmentSize: number, prefetch: number): string[] {
-  const count = Math.min(prefetch, Math.max(1, Math.floor(SPOOL_BYTES / segmentSize)));
-  const names = [file.name];
-  for (let i = 0; i < count; i++) names.push(nextSegmentName(names[names.length - 1]!, segmentSize)!);
-  return names;
-}
-
-/** Removes everything outside `window` (and temp files of killed processes); returns what is spooled. */
-async function tidySpool(spool: string, window: readonly string[]): Promise<Set<string>> {
-  const keep = new Set(window);
-  const spooled = new Set<string>();
-  for (const entry of await readdir(spool)) {
-    if (entry === IDENTITY_FILE) continue;
-    if (keep.has(entry)) spooled.add(entry);
-    else await unlink(path.join(spool, entry)).catch(() => undefined);
-  }
-  return spooled;
-}
-
-/** What a spool belongs to: the repository (see cli/repository.ts repositoryId) and namespace. */
-export interface SpoolScope {
-  readonly repository: string;
-  readonly namespace: string;
+/** The background fetcher's state: downloads into the spool, shared by every call it serves. */
+export interface SpoolJobs {
+  /** The fetcher's own log: downloads ahead outlive the call that started them. */
   readonly log: Logger;
-}
-
-/** The identity spooled files were verified against. */
-const IDENTITY_FILE = 'identity';
-
-async function writeSpoolIdentity(spool: string, identity: ClusterIdentity): Promise<void> {
-  const temp = path.join(spool, `.${IDENTITY_FILE}.${process.pid}`);
-  await writeFile(temp, JSON.stringify(identity));
-  await rename(temp, path.join(spool, IDENTITY_FILE));
+  readonly downloads: Map<string, Promise<'restored' | 'absent'>>;
+  /** A refill of the window is under way (one at a time). */
+  refilling: boolean;
 }
 
 /**
- * Moves `file` from the spool to `destination` if it is there; false otherwise. Makes no
- * request: the file was verified when it arrived, and its header is checked again here.
+ * In the background fetcher: make `file` present in the spool (the call publishes it from
+ * there, so only the call ever writes `%p`), and refill the window after it without waiting.
  */
-export async function serveSpooled(scope: SpoolScope, file: WalFileName, destination: string): Promise<boolean> {
-  const spool = spoolDir(scope, destination);
-  if (!spool || file.kind !== 'segment') return false;
-  const spooled = path.join(spool, file.name);
-  let fh;
-  let identity: ClusterIdentity;
+async function spoolForCall(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity): Promise<'restored' | 'absent'> {
+  const window = prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch));
+  await mkdir(spool, { recursive: true });
+  const spooled = await tidySpool(spool, window);
+  await writeSpoolIdentity(spool, identity);
+  void refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity);
+  if (spooled.has(file.name)) return 'restored';
+  return download(ctx, jobs, spool, file, identity, 'fetched');
+}
+
+/** Downloads the archived segments of `window` (after `file`) that the spool lacks, in the background. */
+export async function refillSpool(
+  ctx: FetchContext,
+  jobs: SpoolJobs,
+  spool: string,
+  file: WalFileName,
+  window: readonly string[],
+  identity: ClusterIdentity,
+): Promise<void> {
+  if (jobs.refilling) return;
+  jobs.refilling = true;
   try {
-    identity = JSON.parse(await readFile(path.join(spool, IDENTITY_FILE), 'utf8')) as ClusterIdentity;
-    fh = await open(spooled, 'r');
-  } catch {
-    return false;
-  }
-  try {
-    await checkRestoredSegment({ log: scope.log, namespace: scope.namespace }, fh, file, identity, spooled);
-  } catch (err) {
-    await unlink(spooled).catch(() => undefined);
-    throw err;
+    const present = new Set(await readdir(spool).catch(() => [] as string[]));
+    const wanted = window.slice(1).filter((name) => !present.has(name) && !jobs.downloads.has(name));
+    const archived = await archivedAmong(ctx, file, wanted);
+    for (const name of wanted.filter((n) => archived.has(n))) void download(ctx, jobs, spool, parseWalFileName(name)!, identity, 'prefetched').catch(() => undefined);
   } finally {
-    await fh.close();
+    jobs.refilling = false;
   }
-  try {
-    await rename(spooled, destination);
-    await fsyncDir(path.dirname(path.resolve(destination)));
-  } catch (err) {
-    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
+}
+
+/** One download into the spool, shared by whoever asks for the same segment meanwhile. */
+function download(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity, verb: string): Promise<'restored' | 'absent'> {
+  let job = jobs.downloads.get(file.name);
+  if (!job) {
+    job = restoreIfPresent(ctx, file, path.join(spool, file.name), identity, verb).finally(() => jobs.downloads.delete(file.name));
+    jobs.downloads.set(file.name, job);
   }
-  scope.log.info(`restored ${file.name} from the prefetch spool`);
-  return true;
+  return job;
 }

@@ -6,7 +6,8 @@
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { describeContent, sealFile } from '../codec/envelope.js';
-import { codecAvailable, type CodecName } from '../codec/compression.js';
+import type { CodecName } from '../codec/codecs.js';
+import { codecAvailable } from '../codec/compression.js';
 import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
 import { bodySize, type ObjectInfo, type Store } from '../storage/store.js';
@@ -15,6 +16,7 @@ import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHea
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
+import { fileIdentity, type FileIdentity } from '../util/file-identity.js';
 
 export interface PushContext {
   readonly store: Store;
@@ -29,16 +31,7 @@ export interface PushResult {
   /** The plain content that is now stored, and the source file it was read from. */
   readonly sha256: string;
   readonly size: number;
-  readonly source: SourceIdentity;
-}
-
-/** What identifies a file on disk without reading it: any rewrite or rename changes it. */
-export interface SourceIdentity {
-  readonly dev: number;
-  readonly ino: number;
-  readonly size: number;
-  readonly mtimeMs: number;
-  readonly ctimeMs: number;
+  readonly source: FileIdentity;
 }
 
 export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise<PushResult> {
@@ -111,7 +104,7 @@ function usableCodec(ctx: PushContext): CodecName {
 
 interface SourceFile {
   readonly size: number;
-  readonly identity: SourceIdentity;
+  readonly identity: FileIdentity;
   /** The first bytes, enough for a segment's long page header. */
   readonly head: Buffer;
 }
@@ -123,15 +116,11 @@ async function inspectSource(sourcePath: string): Promise<SourceFile> {
       const stat = await fh.stat();
       const head = Buffer.alloc(LONG_HEADER_SIZE);
       const { bytesRead } = await fh.read(head, 0, LONG_HEADER_SIZE, 0);
-      return { size: stat.size, identity: sourceIdentity(stat), head: head.subarray(0, bytesRead) };
+      return { size: stat.size, identity: fileIdentity(stat), head: head.subarray(0, bytesRead) };
     } finally {
       await fh.close();
     }
   });
-}
-
-export function sourceIdentity(stat: { dev: number; ino: number; size: number; mtimeMs: number; ctimeMs: number }): SourceIdentity {
-  return { dev: stat.dev, ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs };
 }
 
 async function readSource<T>(sourcePath: string, read: () => Promise<T>): Promise<T> {

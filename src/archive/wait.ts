@@ -12,19 +12,14 @@
 import { WalbridgeError } from '../errors.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
-import type { WalFileName } from '../wal/names.js';
-import { parseRequestedName, type FetchContext } from './fetch.js';
+import { parseRequestedName, type WalFileName } from '../wal/names.js';
+import type { FetchContext } from './fetch.js';
 import { loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
 import { restoreWithPrefetch } from './prefetch.js';
 import { readStandbyState, writeStandbyState } from './standby-state.js';
 import { ALL_STANDBYS, choose, readTrigger, type Trigger } from './trigger.js';
-
-/** A local request to fail over now (SIGUSR1), and a sleep it cuts short. */
-export interface FailoverRequest {
-  readonly requested: boolean;
-  sleep(ms: number): Promise<void>;
-}
+import type { FailoverRequest } from './failover.js';
 
 export interface WaitOptions {
   readonly pollIntervalMs: number;
@@ -33,6 +28,8 @@ export interface WaitOptions {
   readonly maxWaitMs: number;
   readonly standby: string | undefined;
   readonly failover: FailoverRequest;
+  /** Whether whoever asked still waits for the answer (default: our parent, the server, is the same). */
+  readonly alive?: () => boolean;
 }
 
 /** Wait between attempts while a failure is being waited out. */
@@ -69,6 +66,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
   let failingSince: number | undefined;
   let lastFailureLog = 0;
   const warnedLeftovers = new Set<string>();
+  let trigger: Trigger | undefined;
+  let triggersReadAt = -Infinity;
 
   const triggerToObey = async (): Promise<Trigger | undefined> => {
     const targets = opts.standby ? [opts.standby, ALL_STANDBYS] : [ALL_STANDBYS];
@@ -85,6 +84,7 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
   };
 
   for (;;) {
+    if (opts.alive ? !opts.alive() : process.ppid !== parent) throw new WalbridgeError('internal', `the server that asked for ${name} is gone; stopping`);
     if (opts.failover.requested) {
       ctx.log.warn(`SIGUSR1 received while waiting for ${name}: fast failover, answering "not found" so that recovery ends`);
       return 'not-found';
@@ -100,10 +100,12 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
       }
       // Only segments are worth waiting for: anything else answers at once (a waiting
       // .history lookup would hang promotion), and no trigger changes that answer.
-      const [trigger, present] = await Promise.all([
-        file.kind === 'segment' ? triggerToObey() : undefined,
-        ctx.store.head(key),
-      ]);
+      // Triggers are read on the first poll, then at most every other cap interval: the
+      // segment is polled twice as often as the trigger objects for the same request count.
+      const readTriggers = file.kind === 'segment' && Date.now() - triggersReadAt >= 2 * opts.maxPollIntervalMs;
+      const [fresh, present] = await Promise.all([readTriggers ? triggerToObey() : trigger, ctx.store.head(key)]);
+      if (readTriggers) triggersReadAt = Date.now();
+      trigger = fresh;
       if (trigger?.mode === 'fast' && !(present && restoredBefore(file, state.restoredUpTo))) {
         ctx.log.warn(`fast failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): not restoring ${name}, so that recovery ends`);
         return 'not-found';
@@ -150,7 +152,6 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
       );
       return 'not-found';
     }
-    if (process.ppid !== parent) throw new WalbridgeError('internal', `the server that asked for ${name} is gone; stopping`);
     await opts.failover.sleep(failingSince === undefined ? interval : FAILURE_RETRY_MS);
     interval = Math.min(opts.maxPollIntervalMs, interval * 1.5);
   }

@@ -1,17 +1,20 @@
 /** `archive-fetch %f %p %r` / `walbridge fetch %f %p %r`: PostgreSQL's restore_command. */
+import path from 'node:path';
 import { Command, Option } from 'commander';
-import { cleanupBefore } from '../archive/cleanup.js';
+import { ask, backgroundSocket, fingerprint, tell } from '../archive/background-link.js';
+import type { FetchAnswer } from '../archive/fetcher.js';
+import { walDirOf } from '../archive/markers.js';
+import { serveSpooled } from '../archive/spool.js';
 import { readStandbyState, writeStandbyState } from '../archive/standby-state.js';
-import { fetchWalFile, waitForWalFile } from '../archive/wait.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
+import { parseRequestedName } from '../wal/names.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository, repositoryId } from './repository.js';
-import { serveSpooled } from '../archive/prefetch.js';
-import { parseRequestedName } from '../archive/fetch.js';
+import { repositoryId } from './repository.js';
 import { installSignalHandlers } from './signals.js';
+import { reportFailure } from './failure.js';
 
 export function fetchCommand(name: string, done: (status: ExitStatus) => void): Command {
   const invocation = name === 'fetch' ? 'walbridge fetch' : 'archive-fetch';
@@ -41,9 +44,42 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const failover = installSignalHandlers();
     const settings = settingsFrom(command);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
+    const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
+    const file = parseRequestedName(walFile);
+    const walDir = walDirOf(destination);
+    const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !flags.cleanup && file.kind === 'segment';
+    const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv) } as const;
     // Without waiting there is no trigger to consult: a prefetched segment is answered from
     // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)
-    if (!flags.wait && !flags.cleanup && (await serveSpooled(scope, parseRequestedName(walFile), destination))) return done(ExitCode.ok);
+    if (!flags.wait && !flags.cleanup && (await serveSpooled(scope, file, destination))) {
+      if (viaFetcher) await tell(backgroundSocket(walDir, 'fetcher'), { ...request, served: file.name, destination: path.resolve(destination) });
+      return done(ExitCode.ok);
+    }
+    if (viaFetcher) {
+      // The background fetcher has the SDK loaded and connections open: it finds (or waits for)
+      // the segment and puts it in the spool; this call publishes it to %p itself.
+      const answer = await ask<FetchAnswer>(
+        backgroundSocket(walDir, 'fetcher'),
+        { ...request, walFile, destination: path.resolve(destination), wait: flags.wait },
+        log,
+        { connected: (send) => failover.whenRequested(() => send({ failover: true })) },
+      );
+      if (answer?.status === 'spooled' && (await serveSpooled(scope, file, destination, false))) return done(ExitCode.ok);
+      if (answer?.status === 'not-found') return done(ExitCode.notFound);
+      if (answer?.status === 'failed') return done(answer.exitCode as ExitStatus);
+    }
+    // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
+    if (viaFetcher) {
+      const [{ fetcherRunning }, { startBackground }] = await Promise.all([import('../archive/fetcher.js'), import('./background.js')]);
+      if (!(await fetcherRunning(walDir))) {
+        try {
+          startBackground('fetcher', walDir, command, callEnv);
+        } catch (err) {
+          log.warn(`could not start the background fetcher: ${(err as Error).message}`);
+        }
+      }
+    }
+    const [{ openRepository }, { fetchWalFile, waitForWalFile }] = await Promise.all([import('./repository.js'), import('../archive/wait.js')]);
     const { store, retry } = await openRepository(settings, log);
     const ctx = { ...scope, store, retry, prefetch: settings.prefetch };
     const outcome = flags.wait
@@ -73,9 +109,40 @@ async function cleanupAfterRestore(store: Store, namespace: string, restart: str
   const state = dataDir ? await readStandbyState(dataDir) : {};
   if (state.cleanedUpTo === restart) return;
   try {
+    const { cleanupBefore } = await import('../archive/cleanup.js');
     await cleanupBefore(store, namespace, restart, { includeBackup, dryRun: false }, log);
     if (dataDir) await writeStandbyState(dataDir, { ...(await readStandbyState(dataDir)), cleanedUpTo: restart });
   } catch (err) {
     log.warn(`cleanup before ${restart} failed (the restore itself succeeded): ${(err as Error).message}`);
   }
+}
+
+/** `walbridge fetch-ahead <pg_wal>`: the background fetcher archive-fetch starts (not for direct use). */
+export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
+  const command = new Command('fetch-ahead')
+    .description('Background fetcher started by archive-fetch: serves its calls for <pg_wal> and keeps the prefetch spool filled; exits when idle.')
+    .argument('<pg_wal>', 'the pg_wal directory');
+  addSettingOptions(command, 'fetch').action(async (walDir: string) => {
+    const log = createLogger('walbridge fetch-ahead');
+    installSignalHandlers();
+    const settings = settingsFrom(command);
+    // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
+    const configuration = fingerprint(settings, process.env);
+    const [{ openRepository }, { fetchAhead }] = await Promise.all([import('./repository.js'), import('../archive/fetcher.js')]);
+    const { store, retry } = await openRepository(settings, log);
+    const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch };
+    await fetchAhead(ctx, path.resolve(walDir), {
+      idleMs: settings.backgroundIdle * 1000,
+      fingerprint: configuration,
+      exitStatusOf: reportFailure,
+      wait: {
+        pollIntervalMs: settings.pollInterval * 1000,
+        maxPollIntervalMs: settings.maxPollInterval * 1000,
+        maxWaitMs: settings.maxWait * 1000,
+        standby: settings.standby,
+      },
+    });
+    done(ExitCode.ok);
+  });
+  return command;
 }

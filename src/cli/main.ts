@@ -36,7 +36,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand, pushAheadCommand }, { fetchCommand }, { triggerCommand }, { cleanupCommand }] = await Promise.all([
+    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),
@@ -49,7 +49,8 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(fetchCommand('fetch', done))
       .addCommand(triggerCommand(done))
       .addCommand(cleanupCommand(done))
-      .addCommand(pushAheadCommand(done), { hidden: true });
+      .addCommand(pushAheadCommand(done), { hidden: true })
+      .addCommand(fetchAheadCommand(done), { hidden: true });
   }
   return configure(program);
 }

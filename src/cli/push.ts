@@ -1,19 +1,15 @@
 /** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
-import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { confirmPushed, pushAhead, pushWithLookahead } from '../archive/lookahead.js';
+import { confirmPushed, walDirOf } from '../archive/markers.js';
+import { ask, backgroundSocket, fingerprint } from '../archive/background-link.js';
+import type { PushAnswer } from '../archive/lookahead.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
-import { addSettingOptions, settingsEnvironment, settingsFrom } from './options.js';
+import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository, repositoryId } from './repository.js';
 import { removeTempFilesOnSignals } from './signals.js';
-
-const WALBRIDGE_BIN = fileURLToPath(new URL('../../bin/walbridge', import.meta.url));
-/** The background pusher's log starts afresh past this size. */
-const LOG_LIMIT = 1024 * 1024;
+import { reportFailure } from './failure.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
   const command = new Command(name)
@@ -29,28 +25,23 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     removeTempFilesOnSignals(); // a large body may be spilled to a temp file in pg_wal
     const settings = settingsFrom(command);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
+    const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
     // Archived ahead by the background pusher: answered from its marker, without loading any SDK.
     if (await confirmPushed(scope, walPath, log)) return done(ExitCode.ok);
+    // Or stored now by the pusher, which has the SDK loaded and connections open.
+    const walDir = walDirOf(walPath);
+    if (walDir && settings.pushConcurrency > 1) {
+      const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv), file: path.resolve(walPath) } as const;
+      const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: Math.max(120, settings.timeout * 3) * 1000 });
+      if (answer?.status === 'stored') return done(ExitCode.ok);
+      if (answer?.status === 'failed') return done(answer.exitCode as ExitStatus);
+    }
+    // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
+    const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);
     const { store } = await openRepository(settings, log);
     const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
     const startPusher = () => {
-      const walDir = path.dirname(path.resolve(walPath));
-      // Its log goes to a file: a detached process holding PostgreSQL's stderr pipe open would
-      // outlive the call that started it there. Failures show up in PostgreSQL's log anyway,
-      // when the archiver's own call for the file meets them.
-      const logFile = path.join(walDir, 'walbridge', 'pusher.log');
-      mkdirSync(path.dirname(logFile), { recursive: true });
-      const logFd = openSync(logFile, (statSync(logFile, { throwIfNoEntry: false })?.size ?? 0) > LOG_LIMIT ? 'w' : 'a');
-      try {
-        const child = spawn(process.execPath, [...process.execArgv, WALBRIDGE_BIN, 'push-ahead', walDir], {
-          detached: true, // outlives this call, in its own session: the archiver's signals are not its own
-          stdio: ['ignore', 'ignore', logFd],
-          env: { ...process.env, ...settingsEnvironment(command) },
-        });
-        child.unref();
-      } finally {
-        closeSync(logFd);
-      }
+      if (walDir) startBackground('pusher', walDir, command, callEnv);
     };
     await pushWithLookahead(ctx, walPath, settings.pushConcurrency, startPusher);
     done(ExitCode.ok);
@@ -68,9 +59,17 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     removeTempFilesOnSignals();
     const settings = settingsFrom(command);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
+    // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
+    const configuration = fingerprint(settings, process.env);
+    const { pushAhead } = await import('../archive/lookahead.js');
     const { store } = await openRepository(settings, log);
     const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
-    await pushAhead(ctx, scope, walDir, settings.pushConcurrency);
+    await pushAhead(ctx, scope, path.resolve(walDir), {
+      concurrency: settings.pushConcurrency,
+      idleMs: settings.backgroundIdle * 1000,
+      fingerprint: configuration,
+      exitStatusOf: reportFailure,
+    });
     done(ExitCode.ok);
   });
   return command;

@@ -2,11 +2,12 @@
 import { formatRepo } from '../config/repo-url.js';
 import type { Settings } from '../config/settings.js';
 import type { Logger } from '../log.js';
-import { openStore } from '../storage/open.js';
-import { retryPolicy, withRetries, type RetryPolicy } from '../storage/retry.js';
+import type { RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
 
 export async function openRepository(settings: Settings, log: Logger): Promise<{ store: Store; retry: RetryPolicy }> {
+  // Loaded here, not at start: calls answered from local state never open a store.
+  const [{ openStore }, { retryPolicy, withRetries }] = await Promise.all([import('../storage/open.js'), import('../storage/retry.js')]);
   // One line when an operation first fails; the final outcome is logged by the command.
   const retry = retryPolicy(settings.timeout, (what, err, attempt) => {
     if (attempt === 1) log.warn(`${what} failed (${err.message}); retrying for up to ${settings.timeout} s`);

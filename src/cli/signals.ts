@@ -3,7 +3,7 @@
  * shutdown) end the process at once: temp files go, no destination is written, and the process
  * dies by the same signal, which is how PostgreSQL recognises a shutdown of its restore_command.
  */
-import type { FailoverRequest } from '../archive/wait.js';
+import { failoverSwitch } from '../archive/failover.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
 
 /** SIGTERM, SIGINT and SIGQUIT end the process by that signal, after removing its temp files. */
@@ -16,27 +16,10 @@ export function removeTempFilesOnSignals(): void {
   }
 }
 
-export function installSignalHandlers(): FailoverRequest {
-  let requested = false;
-  const wakers = new Set<() => void>();
-  process.on('SIGUSR1', () => {
-    requested = true;
-    for (const wake of wakers) wake();
-  });
+/** SIGUSR1 throws the returned failover switch; SIGTERM, SIGINT and SIGQUIT as above. */
+export function installSignalHandlers(): ReturnType<typeof failoverSwitch> {
+  const failover = failoverSwitch();
+  process.on('SIGUSR1', () => failover.request());
   removeTempFilesOnSignals();
-  return {
-    get requested() {
-      return requested;
-    },
-    sleep: (ms) =>
-      new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          wakers.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, ms);
-        wakers.add(done);
-      }),
-  };
+  return failover;
 }

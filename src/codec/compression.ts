@@ -11,29 +11,14 @@
 import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { DEFAULT_LEVEL, type CodecName } from './codecs.js';
 import { FrameFormatError, MAX_FRAME_CONTENT_BYTES, isSkippableFrame, lz4FrameLength, zstdFrameLength, type FrameLength } from './frames.js';
-
-export const CODECS = ['zstd', 'lz4', 'gzip', 'none'] as const;
-export type CodecName = (typeof CODECS)[number];
-
-/**
- * zstd level 3, by measurement on pgbench WAL (-c4 -j2, 1 MiB frames, CPU per 16 MiB segment):
- * zstd-1 9.3 % of the input in 20-24 ms, zstd-3 8.6 % in 22-27 ms, zstd-6 8.0 % in 99 ms,
- * lz4 16.8 % in 27 ms, gzip-6 10.5 % in 126 ms. Level 3 buys 8 % fewer bytes than level 1 for
- * a few ms; beyond it, CPU grows fourfold for a few percent.
- */
-export const DEFAULT_LEVEL: Record<CodecName, number | undefined> = { zstd: 3, lz4: undefined, gzip: 6, none: undefined };
-export const LEVEL_RANGE: Record<CodecName, [number, number] | undefined> = { zstd: [1, 19], lz4: undefined, gzip: [1, 9], none: undefined };
 
 /** Input bytes per zstd/lz4 frame: 1 MiB loses ~0.2 % of ratio against whole-segment frames and keeps
  * decoder buffers small (4 MiB frames put a 1 GiB fetch over S3 at 124 MB peak RSS). */
 export const CHUNK_BYTES = 1024 * 1024;
 /** No frame walbridge writes comes near this; a bigger one is a corrupt or foreign object. */
 const MAX_FRAME_BYTES = MAX_FRAME_CONTENT_BYTES + 64 * 1024;
-
-export function isCodec(name: string): name is CodecName {
-  return (CODECS as readonly string[]).includes(name);
-}
 
 /** Thrown when a codec's native package cannot be loaded on this machine. */
 export class CodecUnavailableError extends Error {

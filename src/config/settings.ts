@@ -4,7 +4,7 @@
  * flags, the environment names, the config keys and the help texts cannot disagree.
  */
 import { readFileSync } from 'node:fs';
-import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/compression.js';
+import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { WalbridgeError } from '../errors.js';
 import { namespaceProblem } from '../archive/layout.js';
 import { parseRepoUrl, type RepoLocation } from './repo-url.js';
@@ -27,6 +27,8 @@ export interface Settings {
   readonly standby: string | undefined;
   /** Files one push uploads at once (the one asked for and the next ready ones). */
   readonly pushConcurrency: number;
+  /** Seconds the background pusher waits for work before it exits. */
+  readonly backgroundIdle: number;
   /** Segments a fetch downloads ahead of the one asked for. */
   readonly prefetch: number;
   /** Seconds between polls of a waiting fetch: the first, and the cap it grows to. */
@@ -61,9 +63,17 @@ export const SETTINGS: readonly SettingDef[] = [
     key: 'push-concurrency',
     env: 'WALBRIDGE_PUSH_CONCURRENCY',
     value: '<n>',
-    description: 'files uploaded at once: the one asked for plus the next ones PostgreSQL marked ready (1 = only the one asked for)',
+    description: 'files uploaded at once: the one asked for plus the next ones PostgreSQL marked ready (1 = only the one asked for, no background pusher)',
     default: '4',
     commands: ['push'],
+  },
+  {
+    key: 'background-idle',
+    env: 'WALBRIDGE_BACKGROUND_IDLE',
+    value: '<seconds>',
+    description: 'how long the background pusher or fetcher stays without work; while it runs, calls are served with its SDK loaded and connections open',
+    default: '60',
+    commands: ['push', 'fetch'],
   },
   {
     key: 'prefetch',
@@ -85,8 +95,8 @@ export const SETTINGS: readonly SettingDef[] = [
     key: 'max-poll-interval',
     env: 'WALBRIDGE_MAX_POLL_INTERVAL',
     value: '<seconds>',
-    description: 'waiting fetch: the cap the wait between polls grows to (also how soon a trigger is seen)',
-    default: '0.4',
+    description: 'waiting fetch: the cap the wait between polls grows to; trigger objects are read at most every twice this',
+    default: '0.25',
     commands: ['fetch'],
   },
   {
@@ -172,6 +182,7 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     gcsEndpoint: url(raw('gcs-endpoint')),
     standby: standbyName(raw('standby')),
     pushConcurrency: integer(raw('push-concurrency')!, 1, 64),
+    backgroundIdle: seconds(raw('background-idle')!, 0, 86_400),
     prefetch: integer(raw('prefetch')!, 0, 64),
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),

@@ -6,6 +6,8 @@
  * because nothing else can ever reach a path or an object key.
  */
 
+import { WalbridgeError } from '../errors.js';
+
 export type WalFileKind = 'segment' | 'partial' | 'history' | 'backup';
 
 export interface WalFileName {
@@ -102,4 +104,16 @@ export function precedesRestartPoint(
 
 function hex8(n: number): string {
   return n.toString(16).toUpperCase().padStart(8, '0');
+}
+
+/** Validates `%f` strictly: only names PostgreSQL itself asks for can reach the store or a path. */
+export function parseRequestedName(name: string): WalFileName {
+  const file = parseWalFileName(name);
+  if (!file) {
+    throw new WalbridgeError(
+      'badName',
+      `refusing to restore ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
+    );
+  }
+  return file;
 }

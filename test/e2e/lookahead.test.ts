@@ -2,7 +2,7 @@
  * Lookahead push, driven the archiver's way: a pg_wal with `.ready` files, archive-push called
  * once per file in the archiver's order, `.ready` renamed to `.done` after each success.
  */
-import { copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -35,7 +35,13 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
   beforeAll(async () => {
     repo = await createRepo(backend);
   });
-  const envFor = (namespace: string) => ({ WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: namespace, WALBRIDGE_PUSH_CONCURRENCY: '3', ...repo.env });
+  const envFor = (namespace: string, backgroundIdle = '1') => ({
+    WALBRIDGE_REPO: repo.url,
+    WALBRIDGE_NAMESPACE: namespace,
+    WALBRIDGE_PUSH_CONCURRENCY: '3',
+    WALBRIDGE_BACKGROUND_IDLE: backgroundIdle,
+    ...repo.env,
+  });
   const stored = async (namespace: string) => {
     const names: string[] = [];
     for await (const o of repo.store().list(`${namespace}/wal/`)) names.push(path.basename(o.key));
@@ -119,4 +125,70 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     expect(again.status).toBe(ExitCode.notWal); // its header names another segment
     await rm(dir, { recursive: true });
   });
+
+  it('serves calls for unmarked files through the running pusher, declines other settings, and survives its death', async () => {
+    const namespace = `la${++n}`;
+    const names = wal.segments.slice(0, 5).map((s) => path.basename(s));
+    // Only the first file is ready: the pusher's scan has nothing to do, every later call asks it.
+    const { dir, walDir } = await primaryDir(wal.segments.slice(0, 1));
+    for (const seg of wal.segments.slice(1, 5)) await copyFile(seg, path.join(walDir, path.basename(seg)));
+    const env = envFor(namespace, '30');
+    const pusherLog = () => readFile(path.join(walDir, 'walbridge', 'pusher.log'), 'utf8');
+    const pusherPid = async () => Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8').catch(() => '0'));
+    expect((await runCli('archive-push', [`pg_wal/${names[0]}`], env, { cwd: dir })).status).toBe(0);
+    await waitFor(async () => (await readdir(path.join(walDir, 'walbridge'))).includes('pusher.sock'));
+
+    // Stored by the pusher: its log has the line, and the call repeats it as its own.
+    const served = await runCli('archive-push', [`pg_wal/${names[1]}`], env, { cwd: dir });
+    expect(served.status).toBe(0);
+    expect(served.stderr).toMatch(new RegExp(`archive-push: archived ${names[1]} \\(16\\.0 MiB`));
+    expect(await pusherLog()).toContain(`archived ${names[1]}`);
+    expect(await stored(namespace)).toContain(names[1]);
+
+    // A failure comes back with its own exit status: a file that is not WAL under a WAL name.
+    await writeFile(path.join(walDir, names[2]!), Buffer.alloc(16 * 1024 * 1024, 7));
+    const refused = await runCli('archive-push', [`pg_wal/${names[2]}`], env, { cwd: dir });
+    expect(refused.status).toBe(ExitCode.notWal);
+    expect(await pusherLog()).toContain(names[2]);
+    await copyFile(wal.segments[2]!, path.join(walDir, names[2]!));
+
+    // Another configuration: the call pushes by itself, and the pusher steps down.
+    const pid = await pusherPid();
+    const other = await runCli('archive-push', [`pg_wal/${names[2]}`], { ...env, WALBRIDGE_NAMESPACE: `${namespace}x` }, { cwd: dir });
+    expect(other.status).toBe(0);
+    expect(await stored(`${namespace}x`)).toContain(names[2]);
+    expect(await pusherLog()).not.toContain(`archived ${names[2]}`);
+    await waitFor(async () => !processAlive(pid));
+
+    // A pusher killed with its socket left behind: the next call pushes by itself and starts a new one.
+    expect((await runCli('archive-push', [`pg_wal/${names[2]}`], env, { cwd: dir })).status).toBe(0);
+    await waitFor(async () => processAlive(await pusherPid()) && (await readdir(path.join(walDir, 'walbridge'))).includes('pusher.sock'));
+    process.kill(await pusherPid(), 'SIGKILL');
+    const orphan = await runCli('archive-push', [`pg_wal/${names[3]}`], env, { cwd: dir });
+    expect(orphan.status).toBe(0);
+    expect(await stored(namespace)).toEqual(expect.arrayContaining(names.slice(0, 4)));
+    await waitFor(async () => processAlive(await pusherPid()));
+    const last = await pusherPid();
+    process.kill(last, 'SIGTERM');
+    await waitFor(async () => !processAlive(last));
+    await rm(dir, { recursive: true });
+  });
 });
+
+async function waitFor(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -46,6 +46,14 @@ function startFetch(args: string[], env: Record<string, string>): Running {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+async function waitUntil(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(50);
+  }
+}
+
 describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
   let repo: TestRepo;
   let n = 0;
@@ -69,7 +77,7 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     const done = await fetch.exited;
     expect(done.status).toBe(0);
     expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
-    // Picked up within a poll interval (0.4 s) plus the download, not after a long sleep.
+    // Picked up within a poll interval (0.25 s) plus the download, not after a long sleep.
     expect(Date.now() - pushedAt).toBeLessThan(3000);
   });
 
@@ -173,7 +181,44 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     term.kill('SIGTERM');
     const b = await term.exited;
     expect(b.signal).toBe('SIGTERM');
-    expect(await readdir(path.join(pg.dir, 'pg_wal'))).toEqual([]);
+    // Nothing but walbridge's own directory (the background fetcher's log and pid).
+    expect(await readdir(path.join(pg.dir, 'pg_wal'))).toEqual(['walbridge']);
+    expect((await readdir(path.join(pg.dir, 'pg_wal', 'walbridge', 'prefetch')).catch(() => [])).length).toBeLessThanOrEqual(1);
+  });
+
+  it('through the background fetcher: waits, picks up, forwards SIGUSR1, and writes nothing for a call that was killed', async () => {
+    const pg = await fakeDataDir('recovery');
+    const fetcherDir = path.join(pg.dir, 'pg_wal', 'walbridge');
+    const fetcherLog = () => readFile(path.join(fetcherDir, 'fetcher.log'), 'utf8').catch(() => '');
+    // The first call starts the fetcher (and answers by itself); the next ones go through it.
+    expect((await runCli('archive-fetch', ['--no-wait', walName(4), pg.destination], env())).status).toBe(ExitCode.notFound);
+    await waitUntil(async () => (await readdir(fetcherDir)).includes('fetcher.sock'));
+
+    const waiting = startFetch([walName(0), pg.destination], env());
+    await sleep(800);
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    const done = await waiting.exited;
+    expect(done.status).toBe(0);
+    expect(done.stderr).toMatch(new RegExp(`fetched ${walName(0)}`)); // the fetcher's line, repeated by the call
+    expect(await fetcherLog()).toContain(`fetched ${walName(0)}`);
+    expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
+
+    const usr1 = startFetch([walName(3), pg.destination], env());
+    await sleep(800);
+    usr1.kill('SIGUSR1');
+    const a = await usr1.exited;
+    expect(a.status).toBe(ExitCode.notFound);
+    expect(await fetcherLog()).toMatch(/SIGUSR1 received while waiting/);
+
+    // Killed while the fetcher waits for it: the segment lands afterwards, and nothing is written.
+    await writeFile(pg.destination, 'before');
+    const killed = startFetch([walName(1), pg.destination], env());
+    await sleep(800);
+    killed.kill('SIGKILL');
+    await killed.exited;
+    expect((await push(wal.segments[1]!)).status).toBe(0);
+    await waitUntil(async () => (await fetcherLog()).includes(`the server that asked for ${walName(1)} is gone`), 5_000);
+    expect(await readFile(pg.destination, 'utf8')).toBe('before');
   });
 
   it('"pg_ctl promote" (the promote file) ends the wait', async () => {

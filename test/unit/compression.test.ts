@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CHUNK_BYTES, CODECS, compressor, decompressor, type CodecName } from '../../src/codec/compression.js';
+import { CODECS, type CodecName } from '../../src/codec/codecs.js';
+import { CHUNK_BYTES, compressor, decompressor } from '../../src/codec/compression.js';
 import { FrameFormatError, lz4FrameLength, zstdFrameLength } from '../../src/codec/frames.js';
 
 /** WAL-like content: runs of zeros and repeated text, with some random pages. */

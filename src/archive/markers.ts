@@ -1,0 +1,123 @@
+/**
+ * Markers: the background pusher's record that a file the archiver has not asked for yet is
+ * stored. The archiver's later call for that file is answered from the marker, with no SDK
+ * loaded and no request made.
+ *
+ * Safety: a marker is written only after the object was stored and read back verified (the
+ * same proof a normal push gives before exiting 0), names the repository and namespace, and is
+ * trusted only while the file's identity on disk (device, inode, size, mtime, ctime) is
+ * unchanged: PostgreSQL neither rewrites nor recycles a segment before it is archived, so the
+ * bytes are those that were verified. Losing a marker (crash, full disk) only means a normal
+ * push later. The archiver's own `.ready`/`.done` files are never touched.
+ *
+ * Markers live in `pg_wal/walbridge/pushed/`: inside pg_wal so base backups do not copy them,
+ * in a subdirectory so PostgreSQL's WAL recycling never looks at them. This module stays free
+ * of heavy imports: it runs on every archive_command call.
+ */
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import { fileIdentity, sameFile, type FileIdentity } from '../util/file-identity.js';
+import { dataDirOfWalPath } from '../wal/datadir.js';
+import { parseWalFileName } from '../wal/names.js';
+
+/** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
+export interface MarkerScope {
+  readonly repository: string;
+  readonly namespace: string;
+}
+
+/** What a push proved: the plain content stored, and the file on disk it was read from. */
+export interface StoredFile {
+  readonly sha256: string;
+  readonly size: number;
+  readonly source: FileIdentity;
+}
+
+interface Marker extends StoredFile {
+  readonly walbridge: 1;
+  readonly repository: string;
+  readonly namespace: string;
+}
+
+/** walbridge's own directory in pg_wal (0700, like pg_wal itself). */
+export function walbridgeDir(walDir: string): string {
+  return path.join(walDir, 'walbridge');
+}
+
+function markerDir(walDir: string): string {
+  return path.join(walbridgeDir(walDir), 'pushed');
+}
+
+/** The pg_wal directory `walPath` is in, or undefined if it is not a data directory's pg_wal. */
+export function walDirOf(walPath: string): string | undefined {
+  return dataDirOfWalPath(walPath) ? path.dirname(path.resolve(walPath)) : undefined;
+}
+
+/** True if a marker proves `walPath` is archived with exactly the bytes now on disk. Consumes the marker. */
+export async function confirmPushed(scope: MarkerScope, walPath: string, log: Logger): Promise<boolean> {
+  const walDir = walDirOf(walPath);
+  const name = path.basename(walPath);
+  if (!walDir || !parseWalFileName(name)) return false;
+  const file = path.join(markerDir(walDir), name);
+  let marker: Marker;
+  try {
+    marker = JSON.parse(await readFile(file, 'utf8')) as Marker;
+  } catch {
+    return false;
+  }
+  try {
+    if (!inScope(marker, scope)) return false;
+    if (!sameFile(fileIdentity(await stat(walPath)), marker.source)) return false;
+    log.info(`${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`);
+    return true;
+  } catch {
+    return false; // whatever went wrong, a full push decides
+  } finally {
+    await unlink(file).catch(() => undefined);
+  }
+}
+
+function inScope(marker: Marker, scope: MarkerScope): boolean {
+  return marker.walbridge === 1 && marker.repository === scope.repository && marker.namespace === scope.namespace;
+}
+
+let writes = 0;
+
+export async function writeMarker(walDir: string, scope: MarkerScope, name: string, stored: StoredFile, log: Logger): Promise<void> {
+  const dir = markerDir(walDir);
+  const marker: Marker = { walbridge: 1, repository: scope.repository, namespace: scope.namespace, sha256: stored.sha256, size: stored.size, source: stored.source };
+  const temp = path.join(dir, `.${name}.${process.pid}.${writes++}`);
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(temp, JSON.stringify(marker));
+    await rename(temp, path.join(dir, name));
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    log.warn(`could not record that ${name} was archived ahead (it will be pushed again when asked): ${(err as Error).message}`);
+  }
+}
+
+export async function listMarkers(walDir: string): Promise<string[]> {
+  try {
+    return (await readdir(markerDir(walDir))).filter((n) => parseWalFileName(n) !== undefined);
+  } catch {
+    return [];
+  }
+}
+
+export async function removeMarker(walDir: string, name: string): Promise<void> {
+  await unlink(path.join(markerDir(walDir), name)).catch(() => undefined);
+}
+
+/**
+ * Removes what no pusher of `scope` can use: half-written markers of killed pushers (only the
+ * pusher holding the lock writes markers) and markers for another repository or namespace.
+ */
+export async function sweepMarkers(walDir: string, scope: MarkerScope): Promise<void> {
+  for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
+    const file = path.join(markerDir(walDir), entry);
+    const usable = !entry.startsWith('.') && (await readFile(file, 'utf8').then((text) => inScope(JSON.parse(text) as Marker, scope)).catch(() => false));
+    if (!usable) await unlink(file).catch(() => undefined);
+  }
+}
