@@ -11,8 +11,11 @@
  * undefined and the call does the work itself. This module stays free of heavy imports: every
  * call loads it.
  */
+import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import { receiveLines, sendLine } from '../util/json-lines.js';
 import { walbridgeDir } from './markers.js';
@@ -22,6 +25,9 @@ export type BackgroundRole = 'pusher' | 'fetcher';
 export function backgroundSocket(walDir: string, role: BackgroundRole): string {
   return path.join(walbridgeDir(walDir), `${role}.sock`);
 }
+
+/** The walbridge subcommand each background process runs (also how its pid is told from a stranger's). */
+export const BACKGROUND_COMMAND: Readonly<Record<BackgroundRole, string>> = { pusher: 'push-ahead', fetcher: 'fetch-ahead' };
 
 export function backgroundLock(walDir: string, role: BackgroundRole): string {
   return path.join(walbridgeDir(walDir), `${role}.pid`);
@@ -42,15 +48,27 @@ export interface BackgroundRequest {
 }
 
 /**
- * What makes two processes reach the repository the same way: the resolved settings, and the
- * environment the SDKs read credentials, endpoints and CAs from. Compared as is, never logged.
+ * What makes two processes reach the repository the same way: this build of walbridge (a
+ * process started by an older build must not serve calls of a newer one), the resolved
+ * settings, and the environment the SDKs read credentials, endpoints, proxies and CAs from.
+ * Hashed: the socket never carries a secret.
  */
 export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv): string {
   const relevant = Object.keys(env)
-    .filter((k) => /^(AWS_|GOOGLE_|GCLOUD_|CLOUDSDK_)/.test(k) || ['STORAGE_EMULATOR_HOST', 'NODE_EXTRA_CA_CERTS', 'HOME', 'SSL_CERT_FILE', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy'].includes(k))
+    .filter((k) => /^(AWS_|GOOGLE_|GCLOUD_|CLOUDSDK_|NODE_|SSL_|HTTPS?_PROXY$|NO_PROXY$)/i.test(k) || k === 'STORAGE_EMULATOR_HOST' || k === 'HOME')
     .sort()
     .map((k) => [k, env[k]]);
-  return JSON.stringify({ settings, env: relevant });
+  return createHash('sha256').update(JSON.stringify({ build: buildId(), settings, env: relevant })).digest('hex');
+}
+
+/** The running build: when this module's file was written (every build rewrites it). */
+function buildId(): string {
+  try {
+    const file = fileURLToPath(import.meta.url);
+    return `${file}@${statSync(file).mtimeMs}`;
+  } catch {
+    return 'unknown';
+  }
 }
 
 export interface AskOptions {
@@ -58,6 +76,8 @@ export interface AskOptions {
   readonly timeoutMs?: number;
   /** Called once connected, with a way to send further lines (a failover request). */
   readonly connected?: (send: (value: unknown) => void) => void;
+  /** Checked every 200 ms while waiting: false gives up (the call's own server is gone, say). */
+  readonly keepWaiting?: () => boolean;
 }
 
 /** The background process's answer to `request`, its log lines written to `log` meanwhile; undefined if there is none. */
@@ -69,10 +89,12 @@ export function ask<A>(socketPath: string, request: BackgroundRequest & Record<s
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearInterval(watch);
       socket.destroy();
       resolve(answer);
     };
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => finish(undefined), opts.timeoutMs);
+    const watch = opts.keepWaiting ? setInterval(() => opts.keepWaiting!() || finish(undefined), 200) : undefined;
     socket.once('error', () => finish(undefined)); // no process listening, or it went away
     socket.once('connect', () => {
       sendLine(socket, request);
@@ -83,9 +105,13 @@ export function ask<A>(socketPath: string, request: BackgroundRequest & Record<s
     receiveLines(
       socket,
       (value) => {
-        const message = value as BackgroundMessage<A>;
-        if ('log' in message) log[message.log.level](message.log.message);
-        else if ('answer' in message) finish(message.answer);
+        // Anything but a well-formed message ends the conversation: the call does its own work.
+        if (typeof value !== 'object' || value === null) return finish(undefined);
+        const message = value as Partial<{ log: LogLine; answer: A }>;
+        const line = message.log;
+        if (line && ['info', 'warn', 'error'].includes(line.level) && typeof line.message === 'string') log[line.level](line.message);
+        else if ('answer' in message && typeof message.answer === 'object' && message.answer !== null) finish(message.answer);
+        else finish(undefined);
       },
       () => finish(undefined),
     );
@@ -96,12 +122,14 @@ export function ask<A>(socketPath: string, request: BackgroundRequest & Record<s
 export function tell(socketPath: string, value: BackgroundRequest & Record<string, unknown>): Promise<void> {
   return new Promise((resolve) => {
     const socket = connect(socketPath);
-    const timer = setTimeout(() => socket.destroy(), 1_000);
-    socket.once('error', () => undefined);
-    socket.once('close', () => {
+    const done = () => {
       clearTimeout(timer);
+      socket.destroy();
       resolve();
-    });
-    socket.once('connect', () => socket.end(`${JSON.stringify(value)}\n`));
+    };
+    const timer = setTimeout(done, 1_000);
+    socket.once('error', done);
+    // Done once the line is handed to the kernel: the receiver reads it even after we close.
+    socket.once('connect', () => socket.end(`${JSON.stringify(value)}\n`, done));
   });
 }

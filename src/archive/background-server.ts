@@ -1,7 +1,9 @@
 /** The listening side of background-link.ts, shared by the background pusher and fetcher. */
 import { unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
+import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { StoreError } from '../storage/store.js';
 import { receiveLines, sendLine } from '../util/json-lines.js';
 import type { BackgroundMessage, BackgroundRequest, LogLine } from './background-link.js';
 
@@ -78,4 +80,9 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
 export async function stopListening(server: Server | undefined, socketPath: string): Promise<void> {
   await unlink(socketPath).catch(() => undefined);
   if (server) await new Promise((resolve) => server.close(resolve));
+}
+
+/** Failures that are the archive's answer (a store error, a refused file), as opposed to trouble of this process. */
+export function reportable(err: unknown): boolean {
+  return (err instanceof WalbridgeError && err.kind !== 'internal') || err instanceof StoreError;
 }

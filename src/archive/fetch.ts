@@ -32,6 +32,19 @@ export interface FetchContext {
   readonly prefetch: number;
   /** Set in the background fetcher: segments go to the spool, for the call to publish (see prefetch.ts). */
   readonly background?: SpoolJobs;
+  /**
+   * Kept by the background fetcher across calls: a namespace's identity is written once
+   * (create-if-absent) and never changes, so it is read from the store only until found.
+   */
+  readonly identityCache?: { value?: ClusterIdentity };
+}
+
+/** The namespace's identity (undefined while nothing is archived), from the cache when there is one. */
+export async function namespaceIdentity(ctx: FetchContext): Promise<ClusterIdentity | undefined> {
+  if (ctx.identityCache?.value) return ctx.identityCache.value;
+  const identity = await loadIdentity(ctx.store, ctx.namespace);
+  if (identity && ctx.identityCache) ctx.identityCache.value = identity;
+  return identity;
 }
 
 /** One attempt at restoring `file` (transient failures retried): 'absent' if it is not archived. */

@@ -12,14 +12,16 @@
  * segment went, so that the window moves on.
  */
 import path from 'node:path';
+import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import { trimStderrLog } from '../util/log-file.js';
 import { pidLockHeld, releasePidLock, takePidLock } from '../util/pid-lock.js';
 import { parseRequestedName, parseWalFileName } from '../wal/names.js';
-import { backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
-import { listenForCalls, stopListening } from './background-server.js';
+import { BACKGROUND_COMMAND, backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
+import { listenForCalls, reportable, stopListening } from './background-server.js';
 import { failoverSwitch } from './failover.js';
-import type { FetchContext } from './fetch.js';
-import { loadIdentity, type ClusterIdentity } from './identity.js';
+import { namespaceIdentity, type FetchContext } from './fetch.js';
+import type { ClusterIdentity } from './identity.js';
 import { NotForBackground, refillSpool, type SpoolJobs } from './prefetch.js';
 import { prefetchWindow, spoolDir } from './spool.js';
 import { fetchWalFile, waitForWalFile, type WaitOptions } from './wait.js';
@@ -54,15 +56,15 @@ export interface FetcherOptions {
 }
 
 export function fetcherRunning(walDir: string): Promise<boolean> {
-  return pidLockHeld(backgroundLock(walDir, 'fetcher'));
+  return pidLockHeld(backgroundLock(walDir, 'fetcher'), BACKGROUND_COMMAND.fetcher);
 }
 
 export async function fetchAhead(ctx: FetchContext, walDir: string, opts: FetcherOptions): Promise<void> {
   const lock = backgroundLock(walDir, 'fetcher');
-  if (!(await takePidLock(lock))) return;
+  if (!(await takePidLock(lock, BACKGROUND_COMMAND.fetcher))) return;
   const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), refilling: false };
-  const background: FetchContext = { ...ctx, background: jobs };
-  let identity: ClusterIdentity | undefined;
+  const identityCache: { value?: ClusterIdentity } = {};
+  const background: FetchContext = { ...ctx, background: jobs, identityCache };
   let calls = 0;
   let lastWork = Date.now();
   let retiring = false;
@@ -84,13 +86,14 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
       const refused = ours(request);
       if ('served' in request) {
         // A hint only: move the window on past what the call served by itself.
-        const file = parseWalFileName(request.served);
-        const spool = spoolDir(ctx, request.destination);
-        identity ??= await loadIdentity(ctx.store, ctx.namespace).catch(() => undefined);
-        if (!refused && file?.kind === 'segment' && spool && identity) {
+        call.answer({ status: 'ok' });
+        const file = typeof request.served === 'string' ? parseWalFileName(request.served) : undefined;
+        const spool = refused ? undefined : spoolDir(ctx, request.destination);
+        const identity = await namespaceIdentity(background).catch(() => undefined);
+        if (file?.kind === 'segment' && spool && identity) {
           await refillSpool(ctx, jobs, spool, file, prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch)), identity).catch(() => undefined);
         }
-        return call.answer({ status: 'ok' });
+        return;
       }
       if (refused) return call.answer({ status: 'declined', reason: refused } satisfies FetchAnswer);
       const failover = failoverSwitch();
@@ -105,9 +108,16 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
           : await fetchWalFile(perCall, request.walFile, request.destination);
         call.answer({ status: outcome === 'restored' ? 'spooled' : 'not-found' } satisfies FetchAnswer);
       } catch (err) {
-        if (err instanceof NotForBackground) call.answer({ status: 'declined', reason: err.message } satisfies FetchAnswer);
-        else if (call.connected) call.answer({ status: 'failed', exitCode: opts.exitStatusOf(err, call.log) } satisfies FetchAnswer);
-        else ctx.log.info(`stopped serving ${request.walFile}: ${(err as Error).message}`);
+        if (!call.connected) ctx.log.info(`stopped serving ${request.walFile}: ${(err as Error).message}`);
+        else if (!reportable(err)) {
+          // Not the archive's answer but this process's trouble (the spool, a bug): the call does its own work.
+          ctx.log.error(`cannot serve ${request.walFile}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+          call.answer({ status: 'declined', reason: err instanceof NotForBackground ? err.message : 'the background fetcher failed' } satisfies FetchAnswer);
+        } else {
+          const exitCode = opts.exitStatusOf(err, call.log);
+          if (exitCode === ExitCode.storeAccess) retiring = true; // perhaps stale credentials: let a fresh process take over
+          call.answer({ status: 'failed', exitCode } satisfies FetchAnswer);
+        }
       }
     } finally {
       calls--;
@@ -116,14 +126,15 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
   });
 
   try {
-    for (;;) {
+    for (let tick = 0; ; tick++) {
       if (calls > 0 || jobs.downloads.size > 0) lastWork = Date.now();
       else if (retiring || Date.now() - lastWork > opts.idleMs) return;
+      if (tick % 300 === 0) trimStderrLog();
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   } finally {
     await stopListening(server, socketPath);
-    await Promise.all(jobs.downloads.values());
+    await Promise.allSettled(jobs.downloads.values());
     await releasePidLock(lock);
   }
 }

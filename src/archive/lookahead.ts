@@ -12,13 +12,15 @@
  */
 import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import { trimStderrLog } from '../util/log-file.js';
 import { readyWalFiles } from '../wal/archive-status.js';
 import { parseWalFileName } from '../wal/names.js';
 import { confirmPushed, listMarkers, removeMarker, sweepMarkers, walDirOf, writeMarker, type MarkerScope } from './markers.js';
 import { pushWalFile, type PushContext, type PushResult } from './push.js';
-import { backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
-import { listenForCalls, stopListening } from './background-server.js';
+import { BACKGROUND_COMMAND, backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
+import { listenForCalls, reportable, stopListening } from './background-server.js';
 import { pidLockHeld, processAlive, releasePidLock, takePidLock } from '../util/pid-lock.js';
 
 /**
@@ -33,7 +35,7 @@ export async function pushWithLookahead(
   startPusher: () => void,
 ): Promise<PushResult> {
   const walDir = walDirOf(walPath);
-  if (walDir && concurrency > 1 && !(await pidLockHeld(backgroundLock(walDir, 'pusher')))) {
+  if (walDir && concurrency > 1 && !(await pidLockHeld(backgroundLock(walDir, 'pusher'), BACKGROUND_COMMAND.pusher))) {
     try {
       startPusher();
     } catch (err) {
@@ -75,7 +77,7 @@ export interface PushRequest extends BackgroundRequest {
  */
 export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: string, opts: PusherOptions): Promise<void> {
   const lock = backgroundLock(walDir, 'pusher');
-  if (!(await takePidLock(lock))) return;
+  if (!(await takePidLock(lock, BACKGROUND_COMMAND.pusher))) return;
   await sweepLeftovers(walDir, scope);
   const inFlight = new Map<string, Promise<PushResult | undefined>>();
   const failed = new Set<string>();
@@ -109,7 +111,14 @@ export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: st
       }
       return { status: 'stored' };
     } catch (err) {
-      return { status: 'failed', exitCode: opts.exitStatusOf(err, log) };
+      if (!reportable(err)) {
+        // Not the archive's answer but this process's trouble: the call pushes by itself.
+        ctx.log.error(`cannot serve ${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        return { status: 'declined', reason: 'the background pusher failed' };
+      }
+      const exitCode = opts.exitStatusOf(err, log);
+      if (exitCode === ExitCode.storeAccess) retiring = true; // perhaps stale credentials: let a fresh process take over
+      return { status: 'failed', exitCode };
     }
   };
   const socketPath = backgroundSocket(walDir, 'pusher');
@@ -125,7 +134,8 @@ export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: st
   });
 
   try {
-    for (;;) {
+    for (let tick = 0; ; tick++) {
+      if (tick % 300 === 0) trimStderrLog();
       const ready = await readyWalFiles(walDir);
       const marked = new Set(await listMarkers(walDir));
       await pruneMarkers(walDir, new Set(ready), marked);

@@ -13,12 +13,12 @@
  * `%r` or pg_rewind's calls just leave files that the next call removes), and at most
  * SPOOL_BYTES of segments.
  */
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { restoreIfPresent, type FetchContext } from './fetch.js';
-import { prefetchWindow, serveSpooled, spoolDir, tidySpool, writeSpoolIdentity } from './spool.js';
+import { prefetchWindow, prepareSpool, serveSpooled, spoolDir } from './spool.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey, walPrefix } from './layout.js';
 
@@ -48,9 +48,7 @@ export async function restoreWithPrefetch(
   const window = prefetchWindow(file, identity.segmentSize, ctx.prefetch);
   let spooled: Set<string>;
   try {
-    await mkdir(spool, { recursive: true });
-    spooled = await tidySpool(spool, window);
-    await writeSpoolIdentity(spool, identity);
+    spooled = await prepareSpool(spool, window, identity);
   } catch (err) {
     // The spool is an optimisation: a full disk or a permission problem there must not stop the restore.
     ctx.log.warn(`prefetch disabled for this call: cannot prepare ${spool}: ${(err as Error).message}`);
@@ -109,9 +107,12 @@ export interface SpoolJobs {
  */
 async function spoolForCall(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity): Promise<'restored' | 'absent'> {
   const window = prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch));
-  await mkdir(spool, { recursive: true });
-  const spooled = await tidySpool(spool, window);
-  await writeSpoolIdentity(spool, identity);
+  let spooled: Set<string>;
+  try {
+    spooled = await prepareSpool(spool, window, identity);
+  } catch (err) {
+    throw new NotForBackground(`cannot prepare ${spool}: ${(err as Error).message}`);
+  }
   void refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity);
   if (spooled.has(file.name)) return 'restored';
   return download(ctx, jobs, spool, file, identity, 'fetched');

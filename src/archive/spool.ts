@@ -5,7 +5,7 @@
  * module is what a call needs to serve from the spool: no SDK, no codec, no request.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -34,7 +34,7 @@ export function prefetchWindow(file: WalFileName, segmentSize: number, prefetch:
 }
 
 /** Removes everything outside `window` (and temp files of killed processes); returns what is spooled. */
-export async function tidySpool(spool: string, window: readonly string[]): Promise<Set<string>> {
+async function tidySpool(spool: string, window: readonly string[]): Promise<Set<string>> {
   const keep = new Set(window);
   const spooled = new Set<string>();
   for (const entry of await readdir(spool)) {
@@ -58,7 +58,7 @@ const IDENTITY_FILE = 'identity';
 
 let identityWrites = 0;
 
-export async function writeSpoolIdentity(spool: string, identity: ClusterIdentity): Promise<void> {
+async function writeSpoolIdentity(spool: string, identity: ClusterIdentity): Promise<void> {
   const temp = path.join(spool, `.${IDENTITY_FILE}.walbridge-${process.pid}-${identityWrites++}`);
   await writeFile(temp, JSON.stringify(identity));
   await rename(temp, path.join(spool, IDENTITY_FILE));
@@ -96,4 +96,22 @@ export async function serveSpooled(scope: SpoolScope, file: WalFileName, destina
   }
   if (announce) scope.log.info(`restored ${file.name} from the prefetch spool`);
   return true;
+}
+
+/** Whether the spool holds `file` (verified when it arrived), for the call whose `%p` is `destination`. */
+export async function isSpooled(scope: Pick<SpoolScope, 'repository' | 'namespace'>, file: WalFileName, destination: string): Promise<boolean> {
+  const spool = spoolDir(scope, destination);
+  if (!spool || file.kind !== 'segment') return false;
+  return stat(path.join(spool, file.name)).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+/** Creates the spool if needed, keeps only `window` in it, records `identity`; returns what is spooled. */
+export async function prepareSpool(spool: string, window: readonly string[], identity: ClusterIdentity): Promise<Set<string>> {
+  await mkdir(spool, { recursive: true });
+  const spooled = await tidySpool(spool, window);
+  await writeSpoolIdentity(spool, identity);
+  return spooled;
 }

@@ -13,10 +13,11 @@ import { WalbridgeError } from '../errors.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import type { FetchContext } from './fetch.js';
-import { loadIdentity, type ClusterIdentity } from './identity.js';
+import { namespaceIdentity, type FetchContext } from './fetch.js';
+import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
 import { restoreWithPrefetch } from './prefetch.js';
+import { isSpooled } from './spool.js';
 import { readStandbyState, writeStandbyState } from './standby-state.js';
 import { ALL_STANDBYS, choose, readTrigger, type Trigger } from './trigger.js';
 import type { FailoverRequest } from './failover.js';
@@ -42,7 +43,7 @@ export type FetchOutcome = 'restored' | 'not-found';
 /** restore_command without waiting: restore the file, or answer "not found" at once. */
 export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
   const file = parseRequestedName(name);
-  const identity = await loadIdentity(ctx.store, ctx.namespace);
+  const identity = await namespaceIdentity(ctx);
   if ((await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') return 'restored';
   // A missing bucket also looks like a missing object; it must not read as "not yet archived".
   await ctx.store.checkBucket();
@@ -95,7 +96,7 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
     }
     try {
       if (!identityLoaded) {
-        identity = await loadIdentity(ctx.store, ctx.namespace);
+        identity = await namespaceIdentity(ctx);
         identityLoaded = identity !== undefined;
       }
       // Only segments are worth waiting for: anything else answers at once (a waiting
@@ -103,7 +104,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
       // Triggers are read on the first poll, then at most every other cap interval: the
       // segment is polled twice as often as the trigger objects for the same request count.
       const readTriggers = file.kind === 'segment' && Date.now() - triggersReadAt >= 2 * opts.maxPollIntervalMs;
-      const [fresh, present] = await Promise.all([readTriggers ? triggerToObey() : trigger, ctx.store.head(key)]);
+      // A segment in the prefetch spool was downloaded from this namespace and verified: no need to ask the store.
+      const [fresh, present] = await Promise.all([readTriggers ? triggerToObey() : trigger, isSpooled(ctx, file, destination).then(async (spooled) => spooled || (await ctx.store.head(key)) !== undefined)]);
       if (readTriggers) triggersReadAt = Date.now();
       trigger = fresh;
       if (trigger?.mode === 'fast' && !(present && restoredBefore(file, state.restoredUpTo))) {

@@ -4,14 +4,12 @@ import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import type { BackgroundRole } from '../archive/background-link.js';
+import { BACKGROUND_COMMAND, type BackgroundRole } from '../archive/background-link.js';
 import { walbridgeDir } from '../archive/markers.js';
+import { LOG_LIMIT } from '../util/log-file.js';
 import { settingsEnvironment } from './options.js';
 
 const WALBRIDGE_BIN = fileURLToPath(new URL('../../bin/walbridge', import.meta.url));
-/** A background process's log starts afresh past this size. */
-const LOG_LIMIT = 1024 * 1024;
-const SUBCOMMAND: Record<BackgroundRole, string> = { pusher: 'push-ahead', fetcher: 'fetch-ahead' };
 
 /**
  * Starts `walbridge push-ahead|fetch-ahead <walDir>` detached, with the calling command's
@@ -24,7 +22,7 @@ export function startBackground(role: BackgroundRole, walDir: string, command: C
   mkdirSync(path.dirname(logFile), { recursive: true, mode: 0o700 });
   const logFd = openSync(logFile, (statSync(logFile, { throwIfNoEntry: false })?.size ?? 0) > LOG_LIMIT ? 'w' : 'a');
   try {
-    const child = spawn(process.execPath, [...process.execArgv, WALBRIDGE_BIN, SUBCOMMAND[role], walDir], {
+    const child = spawn(process.execPath, [...process.execArgv, WALBRIDGE_BIN, BACKGROUND_COMMAND[role], walDir], {
       detached: true, // outlives this call, in its own session: PostgreSQL's signals to the call are not its own
       stdio: ['ignore', 'ignore', logFd],
       env: { ...callEnv, ...settingsEnvironment(command) },

@@ -1,4 +1,5 @@
 /** `archive-fetch %f %p %r` / `walbridge fetch %f %p %r`: PostgreSQL's restore_command. */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ask, backgroundSocket, fingerprint, tell } from '../archive/background-link.js';
@@ -6,7 +7,7 @@ import type { FetchAnswer } from '../archive/fetcher.js';
 import { walDirOf } from '../archive/markers.js';
 import { serveSpooled } from '../archive/spool.js';
 import { readStandbyState, writeStandbyState } from '../archive/standby-state.js';
-import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
+import { EXIT_CODE_HELP, ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
@@ -58,15 +59,38 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     if (viaFetcher) {
       // The background fetcher has the SDK loaded and connections open: it finds (or waits for)
       // the segment and puts it in the spool; this call publishes it to %p itself.
+      const parent = process.ppid;
+      const promoteFile = path.join(path.dirname(walDir), 'promote');
+      let failoverAt: number | undefined;
+      failover.whenRequested(() => (failoverAt ??= Date.now()));
+      const keepWaiting = () => {
+        if (process.ppid !== parent) return false; // our server died: nobody wants the answer
+        if (failoverAt === undefined && existsSync(promoteFile)) failoverAt = Date.now();
+        // The fetcher acts on a failover within a poll; if it does not, this call answers itself.
+        return failoverAt === undefined || Date.now() - failoverAt < 3_000;
+      };
       const answer = await ask<FetchAnswer>(
         backgroundSocket(walDir, 'fetcher'),
         { ...request, walFile, destination: path.resolve(destination), wait: flags.wait },
         log,
-        { connected: (send) => failover.whenRequested(() => send({ failover: true })) },
+        {
+          connected: (send) => failover.whenRequested(() => send({ failover: true })),
+          keepWaiting,
+          timeoutMs: flags.wait ? undefined : Math.max(120, settings.timeout * 3) * 1000,
+        },
       );
-      if (answer?.status === 'spooled' && (await serveSpooled(scope, file, destination, false))) return done(ExitCode.ok);
+      if (process.ppid !== parent) throw new WalbridgeError('internal', `the server that asked for ${walFile} is gone; stopping`);
+      if (answer?.status === 'spooled') {
+        try {
+          if (await serveSpooled(scope, file, destination)) return done(ExitCode.ok);
+        } catch (err) {
+          // A damaged spooled file or a failed rename must not end recovery: restore it directly.
+          log.warn(`could not publish ${file.name} from the prefetch spool (${(err as Error).message}); restoring it directly`);
+        }
+      }
       if (answer?.status === 'not-found') return done(ExitCode.notFound);
-      if (answer?.status === 'failed') return done(answer.exitCode as ExitStatus);
+      // Access refused may be the fetcher's stale credentials: this call tries with its own.
+      if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) return done(answer.exitCode as ExitStatus);
     }
     // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
     if (viaFetcher) {

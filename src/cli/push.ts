@@ -34,7 +34,9 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
       const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv), file: path.resolve(walPath) } as const;
       const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: Math.max(120, settings.timeout * 3) * 1000 });
       if (answer?.status === 'stored') return done(ExitCode.ok);
-      if (answer?.status === 'failed') return done(answer.exitCode as ExitStatus);
+      // Access refused may be the pusher's stale credentials: this call tries with its own.
+      if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) return done(answer.exitCode as ExitStatus);
+      if (answer?.status === 'declined') log.info(`the background pusher declined (${answer.reason}); pushing directly`);
     }
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
     const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);

@@ -23,8 +23,9 @@ export function receiveLines(socket: Socket, onValue: (value: unknown) => void, 
     ended = true;
     onEnd();
   };
-  socket.on('data', (chunk: Buffer) => {
-    pending += chunk.toString('utf8');
+  socket.setEncoding('utf8'); // decodes characters split across chunks
+  socket.on('data', (chunk: string) => {
+    pending += chunk;
     for (let cut = pending.indexOf('\n'); cut >= 0 && !ended; cut = pending.indexOf('\n')) {
       const line = pending.slice(0, cut);
       pending = pending.slice(cut + 1);

@@ -2,8 +2,12 @@
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-/** Creates the pid file, replacing one left by a dead process; false if a live process holds it. */
-export async function takePidLock(lock: string): Promise<boolean> {
+/**
+ * Creates the pid file, replacing one left by a dead process; false if a live process holds it.
+ * `marker` (a word of the holder's command line) tells a holder from an unrelated process that
+ * got the same pid after a reboot.
+ */
+export async function takePidLock(lock: string, marker: string): Promise<boolean> {
   await mkdir(path.dirname(lock), { recursive: true, mode: 0o700 });
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -11,7 +15,7 @@ export async function takePidLock(lock: string): Promise<boolean> {
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      if (await pidLockHeld(lock)) return false;
+      if (await pidLockHeld(lock, marker)) return false;
       await unlink(lock).catch(() => undefined);
     }
   }
@@ -22,9 +26,12 @@ export async function releasePidLock(lock: string): Promise<void> {
   await unlink(lock).catch(() => undefined);
 }
 
-/** Whether a live process holds the pid file. */
-export async function pidLockHeld(lock: string): Promise<boolean> {
-  return processAlive(Number(await readFile(lock, 'utf8').catch(() => '')));
+/** Whether a live process whose command line has `marker` holds the pid file. */
+export async function pidLockHeld(lock: string, marker: string): Promise<boolean> {
+  const pid = Number(await readFile(lock, 'utf8').catch(() => ''));
+  if (!processAlive(pid)) return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  return cmdline === undefined || cmdline.includes(marker); // without /proc, trust the pid
 }
 
 export function processAlive(pid: number): boolean {
