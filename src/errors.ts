@@ -34,6 +34,8 @@ export const ExitCode = {
   storeMissing: 12,
   /** Any other error the store answered with. */
   storeError: 13,
+  /** walbridge verify: the archive has problems (never a PostgreSQL command's status). */
+  problems: 14,
   /** A bug in walbridge. */
   internal: 70,
 } as const;
@@ -72,4 +74,5 @@ export const EXIT_CODE_HELP = `Exit status:
   11  store refused credentials or permission
   12  bucket or repository directory does not exist
   13  other store error
+  14  walbridge verify found problems
   70  internal error`;

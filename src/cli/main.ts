@@ -36,11 +36,13 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }] = await Promise.all([
+    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),
       import('./cleanup.js'),
+      import('./status.js'),
+      import('./verify.js'),
     ]);
     program = new Command('walbridge')
       .version(await packageVersion(), '-V, --version')
@@ -49,6 +51,8 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(fetchCommand('fetch', done))
       .addCommand(triggerCommand(done))
       .addCommand(cleanupCommand(done))
+      .addCommand(statusCommand(done))
+      .addCommand(verifyCommand(done))
       .addCommand(pushAheadCommand(done), { hidden: true })
       .addCommand(fetchAheadCommand(done), { hidden: true });
   }

@@ -39,7 +39,7 @@ export interface Settings {
 }
 
 /** The commands a setting matters to (its flag appears only there). */
-export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup';
+export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup' | 'status' | 'verify';
 
 interface SettingDef {
   /** Config-file key and flag name (`--<key>`). */

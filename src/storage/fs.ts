@@ -167,8 +167,8 @@ export class FsStore implements Store {
         const sub = key + '/';
         if (sub.startsWith(prefix) || prefix.startsWith(sub)) await this.walk(sub, prefix, out);
       } else if (entry.isFile() && key.startsWith(prefix)) {
-        const info = await this.head(key);
-        if (info) out.push({ key, size: info.size });
+        const [info, stats] = await Promise.all([this.head(key), stat(this.pathOf(key)).catch(() => undefined)]);
+        if (info) out.push({ key, size: info.size, lastModified: stats?.mtime });
       }
     }
   }

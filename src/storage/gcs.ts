@@ -131,7 +131,8 @@ export class GcsStore implements Store {
       for (const f of files) {
         const key = this.relativeKey(f.name);
         if (startAfter !== undefined && key <= startAfter) continue;
-        yield { key, size: Number(f.metadata.size ?? 0) };
+        const written = f.metadata.timeCreated ?? f.metadata.updated;
+        yield { key, size: Number(f.metadata.size ?? 0), lastModified: written ? new Date(written) : undefined };
       }
       pageToken = next?.pageToken;
     } while (pageToken);

@@ -188,7 +188,7 @@ export class S3Store implements Store {
         throw this.mapError(err, prefix);
       }
       for (const item of out.Contents ?? []) {
-        if (item.Key) yield { key: this.relativeKey(item.Key), size: item.Size ?? 0 };
+        if (item.Key) yield { key: this.relativeKey(item.Key), size: item.Size ?? 0, lastModified: item.LastModified };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);

@@ -20,6 +20,8 @@ export interface ObjectInfo {
 export interface ListedObject {
   readonly key: string;
   readonly size: number;
+  /** When the object was written, where the store says (status and verify show ages). */
+  readonly lastModified?: Date;
 }
 
 /** Bytes to store: in memory, or a file of known size (large objects are never held whole in memory). */

@@ -52,6 +52,17 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
     expect(back.metadata['walbridge-sha256']).toBe('x'.repeat(64));
   });
 
+  it('lists each object with its stored size and when it was written', async () => {
+    const before = Date.now();
+    expect(await put(store, 'ns-time/wal/t1', Buffer.from('abc'))).toBe('created');
+    const listed = [];
+    for await (const entry of store.list('ns-time/')) listed.push(entry);
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({ key: 'ns-time/wal/t1', size: expect.any(Number) });
+    // Within a minute of now (server clocks and second-granular times allowed for).
+    expect(Math.abs(listed[0]!.lastModified!.getTime() - before)).toBeLessThan(60_000);
+  });
+
   it('round-trips 16 MiB of random bytes exactly, with size and metadata on head', async () => {
     const data = randomBytes(16 * 1024 * 1024);
     expect(await put(store, 'ns/wal/big', data, { 'walbridge-size': String(data.length) })).toBe('created');

@@ -1,0 +1,165 @@
+/**
+ * The operators' view of a namespace: `walbridge status` (what is there, how fresh) and
+ * `walbridge verify` (whether a standby could replay it: gaps, timeline histories, foreign
+ * objects, and with `deep` every object's content against its recorded hash and header).
+ */
+import { Writable } from 'node:stream';
+import { describeContent, unseal } from '../codec/envelope.js';
+import { StoreError, type Store } from '../storage/store.js';
+import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
+import { parseWalFileName } from '../wal/names.js';
+import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
+import { formatTimeline, historyProblems, parseHistory, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
+import { namespacePrefix } from './layout.js';
+import { listTriggers, type Trigger } from './trigger.js';
+
+/** PostgreSQL's default segment size, for listing a namespace that has no identity yet. */
+const DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024;
+
+export interface NamespaceStatus {
+  readonly namespace: string;
+  readonly location: string;
+  readonly identity: ClusterIdentity | undefined;
+  readonly inventory: Inventory;
+  readonly triggers: readonly Trigger[];
+}
+
+export async function namespaceStatus(store: Store, namespace: string): Promise<NamespaceStatus> {
+  const [identity, listing, triggers] = await Promise.all([loadIdentity(store, namespace), listAll(store, namespace), listTriggers(store, namespace)]);
+  if (listing.length === 0) await store.checkBucket(); // an empty listing may be a missing bucket
+  const inventory = takeInventory(namespace, listing, identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE);
+  return { namespace, location: store.location, identity, inventory, triggers };
+}
+
+async function listAll(store: Store, namespace: string): Promise<ListedWithTime[]> {
+  const out: ListedWithTime[] = [];
+  for await (const object of store.list(namespacePrefix(namespace))) out.push(object);
+  return out;
+}
+
+export type ProblemKind = 'identity' | 'gap' | 'history' | 'foreign' | 'corrupt';
+
+export interface Problem {
+  readonly kind: ProblemKind;
+  readonly message: string;
+}
+
+export interface VerifyReport {
+  readonly status: NamespaceStatus;
+  readonly problems: readonly Problem[];
+  /** Objects whose content was read and checked (deep only). */
+  readonly contentChecked: number;
+}
+
+export interface VerifyOptions {
+  readonly deep: boolean;
+  /** Objects read at once in a deep check. */
+  readonly concurrency?: number;
+  /** Called as the deep check goes (for a progress bar). */
+  readonly progress?: (done: number, total: number) => void;
+}
+
+export async function verifyNamespace(store: Store, namespace: string, opts: VerifyOptions): Promise<VerifyReport> {
+  const status = await namespaceStatus(store, namespace);
+  const { identity, inventory } = status;
+  const problems: Problem[] = [];
+  const segmentSize = identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
+  const walObjects = inventory.timelines.reduce((n, t) => n + t.segments + t.partials.length + t.backups.length, 0);
+  if (!identity && walObjects > 0) problems.push({ kind: 'identity', message: `namespace "${namespace}" holds WAL but no identity.json: fetch cannot check what it restores` });
+  for (const t of inventory.timelines) {
+    for (const gap of t.gaps) {
+      problems.push({ kind: 'gap', message: `timeline ${t.timeline}: ${gap.missing} segment${gap.missing === 1 ? '' : 's'} missing, ${gap.from}${gap.missing > 1 ? ` … ${gap.to}` : ''}: a standby stops there` });
+    }
+    if (t.timeline > 1 && !t.hasHistory) problems.push({ kind: 'history', message: `timeline ${t.timeline} has WAL but no ${formatTimeline(t.timeline)}.history: standbys cannot follow it` });
+  }
+  for (const history of inventory.histories) {
+    const timeline = parseInt(history.slice(0, 8), 16);
+    const text = await readText(store, `${namespacePrefix(namespace)}history/${history}`);
+    if (text === undefined) continue; // removed while we looked
+    const entries = parseHistory(text);
+    if (typeof entries === 'string') problems.push({ kind: 'history', message: `${history}: ${entries}` });
+    else for (const message of historyProblems(timeline, entries, inventory, segmentSize)) problems.push({ kind: 'history', message });
+  }
+  for (const key of inventory.foreign) problems.push({ kind: 'foreign', message: `${key} is not an object walbridge writes here` });
+
+  let contentChecked = 0;
+  if (opts.deep) {
+    const keys = inventory.walKeys;
+    let next = 0;
+    opts.progress?.(0, keys.length);
+    const worker = async () => {
+      while (next < keys.length) {
+        const key = keys[next++]!;
+        const problem = await checkContent(store, namespace, key, identity);
+        if (problem) problems.push({ kind: 'corrupt', message: problem });
+        contentChecked++;
+        opts.progress?.(contentChecked, keys.length);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+  }
+  return { status, problems, contentChecked };
+}
+
+async function readText(store: Store, key: string): Promise<string | undefined> {
+  try {
+    const { info, body } = await store.get(key);
+    const promised = describeContent(info.metadata);
+    const chunks: Buffer[] = [];
+    await unseal(body, typeof promised === 'string' ? 'none' : promised.codec, () => collect(chunks, 64 * 1024));
+    return Buffer.concat(chunks).toString('utf8');
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
+    throw err;
+  }
+}
+
+/** A sink that keeps the first `limit` bytes and drops the rest. */
+function collect(chunks: Buffer[], limit: number): Writable {
+  let kept = 0;
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (kept < limit) {
+        chunks.push(chunk.subarray(0, limit - kept));
+        kept += Math.min(chunk.length, limit - kept);
+      }
+      callback();
+    },
+  });
+}
+
+/** Reads one object whole and checks it as a restore would; returns what is wrong, or undefined. */
+async function checkContent(store: Store, namespace: string, key: string, identity: ClusterIdentity | undefined): Promise<string | undefined> {
+  const name = key.slice(key.lastIndexOf('/') + 1);
+  const file = parseWalFileName(name)!;
+  let opened;
+  try {
+    opened = await store.get(key);
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'not-found') return undefined; // expired while we looked
+    throw err;
+  }
+  const promised = describeContent(opened.info.metadata);
+  if (typeof promised === 'string') {
+    opened.body.destroy();
+    return `${key}: ${promised}`;
+  }
+  const head: Buffer[] = [];
+  let seen;
+  try {
+    seen = await unseal(opened.body, promised.codec, () => collect(head, LONG_HEADER_SIZE));
+  } catch (err) {
+    if (err instanceof StoreError) throw err;
+    return `${key}: does not decode: ${(err as Error).message}`;
+  }
+  if (seen.size !== promised.size || seen.sha256 !== promised.sha256) {
+    return `${key}: content is ${seen.size} bytes with sha256 ${seen.sha256.slice(0, 12)}…, its metadata promises ${promised.size} bytes with ${promised.sha256.slice(0, 12)}…`;
+  }
+  if (file.kind === 'segment' || file.kind === 'partial') {
+    const header = parseLongPageHeader(Buffer.concat(head));
+    if (typeof header === 'string') return `${key}: not a WAL segment (${header})`;
+    const mismatch = headerMismatch(header, file) ?? (identity ? clusterMismatch(identity, header, namespace) : undefined);
+    if (mismatch) return `${key}: ${mismatch}`;
+  }
+  return undefined;
+}

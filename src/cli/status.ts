@@ -1,0 +1,95 @@
+/** `walbridge status [--json]`: what a namespace holds and how fresh it is. */
+import { Command, Option } from 'commander';
+import type { NamespaceStatus } from '../archive/inspect.js';
+import { ALL_STANDBYS } from '../archive/trigger.js';
+import { ExitCode, type ExitStatus } from '../errors.js';
+import { createLogger, formatBytes } from '../log.js';
+import { addSettingOptions, settingsFrom } from './options.js';
+import { openRepository } from './repository.js';
+
+export function statusCommand(done: (status: ExitStatus) => void): Command {
+  const command = new Command('status')
+    .summary("show a namespace's cluster, timelines, newest segments and triggers")
+    .description(
+      "Show the namespace's cluster identity, per timeline the segments archived (first, newest, the newest one's age, gaps), " +
+        '.partial and .backup files, timeline history files, and failover triggers. --json prints the same for monitoring.',
+    )
+    .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'));
+  addSettingOptions(command, 'status').action(async () => {
+    const log = createLogger('walbridge status');
+    const settings = settingsFrom(command);
+    const { store } = await openRepository(settings, log);
+    const { namespaceStatus } = await import('../archive/inspect.js');
+    const status = await namespaceStatus(store, settings.namespace);
+    const now = new Date();
+    process.stdout.write(command.opts<{ json?: boolean }>().json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));
+    done(ExitCode.ok);
+  });
+  return command;
+}
+
+const ageSeconds = (at: Date | undefined, now: Date) => (at ? Math.max(0, Math.round((now.getTime() - at.getTime()) / 1000)) : null);
+
+export function statusJson(s: NamespaceStatus, now: Date) {
+  const { inventory: inv } = s;
+  return {
+    namespace: s.namespace,
+    location: s.location,
+    checkedAt: now.toISOString(),
+    identity: s.identity ?? null,
+    objects: inv.objects,
+    storedBytes: inv.bytes,
+    newestAt: inv.newestAt?.toISOString() ?? null,
+    newestAgeSeconds: ageSeconds(inv.newestAt, now),
+    timelines: inv.timelines.map((t) => ({
+      timeline: t.timeline,
+      segments: t.segments,
+      first: t.first ?? null,
+      newest: t.newest ?? null,
+      newestAt: t.newestAt?.toISOString() ?? null,
+      newestAgeSeconds: ageSeconds(t.newestAt, now),
+      missingSegments: t.gaps.reduce((n, g) => n + g.missing, 0),
+      gaps: t.gaps,
+      partials: t.partials,
+      backups: t.backups,
+      history: t.hasHistory,
+    })),
+    histories: inv.histories,
+    foreignObjects: inv.foreign,
+    triggers: s.triggers,
+  };
+}
+
+function statusText(s: NamespaceStatus, now: Date): string {
+  const lines: string[] = [`namespace "${s.namespace}" in ${s.location}`];
+  const id = s.identity;
+  lines.push(
+    id
+      ? `cluster: system identifier ${id.systemIdentifier}, PostgreSQL ${id.pgVersion ?? 'unknown'}, ${formatBytes(id.segmentSize)} segments (recorded ${id.createdAt} from ${id.recordedFrom})`
+      : 'cluster: none recorded yet (nothing archived)',
+  );
+  const inv = s.inventory;
+  const age = (at: Date | undefined) => (at ? `${formatAge(ageSeconds(at, now)!)} ago (${at.toISOString()})` : 'age unknown');
+  lines.push(`objects: ${inv.objects} (${formatBytes(inv.bytes)} stored)${inv.objects > 0 ? `, newest ${age(inv.newestAt)}` : ''}`);
+  for (const t of inv.timelines) {
+    const parts = [t.segments > 0 ? `${t.segments} segment${t.segments === 1 ? '' : 's'} ${t.first} … ${t.newest}, newest ${age(t.newestAt)}` : 'no segments'];
+    const missing = t.gaps.reduce((n, g) => n + g.missing, 0);
+    if (missing > 0) parts.push(`${missing} MISSING (run walbridge verify)`);
+    if (t.partials.length > 0) parts.push(`${t.partials.length} .partial`);
+    if (t.backups.length > 0) parts.push(`${t.backups.length} .backup`);
+    if (t.timeline > 1 && !t.hasHistory) parts.push('no .history');
+    lines.push(`timeline ${t.timeline}: ${parts.join('; ')}`);
+  }
+  if (inv.histories.length > 0) lines.push(`history files: ${inv.histories.join(' ')}`);
+  if (inv.foreign.length > 0) lines.push(`foreign objects: ${inv.foreign.length} (run walbridge verify)`);
+  if (s.triggers.length === 0) lines.push('triggers: none');
+  for (const t of s.triggers) lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);
+  return `${lines.join('\n')}\n`;
+}
+
+function formatAge(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86_400)} days`;
+}
