@@ -3,13 +3,13 @@
  * let a reader prove it got exactly the bytes PostgreSQL archived.
  */
 import { createReadStream } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Writable, type Readable } from 'node:stream';
 import { isCodec, type CodecName } from './codecs.js';
-import { compressor, decompressor } from './compression.js';
+import { compressor, decompressor, frameBytesFor } from './compression.js';
 import { HashingStream, md5, sha256Hex } from './hash.js';
 import type { Body, ObjectMetadata, PutRequest } from '../storage/store.js';
 import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
@@ -55,7 +55,7 @@ export function sealBuffer(plain: Buffer): Sealed {
 export async function sealFile(source: string, codec: CodecName, level: number | undefined, spoolDir: string): Promise<Sealed> {
   const plain = new HashingStream('sha256');
   const sink = new BodyCollector(codec === 'none' ? source : undefined, spoolDir);
-  const stage = compressor(codec, level);
+  const stage = compressor(codec, level, frameBytesFor((await stat(source)).size));
   try {
     if (stage) await pipeline(createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), plain, stage, sink);
     else await pipeline(createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), plain, sink);

@@ -20,12 +20,19 @@ export class FrameFormatError extends Error {
 }
 
 /**
- * The most content one frame may decode to. walbridge writes 1 MiB frames (4 MiB in early
- * builds); the native decoders allocate the whole output of a frame at once, so a frame that
- * claims more, or whose blocks could add up to more, is refused before it is decoded: a
- * hostile object must not be able to make restore_command allocate gigabytes.
+ * The most content one frame may decode to. walbridge writes a file of up to 16 MiB as one
+ * frame and bigger ones in 1 MiB frames (see compression.ts); the native decoders allocate the
+ * whole output of a frame at once, so a frame that claims more, or whose blocks could add up to
+ * more, is refused before it is decoded: a hostile object must not be able to make
+ * restore_command allocate gigabytes.
  */
-export const MAX_FRAME_CONTENT_BYTES = 8 * 1024 * 1024;
+export const MAX_FRAME_CONTENT_BYTES = 16 * 1024 * 1024;
+/**
+ * Blocks are counted at the most they could decode to (a compressed zstd block as a full 128
+ * KiB), so a real 16 MiB frame can add up to more than 16 MiB (zstd splits blocks): the sum is
+ * held to twice the content bound, which still bounds what a hostile frame can make us allocate.
+ */
+const MAX_BLOCK_SUM_BYTES = 2 * MAX_FRAME_CONTENT_BYTES;
 /** zstd's largest block (RFC 8878, Block_Maximum_Size). */
 const ZSTD_MAX_BLOCK = 128 * 1024;
 /** LZ4 frame block maximum sizes by the BD byte's code (4..7). */
@@ -84,7 +91,7 @@ export const zstdFrameLength: FrameLength = (buf) => {
     if (type === 3) throw new FrameFormatError('zstd block of reserved type');
     if (size > ZSTD_MAX_BLOCK) throw new FrameFormatError('zstd block larger than the format allows');
     content += type === 2 ? ZSTD_MAX_BLOCK : size; // raw and RLE blocks state their size; compressed ones are at most a block
-    if (content > MAX_FRAME_CONTENT_BYTES) throw tooLarge('a zstd frame');
+    if (content > MAX_BLOCK_SUM_BYTES) throw tooLarge('a zstd frame');
     pos += 3 + (type === 1 ? 1 : size);
     if (last) break;
   }
@@ -117,7 +124,7 @@ export const lz4FrameLength: FrameLength = (buf) => {
     if (size === 0) break; // end mark
     if (size > maxBlock) throw new FrameFormatError('LZ4 block larger than its frame allows');
     content += maxBlock; // a block decodes to at most the frame's block size
-    if (content > MAX_FRAME_CONTENT_BYTES) throw tooLarge('an LZ4 frame');
+    if (content > MAX_BLOCK_SUM_BYTES) throw tooLarge('an LZ4 frame');
     pos += size + (blockChecksum ? 4 : 0);
   }
   pos += contentChecksum ? 4 : 0;

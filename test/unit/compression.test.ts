@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CODECS, type CodecName } from '../../src/codec/codecs.js';
-import { CHUNK_BYTES, compressor, decompressor } from '../../src/codec/compression.js';
+import { CHUNK_BYTES, compressor, decompressor, frameBytesFor } from '../../src/codec/compression.js';
 import { FrameFormatError, lz4FrameLength, zstdFrameLength } from '../../src/codec/frames.js';
 
 /** WAL-like content: runs of zeros and repeated text, with some random pages. */
@@ -72,6 +72,20 @@ describe('frame boundaries', () => {
     expect(zstdFrameLength(stored.subarray(firstLen))).toEqual({ frame: stored.length - firstLen });
     const cut = zstdFrameLength(stored.subarray(0, firstLen - 1));
     expect('need' in cut && cut.need > firstLen - 1).toBe(true);
+  });
+
+  it('a file of up to 16 MiB is one frame (better ratio); bigger files are cut into 1 MiB frames', async () => {
+    const MiB = 1024 * 1024;
+    expect(frameBytesFor(16 * MiB)).toBe(16 * MiB);
+    expect(frameBytesFor(16 * MiB + 1)).toBe(CHUNK_BYTES);
+    expect(frameBytesFor(0)).toBe(1);
+    const segment = walLike(16 * MiB);
+    for (const codec of ['zstd', 'lz4'] as const) {
+      const whole = await run(piecewise(segment), compressor(codec, undefined, frameBytesFor(segment.length)));
+      expect((codec === 'zstd' ? zstdFrameLength : lz4FrameLength)(whole)).toEqual({ frame: whole.length });
+      expect((await decode(codec, whole, 65_536)).equals(segment)).toBe(true);
+      expect(whole.length).toBeLessThan((await encode(codec, segment)).length); // than 1 MiB frames
+    }
   });
 
   it('lz4: finds the end of each frame', async () => {
