@@ -19,6 +19,8 @@ export interface GcsStoreOptions {
   readonly endpoint?: string;
   /** Objects per listing request (1000 unless a test wants to see pagination). */
   readonly pageSize?: number;
+  /** A request with no answer for this long fails (default 30 s; never longer than the command's --timeout). */
+  readonly idleTimeoutMs?: number;
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -32,7 +34,7 @@ export class GcsStore implements Store {
     const storage = new Storage({
       ...(opts.endpoint ? { apiEndpoint: opts.endpoint, useAuthWithCustomEndpoint: true } : {}),
       retryOptions: { autoRetry: false, maxRetries: 0 },
-      timeout: REQUEST_TIMEOUT_MS,
+      timeout: opts.idleTimeoutMs ?? REQUEST_TIMEOUT_MS,
     });
     this.bucket = storage.bucket(opts.bucket);
   }

@@ -6,7 +6,15 @@ import type { RepoLocation } from '../config/repo-url.js';
 import type { Settings } from '../config/settings.js';
 import type { Store } from './store.js';
 
-export async function openStore(repo: RepoLocation, settings: Pick<Settings, 's3PathStyle' | 's3Checksum' | 's3Endpoint' | 's3Region' | 'gcsEndpoint'>): Promise<Store> {
+/** Per-request idle bound: 30 s, or less when the whole operation may take less (--timeout). */
+const IDLE_TIMEOUT_MS = 30_000;
+
+export async function openStore(
+  repo: RepoLocation,
+  settings: Pick<Settings, 's3PathStyle' | 's3Checksum' | 's3Endpoint' | 's3Region' | 'gcsEndpoint' | 'timeout'>,
+): Promise<Store> {
+  // A black-holed connection must fail within the operation's time bound, not after 30 s.
+  const idleTimeoutMs = Math.min(IDLE_TIMEOUT_MS, settings.timeout * 1000);
   switch (repo.scheme) {
     case 'file': {
       const { FsStore } = await import('./fs.js');
@@ -21,11 +29,12 @@ export async function openStore(repo: RepoLocation, settings: Pick<Settings, 's3
         endpoint: settings.s3Endpoint,
         pathStyle: settings.s3PathStyle,
         checksum: settings.s3Checksum,
+        idleTimeoutMs,
       });
     }
     case 'gs': {
       const { GcsStore } = await import('./gcs.js');
-      return new GcsStore({ bucket: repo.bucket, prefix: repo.prefix, endpoint: settings.gcsEndpoint });
+      return new GcsStore({ bucket: repo.bucket, prefix: repo.prefix, endpoint: settings.gcsEndpoint, idleTimeoutMs });
     }
   }
 }

@@ -34,6 +34,8 @@ export interface S3StoreOptions {
   readonly checksum: 'when-required' | 'when-supported';
   /** Keys per listing request (S3's maximum, 1000, unless a test wants to see pagination). */
   readonly pageSize?: number;
+  /** A request with no traffic for this long fails (default 30 s; never longer than the command's --timeout). */
+  readonly idleTimeoutMs?: number;
 }
 
 /** Socket timeouts per attempt: a black-holed connection must fail, not hang the archiver. */
@@ -63,7 +65,12 @@ export class S3Store implements Store {
       maxAttempts: 1,
       requestChecksumCalculation: mode,
       responseChecksumValidation: mode,
-      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: IDLE_TIMEOUT_MS },
+      requestHandler: {
+        connectionTimeout: Math.min(CONNECT_TIMEOUT_MS, opts.idleTimeoutMs ?? Infinity),
+        requestTimeout: opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+        // Without it, the SDK only logs a warning and keeps waiting: a black hole hung the archiver.
+        throwOnRequestTimeout: true,
+      },
     });
   }
 

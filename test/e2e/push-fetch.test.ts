@@ -2,6 +2,7 @@
  * archive-push and archive-fetch as PostgreSQL runs them (child processes), on real WAL from
  * PostgreSQL 15, against each backend: byte-identical round trips and every refusal.
  */
+import { createHash } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -150,7 +151,8 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
   it('refuses hostile %f values without touching the filesystem', async () => {
     const dir = await mkdtemp(path.join(work, 'hostile-'));
     const dest = path.join(dir, 'sub', 'RECOVERYXLOG');
-    for (const name of ['../../x', '/etc/passwd', '00000001/0000000000000001', '..', '', '000000010000000000000001/../../../x', 'a'.repeat(5000)]) {
+    const controls = ['00000001000000000000000\n1', '0000000100000000000000\u0001\u001b[31m', '000000010000000000000001\r'];
+    for (const name of ['../../x', '/etc/passwd', '00000001/0000000000000001', '..', '', '000000010000000000000001/../../../x', 'a'.repeat(5000), ...controls]) {
       const result = await fetch(name, dest);
       expect(result.status, name).toBe(ExitCode.badName);
     }
@@ -181,6 +183,26 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     // A truncated object is refused the same way.
     await repo.tamper(`ns${namespace}/wal/${path.basename(segment)}`, (stored) => stored.subarray(0, 1000));
     expect((await fetch(path.basename(segment), path.join(dir, 'RECOVERYXLOG'))).status).toBe(ExitCode.corrupt);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('refuses an object without a content hash, or with a wrong one, and writes no destination', async () => {
+    const segment = wal.segments[1]!;
+    const name = path.basename(segment);
+    const bytes = await readFile(segment);
+    const dir = await mkdtemp(path.join(work, 'nohash-'));
+    // Stored by something other than walbridge: no walbridge metadata at all.
+    await repo.store().putIfAbsent(`ns${namespace}/wal/${name}`, { body: bytes, md5: createHash('md5').update(bytes).digest(), metadata: {} });
+    const bare = await fetch(name, path.join(dir, 'RECOVERYXLOG'));
+    expect(bare.status).toBe(ExitCode.corrupt);
+    expect(bare.stderr).toMatch(/cannot be verified: it has no valid content hash/);
+    // Walbridge's metadata, but the hash of other bytes.
+    namespace++;
+    const wrong = { 'walbridge-format': '1', 'walbridge-sha256': createHash('sha256').update('other bytes').digest('hex'), 'walbridge-size': String(bytes.length), 'walbridge-codec': 'none' };
+    await repo.store().putIfAbsent(`ns${namespace}/wal/${name}`, { body: bytes, md5: createHash('md5').update(bytes).digest(), metadata: wrong });
+    const mismatched = await fetch(name, path.join(dir, 'RECOVERYXLOG'));
+    expect(mismatched.status).toBe(ExitCode.corrupt);
+    expect(mismatched.stderr).toMatch(/is corrupt \(got \d+ bytes with sha256/);
     expect(await readdir(dir)).toEqual([]);
   });
 
