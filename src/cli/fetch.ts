@@ -16,6 +16,7 @@ import { addSettingOptions, settingsFrom } from './options.js';
 import { repositoryId } from './repository.js';
 import { installSignalHandlers } from './signals.js';
 import { reportFailure } from './failure.js';
+import { meterCall, meterWalFile } from './metrics.js';
 
 export function fetchCommand(name: string, done: (status: ExitStatus) => void): Command {
   const invocation = name === 'fetch' ? 'walbridge fetch' : 'archive-fetch';
@@ -44,6 +45,8 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const flags = command.opts<{ wait: boolean; cleanup?: boolean; includeBackup?: boolean }>();
     const failover = installSignalHandlers();
     const settings = settingsFrom(command);
+    meterCall(settings.metricsFile, 'fetch');
+    meterWalFile(destination);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
     const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
     const file = parseRequestedName(walFile);

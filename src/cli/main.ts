@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { reportFailure } from './failure.js';
+import { finishMetering } from './metrics.js';
 
 export type Executable = 'archive-push' | 'archive-fetch' | 'walbridge';
 
@@ -27,6 +28,7 @@ export async function main(executable: Executable, argv: string[] = process.argv
       status = reportFailure(err, createLogger(executable));
     }
   }
+  await finishMetering(status, createLogger(executable));
   process.exit(status);
 }
 

@@ -10,6 +10,7 @@ import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository, repositoryId } from './repository.js';
 import { removeTempFilesOnSignals } from './signals.js';
 import { reportFailure } from './failure.js';
+import { meterCall, meterWalFile } from './metrics.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
   const command = new Command(name)
@@ -24,6 +25,8 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
     removeTempFilesOnSignals(); // a large body may be spilled to a temp file in pg_wal
     const settings = settingsFrom(command);
+    meterCall(settings.metricsFile, 'push');
+    meterWalFile(walPath);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
     // Archived ahead by the background pusher: answered from its marker, without loading any SDK.

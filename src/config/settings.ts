@@ -27,6 +27,8 @@ export interface Settings {
   readonly standby: string | undefined;
   /** Files one push uploads at once (the one asked for and the next ready ones). */
   readonly pushConcurrency: number;
+  /** Prometheus textfile the calls add their counts to, if any. */
+  readonly metricsFile: string | undefined;
   /** Seconds the background pusher waits for work before it exits. */
   readonly backgroundIdle: number;
   /** Segments a fetch downloads ahead of the one asked for. */
@@ -66,6 +68,13 @@ export const SETTINGS: readonly SettingDef[] = [
     description: 'files uploaded at once: the one asked for plus the next ones PostgreSQL marked ready (1 = only the one asked for, no background pusher)',
     default: '4',
     commands: ['push'],
+  },
+  {
+    key: 'metrics-file',
+    env: 'WALBRIDGE_METRICS_FILE',
+    value: '<path>',
+    description: "add each call's outcome, duration and WAL bytes to this Prometheus textfile (node_exporter's textfile collector)",
+    commands: ['push', 'fetch'],
   },
   {
     key: 'background-idle',
@@ -182,6 +191,7 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     gcsEndpoint: url(raw('gcs-endpoint')),
     standby: standbyName(raw('standby')),
     pushConcurrency: integer(raw('push-concurrency')!, 1, 64),
+    metricsFile: absolutePath(raw('metrics-file')),
     backgroundIdle: seconds(raw('background-idle')!, 0, 86_400),
     prefetch: integer(raw('prefetch')!, 0, 64),
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
@@ -245,6 +255,13 @@ function seconds(r: { value: string | boolean; from: string }, min: number, max:
   const n = Number(r.value);
   if (!Number.isFinite(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected seconds from ${min} to ${max}`);
   return n;
+}
+
+function absolutePath(r: { value: string | boolean; from: string } | undefined): string | undefined {
+  if (!r) return undefined;
+  const file = String(r.value);
+  if (!file.startsWith('/')) throw configError(`bad ${r.from} "${file}": give an absolute path`);
+  return file;
 }
 
 function standbyName(r: { value: string | boolean; from: string } | undefined): string | undefined {
