@@ -165,6 +165,7 @@ async function main(): Promise<void> {
     log('phase 1/4: push latency');
     const pushRows = await makePushRows(bench);
     const push = await pushLatency(bench, pushRows.rows, names);
+    for (const row of pushRows.rows) await waitForDetached(bench, row);
     for (const [i, row] of pushRows.rows.entries()) {
       if (row.unavailable) continue;
       push[i]!.stored = await storedBytes(bench, row, names, row.tool === 'floor' ? pushRows.floorArchive : undefined);
@@ -283,8 +284,8 @@ async function makePushRows(bench: Bench): Promise<{ rows: Row[]; floorArchive: 
 
 async function makeRestoreRows(bench: Bench, floorArchive: string, opts: Options): Promise<Row[]> {
   const dataDir = async (id: string): Promise<string> => makeDataDir(bench, join(await ownedDir(join(bench.workDir, 'restore', id)), 'data'), { recoverySignal: true });
-  const wb = (id: string, label: string, prefetch?: number): Promise<Row> =>
-    dataDir(id).then((d) => walbridgeRow(bench, { id, label, bucket: 'push-wb-zstd', namespace: 'wb-zstd', dataDir: d, prefetch }));
+  const wb = (id: string, label: string, prefetch?: number, waiting?: boolean): Promise<Row> =>
+    dataDir(id).then((d) => walbridgeRow(bench, { id, label, bucket: 'push-wb-zstd', namespace: 'wb-zstd', dataDir: d, prefetch, waiting }));
   const pgb = (id: string, label: string, asyncProcessMax?: number): Promise<Row> =>
     dataDir(id).then((d) => pgbackrestRow(bench, { id, label, bucket: 'push-pgb-zst', dataDir: d, compressType: 'zst', level: 3, asyncProcessMax }));
   return [
@@ -292,6 +293,7 @@ async function makeRestoreRows(bench: Bench, floorArchive: string, opts: Options
     await wb('wb-zstd', 'walbridge zstd, no prefetch', 0),
     await pgb('pgb-zst', 'pgBackRest archive-get sync (zst)'),
     await wb(`wb-zstd-prefetch${opts.prefetch}`, `walbridge zstd, --prefetch ${opts.prefetch}`, opts.prefetch),
+    await wb(`wb-zstd-wait-prefetch${opts.prefetch}`, `walbridge zstd, waiting (its default restore_command), --prefetch ${opts.prefetch}`, opts.prefetch, true),
     await pgb('pgb-zst-async-pm2', 'pgBackRest archive-get async, process-max 2', 2),
     await pgb('pgb-zst-async-pm4', 'pgBackRest archive-get async, process-max 4', 4),
     barmanRow(bench, { id: 'barman-none', label: 'barman-cloud-wal-restore (uncompressed)', bucket: 'push-barman-none', dataDir: await dataDir('barman-none') }),
@@ -372,36 +374,51 @@ async function dropBuckets(bench: Bench, rows: Row[]): Promise<void> {
 }
 
 /**
- * Background processes a row left (pgBackRest's async process, any walbridge helper) must
- * finish before the next row runs, or they would steal its CPU. Found by their working
- * directory or command line naming the row's directory.
+ * Background processes a row left (pgBackRest's async process, walbridge's background pusher)
+ * must be gone before the next row runs, or they would steal its CPU. Found by their working
+ * directory or command line naming the row's directory. Every call of the row has returned by
+ * now, so what is left is idle waiting for more work (walbridge's pusher stays --background-idle
+ * seconds): after a short grace it is stopped with SIGTERM.
  */
 async function waitForDetached(bench: Bench, row: Row): Promise<void> {
   if (!row.dataDir) return;
   const home = resolve(row.dataDir, '..');
   const started = Date.now();
-  while (await processesUnder(home)) {
-    if (Date.now() - started > 30_000) {
+  let signalled = false;
+  for (let pids = await processesUnder(home); pids.length > 0; pids = await processesUnder(home)) {
+    const waited = Date.now() - started;
+    if (waited > 30_000) {
       bench.log(`  ${row.id}: background processes still running after 30 s; going on`);
       return;
     }
+    if (waited > 3_000 && !signalled) {
+      signalled = true;
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          /* gone meanwhile */
+        }
+      }
+    }
     await sleep(100);
   }
-  if (Date.now() - started > 500) bench.log(`  ${row.id}: waited ${((Date.now() - started) / 1000).toFixed(1)} s for its background processes`);
+  if (Date.now() - started > 500) bench.log(`  ${row.id}: waited ${((Date.now() - started) / 1000).toFixed(1)} s for its background processes${signalled ? ' (stopped idle ones)' : ''}`);
 }
 
-async function processesUnder(dir: string): Promise<boolean> {
+async function processesUnder(dir: string): Promise<number[]> {
+  const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const cwd = readlinkSync(`/proc/${entry}/cwd`);
       const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replace(/\0/g, ' ');
-      if (cwd === dir || cwd.startsWith(`${dir}/`) || cmdline.includes(dir)) return true;
+      if (cwd === dir || cwd.startsWith(`${dir}/`) || cmdline.includes(dir)) pids.push(Number(entry));
     } catch {
       /* gone, or not ours to read */
     }
   }
-  return false;
+  return pids;
 }
 
 function versions(walbridgeVersion: string): Record<string, string> {
@@ -432,8 +449,9 @@ function versions(walbridgeVersion: string): Record<string, string> {
 
 function notes(opts: Options): string[] {
   return [
-    'Burst and restore rows run one after another, not interleaved per segment: a background uploader or prefetcher would otherwise work during other rows\' calls for free. Each waits until the previous row\'s background processes are gone.',
-    'Peak RSS is the command\'s own process (GNU time); pgBackRest\'s detached async process is not included.',
+    'Burst and restore rows run one after another, not interleaved per segment: a background uploader or prefetcher would otherwise work during other rows\' calls for free. Each waits until the previous row\'s background processes are gone (idle ones are stopped after 3 s, once every call of the row has returned).',
+    'walbridge push rows run with its defaults: the first call starts the background pusher, which then serves the later calls over its socket (SDK loaded, connections open) and uploads ready files ahead; in the per-segment rows nothing is marked ready, so each call waits for its own upload.',
+    'Peak RSS is the command\'s own process (GNU time); pgBackRest\'s detached async process and walbridge\'s background pusher are not included.',
     `Restore "verified" compares each restored file's sha256 with the original segment.`,
     `walbridge lookahead / prefetch: --push-concurrency ${opts.pushConcurrency}, --prefetch ${opts.prefetch}; rows show "n/a (flag missing)" when this build lacks the flag.`,
     'The machine may be shared: compare rows within this run (the ratios), not absolute numbers across runs.',

@@ -239,7 +239,7 @@ export interface WaitingRows {
 const waitBeforeEventMs = (): number => 1000 + Math.random() * 400;
 
 export async function waitingFetch(rows: WaitingRows, names: readonly string[], tries: number): Promise<WaitingResult> {
-  const out: WaitingResult = { pickup: [], failover: [], failures: [], pollSettings: 'archive-fetch defaults (--poll-interval 0.05, --max-poll-interval 0.4)' };
+  const out: WaitingResult = { pickup: [], failover: [], failures: [], pollSettings: 'archive-fetch defaults (--poll-interval 0.05, --max-poll-interval 0.25)' };
   const first = await run({ command: rows.failoverPush.pushCommand!(names[0]!), cwd: rows.failoverPush.dataDir, env: rows.failoverPush.env });
   if (first.exitCode !== 0) throw new Error(`waiting fetch setup: push into the failover namespace failed: ${failureText(first)}`);
   const absent = names[1]!;
