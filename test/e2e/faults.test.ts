@@ -152,8 +152,24 @@ describe.each([
     expect(fetched.status, fetched.stderr).toBe(0);
     expect(await sameAsSegment(dest, 2)).toBe(true);
   });
+});
 
-  it.runIf(_backend === 'gcs')('503 answers, then recovery: stored after retries; 500 for everything: exit 10 within the bound', async () => {
+// HTTP error answers come from the GCS test server itself (radosgw has no switch for them).
+describe('GCS error answers', () => {
+  let t: Target;
+  let n = 0;
+  beforeAll(async () => {
+    t = await gcsTarget();
+  });
+  afterAll(async () => {
+    await t.proxy.close();
+    await t.gcs?.close();
+  });
+  const env = (namespace: string) => ({ ...t.env, WALBRIDGE_NAMESPACE: namespace, WALBRIDGE_TIMEOUT: String(TIMEOUT_S) });
+  const push = (namespace: string, i: number) => runCli('archive-push', [wal.segments[i]!], env(namespace));
+  const stored = async (namespace: string, i: number) => (await t.direct.head(`${namespace}/wal/${path.basename(wal.segments[i]!)}`)) !== undefined;
+
+  it('503 answers, then recovery: stored after retries; 500 for everything: exit 10 within the bound', async () => {
     const ns = `e5${++n}`;
     t.proxy.set({ kind: 'none' });
     t.gcs!.faults.failNext(3, 503);

@@ -217,6 +217,15 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
 });
 
 describe('refused credentials and unreachable stores', () => {
+  it('--help of every command, with credentials in the environment, prints none of them (runCli checks every call)', async () => {
+    const env = { AWS_SECRET_ACCESS_KEY: 'help-must-not-show-this-secret', AWS_SESSION_TOKEN: 'help-must-not-show-this-token', WALBRIDGE_REPO: 's3://bucket-x/p', WALBRIDGE_NAMESPACE: 'n' };
+    for (const [bin, args] of [['archive-push', ['--help']], ['archive-fetch', ['--help']], ['walbridge', ['--help']], ['walbridge', ['status', '--help']], ['walbridge', ['verify', '--help']]] as const) {
+      const r = await runCli(bin, [...args], env);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/Usage/);
+    }
+  });
+
   it('S3: a wrong secret key is "access denied" (exit 11), not a retry loop', async () => {
     const repo = await createRepo('s3');
     const t = Date.now();

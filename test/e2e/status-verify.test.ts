@@ -67,7 +67,7 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
 
     await repo.tamper(`${namespace}/wal/${names()[3]}`, (stored) => {
       const copy = Buffer.from(stored);
-      copy[copy.length - 1] ^= 0xff;
+      copy.writeUInt8(copy.readUInt8(copy.length - 1) ^ 0xff, copy.length - 1);
       return copy;
     });
     const deep = await runCli('walbridge', ['verify', '--deep', '--json'], env(namespace));
