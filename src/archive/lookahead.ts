@@ -10,18 +10,18 @@
  * given after a verified push of exactly the bytes on disk. The pusher's own failures are
  * never reported to PostgreSQL: the archiver's call for that file meets them itself.
  */
-import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { trimStderrLog } from '../util/log-file.js';
+import { sweepDeadTempFiles } from '../util/temp-files.js';
 import { readyWalFiles } from '../wal/archive-status.js';
 import { parseWalFileName } from '../wal/names.js';
 import { confirmPushed, listMarkers, removeMarker, sweepMarkers, walDirOf, writeMarker, type MarkerScope } from './markers.js';
 import { pushWalFile, type PushContext, type PushResult } from './push.js';
 import { BACKGROUND_COMMAND, backgroundLock, backgroundSocket, type BackgroundRequest } from './background-link.js';
 import { listenForCalls, reportable, stopListening } from './background-server.js';
-import { pidLockHeld, processAlive, releasePidLock, takePidLock } from '../util/pid-lock.js';
+import { pidLockHeld, releasePidLock, takePidLock } from '../util/pid-lock.js';
 
 /**
  * archive_command for `walPath`. With lookahead on, a background pusher (see pushAhead) is
@@ -169,10 +169,7 @@ export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: st
 /** Removes what killed processes left: unusable markers, and spilled bodies (`.walbridge-body-<pid>-*`) of dead processes. */
 async function sweepLeftovers(walDir: string, scope: MarkerScope): Promise<void> {
   await sweepMarkers(walDir, scope);
-  for (const entry of await readdir(walDir).catch(() => [] as string[])) {
-    const owner = /^\.walbridge-body-(\d+)-/.exec(entry);
-    if (owner && !processAlive(Number(owner[1]))) await unlink(path.join(walDir, entry)).catch(() => undefined);
-  }
+  await sweepDeadTempFiles(walDir);
 }
 
 /** Markers of files no longer waiting to be archived can never be used: remove them. */

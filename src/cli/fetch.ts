@@ -106,7 +106,12 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
         }
       }
     }
-    const [{ openRepository }, { fetchWalFile, waitForWalFile }] = await Promise.all([import('./repository.js'), import('../archive/wait.js')]);
+    const [{ openRepository }, { fetchWalFile, waitForWalFile }, { sweepDeadTempFiles }] = await Promise.all([
+      import('./repository.js'),
+      import('../archive/wait.js'),
+      import('../util/temp-files.js'),
+    ]);
+    await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
     const { store, retry } = await openRepository(settings, log);
     const ctx = { ...scope, store, retry, prefetch: settings.prefetch };
     const outcome = flags.wait

@@ -3,6 +3,9 @@
  * process dies: SIGTERM must leave neither a partial destination nor litter behind.
  */
 import { unlinkSync } from 'node:fs';
+import { readdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { processAlive } from './pid-lock.js';
 
 const pending = new Set<string>();
 
@@ -23,4 +26,16 @@ export function removeTempFilesSync(): void {
     }
   }
   pending.clear();
+}
+
+/**
+ * Removes, in `dir`, the temp files of processes that are gone (`kill -9` leaves them): every
+ * walbridge temp file is a dot file naming its writer, `.….walbridge-<pid>-…` or
+ * `.walbridge-body-<pid>-…`. Never a file of a live process.
+ */
+export async function sweepDeadTempFiles(dir: string): Promise<void> {
+  for (const entry of await readdir(dir).catch(() => [] as string[])) {
+    const writer = /^\..*\.?walbridge-(?:body-)?(\d+)-/.exec(entry);
+    if (writer && !processAlive(Number(writer[1]))) await unlink(path.join(dir, entry)).catch(() => undefined);
+  }
 }
