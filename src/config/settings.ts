@@ -152,6 +152,10 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     return def.default === undefined ? undefined : { value: def.default, from: `default ${key}` };
   };
 
+  if (env['NODE_TLS_REJECT_UNAUTHORIZED'] === '0') {
+    // Node's switch turns every certificate check off: WAL would go to whoever answers.
+    throw configError('refusing to run with NODE_TLS_REJECT_UNAUTHORIZED=0 (no TLS certificate checks): name the CA in NODE_EXTRA_CA_CERTS instead');
+  }
   const repoRaw = raw('repo');
   if (!repoRaw) throw configError('no repository: set --repo or WALBRIDGE_REPO (s3://bucket/prefix, gs://bucket/prefix or file:///dir)');
   const repo = parseRepoUrl(String(repoRaw.value));

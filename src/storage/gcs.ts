@@ -11,6 +11,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
 import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+import { untrustedCertificate } from './tls.js';
 
 export interface GcsStoreOptions {
   readonly bucket: string;
@@ -171,6 +172,8 @@ export class GcsStore implements Store {
     const status = statusOf(err);
     const message = (err as Error).message ?? String(err);
     const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}`;
+    const tls = untrustedCertificate(err);
+    if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (status === 404) {
       if (/bucket does not exist/i.test(message)) return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
       return new StoreError('not-found', detail, { cause: err });

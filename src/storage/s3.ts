@@ -23,6 +23,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
+import { untrustedCertificate } from './tls.js';
 import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface S3StoreOptions {
@@ -237,6 +238,8 @@ export class S3Store implements Store {
     const status = httpStatus(err);
     const name = e.name ?? 'Error';
     const detail = `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim();
+    const tls = untrustedCertificate(err);
+    if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (name === 'NoSuchBucket') return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
     if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new StoreError('not-found', detail, { cause: err });
     if (name === 'CredentialsProviderError' || status === 401 || status === 403 || DENIED.has(name)) {

@@ -8,6 +8,9 @@ import { startRadosgw } from '../servers/radosgw.js';
 
 export interface S3Endpoint {
   endpoint: string;
+  /** The same server over TLS, with a self-signed certificate (caFile). */
+  httpsEndpoint: string;
+  caFile: string;
   accessKey: string;
   secretKey: string;
   region: string;
@@ -23,8 +26,15 @@ declare module 'vitest' {
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // The S3 SDK's multi-line Node 20 notice (the radosgw harness uses the SDK here too).
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
-  const [rgw, gcs] = await Promise.all([startRadosgw(), startGcsServer()]);
-  project.provide('s3', { endpoint: rgw.endpoint, accessKey: rgw.accessKey, secretKey: rgw.secretKey, region: rgw.region });
+  const [rgw, gcs] = await Promise.all([startRadosgw({ tls: true }), startGcsServer()]);
+  project.provide('s3', {
+    endpoint: rgw.endpoint,
+    httpsEndpoint: rgw.httpsEndpoint!,
+    caFile: rgw.caFile!,
+    accessKey: rgw.accessKey,
+    secretKey: rgw.secretKey,
+    region: rgw.region,
+  });
   project.provide('gcsUrl', gcs.url);
   return async () => {
     await Promise.all([rgw.stop(), gcs.close()]);
