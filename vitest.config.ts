@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/setup/global.ts'],
+    setupFiles: ['test/setup/each-file.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Real servers (radosgw, PostgreSQL) are shared; two cores: keep parallelism modest.

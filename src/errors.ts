@@ -36,6 +36,8 @@ export const ExitCode = {
   storeError: 13,
   /** walbridge verify: the archive has problems (never a PostgreSQL command's status). */
   problems: 14,
+  /** An object is encrypted with a key that was not given. */
+  encryptionKey: 15,
   /** A bug in walbridge. */
   internal: 70,
 } as const;
@@ -75,4 +77,5 @@ export const EXIT_CODE_HELP = `Exit status:
   12  bucket or repository directory does not exist
   13  other store error
   14  walbridge verify found problems
+  15  encrypted with a key that was not given (add it to the key file)
   70  internal error`;

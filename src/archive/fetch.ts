@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CodecUnavailableError } from '../codec/compression.js';
 import { describeContent, unseal } from '../codec/envelope.js';
+import { DecryptionError } from '../codec/encryption.js';
 import { FrameFormatError } from '../codec/frames.js';
+import type { KeyRing } from '../codec/keys.js';
 import { WalbridgeError } from '../errors.js';
 import { fsyncDir } from '../util/durable.js';
 import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
@@ -37,6 +39,8 @@ export interface FetchContext {
    * (create-if-absent) and never changes, so it is read from the store only until found.
    */
   readonly identityCache?: { value?: ClusterIdentity };
+  /** Keys for encrypted objects. */
+  readonly keys: KeyRing | undefined;
 }
 
 /** The namespace's identity (undefined while nothing is archived), from the cache when there is one. */
@@ -95,7 +99,7 @@ async function downloadVerified(
   try {
     let seen;
     try {
-      seen = await unseal(opened.body, promised.codec, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }));
+      seen = await unseal(opened.body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
     } catch (err) {
       opened.body.destroy();
       throw classifyStreamError(err, file, where);
@@ -134,6 +138,9 @@ function classifyStreamError(err: unknown, file: WalFileName, where: string): Er
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (err instanceof CodecUnavailableError) {
     return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`);
+  }
+  if (err instanceof DecryptionError) {
+    return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decrypt: ${err.message}`);
   }
   if (code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || err instanceof FrameFormatError) {
     return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decompress: ${(err as Error).message}`);

@@ -4,7 +4,9 @@
  * objects, and with `deep` every object's content against its recorded hash and header).
  */
 import { Writable } from 'node:stream';
-import { describeContent, unseal } from '../codec/envelope.js';
+import { describeContent, unseal, type ContentDescription } from '../codec/envelope.js';
+import type { KeyRing } from '../codec/keys.js';
+import { WalbridgeError } from '../errors.js';
 import { StoreError, type Store } from '../storage/store.js';
 import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
 import { parseWalFileName } from '../wal/names.js';
@@ -57,6 +59,8 @@ export interface VerifyOptions {
   readonly concurrency?: number;
   /** Called as the deep check goes (for a progress bar). */
   readonly progress?: (done: number, total: number) => void;
+  /** Keys for encrypted objects (histories are read in any case, contents with `deep`). */
+  readonly keys?: KeyRing;
 }
 
 export async function verifyNamespace(store: Store, namespace: string, opts: VerifyOptions): Promise<VerifyReport> {
@@ -74,8 +78,12 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
   }
   for (const history of inventory.histories) {
     const timeline = parseInt(history.slice(0, 8), 16);
-    const text = await readText(store, `${namespacePrefix(namespace)}history/${history}`);
+    const text = await readText(store, `${namespacePrefix(namespace)}history/${history}`, opts.keys);
     if (text === undefined) continue; // removed while we looked
+    if (typeof text !== 'string') {
+      problems.push({ kind: 'history', message: `${history}: cannot be read: ${text.problem}` });
+      continue;
+    }
     const entries = parseHistory(text);
     if (typeof entries === 'string') problems.push({ kind: 'history', message: `${history}: ${entries}` });
     else for (const message of historyProblems(timeline, entries, inventory, segmentSize)) problems.push({ kind: 'history', message });
@@ -90,7 +98,7 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
     const worker = async () => {
       while (next < keys.length) {
         const key = keys[next++]!;
-        const problem = await checkContent(store, namespace, key, identity);
+        const problem = await checkContent(store, namespace, key, identity, opts.keys);
         if (problem) problems.push({ kind: 'corrupt', message: problem });
         contentChecked++;
         opts.progress?.(contentChecked, keys.length);
@@ -101,17 +109,27 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
   return { status, problems, contentChecked };
 }
 
-async function readText(store: Store, key: string): Promise<string | undefined> {
+/** A small object's text (a timeline history), undefined when absent, or why it cannot be read. */
+async function readText(store: Store, key: string, keys: KeyRing | undefined): Promise<string | { problem: string } | undefined> {
+  let opened;
   try {
-    const { info, body } = await store.get(key);
-    const promised = describeContent(info.metadata);
-    const chunks: Buffer[] = [];
-    await unseal(body, typeof promised === 'string' ? 'none' : promised.codec, () => collect(chunks, 64 * 1024));
-    return Buffer.concat(chunks).toString('utf8');
+    opened = await store.get(key);
   } catch (err) {
     if (err instanceof StoreError && err.kind === 'not-found') return undefined;
     throw err;
   }
+  const described = describeContent(opened.info.metadata);
+  // Without a usable description the bytes are read as they are: the history's parser judges them.
+  const promised: ContentDescription = typeof described === 'string' ? { sha256: '', size: 0, codec: 'none' } : described;
+  const chunks: Buffer[] = [];
+  try {
+    await unseal(opened.body, promised, () => collect(chunks, 64 * 1024), { fileName: key.slice(key.lastIndexOf('/') + 1), keys });
+  } catch (err) {
+    opened.body.destroy();
+    if (err instanceof StoreError) throw err;
+    return { problem: (err as Error).message };
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** A sink that keeps the first `limit` bytes and drops the rest. */
@@ -129,7 +147,13 @@ function collect(chunks: Buffer[], limit: number): Writable {
 }
 
 /** Reads one object whole and checks it as a restore would; returns what is wrong, or undefined. */
-async function checkContent(store: Store, namespace: string, key: string, identity: ClusterIdentity | undefined): Promise<string | undefined> {
+async function checkContent(
+  store: Store,
+  namespace: string,
+  key: string,
+  identity: ClusterIdentity | undefined,
+  keys: KeyRing | undefined,
+): Promise<string | undefined> {
   const name = key.slice(key.lastIndexOf('/') + 1);
   const file = parseWalFileName(name)!;
   let opened;
@@ -147,9 +171,11 @@ async function checkContent(store: Store, namespace: string, key: string, identi
   const head: Buffer[] = [];
   let seen;
   try {
-    seen = await unseal(opened.body, promised.codec, () => collect(head, LONG_HEADER_SIZE));
+    seen = await unseal(opened.body, promised, () => collect(head, LONG_HEADER_SIZE), { fileName: name, keys });
   } catch (err) {
+    opened.body.destroy();
     if (err instanceof StoreError) throw err;
+    if (err instanceof WalbridgeError) return `${key}: ${err.message}`;
     return `${key}: does not decode: ${(err as Error).message}`;
   }
   if (seen.size !== promised.size || seen.sha256 !== promised.sha256) {

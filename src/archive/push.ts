@@ -7,6 +7,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { describeContent, sealFile } from '../codec/envelope.js';
 import type { CodecName } from '../codec/codecs.js';
+import type { KeyRing } from '../codec/keys.js';
 import { codecAvailable } from '../codec/compression.js';
 import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
@@ -23,6 +24,8 @@ export interface PushContext {
   readonly namespace: string;
   readonly codec: CodecName;
   readonly level: number | undefined;
+  /** Set: objects are encrypted with its current key. */
+  readonly encryption: KeyRing | undefined;
   readonly log: Logger;
 }
 
@@ -47,15 +50,18 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
   const source = await inspectSource(sourcePath);
   const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(source, file) : undefined;
 
-  const key = walFileKey(ctx.namespace, file);
+  const objectKey = walFileKey(ctx.namespace, file);
   // Compressing and hashing (CPU, local disk) overlaps the two lookups (network).
   const codec = usableCodec(ctx);
-  const sealing = readSource(sourcePath, () => sealFile(sourcePath, codec, ctx.level, path.dirname(sourcePath)));
+  const key = ctx.encryption?.current;
+  const sealing = readSource(sourcePath, () =>
+    sealFile(sourcePath, { codec, level: ctx.level, spoolDir: path.dirname(sourcePath), encryption: key && { key, fileName: name } }),
+  );
   sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   let identity: ClusterIdentity | undefined;
   let existing: ObjectInfo | undefined;
   try {
-    [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(key)]);
+    [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(objectKey)]);
     await checkCluster(ctx, identity, header, file, sourcePath);
   } catch (err) {
     await sealing.then((s) => s.dispose(), () => undefined);
@@ -73,9 +79,9 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
       const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));
       await checkCluster(ctx, recorded, header, file, sourcePath);
     }
-    const outcome = await ctx.store.putIfAbsent(key, sealed);
+    const outcome = await ctx.store.putIfAbsent(objectKey, sealed);
     // Do not trust the precondition alone: read back what the store now holds under the name.
-    const stored = await ctx.store.head(key);
+    const stored = await ctx.store.head(objectKey);
     const promised = stored ? describeContent(stored.metadata) : 'it is absent';
     const storedSizeWrong = stored !== undefined && outcome === 'created' && stored.size !== bodySize(sealed.body);
     if (typeof promised === 'string' || promised.sha256 !== sealed.sha256 || promised.size !== sealed.size || storedSizeWrong) {
@@ -87,7 +93,7 @@ export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise
     }
     if (outcome === 'exists') return result(confirmDuplicate(ctx, stored!, sealed.sha256, sealed.size, file));
     ctx.log.info(
-      `archived ${name} (${formatBytes(sealed.size)}, stored ${formatBytes(bodySize(sealed.body))} ${codec}) in ${Date.now() - started} ms`,
+      `archived ${name} (${formatBytes(sealed.size)}, stored ${formatBytes(bodySize(sealed.body))} ${codec}${key ? `, encrypted with key ${key.id}` : ''}) in ${Date.now() - started} ms`,
     );
     return result('archived');
   } finally {

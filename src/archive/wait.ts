@@ -164,8 +164,8 @@ function restoredBefore(file: WalFileName, restoredUpTo: string | undefined): bo
   return restoredUpTo !== undefined && file.position !== undefined && file.position <= restoredUpTo;
 }
 
-/** Failures that an operator can fix while the standby waits: the store's, and damaged objects. */
+/** Failures that an operator can fix while the standby waits: the store's, damaged objects, a missing key. */
 function isWaitable(err: unknown): boolean {
   if (err instanceof StoreError) return true;
-  return err instanceof WalbridgeError && ['corrupt', 'foreignCluster', 'storeUnavailable', 'storeAccess', 'storeMissing', 'storeError'].includes(err.kind);
+  return err instanceof WalbridgeError && ['corrupt', 'encryptionKey', 'foreignCluster', 'storeUnavailable', 'storeAccess', 'storeMissing', 'storeError'].includes(err.kind);
 }

@@ -113,7 +113,7 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     ]);
     await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
     const { store, retry } = await openRepository(settings, log);
-    const ctx = { ...scope, store, retry, prefetch: settings.prefetch };
+    const ctx = { ...scope, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
     const outcome = flags.wait
       ? await waitForWalFile(ctx, walFile, destination, {
           pollIntervalMs: settings.pollInterval * 1000,
@@ -162,7 +162,7 @@ export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
     const configuration = fingerprint(settings, process.env);
     const [{ openRepository }, { fetchAhead }] = await Promise.all([import('./repository.js'), import('../archive/fetcher.js')]);
     const { store, retry } = await openRepository(settings, log);
-    const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch };
+    const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
     await fetchAhead(ctx, path.resolve(walDir), {
       idleMs: settings.backgroundIdle * 1000,
       fingerprint: configuration,

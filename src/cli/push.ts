@@ -4,8 +4,11 @@ import { Command } from 'commander';
 import { confirmPushed, walDirOf } from '../archive/markers.js';
 import { ask, backgroundSocket, fingerprint } from '../archive/background-link.js';
 import type { PushAnswer } from '../archive/lookahead.js';
+import type { PushContext } from '../archive/push.js';
+import type { Settings } from '../config/settings.js';
+import type { Store } from '../storage/store.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository, repositoryId } from './repository.js';
 import { removeTempFilesOnSignals } from './signals.js';
@@ -44,7 +47,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
     const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);
     const { store } = await openRepository(settings, log);
-    const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
+    const ctx = pushContext(settings, store, log);
     const startPusher = () => {
       if (walDir) startBackground('pusher', walDir, command, callEnv);
     };
@@ -68,7 +71,7 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     const configuration = fingerprint(settings, process.env);
     const { pushAhead } = await import('../archive/lookahead.js');
     const { store } = await openRepository(settings, log);
-    const ctx = { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, log };
+    const ctx = pushContext(settings, store, log);
     await pushAhead(ctx, scope, path.resolve(walDir), {
       concurrency: settings.pushConcurrency,
       idleMs: settings.backgroundIdle * 1000,
@@ -78,4 +81,8 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     done(ExitCode.ok);
   });
   return command;
+}
+
+function pushContext(settings: Settings, store: Store, log: Logger): PushContext {
+  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log };
 }

@@ -24,7 +24,7 @@ export function verifyCommand(done: (status: ExitStatus) => void): Command {
     const { store } = await openRepository(settings, log);
     const { verifyNamespace } = await import('../archive/inspect.js');
     const bar = process.stderr.isTTY && !flags.json ? progressBar() : undefined;
-    const report = await verifyNamespace(store, settings.namespace, { deep: !!flags.deep, progress: bar });
+    const report = await verifyNamespace(store, settings.namespace, { deep: !!flags.deep, progress: bar, keys: settings.encryption });
     bar?.(-1, 0);
     const ok = report.problems.length === 0;
     if (flags.json) {

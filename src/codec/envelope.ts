@@ -1,16 +1,19 @@
 /**
- * How a WAL file becomes a stored object and back: compression, then the hashes and sizes that
- * let a reader prove it got exactly the bytes PostgreSQL archived.
+ * How a WAL file becomes a stored object and back: compression, encryption when a key is set,
+ * and the hashes and sizes that let a reader prove it got exactly the bytes PostgreSQL archived.
  */
 import { createReadStream } from 'node:fs';
 import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Writable, type Readable } from 'node:stream';
+import { Writable, type Readable, type Transform } from 'node:stream';
 import { isCodec, type CodecName } from './codecs.js';
 import { compressor, decompressor, frameBytesFor } from './compression.js';
+import { CIPHER_NAME, Decryptor, Encryptor } from './encryption.js';
 import { HashingStream, md5, sha256Hex } from './hash.js';
+import type { EncryptionKey, KeyRing } from './keys.js';
+import { WalbridgeError } from '../errors.js';
 import type { Body, ObjectMetadata, PutRequest } from '../storage/store.js';
 import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
 
@@ -20,6 +23,9 @@ export const META = {
   sha256: 'walbridge-sha256',
   size: 'walbridge-size',
   codec: 'walbridge-codec',
+  /** Set on encrypted objects only (see encryption.ts), with the id of the key. */
+  cipher: 'walbridge-cipher',
+  keyId: 'walbridge-key-id',
 } as const;
 
 const FORMAT_VERSION = '1';
@@ -37,8 +43,9 @@ export interface Sealed extends PutRequest {
   dispose(): Promise<void>;
 }
 
-function metadataFor(sha256: string, size: number, codec: CodecName): ObjectMetadata {
-  return { [META.format]: FORMAT_VERSION, [META.sha256]: sha256, [META.size]: String(size), [META.codec]: codec };
+function metadataFor(sha256: string, size: number, codec: CodecName, key?: EncryptionKey): ObjectMetadata {
+  const metadata = { [META.format]: FORMAT_VERSION, [META.sha256]: sha256, [META.size]: String(size), [META.codec]: codec };
+  return key ? { ...metadata, [META.cipher]: CIPHER_NAME, [META.keyId]: key.id } : metadata;
 }
 
 /** A small in-memory record (JSON objects), stored as it is. */
@@ -47,24 +54,42 @@ export function sealBuffer(plain: Buffer): Sealed {
   return { body: plain, md5: md5(plain), sha256, size: plain.length, metadata: metadataFor(sha256, plain.length, 'none'), dispose: async () => undefined };
 }
 
+export interface SealOptions {
+  readonly codec: CodecName;
+  readonly level: number | undefined;
+  /** Where a large stored body spills to. */
+  readonly spoolDir: string;
+  /** Encrypt with this key; the object is bound to the WAL file name it is stored under. */
+  readonly encryption?: { readonly key: EncryptionKey; readonly fileName: string };
+}
+
 /**
- * Reads `source` once, hashing the plain bytes and compressing them on the way. A stored body
- * over MEMORY_BODY_LIMIT spills to a temp file in `spoolDir` (or, uncompressed, is read again
- * from `source` itself when uploading: the store verifies it against the MD5 taken here).
+ * Reads `source` once, hashing the plain bytes, compressing and maybe encrypting them on the
+ * way. A stored body over MEMORY_BODY_LIMIT spills to a temp file in `spoolDir` (or, stored as
+ * it is, is read again from `source` itself when uploading: the store verifies it against the
+ * MD5 taken here).
  */
-export async function sealFile(source: string, codec: CodecName, level: number | undefined, spoolDir: string): Promise<Sealed> {
+export async function sealFile(source: string, opts: SealOptions): Promise<Sealed> {
+  const { codec, encryption } = opts;
   const plain = new HashingStream('sha256');
-  const sink = new BodyCollector(codec === 'none' ? source : undefined, spoolDir);
-  const stage = compressor(codec, level, frameBytesFor((await stat(source)).size));
+  const sink = new BodyCollector(codec === 'none' && !encryption ? source : undefined, opts.spoolDir);
+  const stages: Transform[] = [plain];
+  const compress = compressor(codec, opts.level, frameBytesFor((await stat(source)).size));
+  if (compress) stages.push(compress);
+  let sha256: string | undefined;
+  const digest = () => (sha256 ??= plain.digestHex());
+  if (encryption) {
+    // Asked for when the last chunk is sealed, after every plain byte went through `plain`.
+    stages.push(new Encryptor(encryption.key, () => ({ fileName: encryption.fileName, codec, size: plain.bytes, sha256: digest() })));
+  }
   try {
-    if (stage) await pipeline(createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), plain, stage, sink);
-    else await pipeline(createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), plain, sink);
+    await pipeline([createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), ...stages, sink]);
   } catch (err) {
     await sink.dispose();
     throw err;
   }
-  const sha256 = plain.digestHex();
-  return { body: sink.body(), md5: sink.md5(), sha256, size: plain.bytes, metadata: metadataFor(sha256, plain.bytes, codec), dispose: () => sink.dispose() };
+  const metadata = metadataFor(digest(), plain.bytes, codec, encryption?.key);
+  return { body: sink.body(), md5: sink.md5(), sha256: digest(), size: plain.bytes, metadata, dispose: () => sink.dispose() };
 }
 
 /** Collects the stored bytes and their MD5: in memory while small, then in a temp file. */
@@ -136,6 +161,8 @@ export interface ContentDescription {
   readonly sha256: string;
   readonly size: number;
   readonly codec: CodecName;
+  /** The id of the key it is encrypted with; absent for objects stored in the clear. */
+  readonly keyId?: string;
 }
 
 /** What an object's metadata promises about its content, or a reason it promises nothing usable. */
@@ -146,23 +173,53 @@ export function describeContent(metadata: ObjectMetadata): ContentDescription | 
   if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256)) return 'it has no valid content hash in its metadata';
   if (!Number.isSafeInteger(size) || size < 0) return 'it has no valid content size in its metadata';
   if (!isCodec(codec)) return `it uses codec "${codec}", which this version cannot read`;
-  return { sha256, size, codec };
+  const cipher = metadata[META.cipher];
+  if (cipher === undefined) return { sha256, size, codec };
+  if (cipher !== CIPHER_NAME) return `it is encrypted with "${cipher}", which this version cannot read`;
+  const keyId = metadata[META.keyId];
+  if (!keyId || !/^[0-9a-f]{16}$/.test(keyId)) return 'it is encrypted but names no valid key id in its metadata';
+  return { sha256, size, codec, keyId };
+}
+
+/** An encrypted object's key from the ring, or an error naming the key to add. */
+function keyFor(promised: ContentDescription, fileName: string, keys: KeyRing | undefined): EncryptionKey | undefined {
+  if (promised.keyId === undefined) return undefined;
+  const key = keys?.find(promised.keyId);
+  if (key) return key;
+  throw new WalbridgeError(
+    'encryptionKey',
+    keys
+      ? `${fileName} is encrypted with key ${promised.keyId}, which is not among the keys given (${keys.ids.join(', ')} from ${keys.describeSource()}): add that key to the key file`
+      : `${fileName} is encrypted with key ${promised.keyId}, and no key is given: set encryption-key-file or WALBRIDGE_ENCRYPTION_KEY`,
+  );
+}
+
+export interface UnsealOptions {
+  /** The name the object is stored under (encrypted objects are bound to it). */
+  readonly fileName: string;
+  /** Keys for encrypted objects. */
+  readonly keys: KeyRing | undefined;
 }
 
 /**
  * Decodes a stored body into `sink`, hashing the plain bytes on the way, and reports what it
- * saw; the caller decides whether that matches the promise before publishing anything.
+ * saw; the caller decides whether that matches the promise before publishing anything. An
+ * encrypted body that fails authentication is a DecryptionError, and its key missing a
+ * WalbridgeError('encryptionKey'), both before `sink` received anything unauthenticated.
  */
 export async function unseal(
   body: Readable,
-  codec: CodecName,
+  promised: ContentDescription,
   /** Opens the destination; called only once the decoder exists, so nothing is opened in vain. */
   sink: () => Writable,
+  opts: UnsealOptions,
 ): Promise<{ sha256: string; size: number }> {
+  const key = keyFor(promised, opts.fileName, opts.keys);
+  const stages: Transform[] = [];
+  if (key) stages.push(new Decryptor(key, { fileName: opts.fileName, codec: promised.codec, size: promised.size, sha256: promised.sha256 }));
+  const decode = decompressor(promised.codec);
+  if (decode) stages.push(decode);
   const hasher = new HashingStream();
-  const decode = decompressor(codec);
-  const destination = sink();
-  if (decode) await pipeline(body, decode, hasher, destination);
-  else await pipeline(body, hasher, destination);
+  await pipeline([body, ...stages, hasher, sink()]);
   return { sha256: hasher.digestHex(), size: hasher.bytes };
 }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { WalbridgeError } from '../errors.js';
 import { namespaceProblem } from '../archive/layout.js';
+import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import { parseRepoUrl, type RepoLocation } from './repo-url.js';
 
 export type S3ChecksumMode = 'when-required' | 'when-supported';
@@ -38,6 +39,8 @@ export interface Settings {
   readonly maxPollInterval: number;
   /** Seconds without a new segment after which a waiting fetch fails over; 0 = never. */
   readonly maxWait: number;
+  /** Client-side encryption keys: new objects are encrypted when set. */
+  readonly encryption: KeyRing | undefined;
 }
 
 /** The commands a setting matters to (its flag appears only there). */
@@ -115,6 +118,13 @@ export const SETTINGS: readonly SettingDef[] = [
     description: 'waiting fetch: fail over (fast) when no new segment arrives for this long; 0 = never',
     default: '0',
     commands: ['fetch'],
+  },
+  {
+    key: 'encryption-key-file',
+    env: 'WALBRIDGE_ENCRYPTION_KEY_FILE',
+    value: '<path>',
+    description: `encrypt new objects (AES-256-GCM) with the first key in this file, one key per line (openssl rand -base64 32); later lines only decrypt. Or give the keys themselves in ${KEY_ENV}`,
+    commands: ['push', 'fetch', 'verify'],
   },
   { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'give up retrying an unreachable or failing store after this long', default: '60' },
   { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
@@ -201,7 +211,23 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
+    encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV]),
   };
+}
+
+/** The keys from the key file or the environment (never both: which one encrypts would be unclear). */
+function keyRing(fileRaw: { value: string | boolean; from: string } | undefined, envKeys: string | undefined): KeyRing | undefined {
+  if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`);
+  if (fileRaw) {
+    const file = absolutePath(fileRaw)!;
+    const keys = readKeyFile(file);
+    if (typeof keys === 'string') throw configError(`bad key file ${file} (${fileRaw.from}): ${keys}`);
+    return new KeyRing({ file }, keys);
+  }
+  if (envKeys === undefined || envKeys === '') return undefined;
+  const keys = parseKeys(envKeys);
+  if (typeof keys === 'string') throw configError(`bad ${KEY_ENV}: ${keys}`);
+  return new KeyRing({ env: KEY_ENV }, keys);
 }
 
 /**

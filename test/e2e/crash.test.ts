@@ -54,10 +54,16 @@ function runAndKill(bin: string, args: string[], env: Record<string, string>, ms
   });
 }
 
-async function duration(run: () => Promise<unknown>): Promise<number> {
-  const started = Date.now();
-  await run();
-  return Date.now() - started;
+/** How long a call takes: the fastest of three, so a slow first run (a busy machine) does not
+ *  stretch the kill window past most calls' end. */
+async function duration(run: (attempt: number) => Promise<unknown>): Promise<number> {
+  let fastest = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const started = Date.now();
+    await run(i);
+    fastest = Math.min(fastest, Date.now() - started);
+  }
+  return fastest;
 }
 
 /** The stored object's plain content hash, or undefined if absent; throws if it does not verify. */
@@ -67,7 +73,7 @@ async function storedSha(repo: TestRepo, key: string): Promise<string | undefine
   const { info: got, body } = await repo.store().get(key);
   const promised = describeContent(got.metadata);
   if (typeof promised === 'string') throw new Error(`${key}: ${promised}`);
-  const seen = await unseal(body, promised.codec, () => new Writable({ write: (_c, _e, done) => done() }));
+  const seen = await unseal(body, promised, () => new Writable({ write: (_c, _e, done) => done() }), { fileName: path.basename(key), keys: undefined });
   if (seen.sha256 !== promised.sha256 || seen.size !== promised.size) throw new Error(`${key} is stored but does not verify`);
   return seen.sha256;
 }
@@ -87,7 +93,7 @@ describe.each(['file', 's3'] as Backend[])('kill -9 at random moments through %s
   it(`push: ${TRIALS} trials (seed ${SEED}); the store has nothing or the verified object, and a retry succeeds`, async () => {
     const random = prng(SEED);
     const outcomes = { killed: 0, finished: 0, storedAfterKill: 0 };
-    const span = await duration(() => runCli('archive-push', [wal.segments[0]!], env('crash-push-timing')));
+    const span = await duration((i) => runCli('archive-push', [wal.segments[0]!], env(`crash-push-timing-${i}`)));
     for (let trial = 0; trial < TRIALS; trial++) {
       const namespace = `crash-push-${trial}`;
       const segment = wal.segments[trial % wal.segments.length]!;

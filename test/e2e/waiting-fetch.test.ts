@@ -3,6 +3,7 @@
  * signals), against each backend; real WAL from PostgreSQL 15.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -79,6 +80,22 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
     // Picked up within a poll interval (0.25 s) plus the download, not after a long sleep.
     expect(Date.now() - pushedAt).toBeLessThan(3000);
+  });
+
+  it('holds the wait while the key an object needs is missing, and restores once it is added to the key file', async () => {
+    const pg = await fakeDataDir('recovery');
+    const [old, current] = [randomBytes(32).toString('base64'), randomBytes(32).toString('base64')];
+    const keyFile = path.join(pg.dir, 'walbridge.keys');
+    await writeFile(keyFile, `${old}\n`);
+    expect((await runCli('archive-push', [wal.segments[0]!], env({ WALBRIDGE_ENCRYPTION_KEY_FILE: keyFile }))).status).toBe(0);
+    await writeFile(keyFile, `${current}\n`); // rotated, and the old key dropped too early
+    const fetch = startFetch([walName(0), pg.destination], env({ WALBRIDGE_ENCRYPTION_KEY_FILE: keyFile }));
+    await fetch.saw(/is encrypted with key [0-9a-f]{16}, which is not among the keys given.*still waiting/);
+    await writeFile(keyFile, `${current}\n${old}\n`);
+    const done = await fetch.exited;
+    expect(done.status, done.stderr).toBe(0);
+    expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
+    expect(done.stderr).not.toContain(old);
   });
 
   it('answers .history and .backup lookups at once when absent, and --no-wait for segments', async () => {

@@ -1,6 +1,9 @@
 /** The leak check every runCli call makes (test/support/cli.ts) finds what it must, and only that. */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { leakedSecrets } from '../support/cli.js';
+import { backgroundLogLeaks, leakedSecrets, rememberBackgroundLogs } from '../support/cli.js';
 
 describe('secret leak check', () => {
   const env = { AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG', AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE', WALBRIDGE_ENCRYPTION_KEY: 'c2VjcmV0LWtleS1ieXRlcw==', AWS_SESSION_TOKEN: 'FwoGZXIvYXdzEJr' };
@@ -13,5 +16,19 @@ describe('secret leak check', () => {
   it('does not count identifiers that are not secrets, nor clean output', () => {
     expect(leakedSecrets(env, 'access key AKIAIOSFODNN7EXAMPLE refused')).toEqual([]);
     expect(leakedSecrets(env, 'archive-push: archived 000000010000000000000001')).toEqual([]);
+  });
+
+  it("finds other secrets a test names (a key file's content)", () => {
+    expect(leakedSecrets({}, 'key is 0123456789abcdef', ['0123456789abcdef'])).toEqual(['secret #1 of the test']);
+  });
+
+  it("reads the background processes' logs next to the files the calls named", async () => {
+    const pgWal = await mkdtemp(path.join(tmpdir(), 'wb-secrets-'));
+    rememberBackgroundLogs([path.join(pgWal, '000000010000000000000001'), 'not-a-path'], env, ['file-key-material']);
+    expect(backgroundLogLeaks()).toEqual([]); // no log yet
+    await mkdir(path.join(pgWal, 'walbridge'));
+    await writeFile(path.join(pgWal, 'walbridge', 'pusher.log'), 'walbridge push-ahead: using wJalrXUtnFEMI/K7MDENG and file-key-material\n');
+    expect(backgroundLogLeaks()).toEqual([`${path.join(pgWal, 'walbridge', 'pusher.log')} holds the value of AWS_SECRET_ACCESS_KEY, secret #1 of the test`]);
+    await rm(pgWal, { recursive: true }); // or this file's own end-of-file check would find it
   });
 });

@@ -81,4 +81,27 @@ describe('resolveSettings', () => {
     expect(failure(() => resolveSettings({ flags: { config: configFile('just words\n') }, env: {} })).message).toMatch(/:1: expected/);
     expect(failure(() => resolveSettings({ flags: { config: path.join(dir, 'missing.conf') }, env: {} })).message).toMatch(/cannot read config/);
   });
+
+  it('reads encryption keys from a key file or the environment, never quoting a bad line', () => {
+    const base = { repo: 'file:///r', namespace: 'n' };
+    const key = Buffer.alloc(32, 7).toString('base64');
+    const good = configFile(`${key}\n`);
+    const fromFile = resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: {} });
+    expect(fromFile.encryption?.ids).toHaveLength(1);
+    expect(JSON.stringify(fromFile)).not.toContain(key);
+    expect(resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: key } }).encryption?.ids).toEqual(fromFile.encryption?.ids);
+    expect(resolveSettings({ flags: base, env: {} }).encryption).toBeUndefined();
+
+    const secretish = 'hunter2-is-not-a-key';
+    const bad = configFile(`${key}\n${secretish}\n`);
+    const badFile = failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': bad }, env: {} }));
+    expect(badFile.message).toBe(`bad key file ${bad} (--encryption-key-file): line 2: not a key (expected 32 bytes as base64, e.g. from "openssl rand -base64 32", or 64 hex digits)`);
+    expect(badFile.kind).toBe('config');
+    expect(failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: secretish } })).message).not.toContain(secretish);
+    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: { WALBRIDGE_ENCRYPTION_KEY: key } })).message).toMatch(
+      /both --encryption-key-file and WALBRIDGE_ENCRYPTION_KEY are set/,
+    );
+    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} })).message).toMatch(/cannot read it: ENOENT/);
+    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} })).message).toMatch(/give an absolute path/);
+  });
 });

@@ -1,0 +1,111 @@
+/**
+ * Client-side encryption keys: where they come from, and the ids that name them in stored
+ * objects, so keys can rotate while objects written with older ones stay readable.
+ *
+ * A key is 32 random bytes written as base64 (`openssl rand -base64 32`) or 64 hex digits. A key
+ * file holds one key per line: the first encrypts new objects, the others only decrypt (rotate
+ * by adding a new first line; drop an old line once nothing written with it is needed).
+ * WALBRIDGE_ENCRYPTION_KEY holds the same list, separated by whitespace or commas.
+ * Key material never leaves this module but as a Buffer handed to the cipher: the ring prints
+ * and serialises as its ids only.
+ */
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+export const KEY_BYTES = 32;
+export const KEY_ENV = 'WALBRIDGE_ENCRYPTION_KEY';
+
+export interface EncryptionKey {
+  /** 16 hex digits derived from the key (HMAC): the same key always has the same id. */
+  readonly id: string;
+  readonly material: Buffer;
+}
+
+/** Parses a list of keys; a string is what is wrong (never quoting the text, which may be a key). */
+export function parseKeys(text: string): EncryptionKey[] | string {
+  const keys: EncryptionKey[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/#.*/, '').trim();
+    for (const word of line.split(/[\s,]+/).filter((w) => w !== '')) {
+      const material = decodeKey(word);
+      if (!material) return `line ${i + 1}: not a key (expected 32 bytes as base64, e.g. from "openssl rand -base64 32", or 64 hex digits)`;
+      const key = { id: keyId(material), material };
+      if (!keys.some((k) => k.id === key.id)) keys.push(key);
+    }
+  }
+  if (keys.length === 0) return 'no key in it';
+  return keys;
+}
+
+function decodeKey(word: string): Buffer | undefined {
+  if (/^[0-9a-fA-F]{64}$/.test(word)) return Buffer.from(word, 'hex');
+  if (/^[A-Za-z0-9+/]{43}=?$/.test(word)) {
+    const bytes = Buffer.from(word, 'base64');
+    if (bytes.length === KEY_BYTES) return bytes;
+  }
+  return undefined;
+}
+
+export function keyId(material: Buffer): string {
+  return createHmac('sha256', material).update('walbridge key id v1').digest('hex').slice(0, 16);
+}
+
+/** Where the keys were given, for messages (never the keys themselves). */
+export type KeySource = { readonly file: string } | { readonly env: typeof KEY_ENV };
+
+export class KeyRing {
+  private keys: EncryptionKey[];
+
+  constructor(
+    readonly source: KeySource,
+    keys: EncryptionKey[],
+  ) {
+    this.keys = keys;
+  }
+
+  /** The key new objects are encrypted with. */
+  get current(): EncryptionKey {
+    return this.keys[0]!;
+  }
+
+  get ids(): string[] {
+    return this.keys.map((k) => k.id);
+  }
+
+  /**
+   * The key with this id. A key file is read again on a miss: a waiting standby picks up a key an
+   * operator added without being restarted.
+   */
+  find(id: string): EncryptionKey | undefined {
+    const found = this.keys.find((k) => k.id === id);
+    if (found || !('file' in this.source)) return found;
+    const reread = readKeyFile(this.source.file);
+    if (typeof reread !== 'string') this.keys = reread;
+    return this.keys.find((k) => k.id === id);
+  }
+
+  describeSource(): string {
+    return 'file' in this.source ? `encryption-key-file ${this.source.file}` : KEY_ENV;
+  }
+
+  /** Serialised (settings fingerprints, logs) as ids only. */
+  toJSON(): { keyIds: string[]; source: KeySource } {
+    return { keyIds: this.ids, source: this.source };
+  }
+
+  toString(): string {
+    return `keys ${this.ids.join(', ')} from ${this.describeSource()}`;
+  }
+}
+
+/** The keys in a file, or what is wrong with it. */
+export function readKeyFile(file: string): EncryptionKey[] | string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    return `cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+  }
+  return parseKeys(text);
+}
