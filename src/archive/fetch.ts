@@ -4,7 +4,8 @@
  * in the same directory, so PostgreSQL never sees a partial, corrupt or foreign file.
  */
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CodecUnavailableError } from '../codec/compression.js';
@@ -20,7 +21,8 @@ import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import { StoreError, type Store } from '../storage/store.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { checkRestoredSegment, loadIdentity, type ClusterIdentity } from './identity.js';
-import { walFileKey } from './layout.js';
+import { streamSegmentPrefix, walFileKey } from './layout.js';
+import { chainEnd, chunkName, listChunks, longestPrefixChain, type ChunkRange } from './stream-chunks.js';
 import type { SpoolJobs } from './prefetch.js';
 
 export interface FetchContext {
@@ -93,9 +95,7 @@ async function downloadVerified(
     opened.body.destroy();
     throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} cannot be verified: ${promised}`);
   }
-  const dir = path.dirname(path.resolve(destination));
-  const temp = path.join(dir, `.${file.name}.walbridge-${process.pid}-${randomBytes(4).toString('hex')}`);
-  trackTempFile(temp);
+  const temp = tempFileFor(file, destination);
   try {
     let seen;
     try {
@@ -110,24 +110,84 @@ async function downloadVerified(
         `refusing to restore ${file.name}: ${where} is corrupt (got ${seen.size} bytes with sha256 ${seen.sha256.slice(0, 12)}…, metadata promises ${promised.size} bytes with ${promised.sha256.slice(0, 12)}…)`,
       );
     }
-    const fh = await open(temp, 'r');
-    try {
-      if (file.kind === 'segment' || file.kind === 'partial') await checkRestoredSegment(ctx, fh, file, identity, where);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
-      await rename(temp, destination);
-      await fsyncDir(dir);
-    } catch (err) {
-      throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
-    }
+    await publish(ctx, file, temp, destination, identity, where);
     return { size: seen.size, storedSize: opened.info.size };
   } finally {
     await unlink(temp).catch(() => undefined);
     untrackTempFile(temp);
   }
+}
+
+/** A temp file in the destination's directory, named so that a dead process's can be swept. */
+function tempFileFor(file: WalFileName, destination: string): string {
+  const temp = path.join(path.dirname(path.resolve(destination)), `.${file.name}.walbridge-${process.pid}-${randomBytes(4).toString('hex')}`);
+  trackTempFile(temp);
+  return temp;
+}
+
+/** Checks a complete temp file (a segment's header and cluster), makes it durable and renames it to `destination`. */
+async function publish(ctx: FetchContext, file: WalFileName, temp: string, destination: string, identity: ClusterIdentity | undefined, where: string): Promise<void> {
+  const fh = await open(temp, 'r');
+  try {
+    if (file.kind === 'segment' || file.kind === 'partial') await checkRestoredSegment(ctx, fh, file, identity, where);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(temp, destination);
+    await fsyncDir(path.dirname(path.resolve(destination)));
+  } catch (err) {
+    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Smart failover's last step with `walbridge stream`: the streamed prefix of a segment that was
+ * never archived whole, every chunk verified, zero-padded to the segment size as PostgreSQL
+ * expects of a partial segment (replay ends at the first invalid record). False if none.
+ */
+export async function restoreStreamed(ctx: FetchContext, file: WalFileName, destination: string, identity: ClusterIdentity | undefined): Promise<boolean> {
+  if (file.kind !== 'segment' || !identity) return false;
+  const chain = longestPrefixChain((await listChunks(ctx.store, ctx.namespace, file.name)).filter((c) => c.end <= identity.segmentSize));
+  if (chain.length === 0) return false;
+  const content = Buffer.alloc(identity.segmentSize);
+  for (const chunk of chain) {
+    const part = await retryTransient(ctx.retry, `download ${chunk.key}`, () => downloadChunk(ctx, file, chunk));
+    part.copy(content, chunk.start);
+  }
+  const temp = tempFileFor(file, destination);
+  try {
+    await writeFile(temp, content, { flag: 'wx', mode: 0o600 });
+    await publish(ctx, file, temp, destination, identity, `${ctx.store.location}/${streamSegmentPrefix(ctx.namespace, file.name)}`);
+  } finally {
+    await unlink(temp).catch(() => undefined);
+    untrackTempFile(temp);
+  }
+  ctx.log.warn(`restored the streamed part of ${file.name}: ${chainEnd(chain)} bytes in ${chain.length} chunk${chain.length === 1 ? '' : 's'} (it was never archived whole)`);
+  return true;
+}
+
+/** One streamed chunk's bytes, verified against its metadata. */
+async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkRange & { key: string }): Promise<Buffer> {
+  const opened = await ctx.store.get(chunk.key);
+  const where = `${ctx.store.location}/${chunk.key}`;
+  const name = chunkName(file.name, chunk);
+  const promised = describeContent(opened.info.metadata);
+  if (typeof promised === 'string' || promised.size !== chunk.end - chunk.start) {
+    opened.body.destroy();
+    throw new WalbridgeError('corrupt', `refusing to restore ${name}: ${where} cannot be verified: ${typeof promised === 'string' ? promised : `it holds ${promised.size} bytes, its name says ${chunk.end - chunk.start}`}`);
+  }
+  const parts: Buffer[] = [];
+  let seen;
+  try {
+    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) }), { fileName: name, keys: ctx.keys });
+  } catch (err) {
+    opened.body.destroy();
+    throw classifyStreamError(err, file, where);
+  }
+  if (seen.size !== promised.size || seen.sha256 !== promised.sha256) throw new WalbridgeError('corrupt', `refusing to restore ${name}: ${where} is corrupt`);
+  return Buffer.concat(parts, seen.size);
 }
 
 /** errno codes that come from writing the destination, never from the download. */

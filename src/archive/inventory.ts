@@ -5,7 +5,8 @@
  */
 import { formatLsn } from '../wal/header.js';
 import { formatSegmentName, parseWalFileName, segmentNumber, type WalFileName } from '../wal/names.js';
-import { historyPrefix, identityKey, triggerPrefix, walPrefix } from './layout.js';
+import { historyPrefix, identityKey, streamPrefix, triggerPrefix, walPrefix } from './layout.js';
+import { parseChunkKey } from './stream-chunks.js';
 
 export interface ListedWithTime {
   readonly key: string;
@@ -42,6 +43,8 @@ export interface Inventory {
   readonly foreign: readonly string[];
   /** The WAL and history objects' keys, in listing order. */
   readonly walKeys: readonly string[];
+  /** Chunks `walbridge stream` shipped of segments not archived yet. */
+  readonly streamChunks: number;
 }
 
 /** Sorts a namespace's listing into an inventory. `segmentSize` comes from its identity. */
@@ -51,6 +54,7 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
   const foreign: string[] = [];
   const walKeys: string[] = [];
   let bytes = 0;
+  let streamChunks = 0;
   let newestAt: Date | undefined;
   const later = (a: Date | undefined, b: Date | undefined) => (!a ? b : !b ? a : a > b ? a : b);
   const timeline = (t: number) => {
@@ -63,6 +67,13 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
     newestAt = later(newestAt, object.lastModified);
     const { key } = object;
     if (key === identityKey(namespace) || key.startsWith(triggerPrefix(namespace))) continue;
+    if (key.startsWith(streamPrefix(namespace))) {
+      const segment = parseWalFileName(key.slice(streamPrefix(namespace).length).split('/')[0]!);
+      if (segment?.kind === 'segment' && parseChunkKey(key)) {
+        streamChunks++;
+        continue;
+      }
+    }
     const inWal = key.startsWith(walPrefix(namespace));
     const inHistory = key.startsWith(historyPrefix(namespace));
     const file = inWal || inHistory ? parseWalFileName(key.slice(key.lastIndexOf('/') + 1)) : undefined;
@@ -100,7 +111,7 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
         hasHistory: historyTimelines.has(t),
       };
     });
-  return { objects: listing.length, bytes, newestAt, timelines, histories: histories.sort(), foreign, walKeys };
+  return { objects: listing.length, bytes, newestAt, timelines, histories: histories.sort(), foreign, walKeys, streamChunks };
 }
 
 /** Missing segment numbers between the first and the last of `numbers` (sorted, one timeline). */

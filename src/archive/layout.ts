@@ -5,6 +5,9 @@
  *   <namespace>/identity.json      the cluster the namespace belongs to (written by the first push)
  *   <namespace>/wal/<name>         segments, .partial and .backup files (what WAL expiry removes)
  *   <namespace>/history/<name>     timeline .history files (kept: timeline selection needs them)
+ *   <namespace>/stream/<segment>/<start>-<end>
+ *                                  bytes [start, end) of a segment not yet archived, shipped by
+ *                                  `walbridge stream` (see stream-chunks.ts); removed once archived
  *
  * Keys are relative to the repository root (the prefix in the repo URL).
  */
@@ -48,4 +51,13 @@ export function triggerPrefix(namespace: string): string {
 
 export function triggerKey(namespace: string, target: string): string {
   return triggerPrefix(namespace) + target;
+}
+
+/** Streamed chunks of unfinished segments (walbridge stream). */
+export function streamPrefix(namespace: string): string {
+  return `${namespace}/stream/`;
+}
+
+export function streamSegmentPrefix(namespace: string, segment: string): string {
+  return `${streamPrefix(namespace)}${segment}/`;
 }

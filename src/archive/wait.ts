@@ -13,7 +13,7 @@ import { WalbridgeError } from '../errors.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import { namespaceIdentity, type FetchContext } from './fetch.js';
+import { namespaceIdentity, restoreStreamed, type FetchContext } from './fetch.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
 import { restoreWithPrefetch } from './prefetch.js';
@@ -129,6 +129,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
         return 'not-found';
       }
       if (trigger?.mode === 'smart') {
+        // What `walbridge stream` shipped of a segment never archived: the last commits before the primary died.
+        if (await restoreStreamed(ctx, file, destination, identity)) return 'restored';
         ctx.log.warn(`smart failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): every archived segment is restored, ${name} is not archived; answering "not found" so that recovery ends`);
         return 'not-found';
       }

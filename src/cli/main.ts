@@ -38,13 +38,14 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }] = await Promise.all([
+    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),
       import('./cleanup.js'),
       import('./status.js'),
       import('./verify.js'),
+      import('./stream.js'),
     ]);
     program = new Command('walbridge')
       .version(await packageVersion(), '-V, --version')
@@ -55,6 +56,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(cleanupCommand(done))
       .addCommand(statusCommand(done))
       .addCommand(verifyCommand(done))
+      .addCommand(streamCommand(done))
       .addCommand(pushAheadCommand(done), { hidden: true })
       .addCommand(fetchAheadCommand(done), { hidden: true });
   }

@@ -56,6 +56,7 @@ export function statusJson(s: NamespaceStatus, now: Date) {
     })),
     histories: inv.histories,
     foreignObjects: inv.foreign,
+    streamChunks: inv.streamChunks,
     triggers: s.triggers,
   };
 }
@@ -81,6 +82,7 @@ function statusText(s: NamespaceStatus, now: Date): string {
     lines.push(`timeline ${t.timeline}: ${parts.join('; ')}`);
   }
   if (inv.histories.length > 0) lines.push(`history files: ${inv.histories.join(' ')}`);
+  if (inv.streamChunks > 0) lines.push(`streamed chunks of unarchived segments: ${inv.streamChunks} (walbridge stream)`);
   if (inv.foreign.length > 0) lines.push(`foreign objects: ${inv.foreign.length} (run walbridge verify)`);
   if (s.triggers.length === 0) lines.push('triggers: none');
   for (const t of s.triggers) lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);

@@ -7,7 +7,7 @@ import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Writable, type Readable, type Transform } from 'node:stream';
+import { Readable, Writable, type Transform } from 'node:stream';
 import { isCodec, type CodecName } from './codecs.js';
 import { compressor, decompressor, frameBytesFor } from './compression.js';
 import { CIPHER_NAME, Decryptor, Encryptor } from './encryption.js';
@@ -64,17 +64,18 @@ export interface SealOptions {
 }
 
 /**
- * Reads `source` once, hashing the plain bytes, compressing and maybe encrypting them on the
- * way. A stored body over MEMORY_BODY_LIMIT spills to a temp file in `spoolDir` (or, stored as
+ * Reads `source` (a file, or bytes in memory) once, hashing the plain bytes, compressing and
+ * maybe encrypting them on the way. A stored body over MEMORY_BODY_LIMIT spills to a temp file in `spoolDir` (or, stored as
  * it is, is read again from `source` itself when uploading: the store verifies it against the
  * MD5 taken here).
  */
-export async function sealFile(source: string, opts: SealOptions): Promise<Sealed> {
+export async function sealFile(source: string | Buffer, opts: SealOptions): Promise<Sealed> {
   const { codec, encryption } = opts;
   const plain = new HashingStream('sha256');
-  const sink = new BodyCollector(codec === 'none' && !encryption ? source : undefined, opts.spoolDir);
+  const inFile = typeof source === 'string';
+  const sink = new BodyCollector(codec === 'none' && !encryption && inFile ? source : undefined, opts.spoolDir);
   const stages: Transform[] = [plain];
-  const compress = compressor(codec, opts.level, frameBytesFor((await stat(source)).size));
+  const compress = compressor(codec, opts.level, frameBytesFor(inFile ? (await stat(source)).size : source.length));
   if (compress) stages.push(compress);
   let sha256: string | undefined;
   const digest = () => (sha256 ??= plain.digestHex());
@@ -83,7 +84,7 @@ export async function sealFile(source: string, opts: SealOptions): Promise<Seale
     stages.push(new Encryptor(encryption.key, () => ({ fileName: encryption.fileName, codec, size: plain.bytes, sha256: digest() })));
   }
   try {
-    await pipeline([createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }), ...stages, sink]);
+    await pipeline([inFile ? createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }) : Readable.from([source]), ...stages, sink]);
   } catch (err) {
     await sink.dispose();
     throw err;

@@ -41,10 +41,14 @@ export interface Settings {
   readonly maxWait: number;
   /** Client-side encryption keys: new objects are encrypted when set. */
   readonly encryption: KeyRing | undefined;
+  /** walbridge stream: seconds between looks at the primary's flush position. */
+  readonly streamInterval: number;
+  /** walbridge stream: how to connect to the primary (libpq's PG* variables otherwise). */
+  readonly conninfo: string | undefined;
 }
 
 /** The commands a setting matters to (its flag appears only there). */
-export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup' | 'status' | 'verify';
+export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup' | 'status' | 'verify' | 'stream';
 
 interface SettingDef {
   /** Config-file key and flag name (`--<key>`). */
@@ -62,8 +66,8 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: 'repository: s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir' },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
-  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push'] },
-  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push'] },
+  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push', 'stream'] },
+  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push', 'stream'] },
   {
     key: 'push-concurrency',
     env: 'WALBRIDGE_PUSH_CONCURRENCY',
@@ -124,7 +128,22 @@ export const SETTINGS: readonly SettingDef[] = [
     env: 'WALBRIDGE_ENCRYPTION_KEY_FILE',
     value: '<path>',
     description: `encrypt new objects (AES-256-GCM) with the first key in this file, one key per line (openssl rand -base64 32); later lines only decrypt. Or give the keys themselves in ${KEY_ENV}`,
-    commands: ['push', 'fetch', 'verify'],
+    commands: ['push', 'fetch', 'verify', 'stream'],
+  },
+  {
+    key: 'stream-interval',
+    env: 'WALBRIDGE_STREAM_INTERVAL',
+    value: '<seconds>',
+    description: "walbridge stream: how often to ship the primary's newly flushed WAL (the most a smart failover can lose)",
+    default: '0.2',
+    commands: ['stream'],
+  },
+  {
+    key: 'conninfo',
+    env: 'WALBRIDGE_CONNINFO',
+    value: '<url>',
+    description: 'walbridge stream: the primary, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
+    commands: ['stream'],
   },
   { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'give up retrying an unreachable or failing store after this long', default: '60' },
   { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
@@ -212,6 +231,8 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
     encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV]),
+    streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
+    conninfo: conninfo(raw('conninfo')),
   };
 }
 
@@ -292,6 +313,14 @@ function absolutePath(r: { value: string | boolean; from: string } | undefined):
   const file = String(r.value);
   if (!file.startsWith('/')) throw configError(`bad ${r.from} "${file}": give an absolute path`);
   return file;
+}
+
+function conninfo(r: { value: string | boolean; from: string } | undefined): string | undefined {
+  if (!r) return undefined;
+  const value = String(r.value);
+  // Not quoted back: a URL may hold a password.
+  if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass or PGPASSWORD, not here)`);
+  return value;
 }
 
 function standbyName(r: { value: string | boolean; from: string } | undefined): string | undefined {

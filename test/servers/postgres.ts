@@ -116,6 +116,8 @@ export interface RunOptions {
   input?: string;
   /** Kill the command (its whole process group) after this long. Default 120 s. */
   timeoutMs?: number;
+  /** Called once the command runs: `signal` reaches its whole process group (runuser and all). */
+  started?: (signal: (s: NodeJS.Signals) => void) => void;
 }
 
 export interface RunResult {
@@ -142,6 +144,13 @@ function spawnCollect(cmd: string, args: string[], o: RunOptions, shown: string)
       reject(e);
       return;
     }
+    o.started?.((s) => {
+      try {
+        if (child.pid) process.kill(-child.pid, s);
+      } catch {
+        /* already gone */
+      }
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on('data', (d: Buffer) => out.push(d));

@@ -1,0 +1,128 @@
+/** `walbridge stream <pgdata>`: record-based log shipping beside the primary (see archive/stream.ts). */
+import path from 'node:path';
+import { Command } from 'commander';
+import { walbridgeDir } from '../archive/markers.js';
+import { EXIT_CODE_HELP, ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
+import { createLogger } from '../log.js';
+import { addSettingOptions, settingsFrom } from './options.js';
+import { openRepository } from './repository.js';
+import { reportFailure } from './failure.js';
+
+/** A failure being waited out is logged again after this long. */
+const FAILURE_LOG_EVERY_MS = 60_000;
+
+export function streamCommand(done: (status: ExitStatus) => void): Command {
+  const command = new Command('stream')
+    .summary("ship the segment the primary is writing, as it is flushed (record-based log shipping)")
+    .description(
+      "Runs beside the primary (in the foreground; SIGTERM stops it cleanly): every --stream-interval it reads the primary's WAL flush position " +
+        'and stores the newly flushed bytes of the current segment as a chunk under <namespace>/stream/. A smart failover then restores ' +
+        'the streamed part of the segment that was never archived, so it loses at most one interval of commits instead of up to archive_timeout. ' +
+        'Chunks of segments that archive-push stored whole are removed. Restart-safe: it resumes where the stored chunks end.',
+    )
+    .argument('<pgdata>', "the primary's data directory (its pg_wal is read; run as the user that owns it)")
+    .addHelpText('after', `\n${EXIT_CODE_HELP}`);
+  addSettingOptions(command, 'stream').action(async (pgdata: string) => {
+    const log = createLogger('walbridge stream');
+    const settings = settingsFrom(command);
+    const dataDir = path.resolve(pgdata);
+    const walDir = path.join(dataDir, 'pg_wal');
+    const [{ takePidLock, releasePidLock }, { readControlSystemIdentifier }] = await Promise.all([import('../util/pid-lock.js'), import('../wal/datadir.js')]);
+    const systemIdentifier = await readControlSystemIdentifier(dataDir);
+    if (!systemIdentifier) throw new WalbridgeError('config', `${dataDir} is not a PostgreSQL data directory (no readable global/pg_control)`);
+    const lock = path.join(walbridgeDir(walDir), 'stream.pid');
+    if (!(await takePidLock(lock, 'stream'))) throw new WalbridgeError('config', `another walbridge stream runs for ${dataDir} (see ${lock})`);
+
+    let stopping = false;
+    let wake = () => undefined as void;
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.on(signal, () => {
+        stopping = true;
+        wake();
+      });
+    }
+    const sleep = (ms: number) => new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+    const [{ SegmentStreamer }, { connectPrimary }, { loadIdentity }] = await Promise.all([
+      import('../archive/stream.js'),
+      import('../wal/primary.js'),
+      import('../archive/identity.js'),
+    ]);
+    const { store, retry } = await openRepository(settings, log);
+    let primary: Awaited<ReturnType<typeof connectPrimary>> | undefined;
+    let streamer: InstanceType<typeof SegmentStreamer> | undefined;
+    let failingSince: number | undefined;
+    let lastFailureLog = 0;
+    let inRecoveryLogged = false;
+    const intervalMs = settings.streamInterval * 1000;
+    try {
+      for (;;) {
+        const last = stopping; // after a stop request: one more pass ships what was flushed by then
+        try {
+          if (!primary) {
+            primary = await connectPrimary(settings.conninfo, Math.min(settings.timeout * 1000, 10_000));
+            if (primary.info.systemIdentifier !== systemIdentifier) {
+              throw new WalbridgeError('foreignCluster', `the server at --conninfo is the cluster with system identifier ${primary.info.systemIdentifier}, but ${dataDir} belongs to ${systemIdentifier}: connect to the primary whose data directory this is`);
+            }
+            const identity = await loadIdentity(store, settings.namespace);
+            if (identity && identity.systemIdentifier !== systemIdentifier) {
+              throw new WalbridgeError('foreignCluster', `namespace "${settings.namespace}" belongs to system identifier ${identity.systemIdentifier}, not to this primary (${systemIdentifier})`);
+            }
+            if (!streamer) {
+              streamer = new SegmentStreamer({
+                store,
+                namespace: settings.namespace,
+                walDir,
+                segmentSize: primary.info.segmentSize,
+                codec: settings.compress,
+                level: settings.compressLevel,
+                encryption: settings.encryption,
+                retry,
+                log,
+              });
+              await streamer.discoverLeftovers();
+            }
+            log.info(`connected to the primary (system identifier ${systemIdentifier}); shipping flushed WAL every ${settings.streamInterval} s`);
+          }
+          const position = await primary.flushPosition();
+          if (position === 'in-recovery') {
+            if (!inRecoveryLogged) log.info('the server is in recovery (a standby): nothing to stream until it is promoted');
+            inRecoveryLogged = true;
+          } else {
+            inRecoveryLogged = false;
+            await streamer!.advance(position);
+          }
+          if (failingSince !== undefined) log.info(`streaming again after ${Math.round((Date.now() - failingSince) / 1000)} s`);
+          failingSince = undefined;
+        } catch (err) {
+          if (err instanceof WalbridgeError && ['config', 'foreignCluster', 'notWal', 'encryptionKey'].includes(err.kind)) throw err;
+          // The primary restarting, the store failing: keep trying, say so now and then.
+          await primary?.close();
+          primary = undefined;
+          failingSince ??= Date.now();
+          if (Date.now() - lastFailureLog >= FAILURE_LOG_EVERY_MS) {
+            lastFailureLog = Date.now();
+            log.error(`cannot stream: ${(err as Error).message}; retrying every ${settings.streamInterval} s (at ${streamer?.describe() ?? 'nothing yet'})`);
+          }
+        }
+        if (last) break;
+        await sleep(intervalMs);
+      }
+      await streamer?.cleanUp(true).catch(() => undefined);
+      log.info(`stopped (at ${streamer?.describe() ?? 'nothing yet'})`);
+      done(ExitCode.ok);
+    } catch (err) {
+      done(reportFailure(err, log));
+    } finally {
+      await primary?.close();
+      await releasePidLock(lock);
+    }
+  });
+  return command;
+}
