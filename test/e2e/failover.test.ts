@@ -4,6 +4,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser, type PgCluster } from '../servers/postgres.js';
+import { archiveEverything } from '../support/archiving.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 
 afterAll(destroyAll);
@@ -14,14 +15,6 @@ const RESTORE = 'archive-fetch %f %p %r';
 async function walbridge(args: string[], env: Record<string, string>) {
   const r = await runAsClusterUser('walbridge', args, { env: clusterEnv(env) });
   return { status: r.code, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Switches to a new segment and waits until the one that held our writes is archived. */
-async function archiveEverything(pg: PgCluster): Promise<string> {
-  const current = await pg.psql('select pg_walfile_name(pg_current_wal_lsn())');
-  await pg.psql('select pg_switch_wal()');
-  await pg.waitFor('select last_archived_wal from pg_stat_archiver', (out) => out.slice(8) >= current.slice(8) && out !== '', 30_000);
-  return current;
 }
 
 async function totals(pg: PgCluster): Promise<string> {

@@ -40,7 +40,7 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { startRadosgw, type Radosgw } from './radosgw.js';
+import { startGateway, startRadosgw, type Radosgw } from './radosgw.js';
 
 let rgw: Radosgw;
 
@@ -336,6 +336,52 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     expect(e2.$metadata?.httpStatusCode).toBe(403);
     expect(e2.name).toBe('InvalidAccessKeyId');
     wrongKey.destroy();
+  });
+});
+
+describe('an extra gateway on the same cluster (startGateway)', () => {
+  it('listens on loopback only, survives SIGKILL and SIGTERM with its objects, and stop() leaves nothing', async () => {
+    const gw = await startGateway(rgw);
+    const port = Number(new URL(gw.endpoint).port);
+    expect(gw.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(gw.dir.startsWith(`${rgw.dir}/`)).toBe(true);
+    const socks = listeningSockets(daemonPids(gw.dir));
+    expect(socks.map((s) => s.port)).toContain(port);
+    expect(socks.filter((s) => s.addr !== '127.0.0.1')).toEqual([]);
+
+    // Written through the cluster's own gateway, read through the extra one: one store.
+    const bucket = `walbridge-gw-${randomBytes(4).toString('hex')}`;
+    const main = client(rgw.endpoint);
+    await main.send(new CreateBucketCommand({ Bucket: bucket }));
+    await main.send(new PutObjectCommand({ Bucket: bucket, Key: 'k', Body: 'before' }));
+    const extra = client(gw.endpoint, { maxAttempts: 1 });
+    const read = async () => (await extra.send(new GetObjectCommand({ Bucket: bucket, Key: 'k' }))).Body!.transformToString();
+    expect(await read()).toBe('before');
+
+    for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+      let t = Date.now();
+      await gw.kill(signal);
+      const down = Date.now() - t;
+      expect(gw.running()).toBe(false);
+      expect(await connectError(port)).toBe('ECONNREFUSED');
+      expect((await failure(extra.send(new ListBucketsCommand({})))).code).toBe('ECONNREFUSED');
+      // The cluster's own gateway is not disturbed.
+      await main.send(new HeadBucketCommand({ Bucket: bucket }));
+      t = Date.now();
+      await gw.start();
+      console.log(`extra gateway: ${signal} took ${down} ms, start() ${Date.now() - t} ms`);
+      expect(gw.running()).toBe(true);
+      expect(await read()).toBe('before');
+    }
+    extra.destroy();
+    main.destroy();
+
+    await gw.stop();
+    await gw.stop(); // idempotent
+    expect(fs.existsSync(gw.dir)).toBe(false);
+    expect(daemonPids(gw.dir)).toEqual([]); // the radosgw and the watchdog shell
+    expect(await connectError(port)).toBe('ECONNREFUSED');
+    await expect(gw.start()).rejects.toThrow(/after stop/);
   });
 });
 

@@ -9,7 +9,10 @@
  * this process die without running handlers (SIGKILL, OOM), by a small watchdog shell that
  * polls for this process and then kills the daemons and removes the directory.
  *
- * See test/servers/README.md (## radosgw) for the settings and why they are needed.
+ * startGateway() adds one more radosgw to a running cluster, for a test that stops and restarts
+ * its S3 server (the objects live in the OSD and survive that).
+ *
+ * See test/servers/README.md (## radosgw) and the comments of cephConf() for the settings.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomUUID, randomBytes } from 'node:crypto';
@@ -139,15 +142,16 @@ function pidAlive(pid: number): boolean {
 }
 
 // The watchdog: waits for this process to go away, then kills the daemons listed in
-// DIR/daemons.pids (only if their command line still names DIR/ceph.conf, so a reused pid is
-// never hit) and removes DIR. It runs in its own session/process group; stop() kills the group.
+// DIR/daemons.pids (only if their command line still contains MARK, e.g. DIR/ceph.conf, so a
+// reused pid is never hit) and removes DIR. It runs in its own session/process group; stop()
+// kills the group.
 const WATCHDOG_SCRIPT = `
-parent=$1; dir=$2
+parent=$1; dir=$2; mark=$3
 while kill -0 "$parent" 2>/dev/null; do sleep 1; done
 [ -d "$dir" ] || exit 0
 if [ -f "$dir/daemons.pids" ]; then
   for p in $(cat "$dir/daemons.pids"); do
-    if [ -r "/proc/$p/cmdline" ] && tr '\\0' ' ' < "/proc/$p/cmdline" | grep -qF "$dir/ceph.conf"; then
+    if [ -r "/proc/$p/cmdline" ] && tr '\\0' ' ' < "/proc/$p/cmdline" | grep -qF "$mark"; then
       kill -9 "$p" 2>/dev/null
     fi
   done
@@ -173,9 +177,13 @@ class Instance {
   private stopping?: Promise<void>;
   stopped = false;
 
+  /**
+   * @param dir holds everything of these daemons (logs, pids); removed by stop()
+   * @param cmdlineMark a string in every daemon's command line (the watchdog checks it before a kill)
+   */
   constructor(
     readonly dir: string,
-    readonly conf: string,
+    readonly cmdlineMark: string,
   ) {}
 
   spawnDaemon(name: string, cmd: string, args: string[]): Daemon {
@@ -210,7 +218,7 @@ class Instance {
   }
 
   startWatchdog(): void {
-    const wd = spawn('sh', ['-c', WATCHDOG_SCRIPT, 'radosgw-watchdog', String(process.pid), this.dir], {
+    const wd = spawn('sh', ['-c', WATCHDOG_SCRIPT, 'radosgw-watchdog', String(process.pid), this.dir, this.cmdlineMark], {
       stdio: 'ignore',
       detached: true,
     });
@@ -449,6 +457,39 @@ function httpAnswers(port: number): Promise<boolean> {
   });
 }
 
+/** Resolve once a signed ListBuckets succeeds on `endpoint` (over https trusting only `ca`). */
+async function waitForSignedRequest(
+  endpoint: string,
+  credentials: { accessKeyId: string; secretAccessKey: string },
+  ca: Buffer | undefined,
+  deadline: number,
+  daemons: Daemon[],
+  logFiles: string[],
+): Promise<void> {
+  const client = new S3Client({
+    endpoint,
+    region: REGION,
+    forcePathStyle: true,
+    credentials,
+    maxAttempts: 1,
+    ...(ca ? { requestHandler: { httpsAgent: new https.Agent({ ca, keepAlive: false }) } } : {}),
+  });
+  try {
+    await waitFor(
+      `a signed ListBuckets to succeed on ${endpoint}`,
+      async () => {
+        await client.send(new ListBucketsCommand({}));
+        return true;
+      },
+      deadline,
+      daemons,
+      logFiles,
+    );
+  } finally {
+    client.destroy();
+  }
+}
+
 export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> {
   const t0 = Date.now();
   const timeoutMs = opts.timeoutMs ?? 90_000;
@@ -547,38 +588,9 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
     const endpoint = `http://127.0.0.1:${httpPort}`;
     const httpsEndpoint = tls ? `https://127.0.0.1:${httpsPort}` : undefined;
     const credentials = { accessKeyId: ACCESS_KEY, secretAccessKey: secretKey };
-    const clients: Array<[string, S3Client]> = [
-      [endpoint, new S3Client({ endpoint, region: REGION, forcePathStyle: true, credentials, maxAttempts: 1 })],
-    ];
+    await waitForSignedRequest(endpoint, credentials, undefined, deadline, daemons, allLogs);
     if (tls && httpsEndpoint) {
-      const ca = await fsp.readFile(tls.cert);
-      clients.push([
-        httpsEndpoint,
-        new S3Client({
-          endpoint: httpsEndpoint,
-          region: REGION,
-          forcePathStyle: true,
-          credentials,
-          maxAttempts: 1,
-          requestHandler: { httpsAgent: new https.Agent({ ca, keepAlive: false }) },
-        }),
-      ]);
-    }
-    try {
-      for (const [url, c] of clients) {
-        await waitFor(
-          `a signed ListBuckets to succeed on ${url}`,
-          async () => {
-            await c.send(new ListBucketsCommand({}));
-            return true;
-          },
-          deadline,
-          daemons,
-          allLogs,
-        );
-      }
-    } finally {
-      for (const [, c] of clients) c.destroy();
+      await waitForSignedRequest(httpsEndpoint, credentials, await fsp.readFile(tls.cert), deadline, daemons, allLogs);
     }
     const startMs = Date.now() - t0;
     step('ready');
@@ -607,4 +619,111 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
     await inst.stop().catch(() => undefined);
     throw err;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extra gateways: another radosgw process on a running cluster, to stop and start at will.
+// The objects live in the cluster's OSD, so they survive any number of gateway restarts
+// (restarting the memstore OSD would lose them all).
+
+/** What startGateway needs of a running cluster: a Radosgw, or the S3Endpoint of inject('s3'). */
+export type GatewayCluster = Pick<Radosgw, 'confFile' | 'dir' | 'accessKey' | 'secretKey'>;
+
+export interface Gateway {
+  /** Its Ceph name, client.rgw.<id>. */
+  readonly name: string;
+  /** http://127.0.0.1:PORT, the same after every start(). */
+  readonly endpoint: string;
+  /** Its own files (log, admin socket, pid file) under the cluster's directory; removed by stop(). */
+  readonly dir: string;
+  /** True while its radosgw process runs. */
+  running(): boolean;
+  /**
+   * Ends the radosgw process with `signal` (SIGKILL: a crash; SIGTERM: radosgw's orderly
+   * shutdown) and resolves once it has exited. Throws if it is still running 15 s later.
+   */
+  kill(signal: 'SIGKILL' | 'SIGTERM'): Promise<void>;
+  /** Starts it again on the same port; resolves once a signed request succeeds. No-op if running. */
+  start(): Promise<void>;
+  /** Kills it for good and removes dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  /** The <id> of client.rgw.<id>. Default: unique per process and call. */
+  id?: string;
+  /** Bound of each start (first and later ones) in ms. Default 60 000. */
+  timeoutMs?: number;
+}
+
+const GATEWAY_EXIT_WAIT_MS = 15_000;
+let gatewaysStarted = 0;
+
+/**
+ * Starts one more radosgw gateway on a running cluster, on its own port on 127.0.0.1, so a test
+ * can kill and restart an S3 server without disturbing the other tests (they use the cluster's
+ * own gateway). No keyring is needed: the cluster runs without cephx. Cleaned up like the
+ * cluster's daemons: stop(), the exit/signal handlers, and a watchdog if this process dies.
+ */
+export async function startGateway(cluster: GatewayCluster, opts: GatewayOptions = {}): Promise<Gateway> {
+  if (!fs.existsSync(cluster.confFile)) throw new Error(`radosgw harness: no cluster at ${cluster.confFile}`);
+  const id = opts.id ?? `restartable-${process.pid}-${++gatewaysStarted}`;
+  const name = `client.rgw.${id}`;
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const dir = path.join(cluster.dir, 'gateways', id);
+  const asok = path.join(dir, 'run', `${name}.asok`);
+  if (Buffer.byteLength(asok) > 100) throw new Error(`radosgw harness: path too long for an admin socket: ${asok}`);
+  for (const sub of ['run', 'log', 'data']) await fsp.mkdir(path.join(dir, sub), { recursive: true });
+  await fsp.writeFile(path.join(dir, 'daemons.pids'), '');
+  // Every start's command line names dir, which is what the watchdog checks before a kill.
+  const inst = new Instance(dir, dir);
+  installHandlers();
+  live.add(inst);
+  inst.startWatchdog();
+
+  const [port] = (await freePorts(1)) as [number];
+  const endpoint = `http://127.0.0.1:${port}`;
+  const credentials = { accessKeyId: cluster.accessKey, secretAccessKey: cluster.secretKey };
+  // ceph.conf has no section for this name: the cluster gateway's settings, with paths of its own.
+  // Without rgw_frontends it would listen on 0.0.0.0:7480.
+  const args = [
+    '-c', cluster.confFile, '-n', name, '-f',
+    `--rgw_frontends=beast endpoint=127.0.0.1:${port}`,
+    '--rgw_thread_pool_size=64',
+    `--rgw_data=${dir}/data`,
+    `--admin_socket=${asok}`,
+    `--pid_file=${dir}/run/${name}.pid`,
+    `--log_file=${dir}/log/${name}.log`,
+  ];
+  let daemon: Daemon | undefined;
+  const running = (): boolean => daemon !== undefined && daemon.exitInfo === undefined;
+
+  const start = async (): Promise<void> => {
+    if (inst.stopped) throw new Error(`radosgw harness: ${name} start() after stop()`);
+    if (running()) return;
+    const deadline = Date.now() + timeoutMs;
+    const d = inst.spawnDaemon(name, 'radosgw', args);
+    daemon = d;
+    const logs = [d.logFile, d.outFile];
+    await waitFor(`${name} to answer HTTP on 127.0.0.1:${port}`, () => httpAnswers(port), deadline, [d], logs);
+    await waitForSignedRequest(endpoint, credentials, undefined, deadline, [d], logs);
+  };
+
+  const kill = async (signal: 'SIGKILL' | 'SIGTERM'): Promise<void> => {
+    const d = daemon;
+    if (d === undefined || d.exitInfo !== undefined || d.child.pid === undefined) return;
+    process.kill(d.child.pid, signal);
+    const exited = await Promise.race([d.exited.then(() => true), sleep(GATEWAY_EXIT_WAIT_MS).then(() => false)]);
+    if (!exited) {
+      throw new Error(`radosgw harness: ${name} still running ${GATEWAY_EXIT_WAIT_MS} ms after ${signal}\n--- tail of ${d.logFile} ---\n${tailFile(d.logFile)}`);
+    }
+  };
+
+  try {
+    await start();
+  } catch (err) {
+    await inst.stop().catch(() => undefined);
+    throw err;
+  }
+  return { name, endpoint, dir, running, kill, start, stop: () => inst.stop() };
 }

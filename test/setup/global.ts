@@ -14,6 +14,11 @@ export interface S3Endpoint {
   accessKey: string;
   secretKey: string;
   region: string;
+  /** ceph.conf of the cluster behind it: startGateway() runs one more gateway on that cluster,
+   *  for a test that stops and restarts its S3 server without disturbing the others. */
+  confFile: string;
+  /** The cluster's directory; extra gateways keep their files under it. */
+  dir: string;
 }
 
 declare module 'vitest' {
@@ -34,6 +39,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     accessKey: rgw.accessKey,
     secretKey: rgw.secretKey,
     region: rgw.region,
+    confFile: rgw.confFile,
+    dir: rgw.dir,
   });
   project.provide('gcsUrl', gcs.url);
   return async () => {
