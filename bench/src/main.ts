@@ -30,6 +30,7 @@ import {
   type Bench,
   type Row,
 } from './rows.js';
+import { lossWindow } from './loss.js';
 import { killAllRunning, setRssReportDir } from './run.js';
 import { BenchS3 } from './s3.js';
 import { sleep } from './stats.js';
@@ -43,17 +44,19 @@ interface Options {
   tries: number;
   pushConcurrency: number;
   prefetch: number;
+  lossRuns: number;
   outDir: string;
 }
 
 const USAGE = `usage: npm run bench -- [--quick] [--segments N] [--tries N] [--scale N]
-                        [--push-concurrency N] [--prefetch N] [--out DIR]
+                        [--push-concurrency N] [--prefetch N] [--loss-runs N] [--out DIR]
   --quick              smoke run: 12 segments (pgbench -s 10), 3 tries of pickup/failover
   --segments N         segments per phase (default 64; 4 of them idle)
   --tries N            waiting-fetch pickup and failover tries (default 20)
   --scale N            pgbench -i -s (default 30)
   --push-concurrency N walbridge lookahead in the burst (default 4, walbridge's default)
   --prefetch N         walbridge restore prefetch (default 8, walbridge's default)
+  --loss-runs N        kill -9 runs per mode in the loss-window phase (default 3; quick 1)
   --out DIR            where results go (default bench/results)`;
 
 const REPO_ROOT = findRepoRoot();
@@ -85,6 +88,7 @@ function parseArgs(argv: string[]): Options {
     // walbridge's own defaults
     pushConcurrency: 4,
     prefetch: 8,
+    lossRuns: quick ? 1 : 3,
     outDir: join(REPO_ROOT, 'bench', 'results'),
   };
   const numeric: Record<string, keyof Options> = {
@@ -93,6 +97,7 @@ function parseArgs(argv: string[]): Options {
     '--scale': 'scale',
     '--push-concurrency': 'pushConcurrency',
     '--prefetch': 'prefetch',
+    '--loss-runs': 'lossRuns',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -162,7 +167,7 @@ async function main(): Promise<void> {
     for (const name of names) originals.set(name, await sha256(join(wal.dir, name)));
 
     // --- per-segment push latency, then stored bytes
-    log('phase 1/4: push latency');
+    log('phase 1/5: push latency');
     const pushRows = await makePushRows(bench);
     const push = await pushLatency(bench, pushRows.rows, names);
     for (const row of pushRows.rows) await waitForDetached(bench, row);
@@ -174,7 +179,7 @@ async function main(): Promise<void> {
     await dropBuckets(bench, pushRows.rows.filter((r) => !keptForRestore.has(r.id)));
 
     // --- restore, from what the push phase stored
-    log('phase 2/4: restore');
+    log('phase 2/5: restore');
     const restoreRows = await makeRestoreRows(bench, pushRows.floorArchive, opts);
     const restored: RowResult[] = [];
     for (const row of restoreRows) {
@@ -185,7 +190,7 @@ async function main(): Promise<void> {
     await dropBuckets(bench, pushRows.rows.filter((r) => keptForRestore.has(r.id)));
 
     // --- bursts, one row at a time (a background uploader must not get other rows' time for free)
-    log('phase 3/4: burst');
+    log('phase 3/5: burst');
     const bursts: RowResult[] = [];
     for (const make of burstRowMakers(bench, opts)) {
       const row = await make();
@@ -196,8 +201,12 @@ async function main(): Promise<void> {
     }
 
     // --- waiting fetch
-    log('phase 4/4: waiting fetch pickup and failover');
+    log('phase 4/5: waiting fetch pickup and failover');
     const waiting = await measureWaiting(bench, opts.tries);
+
+    // --- loss window of a smart failover after kill -9, with and without walbridge stream
+    log('phase 5/5: loss window after kill -9 of the primary');
+    const loss = await lossWindow(bench, opts.lossRuns, opts.quick ? 5 : 8);
 
     const finishedAt = new Date();
     const results: BenchResults = {
@@ -220,6 +229,7 @@ async function main(): Promise<void> {
       burst: bursts,
       restore: restored,
       waiting,
+      loss,
       notes: notes(opts),
     };
     // Paths of this run's temporary directory say nothing: shorten them in the report.

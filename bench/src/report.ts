@@ -1,4 +1,5 @@
 /** The Markdown summary of one run: medians per row, and walbridge ÷ best peer. */
+import type { LossResult } from './loss.js';
 import type { RowResult, WaitingResult } from './phases.js';
 import { max, median, quantile } from './stats.js';
 
@@ -25,6 +26,7 @@ export interface BenchResults {
   burst: RowResult[];
   restore: RowResult[];
   waiting: WaitingResult;
+  loss?: LossResult;
   notes: string[];
 }
 
@@ -73,6 +75,8 @@ function status(r: RowResult): string {
 const pushP50 = (r: RowResult): number | undefined => median(okMs(r));
 const storedKiB = (r: RowResult): number | undefined => (r.stored && r.stored.missing === 0 ? r.stored.meanKiB : undefined);
 const totalS = (r: RowResult): number | undefined => r.totalSeconds;
+
+const PROBE_NOTE = '4 clients commit one row per transaction and note each acknowledgement';
 
 export function renderMarkdown(res: BenchResults): string {
   const out: string[] = [];
@@ -157,6 +161,28 @@ export function renderMarkdown(res: BenchResults): string {
     if (w.failures.length) out.push(`Failures: ${w.failures.slice(0, 5).join('; ')}`);
   }
   out.push('');
+
+  // --- loss window
+  if (res.loss) {
+    const l = res.loss;
+    out.push('## Loss window: kill -9 of the primary under load, then a smart failover');
+    out.push('');
+    out.push(
+      `archive_timeout = 60 s; ${PROBE_NOTE} for ~${l.loadSeconds}-${l.loadSeconds + 2} s beside pgbench -c 2, then kill -9 of the primary. "stream" adds \`walbridge stream\` (every ${l.streamIntervalSeconds} s).`,
+    );
+    out.push('');
+    out.push('| mode | runs | acknowledged commits (median) | missing on the promoted standby (median / max) | loss window ms (median / max) | failover s (median) |');
+    out.push('|---|---:|---:|---:|---:|---:|');
+    for (const mode of ['archive', 'stream'] as const) {
+      const runs = l.runs.filter((r) => r.mode === mode && !r.error);
+      const failed = l.runs.filter((r) => r.mode === mode && r.error);
+      const label = mode === 'archive' ? 'whole-file archiving only' : 'with walbridge stream';
+      out.push(
+        `| ${label} | ${runs.length}${failed.length ? ` (+${failed.length} failed: ${failed[0]!.error})` : ''} | ${fmt(median(runs.map((r) => r.acknowledged)))} | ${fmt(median(runs.map((r) => r.missing)))} / ${fmt(max(runs.map((r) => r.missing)))} | ${fmt(median(runs.map((r) => r.windowMs)))} / ${fmt(max(runs.map((r) => r.windowMs)))} | ${fmt(median(runs.map((r) => r.failoverSeconds)), 1)} |`,
+      );
+    }
+    out.push('');
+  }
 
   // --- summary ratios
   out.push('## walbridge ÷ best peer (below 1: walbridge is better)');

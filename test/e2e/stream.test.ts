@@ -7,35 +7,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { listChunks } from '../../src/archive/stream-chunks.js';
 import { ExitCode } from '../../src/errors.js';
-import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser, type PgCluster, type RunResult } from '../servers/postgres.js';
+import type { Store } from '../../src/storage/store.js';
+import { startFaultProxy } from '../servers/fault-proxy.js';
+import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
+import { startStream } from '../support/streamer.js';
 
 afterAll(destroyAll);
 
 const RESTORE = 'archive-fetch %f %p %r';
 const INTERVAL = 0.2;
-
-interface Streamer {
-  readonly exited: Promise<RunResult>;
-  /** SIGTERM, as systemd stops it; resolves with its result. */
-  stop(): Promise<RunResult>;
-}
-
-function startStream(primary: PgCluster, env: Record<string, string>): Streamer {
-  let signal: (s: NodeJS.Signals) => void = () => undefined;
-  const exited = runAsClusterUser('walbridge', ['stream', primary.dataDir], {
-    env: clusterEnv({ ...env, ...primary.connectionEnv(), WALBRIDGE_STREAM_INTERVAL: String(INTERVAL) }),
-    timeoutMs: 300_000,
-    started: (s) => (signal = s),
-  });
-  return {
-    exited,
-    stop: async () => {
-      signal('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 async function walbridge(args: string[], env: Record<string, string>) {
   const r = await runAsClusterUser('walbridge', args, { env: clusterEnv(env) });
@@ -52,57 +33,111 @@ async function waitUntil(condition: () => Promise<boolean>, ms = 30_000): Promis
   }
 }
 
+/** A primary archiving with archive_timeout = 60 s, a waiting standby, and a table to count commits in. */
+async function primaryAndStandby(name: string, env: Record<string, string>) {
+  const primary = await initPrimary({ name, env, archiveCommand: 'archive-push %p', conf: { archive_timeout: '60s' } });
+  await primary.psql('create table marks (id int primary key, note text)');
+  await primary.psql('select pg_switch_wal()');
+  const standby = await baseBackup(primary, {
+    name: `${name}-s`,
+    recovery: { restoreCommand: RESTORE, signal: 'recovery' },
+    conf: { archive_command: '' },
+    start: { wait: false },
+  });
+  const insert = async (from: number, to: number) => {
+    for (let i = from; i <= to; i++) await primary.psql(`insert into marks values (${i}, 'row ${i}')`);
+  };
+  /** Waits until the streamer has shipped a chunk of the segment being written. */
+  const streaming = async (store: Store) => {
+    const current = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
+    await waitUntil(async () => (await listChunks(store, env['WALBRIDGE_NAMESPACE']!, current)).length > 0);
+    return current;
+  };
+  /** kill -9 of the primary, then a failover of the given kind; the standby's count and max id. */
+  const failover = async (mode: 'smart' | 'fast') => {
+    await primary.kill9();
+    expect((await walbridge(['trigger', mode], env)).status).toBe(ExitCode.ok);
+    await standby.waitFor('select pg_is_in_recovery()', 'f', 60_000, { intervalMs: 100 });
+    return standby.psql('select count(*), max(id) from marks');
+  };
+  return { primary, standby, insert, streaming, failover };
+}
+
 describe.each(BACKENDS)('walbridge stream through %s', (backend) => {
   it('after kill -9 of the primary, a smart failover keeps the commits of the unfinished segment', async () => {
     const repo = await createRepo(backend);
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream', ...repo.env };
-    const primary = await initPrimary({ name: `stream-${backend}`, env, archiveCommand: 'archive-push %p', conf: { archive_timeout: '60s' } });
-    await primary.psql('create table marks (id int primary key, note text)');
-    await primary.psql('select pg_switch_wal()');
-    const standby = await baseBackup(primary, {
-      name: `stream-s-${backend}`,
-      recovery: { restoreCommand: RESTORE, signal: 'recovery' },
-      conf: { archive_command: '' },
-      start: { wait: false },
-    });
-    let streamer = startStream(primary, env);
-    const insert = async (from: number, to: number) => {
-      for (let i = from; i <= to; i++) await primary.psql(`insert into marks values (${i}, 'row ${i}')`);
-    };
+    const { primary, standby, insert, streaming, failover } = await primaryAndStandby(`stream-${backend}`, env);
+    let streamer = startStream(primary, env, INTERVAL);
 
     await insert(1, 20);
-    const current = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
-    await waitUntil(async () => (await listChunks(repo.store(), 'stream', current)).length > 0); // the streamer is up
     // A segment switch while streaming: the old segment is finished, then archived, and its chunks go.
-    const switched = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
+    const switched = await streaming(repo.store());
     await primary.psql('select pg_switch_wal()');
     await insert(21, 40);
     await sleep(1000);
 
     // The streamer restarts mid-segment and resumes where its chunks end.
-    // (runuser, between the test and the streamer, reports the SIGTERM it passed on as its own end.)
     const first = await streamer.stop();
     expect(first.stderr).toMatch(/walbridge stream: stopped \(at [0-9A-F]{24} up to /);
     await insert(41, 60);
-    streamer = startStream(primary, env);
+    streamer = startStream(primary, env, INTERVAL);
     await insert(61, 80);
     await sleep(2000); // ten intervals: everything committed is shipped
 
-    const status = await walbridge(["status", "--json"], env);
+    const status = await walbridge(['status', '--json'], env);
     expect(JSON.parse(status.stdout).streamChunks).toBeGreaterThan(0);
-    await primary.kill9();
+    // Without the streamed part the standby would stop at row 20 (the switched segment).
+    expect(await failover('smart')).toBe('80|80');
     const stopped = await streamer.stop();
-    expect(stopped.stderr).toMatch(/walbridge stream: stopped \(at /);
     expect(first.stderr + stopped.stderr).toMatch(/resuming [0-9A-F]{24} at offset \d+/);
     expect(first.stderr + stopped.stderr).toMatch(new RegExp(`${switched} is archived: removed its \\d+ streamed chunks?`));
-
-    // Without the streamed part the standby would stop at row 20 (the switched segment).
-    expect((await walbridge(['trigger', 'smart'], env)).status).toBe(ExitCode.ok);
-    await standby.waitFor('select pg_is_in_recovery()', 'f', 60_000, { intervalMs: 100 });
-    expect(await standby.psql('select count(*), max(id) from marks')).toBe('80|80');
     expect(await standby.log()).toMatch(/restored the streamed part of [0-9A-F]{24}: \d+ bytes in \d+ chunks?/);
     // The promoted standby writes on a new timeline.
     await standby.psql("insert into marks values (81, 'after failover')");
+    for (const c of [standby, primary]) await c.destroy();
+  }, 240_000);
+});
+
+describe('walbridge stream, faults and fast failover', () => {
+  it('a store that resets every connection for a while: the streamer catches up, nothing is lost', async () => {
+    const repo = await createRepo('s3');
+    const endpoint = new URL(repo.env['AWS_ENDPOINT_URL_S3']!);
+    const proxy = await startFaultProxy({ host: endpoint.hostname, port: Number(endpoint.port) });
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-fault', ...repo.env };
+    const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-fault', env);
+    const streamer = startStream(primary, { ...env, AWS_ENDPOINT_URL_S3: proxy.url, WALBRIDGE_TIMEOUT: '2' }, INTERVAL);
+    try {
+      await insert(1, 10);
+      await streaming(repo.store());
+      proxy.set({ kind: 'reset-after', bytes: 1 });
+      proxy.resetAll();
+      await insert(11, 30);
+      await sleep(3000); // longer than the streamer's --timeout: its uploads fail outright
+      proxy.set({ kind: 'none' });
+      await insert(31, 40);
+      await sleep(2500);
+      expect(await failover('smart')).toBe('40|40');
+      const out = await streamer.stop();
+      expect(out.stderr).toMatch(/ERROR: cannot stream: .*retrying/);
+      expect(out.stderr).toMatch(/streaming again after \d+ s/);
+    } finally {
+      await proxy.close();
+    }
+    for (const c of [standby, primary]) await c.destroy();
+  }, 240_000);
+
+  it('a fast failover ignores streamed chunks', async () => {
+    const repo = await createRepo('file');
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-fast', ...repo.env };
+    const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-fast', env);
+    const streamer = startStream(primary, env, INTERVAL);
+    await insert(1, 10);
+    await streaming(repo.store());
+    await sleep(1000);
+    expect(await failover('fast')).toBe('0|'); // only what was archived: the table, no row
+    await streamer.stop();
+    expect(await standby.log()).not.toMatch(/restored the streamed part/);
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
 });

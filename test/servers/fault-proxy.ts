@@ -2,7 +2,8 @@
  * A TCP proxy on 127.0.0.1 between walbridge and a test server, misbehaving on demand: added
  * latency, a connection reset after N bytes, a black hole (accepts, never answers), a slow
  * trickle of the server's answers. The fault in force when a connection is accepted applies to
- * that whole connection; `set()` changes it for the next ones.
+ * that whole connection; `set()` changes it for the next ones, and `resetAll()` cuts the open
+ * ones (kept-alive connections would otherwise carry on as if the network were fine).
  */
 import net from 'node:net';
 
@@ -22,6 +23,8 @@ export interface FaultProxy {
   /** `http://127.0.0.1:<port>` */
   readonly url: string;
   set(fault: Fault): void;
+  /** Resets every open connection (a network outage starts for the kept-alive ones too). */
+  resetAll(): void;
   /** Connections accepted so far. */
   readonly accepted: number;
   close(): Promise<void>;
@@ -98,6 +101,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     set(next) {
       fault = next;
       faultyLeft = next.kind === 'reset-after' && next.connections !== undefined ? next.connections : Infinity;
+    },
+    resetAll() {
+      for (const s of sockets) s.resetAndDestroy();
     },
     get accepted() {
       return accepted;
