@@ -170,7 +170,7 @@ export class GcsStore implements Store {
   mapError(err: unknown, what: string): StoreError {
     if (err instanceof StoreError) return err;
     const status = statusOf(err);
-    const message = (err as Error).message ?? String(err);
+    const message = googleMessage(err);
     const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}`;
     const tls = untrustedCertificate(err);
     if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
@@ -188,9 +188,16 @@ export class GcsStore implements Store {
   }
 }
 
+/** The HTTP status: an ApiError carries it in `code`; a GaxiosError (a resumable upload's start) in `status`. */
 function statusOf(err: unknown): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
+  const { code, status } = err as { code?: unknown; status?: unknown };
+  return typeof code === 'number' ? code : typeof status === 'number' ? status : undefined;
+}
+
+/** Google's own message where the error carries it (a GaxiosError's says only "Request failed with status code N"). */
+function googleMessage(err: unknown): string {
+  const answered = (err as { response?: { data?: { error?: { message?: unknown } } } }).response?.data?.error?.message;
+  return typeof answered === 'string' ? answered : ((err as Error).message ?? String(err));
 }
 
 function stringRecord(value: unknown): Record<string, string> {

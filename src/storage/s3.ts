@@ -234,6 +234,7 @@ export class S3Store implements Store {
   }
 
   private mapError(err: unknown, what: string): StoreError {
+    if (err instanceof StoreError) return err; // already ours (a multipart check): keep its kind
     const e = err as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number } };
     const status = httpStatus(err);
     const name = e.name ?? 'Error';

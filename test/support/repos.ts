@@ -23,10 +23,16 @@ export interface TestRepo {
   /** What a walbridge process needs in its environment to reach the repository. */
   readonly env: Record<string, string>;
   /** A driver on the same repository, for inspecting and damaging objects directly. */
-  store(opts?: { pageSize?: number }): Store;
+  store(opts?: StoreOptions): Store;
   /** Replaces an object's stored bytes but keeps its metadata: what bit rot would look like. */
   tamper(key: string, change: (stored: Buffer) => Buffer): Promise<void>;
   cleanup(): Promise<void>;
+}
+
+export interface StoreOptions {
+  readonly pageSize?: number;
+  /** Another bucket (or directory) name than the repository's, e.g. one that does not exist. */
+  readonly bucket?: string;
 }
 
 function uniqueName(): string {
@@ -69,7 +75,7 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         backend,
         url: `file://${dir}`,
         env: {},
-        store: () => new FsStore(dir),
+        store: (o: StoreOptions = {}) => new FsStore(o.bucket ? path.join(dir, o.bucket) : dir),
         tamper: async (key, change) => {
           const file = path.join(dir, key);
           const content = await readFile(file);
@@ -85,8 +91,8 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
       const bucket = uniqueName();
       const client = s3Client();
       await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      const store = (o: { pageSize?: number } = {}) =>
-        new S3Store({ bucket, prefix, endpoint: env.AWS_ENDPOINT_URL_S3, pathStyle: true, checksum: 'when-required', ...o });
+      const store = (o: StoreOptions = {}) =>
+        new S3Store({ bucket: o.bucket ?? bucket, prefix, endpoint: env.AWS_ENDPOINT_URL_S3, pathStyle: true, checksum: 'when-required', pageSize: o.pageSize });
       return {
         backend,
         url: `s3://${bucket}/${prefix}`,
@@ -114,7 +120,7 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         body: JSON.stringify({ name: bucket }),
       });
       if (!created.ok) throw new Error(`creating GCS test bucket failed: ${created.status} ${await created.text()}`);
-      const store = (o: { pageSize?: number } = {}) => new GcsStore({ bucket, prefix, ...o });
+      const store = (o: StoreOptions = {}) => new GcsStore({ bucket: o.bucket ?? bucket, prefix, pageSize: o.pageSize });
       return {
         backend,
         url: `gs://${bucket}/${prefix}`,
