@@ -32,6 +32,8 @@ export interface Radosgw {
   secretKey: string;
   /** RGW does not check the SigV4 region against its zonegroup; 'us-east-1' is what clients send. */
   region: string;
+  /** SSE-KMS key ids RGW's testing KMS backend knows (rgw_crypt_s3_kms_encryption_keys); any other is refused. */
+  kmsKeyIds: readonly string[];
   /** The temporary directory holding everything; removed by stop(). */
   dir: string;
   /** ceph.conf of this cluster, for running radosgw-admin/ceph by hand (`-c confFile`). */
@@ -65,6 +67,8 @@ const ACCESS_KEY = 'WALBRIDGETESTACCESS0';
 const REGION = 'us-east-1';
 const RGW_NAME = 'client.rgw.a';
 const MON_ID = 'a';
+/** SSE-KMS key ids the testing backend knows (an ARN-shaped one, as AWS reports keys, and a bare one). */
+const KMS_KEY_IDS = ['arn:aws:kms:us-east-1:123456789012:key/walbridge-test-1', 'walbridge-test-2'];
 
 // ---------------------------------------------------------------------------------------------
 // Process-wide cleanup: every live cluster is killed synchronously on exit or a fatal signal.
@@ -310,6 +314,7 @@ function cephConf(o: {
   certFile?: string;
   keyFile?: string;
   memstoreBytes: number;
+  kmsKeys: readonly { id: string; material: string }[];
 }): string {
   const d = o.dir;
   let frontends = `beast endpoint=127.0.0.1:${o.httpPort}`;
@@ -373,6 +378,11 @@ rgw_data = ${d}/rgw
 rgw_frontends = ${frontends}
 # beast worker threads (default 512): plenty for tests, less memory and faster start
 rgw_thread_pool_size = 64
+# SSE-KMS without a KMS: the "testing" backend takes its keys from this list (id=base64 of 32 bytes)
+rgw_crypt_s3_kms_backend = testing
+rgw_crypt_s3_kms_encryption_keys = ${o.kmsKeys.map((k) => `${k.id}=${k.material}`).join(' ')}
+# RGW refuses SSE requests over plain http unless told otherwise; the suite uses both endpoints
+rgw_crypt_require_ssl = false
 
 [client.admin]
 # CLI tools (ceph, radosgw-admin) may run concurrently: no shared admin socket for them
@@ -504,6 +514,7 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
         certFile: tls?.cert,
         keyFile: tls?.key,
         memstoreBytes,
+        kmsKeys: KMS_KEY_IDS.map((id) => ({ id, material: randomBytes(32).toString('base64') })),
       }),
     );
     const logOf = (name: string): string => path.join(dir, 'log', `${name}.log`);
@@ -588,6 +599,7 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
       accessKey: ACCESS_KEY,
       secretKey,
       region: REGION,
+      kmsKeyIds: KMS_KEY_IDS,
       dir,
       confFile: conf,
       startMs,
