@@ -30,7 +30,7 @@ export async function openStore(
         pathStyle: settings.s3PathStyle,
         checksum: settings.s3Checksum,
         idleTimeoutMs,
-        encryption: settings.s3Sse && { algorithm: settings.s3Sse, kmsKeyId: settings.s3SseKmsKeyId },
+        serverSideEncryption: settings.s3Sse && { algorithm: settings.s3Sse, kmsKeyId: settings.s3SseKmsKeyId },
       });
     }
     case 'gs': {

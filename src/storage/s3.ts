@@ -43,10 +43,10 @@ export interface S3StoreOptions {
   /** A request with no traffic for this long fails (default 30 s; never longer than the command's --timeout). */
   readonly idleTimeoutMs?: number;
   /** Server-side encryption for every object written; absent = the bucket's default. */
-  readonly encryption?: S3Encryption;
+  readonly serverSideEncryption?: S3ServerSideEncryption;
 }
 
-export interface S3Encryption {
+export interface S3ServerSideEncryption {
   readonly algorithm: 'AES256' | 'aws:kms';
   /** SSE-KMS only; absent = the bucket's default key, else AWS's aws/s3 key. */
   readonly kmsKeyId?: string;
@@ -132,13 +132,13 @@ export class S3Store implements Store {
   }
 
   private encryptionHeaders(): { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string } {
-    const asked = this.opts.encryption;
+    const asked = this.opts.serverSideEncryption;
     return asked ? { ServerSideEncryption: asked.algorithm, SSEKMSKeyId: asked.kmsKeyId } : {};
   }
 
   /** Why what the server reports is not the encryption asked for, or undefined if it is (or none was asked). */
   private encryptionProblem(reported: ReportedEncryption): string | undefined {
-    const asked = this.opts.encryption;
+    const asked = this.opts.serverSideEncryption;
     if (!asked) return undefined;
     if (reported.ServerSideEncryption !== asked.algorithm) {
       return `${asked.algorithm} was asked for, the server reports ${reported.ServerSideEncryption ?? 'no server-side encryption'}`;
@@ -329,7 +329,7 @@ export class S3Store implements Store {
    */
   private kmsHint(answer: string): string {
     if (!/\bkms\b/i.test(answer)) return '';
-    const asked = this.opts.encryption?.kmsKeyId;
+    const asked = this.opts.serverSideEncryption?.kmsKeyId;
     const which = asked ? `the KMS key ${asked} was refused: check s3-sse-kms-key-id` : 'a KMS problem: set s3-sse-kms-key-id if the server needs a key id';
     return ` (${which}, and that these credentials may use the key: kms:GenerateDataKey to write, kms:Decrypt to read)`;
   }

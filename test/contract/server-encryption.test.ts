@@ -57,7 +57,7 @@ describe('S3 server-side encryption through radosgw', () => {
 
   describe.each(BODIES)('a body sent in %s', (_path, size) => {
     it.each([arnKey, bareKey])('stores it under SSE-KMS key %s, reads it back exactly', async (keyId) => {
-      const store = repo.store({ s3Encryption: { algorithm: 'aws:kms', kmsKeyId: keyId } });
+      const store = repo.store({ s3ServerSideEncryption: { algorithm: 'aws:kms', kmsKeyId: keyId } });
       const data = randomBytes(size);
       const key = `kms/${size}/${keyId.replace(/\W/g, '-')}`;
       expect(await put(store, key, data)).toBe('created');
@@ -67,7 +67,7 @@ describe('S3 server-side encryption through radosgw', () => {
     });
 
     it('refuses a KMS key the server does not know: denied, naming the key and the setting, nothing stored', async () => {
-      const store = repo.store({ s3Encryption: { algorithm: 'aws:kms', kmsKeyId: 'walbridge-no-such-key' } });
+      const store = repo.store({ s3ServerSideEncryption: { algorithm: 'aws:kms', kmsKeyId: 'walbridge-no-such-key' } });
       const key = `unknown-key/${size}`;
       const err = await storeError(put(store, key, randomBytes(size)));
       expect(err.kind).toBe('denied'); // radosgw 16 answers 403 (InvalidAccessKeyId, "Failed to retrieve the actual key")
@@ -77,7 +77,7 @@ describe('S3 server-side encryption through radosgw', () => {
     });
 
     it('fails when the server ignores the encryption asked for (radosgw 16 and AES256), leaving nothing', async () => {
-      const store = repo.store({ s3Encryption: { algorithm: 'AES256' } });
+      const store = repo.store({ s3ServerSideEncryption: { algorithm: 'AES256' } });
       const key = `ignored/${size}`;
       const err = await storeError(put(store, key, randomBytes(size)));
       expect(err.kind).toBe('permanent');
@@ -88,7 +88,7 @@ describe('S3 server-side encryption through radosgw', () => {
   });
 
   it('still has the server check Content-MD5 on an SSE-KMS write', async () => {
-    const store = repo.store({ s3Encryption: { algorithm: 'aws:kms', kmsKeyId: arnKey } });
+    const store = repo.store({ s3ServerSideEncryption: { algorithm: 'aws:kms', kmsKeyId: arnKey } });
     const err = await storeError(store.putIfAbsent('kms/damaged', { body: Buffer.from('sent'), md5: md5(Buffer.from('meant')), metadata: {} }));
     expect(err.message).toMatch(/BadDigest/);
     expect(await repo.store().head('kms/damaged')).toBeUndefined();
@@ -97,10 +97,10 @@ describe('S3 server-side encryption through radosgw', () => {
   it('tells, on head, an object not stored as this store would write it', async () => {
     const data = Buffer.from('stored without encryption');
     expect(await put(repo.store(), 'plain/a', data)).toBe('created');
-    const kms = repo.store({ s3Encryption: { algorithm: 'aws:kms', kmsKeyId: arnKey } });
+    const kms = repo.store({ s3ServerSideEncryption: { algorithm: 'aws:kms', kmsKeyId: arnKey } });
     expect((await kms.head('plain/a'))?.notEncryptedAsAsked).toBe('aws:kms was asked for, the server reports no server-side encryption');
     expect(await put(kms, 'plain/b', data)).toBe('created');
-    const otherKey = repo.store({ s3Encryption: { algorithm: 'aws:kms', kmsKeyId: bareKey } });
+    const otherKey = repo.store({ s3ServerSideEncryption: { algorithm: 'aws:kms', kmsKeyId: bareKey } });
     expect((await otherKey.head('plain/b'))?.notEncryptedAsAsked).toBe(`KMS key ${bareKey} was asked for, the server reports ${arnKey}`);
     expect((await repo.store().head('plain/b'))?.notEncryptedAsAsked).toBeUndefined(); // nothing asked, nothing to tell
   });

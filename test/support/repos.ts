@@ -10,7 +10,7 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { FsStore } from '../../src/storage/fs.js';
 import { GcsStore } from '../../src/storage/gcs.js';
-import { S3Store, type S3Encryption } from '../../src/storage/s3.js';
+import { S3Store, type S3ServerSideEncryption } from '../../src/storage/s3.js';
 import type { Store } from '../../src/storage/store.js';
 
 export type Backend = 'file' | 's3' | 'gcs';
@@ -39,7 +39,7 @@ export interface StoreOptions {
   /** Another bucket (or directory) name than the repository's, e.g. one that does not exist. */
   readonly bucket?: string;
   /** Server-side encryption the driver asks for (S3 only). */
-  readonly s3Encryption?: S3Encryption;
+  readonly s3ServerSideEncryption?: S3ServerSideEncryption;
   /** Cloud KMS key the driver asks for (GCS only). */
   readonly gcsKmsKeyName?: string;
 }
@@ -109,7 +109,7 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
           pathStyle: true,
           checksum: 'when-required',
           pageSize: o.pageSize,
-          encryption: o.s3Encryption,
+          serverSideEncryption: o.s3ServerSideEncryption,
         });
       return {
         backend,
