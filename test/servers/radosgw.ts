@@ -373,16 +373,19 @@ osd_data = ${d}/osd/$id
 osd_objectstore = memstore
 memstore_device_bytes = ${o.memstoreBytes}
 
-[${RGW_NAME}]
-rgw_data = ${d}/rgw
-rgw_frontends = ${frontends}
-# beast worker threads (default 512): plenty for tests, less memory and faster start
-rgw_thread_pool_size = 64
+[client]
+# Every gateway of the cluster, not only ${RGW_NAME}:
 # SSE-KMS without a KMS: the "testing" backend takes its keys from this list (id=base64 of 32 bytes)
 rgw_crypt_s3_kms_backend = testing
 rgw_crypt_s3_kms_encryption_keys = ${o.kmsKeys.map((k) => `${k.id}=${k.material}`).join(' ')}
 # RGW refuses SSE requests over plain http unless told otherwise; the suite uses both endpoints
 rgw_crypt_require_ssl = false
+
+[${RGW_NAME}]
+rgw_data = ${d}/rgw
+rgw_frontends = ${frontends}
+# beast worker threads (default 512): plenty for tests, less memory and faster start
+rgw_thread_pool_size = 64
 
 [client.admin]
 # CLI tools (ceph, radosgw-admin) may run concurrently: no shared admin socket for them
