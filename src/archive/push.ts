@@ -189,6 +189,13 @@ function confirmDuplicate(ctx: PushContext, existing: ObjectInfo, sha256: string
       `refusing ${file.name}: different content is already archived under this name (stored ${promised.size} bytes sha256 ${promised.sha256.slice(0, 12)}…); the stored object was left untouched. Two primaries writing to namespace "${ctx.namespace}"?`,
     );
   }
+  if (existing.notEncryptedAsAsked) {
+    // Stored before encryption was asked for, or by a server that ignores it: not archived as configured.
+    throw new WalbridgeError(
+      'storeError',
+      `refusing to count ${file.name} as archived: ${ctx.store.location} holds identical content under its name, but ${existing.notEncryptedAsAsked}; re-encrypt or delete that object, or change the encryption settings`,
+    );
+  }
   ctx.log.info(`${file.name} is already archived with identical content; nothing to do`);
   return 'already-archived';
 }

@@ -11,6 +11,8 @@ import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import { parseRepoUrl, type RepoLocation } from './repo-url.js';
 
 export type S3ChecksumMode = 'when-required' | 'when-supported';
+/** S3 server-side encryption: SSE-S3 or SSE-KMS (x-amz-server-side-encryption). */
+export type S3SseAlgorithm = 'AES256' | 'aws:kms';
 
 export interface Settings {
   readonly repo: RepoLocation;
@@ -45,6 +47,12 @@ export interface Settings {
   readonly streamInterval: number;
   /** walbridge stream: how to connect to the primary (libpq's PG* variables otherwise). */
   readonly conninfo: string | undefined;
+  /** S3: server-side encryption asked for on every object written; undefined = the bucket's default. */
+  readonly s3Sse: S3SseAlgorithm | undefined;
+  /** S3: the KMS key for SSE-KMS; undefined = the bucket's default key or AWS's aws/s3. */
+  readonly s3SseKmsKeyId: string | undefined;
+  /** GCS: the Cloud KMS key (CMEK) every object written is encrypted with; undefined = the bucket's default. */
+  readonly gcsKmsKeyName: string | undefined;
 }
 
 /** The commands a setting matters to (its flag appears only there). */
@@ -157,6 +165,28 @@ export const SETTINGS: readonly SettingDef[] = [
   { key: 's3-endpoint', env: 'WALBRIDGE_S3_ENDPOINT', value: '<url>', description: 'S3: endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)' },
   { key: 's3-region', env: 'WALBRIDGE_S3_REGION', value: '<region>', description: 'S3: region (default: AWS_REGION / the AWS profile, else us-east-1)' },
   { key: 'gcs-endpoint', env: 'WALBRIDGE_GCS_ENDPOINT', value: '<url>', description: 'GCS: API endpoint (default: STORAGE_EMULATOR_HOST, else Google)' },
+  // Server-side encryption: only push and trigger write objects. Each write is checked to be stored as asked.
+  {
+    key: 's3-sse',
+    env: 'WALBRIDGE_S3_SSE',
+    value: '<algorithm>',
+    description: "S3: server-side encryption of new objects, AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)",
+    commands: ['push', 'trigger'],
+  },
+  {
+    key: 's3-sse-kms-key-id',
+    env: 'WALBRIDGE_S3_SSE_KMS_KEY_ID',
+    value: '<key>',
+    description: 'S3: KMS key (id, ARN or alias) for SSE-KMS; implies --s3-sse aws:kms',
+    commands: ['push', 'trigger'],
+  },
+  {
+    key: 'gcs-kms-key-name',
+    env: 'WALBRIDGE_GCS_KMS_KEY_NAME',
+    value: '<name>',
+    description: "GCS: Cloud KMS key (CMEK) for new objects, projects/P/locations/L/keyRings/R/cryptoKeys/K (default: the bucket's)",
+    commands: ['push', 'trigger'],
+  },
 ];
 
 export const CONFIG_ENV = 'WALBRIDGE_CONFIG';
@@ -233,6 +263,7 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV]),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
+    ...serverEncryption(repo, raw('s3-sse'), raw('s3-sse-kms-key-id'), raw('gcs-kms-key-name')),
   };
 }
 
@@ -250,6 +281,35 @@ function keyRing(fileRaw: { value: string | boolean; from: string } | undefined,
   if (typeof keys === 'string') throw configError(`bad ${KEY_ENV}: ${keys}`);
   return new KeyRing({ env: KEY_ENV }, keys);
 }
+
+type RawValue = { value: string | boolean; from: string } | undefined;
+
+/**
+ * Server-side encryption settings, refused when they do not fit the repository: an encryption
+ * setting that silently did nothing would leave the archive unencrypted.
+ */
+function serverEncryption(repo: RepoLocation, sseRaw: RawValue, kmsKeyRaw: RawValue, gcsKeyRaw: RawValue): Pick<Settings, 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'> {
+  for (const [r, scheme] of [[sseRaw, 's3'], [kmsKeyRaw, 's3'], [gcsKeyRaw, 'gs']] as const) {
+    if (r && repo.scheme !== scheme) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${scheme}:// repositories only`);
+  }
+  const sse = sseRaw === undefined ? undefined : String(sseRaw.value);
+  if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') throw configError(`bad ${sseRaw!.from} ${JSON.stringify(sse)}: use AES256 (SSE-S3) or aws:kms (SSE-KMS)`);
+  const s3SseKmsKeyId = kmsKeyRaw === undefined ? undefined : String(kmsKeyRaw.value);
+  if (s3SseKmsKeyId !== undefined) {
+    // Key ids, ARNs and aliases on AWS; S3-compatible servers take other names. It travels in a header.
+    if (!/^[\x21-\x7e]{1,2048}$/.test(s3SseKmsKeyId)) throw configError(`bad ${kmsKeyRaw!.from} ${JSON.stringify(s3SseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`);
+    if (sse === 'AES256') throw configError(`${kmsKeyRaw!.from} names a KMS key, but ${sseRaw!.from} is AES256: use aws:kms or leave it unset`);
+  }
+  const gcsKmsKeyName = gcsKeyRaw === undefined ? undefined : String(gcsKeyRaw.value);
+  if (gcsKmsKeyName !== undefined && !CRYPTO_KEY_NAME.test(gcsKmsKeyName)) {
+    const version = /\/cryptoKeyVersions\//.test(gcsKmsKeyName) ? ' without /cryptoKeyVersions/N (Cloud Storage uses the primary version)' : '';
+    throw configError(`bad ${gcsKeyRaw!.from} ${JSON.stringify(gcsKmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`);
+  }
+  return { s3Sse: s3SseKmsKeyId !== undefined ? 'aws:kms' : (sse as S3SseAlgorithm | undefined), s3SseKmsKeyId, gcsKmsKeyName };
+}
+
+/** A Cloud KMS crypto key's resource name (project ids may be domain-scoped: example.com:proj). */
+const CRYPTO_KEY_NAME = /^projects\/[a-z0-9][a-z0-9.:-]*\/locations\/[a-z0-9-]+\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
 
 /**
  * A config file: `key = value` lines, `#` comments, keys as the long flags without `--`.

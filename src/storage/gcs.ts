@@ -5,8 +5,11 @@
  * makes the server refuse a body that arrived damaged. The SDK's own retries are off: retry.ts
  * owns retrying. Credentials are Application Default Credentials; STORAGE_EMULATOR_HOST points
  * the SDK at a local server without credentials, as the SDK documents.
+ *
+ * With a Cloud KMS key (CMEK), every upload names it (the SDK sends `kmsKeyName` as a query
+ * parameter) and the object resource the server answers with must name it too.
  */
-import { Storage, type Bucket, type File } from '@google-cloud/storage';
+import { Storage, type Bucket, type File, type FileMetadata } from '@google-cloud/storage';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
@@ -22,6 +25,8 @@ export interface GcsStoreOptions {
   readonly pageSize?: number;
   /** A request with no answer for this long fails (default 30 s; never longer than the command's --timeout). */
   readonly idleTimeoutMs?: number;
+  /** Cloud KMS key (projects/…/cryptoKeys/K) for every object written; absent = the bucket's default. */
+  readonly kmsKeyName?: string;
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -52,7 +57,7 @@ export class GcsStore implements Store {
   }
 
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
-    const file = this.file(key);
+    const file = this.bucket.file(this.fullKey(key), { kmsKeyName: this.opts.kmsKeyName });
     const options = {
       validation: false as const, // the server checks md5Hash itself, before the object exists
       preconditionOpts: { ifGenerationMatch: 0 },
@@ -63,18 +68,22 @@ export class GcsStore implements Store {
       },
     };
     try {
+      let stored: FileMetadata;
       if (bodySize(request.body) <= SINGLE_REQUEST_LIMIT) {
         await file.save(await bodyBuffer(request.body), { ...options, resumable: false });
+        stored = file.metadata; // the object resource the upload was answered with
       } else {
         // A resumable upload streamed from the file: memory stays bounded whatever the size.
         await pipeline(Readable.from(bodyParts(request.body, 4 * 1024 * 1024)), file.createWriteStream({ ...options, resumable: true }));
-        // Do not rely on the server having checked md5Hash at finalization: compare what it
-        // computed, and take the object back (this generation only) if it differs.
-        const [stored] = await file.getMetadata();
+        [stored] = await file.getMetadata();
+        // Do not rely on the server having checked md5Hash at finalization: compare what it computed.
         if (stored.md5Hash !== request.md5.toString('base64')) {
-          await file.delete({ ifGenerationMatch: stored.generation }).catch(() => undefined);
-          throw new StoreError('permanent', `${key}: the server stored different bytes than were sent (MD5 ${stored.md5Hash} instead of ${request.md5.toString('base64')})`);
+          throw await takeBack(file, stored, `${key}: the server stored different bytes than were sent (MD5 ${stored.md5Hash} instead of ${request.md5.toString('base64')})`);
         }
+      }
+      const problem = this.encryptionProblem(stored.kmsKeyName);
+      if (problem) {
+        throw await takeBack(file, stored, `${this.location}: ${key}: the server does not store it encrypted as asked (${problem}). Does the server support CMEK? (setting gcs-kms-key-name)`);
       }
       return 'created';
     } catch (err) {
@@ -104,7 +113,7 @@ export class GcsStore implements Store {
     try {
       const [meta] = await this.file(key).getMetadata();
       return {
-        info: { key, size: Number(meta.size ?? 0), metadata: stringRecord(meta.metadata) },
+        info: { key, size: Number(meta.size ?? 0), metadata: stringRecord(meta.metadata), notEncryptedAsAsked: this.encryptionProblem(meta.kmsKeyName) },
         generation: Number(meta.generation),
       };
     } catch (err) {
@@ -155,6 +164,16 @@ export class GcsStore implements Store {
     await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
   }
 
+  /**
+   * Why the key an object resource names is not the one asked for, or undefined if it is (or none
+   * was asked). Google names the key version that encrypted the object: K/cryptoKeyVersions/N.
+   */
+  private encryptionProblem(reported: string | undefined): string | undefined {
+    const asked = this.opts.kmsKeyName;
+    if (asked === undefined || reported === asked || reported?.startsWith(`${asked}/cryptoKeyVersions/`)) return undefined;
+    return `Cloud KMS key ${asked} was asked for, the server reports ${reported ?? 'none'}`;
+  }
+
   private file(key: string): File {
     return this.bucket.file(this.fullKey(key));
   }
@@ -170,8 +189,8 @@ export class GcsStore implements Store {
   mapError(err: unknown, what: string): StoreError {
     if (err instanceof StoreError) return err;
     const status = statusOf(err);
-    const message = (err as Error).message ?? String(err);
-    const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}`;
+    const message = googleMessage(err);
+    const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}${this.kmsHint(message)}`;
     const tls = untrustedCertificate(err);
     if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (status === 404) {
@@ -186,11 +205,37 @@ export class GcsStore implements Store {
     }
     return new StoreError('permanent', detail, { cause: err });
   }
+
+  /** Google's refusal of a key names no setting: say which key, and who must be allowed to use it. */
+  private kmsHint(message: string): string {
+    if (!/\bkms\b/i.test(message)) return '';
+    const asked = this.opts.kmsKeyName;
+    return ` (${asked ? `gcs-kms-key-name ${asked}: ` : ''}the bucket project's Cloud Storage service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter on the key, and the key must be in the bucket's location)`;
+  }
 }
 
+/**
+ * The object just created is not what was asked for: take back this generation (no other writer's)
+ * and fail. A writer without delete permission leaves it; the error says so.
+ */
+async function takeBack(file: File, stored: FileMetadata, problem: string): Promise<StoreError> {
+  const removal = await file.delete({ ifGenerationMatch: stored.generation }).then(
+    () => 'it was removed',
+    (err: unknown) => `removing it failed (${(err as Error).message}): delete it by hand`,
+  );
+  return new StoreError('permanent', `${problem}; ${removal}`);
+}
+
+/** The HTTP status: an ApiError carries it in `code`; a GaxiosError (a resumable upload's start) in `status`. */
 function statusOf(err: unknown): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
+  const { code, status } = err as { code?: unknown; status?: unknown };
+  return typeof code === 'number' ? code : typeof status === 'number' ? status : undefined;
+}
+
+/** Google's own message where the error carries it (a GaxiosError's says only "Request failed with status code N"). */
+function googleMessage(err: unknown): string {
+  const answered = (err as { response?: { data?: { error?: { message?: unknown } } } }).response?.data?.error?.message;
+  return typeof answered === 'string' ? answered : ((err as Error).message ?? String(err));
 }
 
 function stringRecord(value: unknown): Record<string, string> {

@@ -11,7 +11,7 @@ const IDLE_TIMEOUT_MS = 30_000;
 
 export async function openStore(
   repo: RepoLocation,
-  settings: Pick<Settings, 's3PathStyle' | 's3Checksum' | 's3Endpoint' | 's3Region' | 'gcsEndpoint' | 'timeout'>,
+  settings: Pick<Settings, 's3PathStyle' | 's3Checksum' | 's3Endpoint' | 's3Region' | 'gcsEndpoint' | 'timeout' | 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'>,
 ): Promise<Store> {
   // A black-holed connection must fail within the operation's time bound, not after 30 s.
   const idleTimeoutMs = Math.min(IDLE_TIMEOUT_MS, settings.timeout * 1000);
@@ -30,11 +30,12 @@ export async function openStore(
         pathStyle: settings.s3PathStyle,
         checksum: settings.s3Checksum,
         idleTimeoutMs,
+        serverSideEncryption: settings.s3Sse && { algorithm: settings.s3Sse, kmsKeyId: settings.s3SseKmsKeyId },
       });
     }
     case 'gs': {
       const { GcsStore } = await import('./gcs.js');
-      return new GcsStore({ bucket: repo.bucket, prefix: repo.prefix, endpoint: settings.gcsEndpoint, idleTimeoutMs });
+      return new GcsStore({ bucket: repo.bucket, prefix: repo.prefix, endpoint: settings.gcsEndpoint, idleTimeoutMs, kmsKeyName: settings.gcsKmsKeyName });
     }
   }
 }

@@ -4,11 +4,16 @@
  * Create-if-absent is a PutObject with `If-None-Match: *`; Content-MD5 makes the server reject
  * a body that arrived damaged. The SDK's own retries are off: retry.ts owns retrying, so one
  * budget bounds each operation. Credentials come from the SDK's default chain only.
+ *
+ * Server-side encryption (SSE-S3, SSE-KMS) is asked for on every write and confirmed from the
+ * answer: some S3-compatible servers take the headers and store the object unencrypted (RGW 16
+ * does with AES256). ETags are never compared with MD5s: an SSE-KMS object's ETag is not one.
  */
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -37,6 +42,20 @@ export interface S3StoreOptions {
   readonly pageSize?: number;
   /** A request with no traffic for this long fails (default 30 s; never longer than the command's --timeout). */
   readonly idleTimeoutMs?: number;
+  /** Server-side encryption for every object written; absent = the bucket's default. */
+  readonly serverSideEncryption?: S3ServerSideEncryption;
+}
+
+export interface S3ServerSideEncryption {
+  readonly algorithm: 'AES256' | 'aws:kms';
+  /** SSE-KMS only; absent = the bucket's default key, else AWS's aws/s3 key. */
+  readonly kmsKeyId?: string;
+}
+
+/** What S3 answers about an object's encryption (PutObject, CreateMultipartUpload, HeadObject, GetObject). */
+interface ReportedEncryption {
+  readonly ServerSideEncryption?: string;
+  readonly SSEKMSKeyId?: string;
 }
 
 /** Socket timeouts per attempt: a black-holed connection must fail, not hang the archiver. */
@@ -90,7 +109,7 @@ export class S3Store implements Store {
     try {
       if (bodySize(request.body) > SINGLE_REQUEST_LIMIT) return await this.putInParts(key, request);
       const body = await bodyBuffer(request.body);
-      await this.client.send(
+      const out = await this.client.send(
         new PutObjectCommand({
           Bucket: this.opts.bucket,
           Key: this.fullKey(key),
@@ -100,13 +119,54 @@ export class S3Store implements Store {
           ContentType: 'application/octet-stream',
           IfNoneMatch: '*',
           Metadata: { ...request.metadata },
+          ...this.encryptionHeaders(),
         }),
       );
+      const problem = this.encryptionProblem(out);
+      if (problem) throw await this.takeBackUnencrypted(key, problem);
       return 'created';
     } catch (err) {
       if (httpStatus(err) === 412) return 'exists';
       throw this.mapError(err, key);
     }
+  }
+
+  private encryptionHeaders(): { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string } {
+    const asked = this.opts.serverSideEncryption;
+    return asked ? { ServerSideEncryption: asked.algorithm, SSEKMSKeyId: asked.kmsKeyId } : {};
+  }
+
+  /** Why what the server reports is not the encryption asked for, or undefined if it is (or none was asked). */
+  private encryptionProblem(reported: ReportedEncryption): string | undefined {
+    const asked = this.opts.serverSideEncryption;
+    if (!asked) return undefined;
+    if (reported.ServerSideEncryption !== asked.algorithm) {
+      return `${asked.algorithm} was asked for, the server reports ${reported.ServerSideEncryption ?? 'no server-side encryption'}`;
+    }
+    if (asked.kmsKeyId !== undefined && !sameKmsKey(asked.kmsKeyId, reported.SSEKMSKeyId)) {
+      return `KMS key ${asked.kmsKeyId} was asked for, the server reports ${reported.SSEKMSKeyId ?? 'none'}`;
+    }
+    return undefined;
+  }
+
+  /**
+   * The object we just created (If-None-Match: it is ours) is not encrypted as asked: remove it,
+   * so no unencrypted copy stays behind, and fail. A primary allowed no deletes leaves it; the next
+   * push then finds it and refuses it as a duplicate that is not encrypted as asked.
+   */
+  private async takeBackUnencrypted(key: string, problem: string): Promise<StoreError> {
+    const removal = await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) })).then(
+      () => 'it was removed',
+      (err: unknown) => `removing it failed (${(err as Error).name}): delete it by hand`,
+    );
+    return this.notEncrypted(key, problem, removal);
+  }
+
+  private notEncrypted(key: string, problem: string, outcome: string): StoreError {
+    return new StoreError(
+      'permanent',
+      `${this.location}: ${key}: the server does not store it encrypted as asked (${problem}); ${outcome}. Does the server support this encryption? (settings s3-sse, s3-sse-kms-key-id)`,
+    );
   }
 
   /**
@@ -117,10 +177,14 @@ export class S3Store implements Store {
   private async putInParts(key: string, request: PutRequest): Promise<'created' | 'exists'> {
     const Bucket = this.opts.bucket;
     const Key = this.fullKey(key);
-    const { UploadId } = await this.client.send(
-      new CreateMultipartUploadCommand({ Bucket, Key, ContentType: 'application/octet-stream', Metadata: { ...request.metadata } }),
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket, Key, ContentType: 'application/octet-stream', Metadata: { ...request.metadata }, ...this.encryptionHeaders() }),
     );
+    const { UploadId } = created;
     try {
+      // The upload's encryption is fixed here, before any part is sent (RGW 16 reports it only here, not on completion).
+      const problem = this.encryptionProblem(created);
+      if (problem) throw this.notEncrypted(key, problem, 'nothing was stored');
       const parts: { PartNumber: number; ETag: string }[] = [];
       const inFlight = new Set<Promise<void>>();
       const whole = createHash('md5');
@@ -158,10 +222,7 @@ export class S3Store implements Store {
   async get(key: string): Promise<{ info: ObjectInfo; body: Readable }> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
-      return {
-        info: { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {} },
-        body: out.Body as Readable,
-      };
+      return { info: this.objectInfo(key, out), body: out.Body as Readable };
     } catch (err) {
       throw this.mapError(err, key);
     }
@@ -170,7 +231,7 @@ export class S3Store implements Store {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
-      return { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {} };
+      return this.objectInfo(key, out);
     } catch (err) {
       const mapped = this.mapError(err, key);
       if (mapped.kind === 'not-found') return undefined;
@@ -225,6 +286,10 @@ export class S3Store implements Store {
     }
   }
 
+  private objectInfo(key: string, out: ReportedEncryption & { ContentLength?: number; Metadata?: Record<string, string> }): ObjectInfo {
+    return { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {}, notEncryptedAsAsked: this.encryptionProblem(out) };
+  }
+
   private fullKey(key: string): string {
     return joinKey(this.opts.prefix, key);
   }
@@ -234,10 +299,11 @@ export class S3Store implements Store {
   }
 
   private mapError(err: unknown, what: string): StoreError {
+    if (err instanceof StoreError) return err; // already ours (a multipart check): keep its kind
     const e = err as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number } };
     const status = httpStatus(err);
     const name = e.name ?? 'Error';
-    const detail = `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim();
+    const detail = `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim() + this.kmsHint(`${name} ${e.message ?? ''}`);
     const tls = untrustedCertificate(err);
     if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (name === 'NoSuchBucket') return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
@@ -256,10 +322,30 @@ export class S3Store implements Store {
     }
     return new StoreError('permanent', detail, { cause: err });
   }
+
+  /**
+   * A KMS key refused looks like any access or argument error (RGW 16 even says InvalidAccessKeyId):
+   * say which key and what it needs. Its kind stays what the server's status says.
+   */
+  private kmsHint(answer: string): string {
+    if (!/\bkms\b/i.test(answer)) return '';
+    const asked = this.opts.serverSideEncryption?.kmsKeyId;
+    const which = asked ? `the KMS key ${asked} was refused: check s3-sse-kms-key-id` : 'a KMS problem: set s3-sse-kms-key-id if the server needs a key id';
+    return ` (${which}, and that these credentials may use the key: kms:GenerateDataKey to write, kms:Decrypt to read)`;
+  }
 }
 
 const DENIED = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'Forbidden']);
 const TRANSIENT = new Set(['SlowDown', 'RequestTimeout', 'InternalError', 'ServiceUnavailable', 'TimeoutError', 'RequestTimeTooSkewed']);
+
+/**
+ * AWS reports a key's ARN whichever form was asked for (id, ARN, alias); an alias cannot be
+ * resolved without KMS's API, so any key is taken for it. RGW and others echo what was asked.
+ */
+function sameKmsKey(asked: string, reported: string | undefined): boolean {
+  if (reported === undefined) return false;
+  return reported === asked || reported.endsWith(`:key/${asked}`) || /^alias\/|:alias\//.test(asked);
+}
 
 function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;

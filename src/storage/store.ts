@@ -15,6 +15,11 @@ export interface ObjectInfo {
   /** Stored size in bytes (after compression). */
   readonly size: number;
   readonly metadata: ObjectMetadata;
+  /**
+   * Why the object is not encrypted at rest the way this store is told to write objects (S3 SSE,
+   * GCS CMEK), e.g. it was stored before the setting; undefined when it is, or nothing is asked.
+   */
+  readonly notEncryptedAsAsked?: string;
 }
 
 export interface ListedObject {

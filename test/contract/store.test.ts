@@ -113,6 +113,14 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
     await expect(store.checkBucket()).resolves.toBeUndefined();
   });
 
+  it('says a bucket is missing, also when the body goes in parts (S3 multipart, GCS resumable)', async () => {
+    const missing = repo.store({ bucket: 'wb-no-such-bucket' });
+    for (const data of [Buffer.from('small'), randomBytes(17 * 1024 * 1024)]) {
+      const err = await storeError(put(missing, 'ns/wal/x', data));
+      expect(err.kind, err.message).toBe('no-bucket');
+    }
+  });
+
   if (backend !== 'file') {
     it('refuses a body that does not match its MD5, storing nothing', async () => {
       const data = Buffer.from('what was sent');

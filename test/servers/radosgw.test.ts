@@ -21,6 +21,17 @@
  *  - Over https, a client that does not trust caFile fails with code
  *    'DEPTH_ZERO_SELF_SIGNED_CERT'; with the CA it works (SAN has IP:127.0.0.1, DNS:127.0.0.1,
  *    DNS:localhost).
+ *  - SSE-KMS with the testing backend (keys in ceph.conf, rgw_crypt_require_ssl = false): PutObject,
+ *    HeadObject and GetObject answer x-amz-server-side-encryption: aws:kms and the key id exactly as
+ *    given (no ARN made of a bare id, unlike AWS); the ETag stays the hex MD5 of the plaintext (on AWS
+ *    an SSE-KMS object's is not); Content-MD5 is still checked (BadDigest). CreateMultipartUpload and
+ *    UploadPart report the encryption, CompleteMultipartUpload does not (AWS's does).
+ *  - An SSE-KMS key id the backend does not know: HTTP 403, name 'InvalidAccessKeyId', message
+ *    "Failed to retrieve the actual key, kms-keyid: <id>", nothing stored (AWS: 400
+ *    KMS.NotFoundException, or 403 AccessDenied without kms:GenerateDataKey). aws:kms without a
+ *    key id: HTTP 400 InvalidArgument (AWS would use its aws/s3 key).
+ *  - x-amz-server-side-encryption: AES256 (SSE-S3) is accepted and ignored: 200, the object is
+ *    stored unencrypted and no answer mentions encryption. RGW 16 has no SSE-S3.
  */
 import { X509Certificate } from 'node:crypto';
 import { createHash, randomBytes } from 'node:crypto';
@@ -29,7 +40,9 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CompleteMultipartUploadCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -38,6 +51,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { startGateway, startRadosgw, type Radosgw } from './radosgw.js';
@@ -313,6 +327,59 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     const put = await failure(s3.send(new PutObjectCommand({ Bucket: nb, Key: 'x', Body: 'x' })));
     expect(put.$metadata?.httpStatusCode).toBe(404);
     expect(put.name).toBe('NoSuchBucket');
+  });
+
+  it('SSE-KMS: the key id on PUT, HEAD and GET, the ETag still the MD5, Content-MD5 still checked', async () => {
+    const [keyId] = rgw.kmsKeyIds;
+    const body = randomBytes(10_000);
+    const sse = { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId } as const;
+    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/a', Body: body, ContentMD5: md5(body).toString('base64'), IfNoneMatch: '*', ...sse }));
+    expect(put).toMatchObject(sse);
+    expect(put.ETag).toBe(`"${md5(body).toString('hex')}"`);
+    expect(await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/a' }))).toMatchObject({ ...sse, ETag: put.ETag });
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'kms/a' }));
+    expect(got).toMatchObject(sse);
+    expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
+
+    const bare = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/bare', Body: body, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: rgw.kmsKeyIds[1] }));
+    expect(bare.SSEKMSKeyId).toBe(rgw.kmsKeyIds[1]);
+
+    const damaged = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/damaged', Body: body, ContentMD5: md5(Buffer.from('x')).toString('base64'), ...sse })));
+    expect(damaged.name).toBe('BadDigest');
+  });
+
+  it('SSE-KMS: an unknown key id is 403 InvalidAccessKeyId and stores nothing; no key id is 400', async () => {
+    const unknown = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/unknown', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })));
+    expect(unknown.$metadata?.httpStatusCode).toBe(403);
+    expect(unknown.name).toBe('InvalidAccessKeyId');
+    expect(unknown.message).toBe('Failed to retrieve the actual key, kms-keyid: no-such-key');
+    expect((await failure(s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/unknown' })))).$metadata?.httpStatusCode).toBe(404);
+    const unknownParts = await failure(s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'kms/unknown', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })));
+    expect(unknownParts.name).toBe('InvalidAccessKeyId');
+
+    const noKey = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/no-key', Body: 'x', ServerSideEncryption: 'aws:kms' })));
+    expect(noKey.$metadata?.httpStatusCode).toBe(400);
+    expect(noKey.name).toBe('InvalidArgument');
+  });
+
+  it('SSE-KMS multipart: CreateMultipartUpload reports the key, CompleteMultipartUpload does not, HEAD does', async () => {
+    const [keyId] = rgw.kmsKeyIds;
+    const part = randomBytes(5 * 1024 * 1024);
+    const created = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'kms/mp', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId }));
+    expect(created).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });
+    const uploaded = await s3.send(new UploadPartCommand({ Bucket: bucket, Key: 'kms/mp', UploadId: created.UploadId, PartNumber: 1, Body: part, ContentMD5: md5(part).toString('base64') }));
+    expect(uploaded).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });
+    const completed = await s3.send(
+      new CompleteMultipartUploadCommand({ Bucket: bucket, Key: 'kms/mp', UploadId: created.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: uploaded.ETag }] } }),
+    );
+    expect(completed.ServerSideEncryption).toBeUndefined();
+    expect(await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/mp' }))).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });
+  });
+
+  it('accepts AES256 (SSE-S3) and stores the object without it, saying nothing', async () => {
+    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'sse-s3', Body: 'x', ServerSideEncryption: 'AES256' }));
+    expect(put.ServerSideEncryption).toBeUndefined();
+    expect((await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'sse-s3' }))).ServerSideEncryption).toBeUndefined();
   });
 
   it('rejects a wrong secret key (SignatureDoesNotMatch) and an unknown access key (InvalidAccessKeyId) with 403', async () => {

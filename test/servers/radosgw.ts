@@ -35,6 +35,8 @@ export interface Radosgw {
   secretKey: string;
   /** RGW does not check the SigV4 region against its zonegroup; 'us-east-1' is what clients send. */
   region: string;
+  /** SSE-KMS key ids RGW's testing KMS backend knows (rgw_crypt_s3_kms_encryption_keys); any other is refused. */
+  kmsKeyIds: readonly string[];
   /** The temporary directory holding everything; removed by stop(). */
   dir: string;
   /** ceph.conf of this cluster, for running radosgw-admin/ceph by hand (`-c confFile`). */
@@ -68,6 +70,8 @@ const ACCESS_KEY = 'WALBRIDGETESTACCESS0';
 const REGION = 'us-east-1';
 const RGW_NAME = 'client.rgw.a';
 const MON_ID = 'a';
+/** SSE-KMS key ids the testing backend knows (an ARN-shaped one, as AWS reports keys, and a bare one). */
+const KMS_KEY_IDS = ['arn:aws:kms:us-east-1:123456789012:key/walbridge-test-1', 'walbridge-test-2'];
 
 // ---------------------------------------------------------------------------------------------
 // Process-wide cleanup: every live cluster is killed synchronously on exit or a fatal signal.
@@ -318,6 +322,7 @@ function cephConf(o: {
   certFile?: string;
   keyFile?: string;
   memstoreBytes: number;
+  kmsKeys: readonly { id: string; material: string }[];
 }): string {
   const d = o.dir;
   let frontends = `beast endpoint=127.0.0.1:${o.httpPort}`;
@@ -375,6 +380,14 @@ mon_data = ${d}/mon/$id
 osd_data = ${d}/osd/$id
 osd_objectstore = memstore
 memstore_device_bytes = ${o.memstoreBytes}
+
+[client]
+# Every gateway of the cluster, not only ${RGW_NAME}:
+# SSE-KMS without a KMS: the "testing" backend takes its keys from this list (id=base64 of 32 bytes)
+rgw_crypt_s3_kms_backend = testing
+rgw_crypt_s3_kms_encryption_keys = ${o.kmsKeys.map((k) => `${k.id}=${k.material}`).join(' ')}
+# RGW refuses SSE requests over plain http unless told otherwise; the suite uses both endpoints
+rgw_crypt_require_ssl = false
 
 [${RGW_NAME}]
 rgw_data = ${d}/rgw
@@ -545,6 +558,7 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
         certFile: tls?.cert,
         keyFile: tls?.key,
         memstoreBytes,
+        kmsKeys: KMS_KEY_IDS.map((id) => ({ id, material: randomBytes(32).toString('base64') })),
       }),
     );
     const logOf = (name: string): string => path.join(dir, 'log', `${name}.log`);
@@ -600,6 +614,7 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
       accessKey: ACCESS_KEY,
       secretKey,
       region: REGION,
+      kmsKeyIds: KMS_KEY_IDS,
       dir,
       confFile: conf,
       startMs,

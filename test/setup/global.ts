@@ -19,19 +19,25 @@ export interface S3Endpoint {
   confFile: string;
   /** The cluster's directory; extra gateways keep their files under it. */
   dir: string;
+  /** SSE-KMS key ids radosgw knows. */
+  kmsKeyIds: readonly string[];
 }
 
 declare module 'vitest' {
   export interface ProvidedContext {
     s3: S3Endpoint;
     gcsUrl: string;
+    /** The one Cloud KMS key the GCS test server knows (CMEK). */
+    gcsKmsKey: string;
   }
 }
+
+const GCS_KMS_KEY = 'projects/walbridge-test/locations/us/keyRings/walbridge/cryptoKeys/wal';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // The S3 SDK's multi-line Node 20 notice (the radosgw harness uses the SDK here too).
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
-  const [rgw, gcs] = await Promise.all([startRadosgw({ tls: true }), startGcsServer()]);
+  const [rgw, gcs] = await Promise.all([startRadosgw({ tls: true }), startGcsServer({ kmsKeys: [GCS_KMS_KEY] })]);
   project.provide('s3', {
     endpoint: rgw.endpoint,
     httpsEndpoint: rgw.httpsEndpoint!,
@@ -41,8 +47,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     region: rgw.region,
     confFile: rgw.confFile,
     dir: rgw.dir,
+    kmsKeyIds: rgw.kmsKeyIds,
   });
   project.provide('gcsUrl', gcs.url);
+  project.provide('gcsKmsKey', GCS_KMS_KEY);
   return async () => {
     await Promise.all([rgw.stop(), gcs.close()]);
   };

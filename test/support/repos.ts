@@ -2,7 +2,7 @@
  * Test repositories on each backend: a fresh bucket (or directory) per call, the environment a
  * walbridge child process needs to reach it, and a driver for looking at or damaging objects.
  */
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { FsStore } from '../../src/storage/fs.js';
 import { GcsStore } from '../../src/storage/gcs.js';
-import { S3Store } from '../../src/storage/s3.js';
+import { S3Store, type S3ServerSideEncryption } from '../../src/storage/s3.js';
 import type { Store } from '../../src/storage/store.js';
 
 export type Backend = 'file' | 's3' | 'gcs';
@@ -23,10 +23,25 @@ export interface TestRepo {
   /** What a walbridge process needs in its environment to reach the repository. */
   readonly env: Record<string, string>;
   /** A driver on the same repository, for inspecting and damaging objects directly. */
-  store(opts?: { pageSize?: number }): Store;
+  store(opts?: StoreOptions): Store;
   /** Replaces an object's stored bytes but keeps its metadata: what bit rot would look like. */
   tamper(key: string, change: (stored: Buffer) => Buffer): Promise<void>;
+  /**
+   * How the server itself says an object is encrypted at rest, asked without the driver under test:
+   * S3 `"aws:kms <key id>"` or `"AES256"`, GCS the `kmsKeyName`; undefined for none (and for file://).
+   */
+  atRest(key: string): Promise<string | undefined>;
   cleanup(): Promise<void>;
+}
+
+export interface StoreOptions {
+  readonly pageSize?: number;
+  /** Another bucket (or directory) name than the repository's, e.g. one that does not exist. */
+  readonly bucket?: string;
+  /** Server-side encryption the driver asks for (S3 only). */
+  readonly s3ServerSideEncryption?: S3ServerSideEncryption;
+  /** Cloud KMS key the driver asks for (GCS only). */
+  readonly gcsKmsKeyName?: string;
 }
 
 function uniqueName(): string {
@@ -69,13 +84,14 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         backend,
         url: `file://${dir}`,
         env: {},
-        store: () => new FsStore(dir),
+        store: (o: StoreOptions = {}) => new FsStore(o.bucket ? path.join(dir, o.bucket) : dir),
         tamper: async (key, change) => {
           const file = path.join(dir, key);
           const content = await readFile(file);
           const headerEnd = content.indexOf(0x0a) + 1;
           await writeFile(file, Buffer.concat([content.subarray(0, headerEnd), change(content.subarray(headerEnd))]));
         },
+        atRest: async () => undefined,
         cleanup: () => rm(dir, { recursive: true, force: true }),
       };
     }
@@ -85,8 +101,16 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
       const bucket = uniqueName();
       const client = s3Client();
       await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      const store = (o: { pageSize?: number } = {}) =>
-        new S3Store({ bucket, prefix, endpoint: env.AWS_ENDPOINT_URL_S3, pathStyle: true, checksum: 'when-required', ...o });
+      const store = (o: StoreOptions = {}) =>
+        new S3Store({
+          bucket: o.bucket ?? bucket,
+          prefix,
+          endpoint: env.AWS_ENDPOINT_URL_S3,
+          pathStyle: true,
+          checksum: 'when-required',
+          pageSize: o.pageSize,
+          serverSideEncryption: o.s3ServerSideEncryption,
+        });
       return {
         backend,
         url: `s3://${bucket}/${prefix}`,
@@ -99,6 +123,10 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
           await client.send(
             new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}`, Body: change(Buffer.concat(chunks)), Metadata: { ...current.info.metadata } }),
           );
+        },
+        atRest: async (key) => {
+          const out = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}` }));
+          return out.ServerSideEncryption === undefined ? undefined : [out.ServerSideEncryption, out.SSEKMSKeyId].filter(Boolean).join(' ');
         },
         cleanup: async () => undefined, // radosgw's memstore goes away with the run
       };
@@ -114,7 +142,7 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         body: JSON.stringify({ name: bucket }),
       });
       if (!created.ok) throw new Error(`creating GCS test bucket failed: ${created.status} ${await created.text()}`);
-      const store = (o: { pageSize?: number } = {}) => new GcsStore({ bucket, prefix, ...o });
+      const store = (o: StoreOptions = {}) => new GcsStore({ bucket: o.bucket ?? bucket, prefix, pageSize: o.pageSize, kmsKeyName: o.gcsKmsKeyName });
       return {
         backend,
         url: `gs://${bucket}/${prefix}`,
@@ -126,6 +154,11 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
           const [content] = await file.download();
           const [meta] = await file.getMetadata();
           await file.save(change(content), { resumable: false, metadata: { metadata: meta.metadata } });
+        },
+        atRest: async (key) => {
+          const { Storage } = await import('@google-cloud/storage');
+          const [meta] = await new Storage().bucket(bucket).file(`${prefix}/${key}`).getMetadata();
+          return meta.kmsKeyName;
         },
         cleanup: async () => undefined,
       };

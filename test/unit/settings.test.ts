@@ -74,6 +74,52 @@ describe('resolveSettings', () => {
     expect(err.message).toMatch(message);
   });
 
+  describe('server-side encryption', () => {
+    const s3 = { repo: 's3://bkt/p', namespace: 'n' };
+    const gs = { repo: 'gs://bkt/p', namespace: 'n' };
+    const KEY = 'projects/my-project/locations/europe-west1/keyRings/wal/cryptoKeys/wal-key';
+
+    it('asks for nothing unless told: the bucket default applies', () => {
+      expect(resolveSettings({ flags: s3, env: {} })).toMatchObject({ s3Sse: undefined, s3SseKmsKeyId: undefined, gcsKmsKeyName: undefined });
+    });
+
+    it('takes SSE-S3, SSE-KMS with or without a key, and a KMS key alone as SSE-KMS', () => {
+      expect(resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} })).toMatchObject({ s3Sse: 'AES256', s3SseKmsKeyId: undefined });
+      expect(resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: undefined });
+      for (const keyId of ['1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'alias/wal', 'minio-key']) {
+        expect(resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: keyId });
+      }
+      const config = configFile(`repo = s3://bkt\nnamespace = n\ns3-sse = aws:kms\ns3-sse-kms-key-id = alias/wal\n`);
+      expect(resolveSettings({ flags: { config }, env: {} })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: 'alias/wal' });
+    });
+
+    it('takes a Cloud KMS crypto key name for GCS, also a domain-scoped project', () => {
+      expect(resolveSettings({ flags: { ...gs, 'gcs-kms-key-name': KEY }, env: {} }).gcsKmsKeyName).toBe(KEY);
+      const scoped = 'projects/example.com:wal-prod/locations/us/keyRings/r/cryptoKeys/k';
+      expect(resolveSettings({ flags: gs, env: { WALBRIDGE_GCS_KMS_KEY_NAME: scoped } }).gcsKmsKeyName).toBe(scoped);
+    });
+
+    it.each([
+      [{ ...s3, 's3-sse': 'aes256' }, {}, /^bad --s3-sse "aes256": use AES256 \(SSE-S3\) or aws:kms \(SSE-KMS\)$/],
+      [s3, { WALBRIDGE_S3_SSE: 'aws:kms:dsse' }, /^bad WALBRIDGE_S3_SSE "aws:kms:dsse"/],
+      [s3, { WALBRIDGE_S3_SSE: 'AES256', WALBRIDGE_S3_SSE_KMS_KEY_ID: 'alias/wal' }, /^WALBRIDGE_S3_SSE_KMS_KEY_ID names a KMS key, but WALBRIDGE_S3_SSE is AES256: use aws:kms or leave it unset$/],
+      [{ ...s3, 's3-sse-kms-key-id': 'alias/my key' }, {}, /^bad --s3-sse-kms-key-id "alias\/my key": expected a KMS key id, key ARN or alias/],
+      [{ ...s3, 's3-sse-kms-key-id': 'key\nX-Injected: 1' }, {}, /^bad --s3-sse-kms-key-id "key\\nX-Injected: 1"/],
+      [{ ...gs, 'gcs-kms-key-name': 'wal-key' }, {}, /^bad --gcs-kms-key-name "wal-key": expected projects\/PROJECT\/locations\/LOCATION\/keyRings\/RING\/cryptoKeys\/KEY$/],
+      [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: `${KEY}/cryptoKeyVersions/3` }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME ".*": expected .*cryptoKeys\/KEY without \/cryptoKeyVersions\/N/],
+      [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: 'projects/p/locations/us/keyRings/r' }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME/],
+      [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: `${KEY}/` }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME/],
+      [gs, { WALBRIDGE_S3_SSE: 'AES256' }, /^WALBRIDGE_S3_SSE is set, but the repository is gs:\/\/; it applies to s3:\/\/ repositories only$/],
+      [s3, { WALBRIDGE_GCS_KMS_KEY_NAME: KEY }, /^WALBRIDGE_GCS_KMS_KEY_NAME is set, but the repository is s3:\/\/; it applies to gs:\/\/ repositories only$/],
+      [{ repo: 'file:///var/wal', namespace: 'n', 's3-sse-kms-key-id': 'alias/wal' }, {}, /^--s3-sse-kms-key-id is set, but the repository is file:\/\//],
+    ])('refuses %j %j with one line naming the setting', (flags, env, message) => {
+      const err = failure(() => resolveSettings({ flags, env }));
+      expect(err.kind).toBe('config');
+      expect(err.message).toMatch(message);
+      expect(err.message).not.toContain('\n');
+    });
+  });
+
   it('refuses unknown keys and malformed lines in the config file, naming the line', () => {
     expect(failure(() => resolveSettings({ flags: { config: configFile('repo = s3://bkt\nrepoo = x\n') }, env: {} })).message).toMatch(
       /:2: unknown setting "repoo"/,

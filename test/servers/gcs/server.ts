@@ -1,7 +1,8 @@
 /**
  * In-process test server for the subset of the Google Cloud Storage JSON API that walbridge uses, written
  * from Google's JSON API reference (objects insert/get/list/patch/delete, buckets get/insert), "Perform
- * resumable uploads", "Request preconditions" and "Hashes and ETags". See README.md for scope and limits.
+ * resumable uploads", "Request preconditions", "Hashes and ETags" and "Use customer-managed encryption
+ * keys". See README.md for scope, limits and sources.
  * Test equipment: it checks no credentials unless `requireAuthToken` is given.
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -20,6 +21,8 @@ export interface StoredObject {
   crc32c: string; // base64 of the big-endian CRC32C
   timeCreated: string;
   updated: string;
+  /** The Cloud KMS key version that encrypts it (CMEK): projects/…/cryptoKeys/K/cryptoKeyVersions/1. */
+  kmsKeyName?: string;
 }
 
 export interface RecordedRequest {
@@ -46,6 +49,13 @@ export interface GcsServerOptions {
   host?: '127.0.0.1';
   /** If set, a request whose Authorization is not `Bearer <token>` is answered 401. */
   requireAuthToken?: string;
+  /**
+   * Cloud KMS keys (projects/P/locations/L/keyRings/R/cryptoKeys/K) that exist and that the bucket's service agent
+   * may use; an upload naming any other key is refused. None by default.
+   */
+  kmsKeys?: readonly string[];
+  /** Accept kmsKeyName and store the object without it, as emulators without CMEK do: for testing clients' checks. */
+  ignoreKmsKeyName?: boolean;
 }
 
 // CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
@@ -82,6 +92,9 @@ const FAULTS: Record<number, [reason: string, message: string]> = {
   503: ['backendError', 'Service Unavailable'],
 };
 const badRequest = (message: string, reason = 'invalid') => new GcsError(400, message, reason);
+// What Google answers when the service agent cannot use the key (or it does not exist: KMS does not tell them apart).
+const kmsKeyRefused = () =>
+  new GcsError(403, 'Permission denied on Cloud KMS key. Please ensure that your Cloud Storage service account has been authorized to use this key.', 'forbidden');
 const notAllowed = () => new GcsError(405, 'Method Not Allowed', 'methodNotAllowed');
 
 // A non-final resumable chunk is persisted only in whole 256 KiB units (the documented chunk granularity);
@@ -158,6 +171,17 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
     if (mnm !== undefined && (!obj || mnm === obj.metageneration)) fail('ifMetagenerationNotMatch', true);
   }
 
+  /**
+   * The key version an upload is encrypted with: the kmsKeyName query parameter, which overrides the resource's
+   * kmsKeyName (Objects: insert). Every known key has one version, its primary, 1.
+   */
+  function encryptionKey(w: Pick<Write, 'meta' | 'query'>): string | undefined {
+    const asked = w.query.get('kmsKeyName') ?? (typeof w.meta.kmsKeyName === 'string' ? w.meta.kmsKeyName : undefined);
+    if (asked === undefined || opts.ignoreKmsKeyName) return undefined;
+    if (!(opts.kmsKeys ?? []).includes(asked)) throw kmsKeyRefused();
+    return `${asked}/cryptoKeyVersions/1`;
+  }
+
   /** The single place objects are written: client hashes are verified first, so bad data is never stored. */
   function commit(bucket: string, name: string, data: Buffer, w: Write): StoredObject {
     const { meta, contentType, query, hashHeader } = w;
@@ -173,11 +197,13 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
         throw badRequest(`Provided ${label} "${String(want)}" doesn't match calculated ${label} "${actual}".`);
       }
     }
+    const kmsKeyName = encryptionKey(w);
     checkPreconditions(query, b.objects.get(name), false);
     const now = new Date().toISOString();
     const obj: StoredObject = {
       name, data, contentType: contentType || 'application/octet-stream', metadata: mergeMetadata({}, meta.metadata),
       generation: nextGeneration(), metageneration: 1, md5Hash: md5, crc32c: crc, timeCreated: now, updated: now,
+      ...(kmsKeyName ? { kmsKeyName } : {}),
     };
     b.objects.set(name, obj);
     return obj;
@@ -204,6 +230,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
       timeCreated: o.timeCreated,
       updated: o.updated,
       timeStorageClassUpdated: o.timeCreated,
+      ...(o.kmsKeyName ? { kmsKeyName: o.kmsKeyName } : {}),
       ...(Object.keys(o.metadata).length ? { metadata: { ...o.metadata } } : {}),
     };
   }
@@ -290,6 +317,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
           const id = randomUUID().replace(/-/g, '');
           const declared = header(req, 'x-upload-content-length');
           const contentType = (meta.contentType as string | undefined) ?? header(req, 'x-upload-content-type');
+          encryptionKey({ meta, query: q }); // a key the service agent cannot use is refused before any data is sent
           sessions.set(id, {
             bucket, name, write: { meta, contentType, query: new URLSearchParams(q), hashHeader: undefined },
             declaredLength: declared === undefined ? undefined : Number(declared), chunks: [], persisted: 0, state: 'active',
