@@ -3,12 +3,14 @@
  * archiving (archive_timeout = 60 s) against the same plus `walbridge stream`.
  *
  * Probe clients commit one row per transaction and note when each commit was acknowledged;
- * pgbench runs beside them for WAL volume. After the kill and a smart failover, the
+ * pgbench runs beside them at a steady rate. At that rate a segment takes longer to fill than a
+ * run lasts, which is when whole-file archiving loses the most (up to archive_timeout). After the kill and a smart failover, the
  * acknowledged rows missing on the promoted standby are the loss; the loss window is the time
  * from the oldest missing acknowledgement to the kill.
  */
 import pg from 'pg';
-import { baseBackup, clusterEnv, initPrimary, runAsClusterUser, type PgCluster } from '../../test/servers/postgres.js';
+import { dirname, join } from 'node:path';
+import { PG_BIN, baseBackup, clusterEnv, initPrimary, runAsClusterUser, type PgCluster } from '../../test/servers/postgres.js';
 import { startStream, type Streamer } from '../../test/support/streamer.js';
 import type { Bench } from './rows.js';
 import { walbridgeEnv } from './rows.js';
@@ -30,10 +32,15 @@ export interface LossResult {
   readonly runs: LossRun[];
   readonly streamIntervalSeconds: number;
   readonly loadSeconds: number;
+  readonly load: string;
 }
 
 const STREAM_INTERVAL = 0.2;
 const PROBES = 4;
+/** Each probe commits about every 10 ms: an OLTP trickle, not a bulk load that fills segments in seconds. */
+const PROBE_PAUSE_MS = 10;
+/** pgbench's rate (-R): with the probes, ~500 commits/s, a segment every minute or two. */
+const PGBENCH_TPS = 100;
 
 export async function lossWindow(bench: Bench, runs: number, loadSeconds: number): Promise<LossResult> {
   const results: LossRun[] = [];
@@ -42,17 +49,20 @@ export async function lossWindow(bench: Bench, runs: number, loadSeconds: number
       try {
         results.push(await oneRun(bench, mode, `loss-${mode}-${i}`, loadSeconds + Math.random() * 2));
       } catch (err) {
+        bench.log(`loss: ${mode} run failed: ${(err as Error).message}`);
         results.push({ mode, acknowledged: 0, missing: 0, windowMs: 0, failoverSeconds: 0, error: (err as Error).message.split('\n')[0] });
       }
       bench.log(`loss: ${JSON.stringify(results[results.length - 1])}`);
     }
   }
-  return { runs: results, streamIntervalSeconds: STREAM_INTERVAL, loadSeconds };
+  return { runs: results, streamIntervalSeconds: STREAM_INTERVAL, loadSeconds, load: `${PROBES} probe clients committing every ~${PROBE_PAUSE_MS} ms, pgbench -c 2 -R ${PGBENCH_TPS}` };
 }
 
 async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: number): Promise<LossRun> {
   await bench.s3.createBucket(id);
-  const { PATH: _path, HOME: _home, LANG: _lang, ...env } = walbridgeEnv(bench, { bucket: id, namespace: id, home: bench.workDir });
+  const { PATH: _path, HOME: _home, LANG: _lang, ...repoEnv } = walbridgeEnv(bench, { bucket: id, namespace: id, home: bench.workDir });
+  // The harness finds bin/ relative to its own source, which the benchmark runs compiled elsewhere.
+  const env = { ...repoEnv, PATH: [join(bench.repoRoot, 'bin'), PG_BIN, dirname(process.execPath), '/usr/bin:/bin'].join(':') };
   const primary = await initPrimary({ name: id, env, archiveCommand: 'archive-push %p', conf: { archive_timeout: '60s' } });
   let standby: PgCluster | undefined;
   let streamer: Streamer | undefined;
@@ -84,11 +94,12 @@ async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: num
           break; // the server is gone
         }
         acked.set(rowId, Date.now());
+        await sleep(PROBE_PAUSE_MS);
       }
       await client.end().catch(() => undefined);
     };
     const probes = Array.from({ length: PROBES }, (_, n) => probe(n + 1));
-    const load = primary.pgbench(['-c', '2', '-j', '2', '-T', String(Math.ceil(loadSeconds) + 30)], { timeoutMs: 120_000 }).catch(() => undefined);
+    const load = primary.pgbench(['-c', '2', '-j', '2', '-R', String(PGBENCH_TPS), '-T', String(Math.ceil(loadSeconds) + 30)], { timeoutMs: 180_000 }).catch(() => undefined);
     await sleep(loadSeconds * 1000);
     const killedAt = Date.now();
     await primary.kill9();

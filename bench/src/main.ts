@@ -206,7 +206,7 @@ async function main(): Promise<void> {
 
     // --- loss window of a smart failover after kill -9, with and without walbridge stream
     log('phase 5/5: loss window after kill -9 of the primary');
-    const loss = await lossWindow(bench, opts.lossRuns, opts.quick ? 5 : 8);
+    const loss = await lossWindow(bench, opts.lossRuns, opts.quick ? 5 : 20);
 
     const finishedAt = new Date();
     const results: BenchResults = {

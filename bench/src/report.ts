@@ -76,8 +76,6 @@ const pushP50 = (r: RowResult): number | undefined => median(okMs(r));
 const storedKiB = (r: RowResult): number | undefined => (r.stored && r.stored.missing === 0 ? r.stored.meanKiB : undefined);
 const totalS = (r: RowResult): number | undefined => r.totalSeconds;
 
-const PROBE_NOTE = '4 clients commit one row per transaction and note each acknowledgement';
-
 export function renderMarkdown(res: BenchResults): string {
   const out: string[] = [];
   const m = res.machine;
@@ -168,7 +166,7 @@ export function renderMarkdown(res: BenchResults): string {
     out.push('## Loss window: kill -9 of the primary under load, then a smart failover');
     out.push('');
     out.push(
-      `archive_timeout = 60 s; ${PROBE_NOTE} for ~${l.loadSeconds}-${l.loadSeconds + 2} s beside pgbench -c 2, then kill -9 of the primary. "stream" adds \`walbridge stream\` (every ${l.streamIntervalSeconds} s).`,
+      `archive_timeout = 60 s; load: ${l.load} (each probe notes when each of its commits was acknowledged), for ~${l.loadSeconds}-${l.loadSeconds + 2} s, then kill -9 of the primary and \`walbridge trigger smart\`. "stream" adds \`walbridge stream\` (every ${l.streamIntervalSeconds} s). Loss window: from the oldest acknowledged commit missing on the promoted standby to the kill.`,
     );
     out.push('');
     out.push('| mode | runs | acknowledged commits (median) | missing on the promoted standby (median / max) | loss window ms (median / max) | failover s (median) |');

@@ -142,20 +142,35 @@ async function publish(ctx: FetchContext, file: WalFileName, temp: string, desti
   }
 }
 
+/** The verified-to-be-contiguous chunks `walbridge stream` left of a segment never archived whole (empty: none). */
+export async function streamedChain(ctx: FetchContext, file: WalFileName, identity: ClusterIdentity | undefined): Promise<(ChunkRange & { key: string })[]> {
+  if (file.kind !== 'segment' || !identity) return [];
+  return longestPrefixChain((await listChunks(ctx.store, ctx.namespace, file.name)).filter((c) => c.end <= identity.segmentSize));
+}
+
 /**
  * Smart failover's last step with `walbridge stream`: the streamed prefix of a segment that was
- * never archived whole, every chunk verified, zero-padded to the segment size as PostgreSQL
- * expects of a partial segment (replay ends at the first invalid record). False if none.
+ * never archived whole (the chain from streamedChain), every chunk verified, zero-padded to the
+ * segment size as PostgreSQL expects of a partial segment (replay ends at its first invalid record).
  */
-export async function restoreStreamed(ctx: FetchContext, file: WalFileName, destination: string, identity: ClusterIdentity | undefined): Promise<boolean> {
-  if (file.kind !== 'segment' || !identity) return false;
-  const chain = longestPrefixChain((await listChunks(ctx.store, ctx.namespace, file.name)).filter((c) => c.end <= identity.segmentSize));
-  if (chain.length === 0) return false;
+export async function restoreStreamed(
+  ctx: FetchContext,
+  file: WalFileName,
+  destination: string,
+  identity: ClusterIdentity,
+  chain: readonly (ChunkRange & { key: string })[],
+): Promise<void> {
   const content = Buffer.alloc(identity.segmentSize);
-  for (const chunk of chain) {
-    const part = await retryTransient(ctx.retry, `download ${chunk.key}`, () => downloadChunk(ctx, file, chunk));
-    part.copy(content, chunk.start);
-  }
+  // A few at once: a failover waits for this, and a segment may be hundreds of small chunks.
+  let next = 0;
+  const worker = async () => {
+    while (next < chain.length) {
+      const chunk = chain[next++]!;
+      const part = await retryTransient(ctx.retry, `download ${chunk.key}`, () => downloadChunk(ctx, file, chunk));
+      part.copy(content, chunk.start);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, chain.length) }, worker));
   const temp = tempFileFor(file, destination);
   try {
     await writeFile(temp, content, { flag: 'wx', mode: 0o600 });
@@ -165,7 +180,6 @@ export async function restoreStreamed(ctx: FetchContext, file: WalFileName, dest
     untrackTempFile(temp);
   }
   ctx.log.warn(`restored the streamed part of ${file.name}: ${chainEnd(chain)} bytes in ${chain.length} chunk${chain.length === 1 ? '' : 's'} (it was never archived whole)`);
-  return true;
 }
 
 /** One streamed chunk's bytes, verified against its metadata. */

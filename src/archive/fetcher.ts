@@ -111,7 +111,8 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
         if (!call.connected) ctx.log.info(`stopped serving ${request.walFile}: ${(err as Error).message}`);
         else if (!reportable(err)) {
           // Not the archive's answer but this process's trouble (the spool, a bug): the call does its own work.
-          ctx.log.error(`cannot serve ${request.walFile}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+          if (err instanceof NotForBackground) ctx.log.info(`declined ${request.walFile}: ${err.message}`);
+          else ctx.log.error(`cannot serve ${request.walFile}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
           call.answer({ status: 'declined', reason: err instanceof NotForBackground ? err.message : 'the background fetcher failed' } satisfies FetchAnswer);
         } else {
           const exitCode = opts.exitStatusOf(err, call.log);

@@ -13,10 +13,10 @@ import { WalbridgeError } from '../errors.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import { namespaceIdentity, restoreStreamed, type FetchContext } from './fetch.js';
+import { namespaceIdentity, restoreStreamed, streamedChain, type FetchContext } from './fetch.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
-import { restoreWithPrefetch } from './prefetch.js';
+import { NotForBackground, restoreWithPrefetch } from './prefetch.js';
 import { isSpooled } from './spool.js';
 import { readStandbyState, writeStandbyState } from './standby-state.js';
 import { ALL_STANDBYS, choose, readTrigger, type Trigger } from './trigger.js';
@@ -130,7 +130,13 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
       }
       if (trigger?.mode === 'smart') {
         // What `walbridge stream` shipped of a segment never archived: the last commits before the primary died.
-        if (await restoreStreamed(ctx, file, destination, identity)) return 'restored';
+        const chain = await streamedChain(ctx, file, identity);
+        if (chain.length > 0) {
+          // Only a live call writes %p, and the spool holds archived segments only.
+          if (ctx.background) throw new NotForBackground(`the streamed part of ${name} is restored by the call itself`);
+          await restoreStreamed(ctx, file, destination, identity!, chain);
+          return 'restored';
+        }
         ctx.log.warn(`smart failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): every archived segment is restored, ${name} is not archived; answering "not found" so that recovery ends`);
         return 'not-found';
       }

@@ -171,21 +171,21 @@ export const SETTINGS: readonly SettingDef[] = [
     env: 'WALBRIDGE_S3_SSE',
     value: '<algorithm>',
     description: "S3: server-side encryption of new objects, AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)",
-    commands: ['push', 'trigger'],
+    commands: ['push', 'trigger', 'stream'],
   },
   {
     key: 's3-sse-kms-key-id',
     env: 'WALBRIDGE_S3_SSE_KMS_KEY_ID',
     value: '<key>',
     description: 'S3: KMS key (id, ARN or alias) for SSE-KMS; implies --s3-sse aws:kms',
-    commands: ['push', 'trigger'],
+    commands: ['push', 'trigger', 'stream'],
   },
   {
     key: 'gcs-kms-key-name',
     env: 'WALBRIDGE_GCS_KMS_KEY_NAME',
     value: '<name>',
     description: "GCS: Cloud KMS key (CMEK) for new objects, projects/P/locations/L/keyRings/R/cryptoKeys/K (default: the bucket's)",
-    commands: ['push', 'trigger'],
+    commands: ['push', 'trigger', 'stream'],
   },
 ];
 
