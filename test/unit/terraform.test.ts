@@ -20,7 +20,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/layout.js';
+import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPrefix, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/layout.js';
 import { formatRepo, parseRepoUrl } from '../../src/config/repo-url.js';
 import { SETTINGS } from '../../src/config/settings.js';
 import { S3Store } from '../../src/storage/s3.js';
@@ -837,6 +837,7 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
           wal: joinKey(prefix, walPrefix(ns)),
           history: joinKey(prefix, historyPrefix(ns)),
           trigger: joinKey(prefix, triggerPrefix(ns)),
+          stream: joinKey(prefix, streamPrefix(ns)),
         });
       }
     });

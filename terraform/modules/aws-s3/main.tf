@@ -13,6 +13,7 @@ locals {
       wal       = "${local.root}${ns}/wal/"
       history   = "${local.root}${ns}/history/"
       trigger   = "${local.root}${ns}/trigger/"
+      stream    = "${local.root}${ns}/stream/"
     }
   }
 
