@@ -21,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPrefix, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/layout.js';
+import { chunkKey, listChunks } from '../../src/archive/stream-chunks.js';
 import { formatRepo, parseRepoUrl } from '../../src/config/repo-url.js';
 import { SETTINGS } from '../../src/config/settings.js';
 import { S3Store } from '../../src/storage/s3.js';
@@ -682,6 +683,8 @@ const WAL_NAMES = {
   partial: '00000002000000000000000C.partial',
   backup: '000000010000000000000002.00000028.backup',
   history: '00000002.history',
+  /** The segment being written, which walbridge stream ships in chunks. */
+  streamed: '000000010000000B00000000',
 };
 
 function walKey(namespace: string, name: string): string {
@@ -700,7 +703,14 @@ function keysOf(namespace: string) {
     history: walKey(namespace, WAL_NAMES.history),
     triggerAll: triggerKey(namespace, 'all'),
     triggerStandby: triggerKey(namespace, 'standby-1'),
+    chunk: chunkKey(namespace, WAL_NAMES.streamed, { start: 0, end: 0x2000 }),
   };
+}
+
+/** Keys next to a namespace's stream/ prefix, but not under it. */
+function nearStream(namespace: string): string[] {
+  const stream = streamPrefix(namespace);
+  return [stream.slice(0, -1), `${stream.slice(0, -1)}-old/${WAL_NAMES.streamed}/00000000-00002000`];
 }
 
 const MODULES = {
@@ -968,7 +978,7 @@ async function drain(it: AsyncIterable<unknown>): Promise<void> {
   for await (const _entry of it);
 }
 
-/** The store operations each actor's commands perform (push.ts, fetch.ts, wait.ts, cleanup.ts, trigger.ts). */
+/** The store operations each actor's commands perform (push.ts, stream.ts, fetch.ts, wait.ts, cleanup.ts, trigger.ts). */
 const ACTOR_OPERATIONS = {
   primary: (ns: string) => async (s: Store) => {
     const k = keysOf(ns);
@@ -978,6 +988,15 @@ const ACTOR_OPERATIONS = {
       await s.putIfAbsent(key, PUT);
     }
   },
+  /** walbridge stream, with the primary's credentials: leftovers, resume, ship, clean up (SegmentStreamer). */
+  streamer: (ns: string) => async (s: Store) => {
+    const k = keysOf(ns);
+    await drain(s.list(streamPrefix(ns)));
+    await listChunks(s, ns, WAL_NAMES.streamed);
+    await s.putIfAbsent(k.chunk, PUT);
+    await s.head(k.segment);
+    await s.deleteMany([k.chunk, chunkKey(ns, WAL_NAMES.streamed, { start: 0x2000, end: 0x4000 })]);
+  },
   standby: (ns: string, opts: { cleanup: boolean; clear: boolean }) => async (s: Store) => {
     const k = keysOf(ns);
     await s.checkBucket();
@@ -985,6 +1004,9 @@ const ACTOR_OPERATIONS = {
       await s.head(key);
       await s.get(key).catch(() => undefined);
     }
+    // A smart failover restores the streamed part of an unarchived segment (restoreStreamed).
+    await listChunks(s, ns, WAL_NAMES.streamed);
+    await s.get(k.chunk).catch(() => undefined);
     if (opts.cleanup) {
       await drain(s.list(walPrefix(ns)));
       await s.deleteMany([k.segment, k.partial, k.backup]);
@@ -1100,10 +1122,14 @@ describe('module aws-s3', () => {
         const o = keysOf(other);
 
         await allAllowed('primary', ns, ACTOR_OPERATIONS.primary(ns));
+        await allAllowed('primary', ns, ACTOR_OPERATIONS.streamer(ns));
         await allAllowed('standby', ns, ACTOR_OPERATIONS.standby(ns, { cleanup, clear }));
         await allAllowed('operator', ns, ACTOR_OPERATIONS.operator(ns));
 
-        for (const key of Object.values(k)) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        // The primary deletes streamed chunks (walbridge stream's cleanup) and nothing else.
+        for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        for (const key of [o.chunk, ...nearStream(ns)]) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        await denied('primary', ns, 'stream into another namespace', (s) => s.putIfAbsent(o.chunk, PUT).then(() => undefined));
         await denied('primary', ns, 'write a trigger', (s) => s.putIfAbsent(k.triggerAll, PUT).then(() => undefined));
         await denied('primary', ns, 'read another namespace', (s) => s.get(o.identity).then(() => undefined, () => undefined));
         await denied('primary', ns, 'write another namespace', (s) => s.putIfAbsent(o.segment, PUT).then(() => undefined));
@@ -1113,27 +1139,35 @@ describe('module aws-s3', () => {
         await denied('standby', ns, 'write the identity', (s) => s.putIfAbsent(k.identity, PUT).then(() => undefined));
         await denied('standby', ns, 'delete history', (s) => s.deleteMany([k.history]));
         await denied('standby', ns, 'delete the identity', (s) => s.deleteMany([k.identity]));
+        await denied('standby', ns, 'write a streamed chunk', (s) => s.putIfAbsent(k.chunk, PUT).then(() => undefined));
+        await denied('standby', ns, 'delete a streamed chunk', (s) => s.deleteMany([k.chunk]));
+        await denied('standby', ns, "read another namespace's chunks", (s) => s.get(o.chunk).then(() => undefined, () => undefined));
         await denied('standby', ns, 'read another namespace', (s) => s.get(o.segment).then(() => undefined, () => undefined));
         if (!cleanup) await denied('standby', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         if (!clear) await denied('standby', ns, 'delete triggers', (s) => s.deleteMany([k.triggerAll]));
 
         await denied('operator', ns, 'read WAL', (s) => s.get(k.segment).then(() => undefined, () => undefined));
+        await denied('operator', ns, 'read streamed chunks', (s) => s.get(k.chunk).then(() => undefined, () => undefined));
         await denied('operator', ns, 'archive', (s) => s.putIfAbsent(k.segment, PUT).then(() => undefined));
         await denied('operator', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         await denied('operator', ns, "trigger another namespace's failover", (s) => s.putIfAbsent(o.triggerAll, PUT).then(() => undefined));
       }
     });
 
-    it('gives the primary no delete action, and no resource outside the bucket and its key', async () => {
+    it('lets the primary delete streamed chunks only, and gives no resource outside the bucket and its key', async () => {
       for (const encryption of ['SSE-S3', 'SSE-KMS']) {
         const ev = await evaluatorFor({ prefix, encryption });
         for (const actor of ['primary', 'standby', 'operator']) {
           for (const [ns, doc] of await ev.instances(`aws_iam_policy_document.${actor}`, 'data')) {
+            let deletes = 0;
             for (const s of statements(doc)) {
               expect(s.effect, `${actor} ${String(ns)}`).toBe('Allow');
-              for (const a of s.actions) {
-                expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
-                if (actor === 'primary') expect(a).not.toMatch(/delete/i);
+              for (const a of s.actions) expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
+              if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
+                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix.
+                deletes++;
+                expect(s.actions.filter((a) => /delete/i.test(a)), `primary ${String(ns)}`).toEqual(['s3:DeleteObject']);
+                expect(s.resources, `primary ${String(ns)}`).toEqual([`${BUCKET_ARN}/${joinKey(prefix, streamPrefix(String(ns)))}*`]);
               }
               for (const r of s.resources) {
                 const inBucket = r === BUCKET_ARN || (r.startsWith(`${BUCKET_ARN}/`) && r.length > BUCKET_ARN.length + 2);
@@ -1141,6 +1175,7 @@ describe('module aws-s3', () => {
                 if (r.startsWith(`${BUCKET_ARN}/`)) expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
               }
             }
+            if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks`).toBe(1);
           }
         }
       }
@@ -1282,10 +1317,16 @@ describe('module gcs', () => {
           }
           expect(allowed(m, 'storage.objects.create', object(k.triggerAll)), `${m} writes a trigger`).toBe(false);
           expect(allowed(m, 'storage.objects.create', object(`${k.identity}.x`)), `${m} creates beside identity.json`).toBe(false);
+          // walbridge stream: lists, creates, reads and deletes chunks; deletes nothing else.
+          expect(allowed(m, 'storage.objects.list', bucket), `${m} lists (walbridge stream)`).toBe(true);
+          for (const p of ['storage.objects.create', 'storage.objects.get', 'storage.objects.delete']) {
+            expect(allowed(m, p, object(k.chunk)), `${m} ${p} ${k.chunk}`).toBe(true);
+            if (p !== 'storage.objects.get' || m !== shared) expect(allowed(m, p, object(o.chunk)), `${m} ${p} ${o.chunk}`).toBe(false);
+          }
+          for (const key of nearStream(ns)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           if (m !== shared) {
             expect(allowed(m, 'storage.objects.get', object(o.identity)), `${m} reads another namespace`).toBe(false);
-            expect(allowed(m, 'storage.objects.list', bucket), `${m} lists`).toBe(false);
-            for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+            for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           }
           expect(allowed(m, 'storage.objects.create', object(o.segment)), `${m} writes another namespace`).toBe(false);
         }
@@ -1294,7 +1335,7 @@ describe('module gcs', () => {
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.get', object(key)), `${m} reads ${key}`).toBe(true);
           for (const key of [k.segment, k.partial, k.backup]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} cleans up ${key}`).toBe(cleanup);
           for (const key of [k.triggerAll, k.triggerStandby]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} clears ${key}`).toBe(clear);
-          for (const key of [k.history, k.identity]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+          for (const key of [k.history, k.identity, k.chunk]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.create', object(key)), `${m} creates ${key}`).toBe(false);
           if (m !== shared) expect(allowed(m, 'storage.objects.get', object(o.segment)), `${m} reads another namespace`).toBe(false);
         }
@@ -1303,23 +1344,23 @@ describe('module gcs', () => {
           for (const p of ['storage.objects.create', 'storage.objects.get', 'storage.objects.delete']) {
             expect(allowed(m, p, object(k.triggerAll)), `${m} ${p} trigger`).toBe(true);
             expect(allowed(m, p, object(k.segment)), `${m} ${p} WAL`).toBe(false);
+            expect(allowed(m, p, object(k.chunk)), `${m} ${p} streamed chunk`).toBe(false);
           }
         }
       }
     });
   });
 
-  it('gives the primary no delete permission', async () => {
-    const ev = await evaluatorFor({});
+  it.each(PREFIXES)('lets the primary delete streamed chunks only (prefix %j)', async (prefix) => {
+    const ev = await evaluatorFor({ prefix });
     const roles = obj(await ev.local('custom_roles'), 'custom_roles');
     const grants = obj(await ev.local('grants'), 'grants');
     for (const [ns, actors] of Object.entries(grants)) {
-      const primary = arr(obj(actors, ns)['primary'], 'primary');
+      const primary = arr(obj(actors, ns)['primary'], 'primary').map((g) => obj(g, 'grant'));
       expect(primary.length).toBeGreaterThan(0);
-      for (const g of primary) {
-        const perms = arr(obj(roles[str(obj(g, 'grant')['role'], 'role')], 'role')['permissions'], 'permissions');
-        expect(perms, ns).not.toContain('storage.objects.delete');
-      }
+      const deletes = primary.filter((g) => arr(obj(roles[str(g['role'], 'role')], 'role')['permissions'], 'permissions').includes('storage.objects.delete'));
+      // One grant, conditioned on exactly the stream/ prefix (layout.ts) and nothing else.
+      expect(deletes.map((g) => g['expression']), ns).toEqual([`resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, streamPrefix(ns))}`)})`]);
     }
   });
 
