@@ -826,9 +826,8 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
     await expect(validates(mod, { ...required, namespaces: {} }, 'namespaces')).resolves.toBe(false);
   });
 
-  it('accepts whole days or nothing as WAL retention', async () => {
-    const check = (wal_retention_days: number | null) =>
-      validates(mod, { ...required, namespaces: { db1: { wal_retention_days } } }, 'namespaces');
+  it.each(['wal_retention_days', 'stream_retention_days'])('accepts whole days or nothing as %s', async (setting) => {
+    const check = (days: number | null) => validates(mod, { ...required, namespaces: { db1: { [setting]: days } } }, 'namespaces');
     for (const days of [null, 0, 1, 14, 3650]) await expect(check(days), String(days)).resolves.toBe(true);
     for (const days of [-1, 1.5]) await expect(check(days), String(days)).resolves.toBe(false);
   });
@@ -1027,9 +1026,10 @@ describe('module aws-s3', () => {
   const mod = new Module(MODULES['aws-s3']);
   const stubs = stubsFor('aws-s3');
   const namespaces = {
+    // Streamed chunks expire after 7 days by default (db1), here after 2 (db10), or never (0).
     db1: { wal_retention_days: 14 },
-    db10: { standby_cleanup: true, standby_trigger_clear: false },
-    'Orders.v2_b-1': { wal_retention_days: 0 },
+    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2 },
+    'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0 },
   };
   const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { bucket_name: BUCKET, namespaces, ...inputs }), stubs);
 
@@ -1065,7 +1065,7 @@ describe('module aws-s3', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('expires WAL only, where asked (versioning %s)', async (versioning) => {
+    it.each([false, true])('expires WAL and streamed chunks only, where asked (versioning %s)', async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [lifecycle] = (await ev.instances('aws_s3_bucket_lifecycle_configuration.this')).values();
       const rules = arr(lifecycle!['rule'], 'rule').map((r) => obj(r, 'rule'));
@@ -1078,16 +1078,36 @@ describe('module aws-s3', () => {
           if (days !== undefined && days !== null) expiring.set(prefixOf(r), days);
         }
       }
-      // Exactly the WAL prefixes (layout.ts) of the namespaces with a retention.
-      expect(Object.fromEntries(expiring)).toEqual({ [joinKey(prefix, walPrefix('db1'))]: 14 });
+      // Exactly the WAL and stream prefixes (layout.ts) of the namespaces with a retention.
+      expect(Object.fromEntries(expiring)).toEqual({
+        [joinKey(prefix, walPrefix('db1'))]: 14,
+        [joinKey(prefix, streamPrefix('db1'))]: 7,
+        [joinKey(prefix, streamPrefix('db10'))]: 2,
+      });
       for (const ns of NAMESPACE_NAMES) {
         const k = keysOf(ns);
         for (const key of [k.identity, k.history, k.triggerAll]) {
           for (const p of expiring.keys()) expect(joinKey(prefix, key).startsWith(p), `${key} expires under ${p}`).toBe(false);
         }
       }
-      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup]) {
-        expect([...expiring.keys()].some((p) => joinKey(prefix, key).startsWith(p)), key).toBe(true);
+      const expires = (key: string) => [...expiring.keys()].some((p) => joinKey(prefix, key).startsWith(p));
+      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup, keysOf('db1').chunk, keysOf('db10').chunk]) expect(expires(key), key).toBe(true);
+      for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').segment, keysOf('Orders.v2_b-1').chunk]) expect(expires(key), key).toBe(false);
+      // Rules only on a namespace, its wal/ or its stream/, with distinct IDs.
+      const allowedPrefixes = NAMESPACE_NAMES.flatMap((ns) => [namespacePrefix(ns), walPrefix(ns), streamPrefix(ns)].map((p) => joinKey(prefix, p)));
+      for (const r of rules) expect(allowedPrefixes, prefixOf(r)).toContain(prefixOf(r));
+      expect(new Set(rules.map((r) => r['id'])).size).toBe(rules.length);
+      // With versioning, deleted chunks' noncurrent versions go after a day, and their delete markers
+      // with them (by the days of the expiry, or said where chunks never expire).
+      for (const ns of NAMESPACE_NAMES) {
+        const stream = rules.filter((r) => prefixOf(r) === joinKey(prefix, streamPrefix(ns)));
+        const expiresChunks = ns !== 'Orders.v2_b-1';
+        expect(stream.length, ns).toBe(versioning || expiresChunks ? 1 : 0);
+        for (const r of stream) {
+          expect(r['noncurrent_version_expiration'] ?? [], ns).toEqual(versioning ? [{ noncurrent_days: 1 }] : []);
+          if (!expiresChunks) expect(r['expiration'], ns).toEqual([{ expired_object_delete_marker: true }]);
+          expect(r['abort_incomplete_multipart_upload'], ns).toBeUndefined();
+        }
       }
       // Incomplete multipart uploads are aborted per namespace; noncurrent versions expire with versioning.
       for (const ns of NAMESPACE_NAMES) {
@@ -1224,8 +1244,8 @@ describe('module gcs', () => {
   const namespaces = {
     db1: { wal_retention_days: 14, members: { primary: [sa('pg-a')], standby: [sa('pg-b')], operator: ['group:dba@example.com'] } },
     // pg-b is also the primary of db10 (a promoted standby); db10's accounts are created too.
-    db10: { standby_cleanup: true, standby_trigger_clear: false, members: { primary: [sa('pg-b')], standby: [sa('pg-c')] }, service_account_prefix: 'db10' },
-    'Orders.v2_b-1': { wal_retention_days: 0, members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] } },
+    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2, members: { primary: [sa('pg-b')], standby: [sa('pg-c')] }, service_account_prefix: 'db10' },
+    'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0, members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] } },
   };
   const base = { project: PROJECT, location: 'EU', bucket_name: BUCKET, namespaces };
   const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { ...base, ...inputs }), stubs);
@@ -1243,7 +1263,7 @@ describe('module gcs', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('deletes live objects only under WAL prefixes (versioning %s)', async (versioning) => {
+    it.each([false, true])('deletes live objects only under WAL and stream prefixes (versioning %s)', async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [bucket] = (await ev.instances('google_storage_bucket.this')).values();
       const rules = arr(bucket!['lifecycle_rule'], 'lifecycle_rule').map((r) => {
@@ -1251,7 +1271,16 @@ describe('module gcs', () => {
         return { action: obj(arr(rule['action'], 'action')[0], 'action'), condition: obj(arr(rule['condition'], 'condition')[0], 'condition') };
       });
       const liveDeletes = rules.filter((r) => r.action['type'] === 'Delete' && r.condition['with_state'] !== 'ARCHIVED');
-      expect(liveDeletes.map((r) => [r.condition['matches_prefix'], r.condition['age']])).toEqual([[[joinKey(prefix, walPrefix('db1'))], 14]]);
+      expect(liveDeletes.map((r) => [r.condition['matches_prefix'], r.condition['age']]).sort()).toEqual(
+        [
+          [[joinKey(prefix, walPrefix('db1'))], 14],
+          [[joinKey(prefix, streamPrefix('db1'))], 7],
+          [[joinKey(prefix, streamPrefix('db10'))], 2],
+        ].sort(),
+      );
+      const deleted = (key: string) => liveDeletes.some((r) => arr(r.condition['matches_prefix'], 'matches_prefix').some((p) => joinKey(prefix, key).startsWith(str(p, 'prefix'))));
+      for (const key of [keysOf('db1').chunk, keysOf('db10').chunk]) expect(deleted(key), key).toBe(true);
+      for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').chunk]) expect(deleted(key), key).toBe(false);
       for (const ns of NAMESPACE_NAMES) {
         const k = keysOf(ns);
         for (const key of [k.identity, k.history, k.triggerAll]) {
@@ -1263,8 +1292,10 @@ describe('module gcs', () => {
       const byType = (type: string) => rules.filter((r) => r.action['type'] === type).map((r) => r.condition['matches_prefix']);
       const namespaceRoots = NAMESPACE_NAMES.map((ns) => [joinKey(prefix, namespacePrefix(ns))]).sort();
       expect(byType('AbortIncompleteMultipartUpload').sort()).toEqual(namespaceRoots);
-      const archived = rules.filter((r) => r.condition['with_state'] === 'ARCHIVED');
-      expect(archived.map((r) => r.condition['matches_prefix']).sort()).toEqual(versioning ? namespaceRoots : []);
+      // With versioning: noncurrent versions after noncurrent_version_retention_days, deleted chunks' after a day.
+      const archived = rules.filter((r) => r.condition['with_state'] === 'ARCHIVED').map((r) => [r.condition['matches_prefix'], r.condition['days_since_noncurrent_time']]);
+      const streamRoots = NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, streamPrefix(ns))], 1]);
+      expect(archived.sort()).toEqual(versioning ? [...namespaceRoots.map((p) => [p, 30]), ...streamRoots].sort() : []);
     });
 
     it('lets each actor do what its commands do, and no more', async () => {
