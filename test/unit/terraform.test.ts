@@ -20,7 +20,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/layout.js';
+import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPrefix, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/layout.js';
+import { chunkKey, listChunks } from '../../src/archive/stream-chunks.js';
 import { formatRepo, parseRepoUrl } from '../../src/config/repo-url.js';
 import { SETTINGS } from '../../src/config/settings.js';
 import { S3Store } from '../../src/storage/s3.js';
@@ -682,6 +683,8 @@ const WAL_NAMES = {
   partial: '00000002000000000000000C.partial',
   backup: '000000010000000000000002.00000028.backup',
   history: '00000002.history',
+  /** The segment being written, which walbridge stream ships in chunks. */
+  streamed: '000000010000000B00000000',
 };
 
 function walKey(namespace: string, name: string): string {
@@ -700,7 +703,14 @@ function keysOf(namespace: string) {
     history: walKey(namespace, WAL_NAMES.history),
     triggerAll: triggerKey(namespace, 'all'),
     triggerStandby: triggerKey(namespace, 'standby-1'),
+    chunk: chunkKey(namespace, WAL_NAMES.streamed, { start: 0, end: 0x2000 }),
   };
+}
+
+/** Keys next to a namespace's stream/ prefix, but not under it. */
+function nearStream(namespace: string): string[] {
+  const stream = streamPrefix(namespace);
+  return [stream.slice(0, -1), `${stream.slice(0, -1)}-old/${WAL_NAMES.streamed}/00000000-00002000`];
 }
 
 const MODULES = {
@@ -816,9 +826,8 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
     await expect(validates(mod, { ...required, namespaces: {} }, 'namespaces')).resolves.toBe(false);
   });
 
-  it('accepts whole days or nothing as WAL retention', async () => {
-    const check = (wal_retention_days: number | null) =>
-      validates(mod, { ...required, namespaces: { db1: { wal_retention_days } } }, 'namespaces');
+  it.each(['wal_retention_days', 'stream_retention_days'])('accepts whole days or nothing as %s', async (setting) => {
+    const check = (days: number | null) => validates(mod, { ...required, namespaces: { db1: { [setting]: days } } }, 'namespaces');
     for (const days of [null, 0, 1, 14, 3650]) await expect(check(days), String(days)).resolves.toBe(true);
     for (const days of [-1, 1.5]) await expect(check(days), String(days)).resolves.toBe(false);
   });
@@ -837,6 +846,7 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
           wal: joinKey(prefix, walPrefix(ns)),
           history: joinKey(prefix, historyPrefix(ns)),
           trigger: joinKey(prefix, triggerPrefix(ns)),
+          stream: joinKey(prefix, streamPrefix(ns)),
         });
       }
     });
@@ -967,7 +977,7 @@ async function drain(it: AsyncIterable<unknown>): Promise<void> {
   for await (const _entry of it);
 }
 
-/** The store operations each actor's commands perform (push.ts, fetch.ts, wait.ts, cleanup.ts, trigger.ts). */
+/** The store operations each actor's commands perform (push.ts, stream.ts, fetch.ts, wait.ts, cleanup.ts, trigger.ts). */
 const ACTOR_OPERATIONS = {
   primary: (ns: string) => async (s: Store) => {
     const k = keysOf(ns);
@@ -977,6 +987,15 @@ const ACTOR_OPERATIONS = {
       await s.putIfAbsent(key, PUT);
     }
   },
+  /** walbridge stream, with the primary's credentials: leftovers, resume, ship, clean up (SegmentStreamer). */
+  streamer: (ns: string) => async (s: Store) => {
+    const k = keysOf(ns);
+    await drain(s.list(streamPrefix(ns)));
+    await listChunks(s, ns, WAL_NAMES.streamed);
+    await s.putIfAbsent(k.chunk, PUT);
+    await s.head(k.segment);
+    await s.deleteMany([k.chunk, chunkKey(ns, WAL_NAMES.streamed, { start: 0x2000, end: 0x4000 })]);
+  },
   standby: (ns: string, opts: { cleanup: boolean; clear: boolean }) => async (s: Store) => {
     const k = keysOf(ns);
     await s.checkBucket();
@@ -984,6 +1003,9 @@ const ACTOR_OPERATIONS = {
       await s.head(key);
       await s.get(key).catch(() => undefined);
     }
+    // A smart failover restores the streamed part of an unarchived segment (restoreStreamed).
+    await listChunks(s, ns, WAL_NAMES.streamed);
+    await s.get(k.chunk).catch(() => undefined);
     if (opts.cleanup) {
       await drain(s.list(walPrefix(ns)));
       await s.deleteMany([k.segment, k.partial, k.backup]);
@@ -1004,9 +1026,10 @@ describe('module aws-s3', () => {
   const mod = new Module(MODULES['aws-s3']);
   const stubs = stubsFor('aws-s3');
   const namespaces = {
+    // Streamed chunks expire after 7 days by default (db1), here after 2 (db10), or never (0).
     db1: { wal_retention_days: 14 },
-    db10: { standby_cleanup: true, standby_trigger_clear: false },
-    'Orders.v2_b-1': { wal_retention_days: 0 },
+    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2 },
+    'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0 },
   };
   const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { bucket_name: BUCKET, namespaces, ...inputs }), stubs);
 
@@ -1042,7 +1065,7 @@ describe('module aws-s3', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('expires WAL only, where asked (versioning %s)', async (versioning) => {
+    it.each([false, true])('expires WAL and streamed chunks only, where asked (versioning %s)', async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [lifecycle] = (await ev.instances('aws_s3_bucket_lifecycle_configuration.this')).values();
       const rules = arr(lifecycle!['rule'], 'rule').map((r) => obj(r, 'rule'));
@@ -1055,16 +1078,36 @@ describe('module aws-s3', () => {
           if (days !== undefined && days !== null) expiring.set(prefixOf(r), days);
         }
       }
-      // Exactly the WAL prefixes (layout.ts) of the namespaces with a retention.
-      expect(Object.fromEntries(expiring)).toEqual({ [joinKey(prefix, walPrefix('db1'))]: 14 });
+      // Exactly the WAL and stream prefixes (layout.ts) of the namespaces with a retention.
+      expect(Object.fromEntries(expiring)).toEqual({
+        [joinKey(prefix, walPrefix('db1'))]: 14,
+        [joinKey(prefix, streamPrefix('db1'))]: 7,
+        [joinKey(prefix, streamPrefix('db10'))]: 2,
+      });
       for (const ns of NAMESPACE_NAMES) {
         const k = keysOf(ns);
         for (const key of [k.identity, k.history, k.triggerAll]) {
           for (const p of expiring.keys()) expect(joinKey(prefix, key).startsWith(p), `${key} expires under ${p}`).toBe(false);
         }
       }
-      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup]) {
-        expect([...expiring.keys()].some((p) => joinKey(prefix, key).startsWith(p)), key).toBe(true);
+      const expires = (key: string) => [...expiring.keys()].some((p) => joinKey(prefix, key).startsWith(p));
+      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup, keysOf('db1').chunk, keysOf('db10').chunk]) expect(expires(key), key).toBe(true);
+      for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').segment, keysOf('Orders.v2_b-1').chunk]) expect(expires(key), key).toBe(false);
+      // Rules only on a namespace, its wal/ or its stream/, with distinct IDs.
+      const allowedPrefixes = NAMESPACE_NAMES.flatMap((ns) => [namespacePrefix(ns), walPrefix(ns), streamPrefix(ns)].map((p) => joinKey(prefix, p)));
+      for (const r of rules) expect(allowedPrefixes, prefixOf(r)).toContain(prefixOf(r));
+      expect(new Set(rules.map((r) => r['id'])).size).toBe(rules.length);
+      // With versioning, deleted chunks' noncurrent versions go after a day, and their delete markers
+      // with them (by the days of the expiry, or said where chunks never expire).
+      for (const ns of NAMESPACE_NAMES) {
+        const stream = rules.filter((r) => prefixOf(r) === joinKey(prefix, streamPrefix(ns)));
+        const expiresChunks = ns !== 'Orders.v2_b-1';
+        expect(stream.length, ns).toBe(versioning || expiresChunks ? 1 : 0);
+        for (const r of stream) {
+          expect(r['noncurrent_version_expiration'] ?? [], ns).toEqual(versioning ? [{ noncurrent_days: 1 }] : []);
+          if (!expiresChunks) expect(r['expiration'], ns).toEqual([{ expired_object_delete_marker: true }]);
+          expect(r['abort_incomplete_multipart_upload'], ns).toBeUndefined();
+        }
       }
       // Incomplete multipart uploads are aborted per namespace; noncurrent versions expire with versioning.
       for (const ns of NAMESPACE_NAMES) {
@@ -1099,10 +1142,14 @@ describe('module aws-s3', () => {
         const o = keysOf(other);
 
         await allAllowed('primary', ns, ACTOR_OPERATIONS.primary(ns));
+        await allAllowed('primary', ns, ACTOR_OPERATIONS.streamer(ns));
         await allAllowed('standby', ns, ACTOR_OPERATIONS.standby(ns, { cleanup, clear }));
         await allAllowed('operator', ns, ACTOR_OPERATIONS.operator(ns));
 
-        for (const key of Object.values(k)) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        // The primary deletes streamed chunks (walbridge stream's cleanup) and nothing else.
+        for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        for (const key of [o.chunk, ...nearStream(ns)]) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        await denied('primary', ns, 'stream into another namespace', (s) => s.putIfAbsent(o.chunk, PUT).then(() => undefined));
         await denied('primary', ns, 'write a trigger', (s) => s.putIfAbsent(k.triggerAll, PUT).then(() => undefined));
         await denied('primary', ns, 'read another namespace', (s) => s.get(o.identity).then(() => undefined, () => undefined));
         await denied('primary', ns, 'write another namespace', (s) => s.putIfAbsent(o.segment, PUT).then(() => undefined));
@@ -1112,27 +1159,35 @@ describe('module aws-s3', () => {
         await denied('standby', ns, 'write the identity', (s) => s.putIfAbsent(k.identity, PUT).then(() => undefined));
         await denied('standby', ns, 'delete history', (s) => s.deleteMany([k.history]));
         await denied('standby', ns, 'delete the identity', (s) => s.deleteMany([k.identity]));
+        await denied('standby', ns, 'write a streamed chunk', (s) => s.putIfAbsent(k.chunk, PUT).then(() => undefined));
+        await denied('standby', ns, 'delete a streamed chunk', (s) => s.deleteMany([k.chunk]));
+        await denied('standby', ns, "read another namespace's chunks", (s) => s.get(o.chunk).then(() => undefined, () => undefined));
         await denied('standby', ns, 'read another namespace', (s) => s.get(o.segment).then(() => undefined, () => undefined));
         if (!cleanup) await denied('standby', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         if (!clear) await denied('standby', ns, 'delete triggers', (s) => s.deleteMany([k.triggerAll]));
 
         await denied('operator', ns, 'read WAL', (s) => s.get(k.segment).then(() => undefined, () => undefined));
+        await denied('operator', ns, 'read streamed chunks', (s) => s.get(k.chunk).then(() => undefined, () => undefined));
         await denied('operator', ns, 'archive', (s) => s.putIfAbsent(k.segment, PUT).then(() => undefined));
         await denied('operator', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         await denied('operator', ns, "trigger another namespace's failover", (s) => s.putIfAbsent(o.triggerAll, PUT).then(() => undefined));
       }
     });
 
-    it('gives the primary no delete action, and no resource outside the bucket and its key', async () => {
+    it('lets the primary delete streamed chunks only, and gives no resource outside the bucket and its key', async () => {
       for (const encryption of ['SSE-S3', 'SSE-KMS']) {
         const ev = await evaluatorFor({ prefix, encryption });
         for (const actor of ['primary', 'standby', 'operator']) {
           for (const [ns, doc] of await ev.instances(`aws_iam_policy_document.${actor}`, 'data')) {
+            let deletes = 0;
             for (const s of statements(doc)) {
               expect(s.effect, `${actor} ${String(ns)}`).toBe('Allow');
-              for (const a of s.actions) {
-                expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
-                if (actor === 'primary') expect(a).not.toMatch(/delete/i);
+              for (const a of s.actions) expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
+              if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
+                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix.
+                deletes++;
+                expect(s.actions.filter((a) => /delete/i.test(a)), `primary ${String(ns)}`).toEqual(['s3:DeleteObject']);
+                expect(s.resources, `primary ${String(ns)}`).toEqual([`${BUCKET_ARN}/${joinKey(prefix, streamPrefix(String(ns)))}*`]);
               }
               for (const r of s.resources) {
                 const inBucket = r === BUCKET_ARN || (r.startsWith(`${BUCKET_ARN}/`) && r.length > BUCKET_ARN.length + 2);
@@ -1140,6 +1195,7 @@ describe('module aws-s3', () => {
                 if (r.startsWith(`${BUCKET_ARN}/`)) expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
               }
             }
+            if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks`).toBe(1);
           }
         }
       }
@@ -1188,8 +1244,8 @@ describe('module gcs', () => {
   const namespaces = {
     db1: { wal_retention_days: 14, members: { primary: [sa('pg-a')], standby: [sa('pg-b')], operator: ['group:dba@example.com'] } },
     // pg-b is also the primary of db10 (a promoted standby); db10's accounts are created too.
-    db10: { standby_cleanup: true, standby_trigger_clear: false, members: { primary: [sa('pg-b')], standby: [sa('pg-c')] }, service_account_prefix: 'db10' },
-    'Orders.v2_b-1': { wal_retention_days: 0, members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] } },
+    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2, members: { primary: [sa('pg-b')], standby: [sa('pg-c')] }, service_account_prefix: 'db10' },
+    'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0, members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] } },
   };
   const base = { project: PROJECT, location: 'EU', bucket_name: BUCKET, namespaces };
   const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { ...base, ...inputs }), stubs);
@@ -1207,7 +1263,7 @@ describe('module gcs', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('deletes live objects only under WAL prefixes (versioning %s)', async (versioning) => {
+    it.each([false, true])('deletes live objects only under WAL and stream prefixes (versioning %s)', async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [bucket] = (await ev.instances('google_storage_bucket.this')).values();
       const rules = arr(bucket!['lifecycle_rule'], 'lifecycle_rule').map((r) => {
@@ -1215,7 +1271,16 @@ describe('module gcs', () => {
         return { action: obj(arr(rule['action'], 'action')[0], 'action'), condition: obj(arr(rule['condition'], 'condition')[0], 'condition') };
       });
       const liveDeletes = rules.filter((r) => r.action['type'] === 'Delete' && r.condition['with_state'] !== 'ARCHIVED');
-      expect(liveDeletes.map((r) => [r.condition['matches_prefix'], r.condition['age']])).toEqual([[[joinKey(prefix, walPrefix('db1'))], 14]]);
+      expect(liveDeletes.map((r) => [r.condition['matches_prefix'], r.condition['age']]).sort()).toEqual(
+        [
+          [[joinKey(prefix, walPrefix('db1'))], 14],
+          [[joinKey(prefix, streamPrefix('db1'))], 7],
+          [[joinKey(prefix, streamPrefix('db10'))], 2],
+        ].sort(),
+      );
+      const deleted = (key: string) => liveDeletes.some((r) => arr(r.condition['matches_prefix'], 'matches_prefix').some((p) => joinKey(prefix, key).startsWith(str(p, 'prefix'))));
+      for (const key of [keysOf('db1').chunk, keysOf('db10').chunk]) expect(deleted(key), key).toBe(true);
+      for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').chunk]) expect(deleted(key), key).toBe(false);
       for (const ns of NAMESPACE_NAMES) {
         const k = keysOf(ns);
         for (const key of [k.identity, k.history, k.triggerAll]) {
@@ -1227,8 +1292,10 @@ describe('module gcs', () => {
       const byType = (type: string) => rules.filter((r) => r.action['type'] === type).map((r) => r.condition['matches_prefix']);
       const namespaceRoots = NAMESPACE_NAMES.map((ns) => [joinKey(prefix, namespacePrefix(ns))]).sort();
       expect(byType('AbortIncompleteMultipartUpload').sort()).toEqual(namespaceRoots);
-      const archived = rules.filter((r) => r.condition['with_state'] === 'ARCHIVED');
-      expect(archived.map((r) => r.condition['matches_prefix']).sort()).toEqual(versioning ? namespaceRoots : []);
+      // With versioning: noncurrent versions after noncurrent_version_retention_days, deleted chunks' after a day.
+      const archived = rules.filter((r) => r.condition['with_state'] === 'ARCHIVED').map((r) => [r.condition['matches_prefix'], r.condition['days_since_noncurrent_time']]);
+      const streamRoots = NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, streamPrefix(ns))], 1]);
+      expect(archived.sort()).toEqual(versioning ? [...namespaceRoots.map((p) => [p, 30]), ...streamRoots].sort() : []);
     });
 
     it('lets each actor do what its commands do, and no more', async () => {
@@ -1281,10 +1348,16 @@ describe('module gcs', () => {
           }
           expect(allowed(m, 'storage.objects.create', object(k.triggerAll)), `${m} writes a trigger`).toBe(false);
           expect(allowed(m, 'storage.objects.create', object(`${k.identity}.x`)), `${m} creates beside identity.json`).toBe(false);
+          // walbridge stream: lists, creates, reads and deletes chunks; deletes nothing else.
+          expect(allowed(m, 'storage.objects.list', bucket), `${m} lists (walbridge stream)`).toBe(true);
+          for (const p of ['storage.objects.create', 'storage.objects.get', 'storage.objects.delete']) {
+            expect(allowed(m, p, object(k.chunk)), `${m} ${p} ${k.chunk}`).toBe(true);
+            if (p !== 'storage.objects.get' || m !== shared) expect(allowed(m, p, object(o.chunk)), `${m} ${p} ${o.chunk}`).toBe(false);
+          }
+          for (const key of nearStream(ns)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           if (m !== shared) {
             expect(allowed(m, 'storage.objects.get', object(o.identity)), `${m} reads another namespace`).toBe(false);
-            expect(allowed(m, 'storage.objects.list', bucket), `${m} lists`).toBe(false);
-            for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+            for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           }
           expect(allowed(m, 'storage.objects.create', object(o.segment)), `${m} writes another namespace`).toBe(false);
         }
@@ -1293,7 +1366,7 @@ describe('module gcs', () => {
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.get', object(key)), `${m} reads ${key}`).toBe(true);
           for (const key of [k.segment, k.partial, k.backup]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} cleans up ${key}`).toBe(cleanup);
           for (const key of [k.triggerAll, k.triggerStandby]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} clears ${key}`).toBe(clear);
-          for (const key of [k.history, k.identity]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+          for (const key of [k.history, k.identity, k.chunk]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.create', object(key)), `${m} creates ${key}`).toBe(false);
           if (m !== shared) expect(allowed(m, 'storage.objects.get', object(o.segment)), `${m} reads another namespace`).toBe(false);
         }
@@ -1302,23 +1375,23 @@ describe('module gcs', () => {
           for (const p of ['storage.objects.create', 'storage.objects.get', 'storage.objects.delete']) {
             expect(allowed(m, p, object(k.triggerAll)), `${m} ${p} trigger`).toBe(true);
             expect(allowed(m, p, object(k.segment)), `${m} ${p} WAL`).toBe(false);
+            expect(allowed(m, p, object(k.chunk)), `${m} ${p} streamed chunk`).toBe(false);
           }
         }
       }
     });
   });
 
-  it('gives the primary no delete permission', async () => {
-    const ev = await evaluatorFor({});
+  it.each(PREFIXES)('lets the primary delete streamed chunks only (prefix %j)', async (prefix) => {
+    const ev = await evaluatorFor({ prefix });
     const roles = obj(await ev.local('custom_roles'), 'custom_roles');
     const grants = obj(await ev.local('grants'), 'grants');
     for (const [ns, actors] of Object.entries(grants)) {
-      const primary = arr(obj(actors, ns)['primary'], 'primary');
+      const primary = arr(obj(actors, ns)['primary'], 'primary').map((g) => obj(g, 'grant'));
       expect(primary.length).toBeGreaterThan(0);
-      for (const g of primary) {
-        const perms = arr(obj(roles[str(obj(g, 'grant')['role'], 'role')], 'role')['permissions'], 'permissions');
-        expect(perms, ns).not.toContain('storage.objects.delete');
-      }
+      const deletes = primary.filter((g) => arr(obj(roles[str(g['role'], 'role')], 'role')['permissions'], 'permissions').includes('storage.objects.delete'));
+      // One grant, conditioned on exactly the stream/ prefix (layout.ts) and nothing else.
+      expect(deletes.map((g) => g['expression']), ns).toEqual([`resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, streamPrefix(ns))}`)})`]);
     }
   });
 

@@ -32,6 +32,7 @@ module "walbridge" {
     for ns, cfg in var.namespaces : ns => {
       wal_retention_days    = cfg.wal_retention_days
       standby_cleanup       = cfg.standby_cleanup
+      stream_retention_days = cfg.stream_retention_days
       standby_trigger_clear = true
       trust_policies = {
         operator = length(var.operator_principal_arns) > 0 ? data.aws_iam_policy_document.operator_trust[0].json : null

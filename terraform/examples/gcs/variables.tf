@@ -32,10 +32,11 @@ variable "soft_delete_retention_days" {
 }
 
 variable "namespaces" {
-  description = "The walbridge namespaces in the bucket, with their WAL retention (null: never expired) and whether the standby cleans up with %r."
+  description = "The walbridge namespaces in the bucket, with their WAL retention (null: never expired), whether the standby cleans up with %r, and how long chunks walbridge stream left behind are kept (null: the module's 7 days; 0: for ever)."
   type = map(object({
-    wal_retention_days = optional(number)
-    standby_cleanup    = optional(bool, false)
+    wal_retention_days    = optional(number)
+    standby_cleanup       = optional(bool, false)
+    stream_retention_days = optional(number)
   }))
 }
 

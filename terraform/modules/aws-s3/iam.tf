@@ -1,8 +1,12 @@
 # One IAM policy per namespace and actor, scoped to the namespace's keys:
 #
-#   primary  (archive-push)   reads and creates WAL, history and identity.json; deletes nothing.
-#   standby  (archive-fetch)  reads and lists the namespace; deletes WAL only with standby_cleanup
-#                             (%r cleanup), trigger objects only with standby_trigger_clear.
+#   primary  (archive-push)   reads and creates WAL, history and identity.json; deletes none of them.
+#            (walbridge stream, run beside it with its credentials) creates, reads and deletes
+#                             chunks under stream/, and only there: it removes a segment's chunks
+#                             once archive-push has stored the segment whole.
+#   standby  (archive-fetch)  reads and lists the namespace, streamed chunks included; deletes WAL
+#                             only with standby_cleanup (%r cleanup), trigger objects only with
+#                             standby_trigger_clear.
 #   operator (walbridge trigger smart|fast|clear|status) writes, reads and deletes trigger objects.
 #
 # s3:ListBucket (limited by s3:prefix) is there for more than listing: without it S3 answers a HEAD
@@ -78,6 +82,22 @@ data "aws_iam_policy_document" "primary" {
     ]
   }
 
+  statement {
+    # walbridge stream: chunks of the segment being written, created if absent, read back, and
+    # deleted once the segment is archived whole (DeleteObjects needs s3:DeleteObject on each key).
+    # Delete is granted here only: a chunk is a copy of part of a segment that wal/ holds once it
+    # is archived. (No s3:DeleteObjectVersion: with versioning, a delete leaves a noncurrent version.)
+    sid     = "StreamChunks"
+    actions = [
+      "s3:GetObject",
+      "s3:PutObject",
+      "s3:DeleteObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.this.arn}/${local.layout[each.key].stream}*"]
+  }
+
   dynamic "statement" {
     for_each = var.encryption == "SSE-KMS" ? [local.kms_key_arn] : []
     content {
@@ -119,7 +139,8 @@ data "aws_iam_policy_document" "standby" {
   }
 
   statement {
-    # Segments, history, identity.json and the trigger objects.
+    # Segments, history, identity.json, the trigger objects, and the streamed chunks a smart
+    # failover restores (listed under stream/<segment>/ by ListNamespace above).
     sid       = "ReadNamespace"
     actions   = ["s3:GetObject"]
     resources = ["${aws_s3_bucket.this.arn}/${local.layout[each.key].namespace}*"]

@@ -13,6 +13,7 @@ locals {
       wal       = "${local.root}${ns}/wal/"
       history   = "${local.root}${ns}/history/"
       trigger   = "${local.root}${ns}/trigger/"
+      stream    = "${local.root}${ns}/stream/"
     }
   }
 
@@ -21,6 +22,10 @@ locals {
 
   # Namespaces whose WAL expires; 0 and null mean never.
   wal_expiry = { for ns, cfg in var.namespaces : ns => cfg.wal_retention_days if coalesce(cfg.wal_retention_days, 0) > 0 }
+
+  # Per namespace, the days after which streamed chunks expire (0: never); a rule on stream/ exists
+  # where they expire, and with versioning everywhere (see the rule).
+  stream_rules = { for ns, cfg in var.namespaces : ns => coalesce(cfg.stream_retention_days, 0) if coalesce(cfg.stream_retention_days, 0) > 0 || var.versioning }
 }
 
 resource "aws_s3_bucket" "this" {
@@ -130,6 +135,46 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
       expiration {
         days = rule.value
+      }
+    }
+  }
+
+  # Streamed chunks: only <namespace>/stream/. walbridge stream deletes a segment's chunks once it is
+  # archived whole; expiry removes those a streamer that died or was stopped for good left behind
+  # (of no use once their segment is archived or the failover is over). With versioning, a deleted
+  # chunk (a copy of part of an archived segment) is worth nothing: its noncurrent version goes after
+  # a day and then its delete marker, so a busy streamer's thousands a day do not pile up.
+  dynamic "rule" {
+    for_each = local.stream_rules
+    content {
+      id     = "walbridge-${rule.key}-stream"
+      status = "Enabled"
+
+      filter {
+        prefix = local.layout[rule.key].stream
+      }
+
+      dynamic "expiration" {
+        for_each = rule.value > 0 ? [rule.value] : []
+        content {
+          days = expiration.value
+        }
+      }
+
+      # Chunks that never expire (a rule only for versioning): remove lone delete markers explicitly
+      # (an expiration in days removes them by itself).
+      dynamic "expiration" {
+        for_each = rule.value > 0 ? [] : [true]
+        content {
+          expired_object_delete_marker = expiration.value
+        }
+      }
+
+      dynamic "noncurrent_version_expiration" {
+        for_each = var.versioning ? [1] : []
+        content {
+          noncurrent_days = noncurrent_version_expiration.value
+        }
       }
     }
   }

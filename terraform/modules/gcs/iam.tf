@@ -1,19 +1,23 @@
 # Bucket IAM for the three actors of each namespace, with IAM conditions on the object name:
 #
-#   primary  (archive-push)   reads and creates WAL, history and identity.json; neither deletes
-#                             nor lists. (Overwriting needs storage.objects.delete; walbridge never
+#   primary  (archive-push)   reads and creates WAL, history and identity.json, and deletes none of
+#                             them. (Overwriting needs storage.objects.delete; walbridge never
 #                             overwrites: it creates with ifGenerationMatch=0 and compares.)
-#   standby  (archive-fetch)  reads the namespace; deletes WAL only with standby_cleanup (%r cleanup),
-#                             trigger objects only with standby_trigger_clear.
+#            (walbridge stream, run beside it with its credentials) creates, reads, lists and deletes
+#                             chunks under stream/, and deletes nothing elsewhere: it removes a
+#                             segment's chunks once archive-push has stored the segment whole.
+#   standby  (archive-fetch)  reads the namespace, streamed chunks included; deletes WAL only with
+#                             standby_cleanup (%r cleanup), trigger objects only with standby_trigger_clear.
 #   operator (walbridge trigger smart|fast|clear|status) creates, reads and deletes trigger objects.
 #
 # Cloud Storage checks storage.objects.list against the bucket, not against object names, so a
 # condition on resource.name can never allow a listing. Listing therefore has a role of its own
-# holding nothing but storage.objects.list, granted without condition to the standbys and operators
-# (the primary never lists: unlike S3, Cloud Storage answers 404 for a missing object to whoever may
-# read it). It shows object names (never contents) in the whole bucket: put namespaces whose names
-# must stay private from each other in different buckets. Every role that reaches object data is
-# conditional.
+# holding nothing but storage.objects.list, granted without condition to every actor: the standby
+# (bucket check, %r cleanup, a failover's streamed chunks), the operator (trigger status) and the
+# primary (walbridge stream finds its chunks under stream/ by listing; archive-push itself never
+# lists: unlike S3, Cloud Storage answers 404 for a missing object to whoever may read it). It
+# shows object names (never contents) in the whole bucket: put namespaces whose names must stay
+# private from each other in different buckets. Every role that reaches object data is conditional.
 
 locals {
   actors = ["primary", "standby", "operator"]
@@ -74,10 +78,12 @@ locals {
         format("resource.name.startsWith(%q)", "${local.object_root}${l.wal}"),
         format("resource.name.startsWith(%q)", "${local.object_root}${l.history}"),
         format("resource.name == %q", "${local.object_root}${l.identity}"),
+        format("resource.name.startsWith(%q)", "${local.object_root}${l.stream}"),
       ])
       namespace = format("resource.name.startsWith(%q)", "${local.object_root}${l.namespace}")
       wal       = format("resource.name.startsWith(%q)", "${local.object_root}${l.wal}")
       trigger   = format("resource.name.startsWith(%q)", "${local.object_root}${l.trigger}")
+      stream    = format("resource.name.startsWith(%q)", "${local.object_root}${l.stream}")
     }
   }
 
@@ -88,6 +94,8 @@ locals {
       primary = [
         { name = "read", role = "read", title = "walbridge primary: read WAL", expression = local.conditions[ns].primary },
         { name = "create", role = "create", title = "walbridge primary: archive WAL", expression = local.conditions[ns].primary },
+        # walbridge stream removes the chunks of archived segments: delete under stream/ only.
+        { name = "stream", role = "delete", title = "walbridge primary: remove streamed chunks", expression = local.conditions[ns].stream },
       ]
       standby = concat(
         [{ name = "read", role = "read", title = "walbridge standby: read the namespace", expression = local.conditions[ns].namespace }],
@@ -121,10 +129,9 @@ locals {
     ]) : b.key => b
   }
 
-  # Listing, for the standby (the bucket check, %r cleanup) and the operator (trigger status); the
-  # primary never lists. Once per principal: a principal may be the standby of two namespaces, and
-  # two resources managing one unconditional binding would undo each other on destroy.
-  listers = merge([for ns, actors in local.members : merge(actors.standby, actors.operator)]...)
+  # Listing, for every actor (see above). Once per principal: a principal may be the standby of two
+  # namespaces, and two resources managing one unconditional binding would undo each other on destroy.
+  listers = merge([for ns, actors in local.members : merge(actors.primary, actors.standby, actors.operator)]...)
 }
 
 resource "google_project_iam_custom_role" "this" {

@@ -13,6 +13,7 @@ locals {
       wal       = "${local.root}${ns}/wal/"
       history   = "${local.root}${ns}/history/"
       trigger   = "${local.root}${ns}/trigger/"
+      stream    = "${local.root}${ns}/stream/"
     }
   }
 
@@ -20,6 +21,9 @@ locals {
 
   # Namespaces whose WAL expires; 0 and null mean never.
   wal_expiry = { for ns, cfg in var.namespaces : ns => cfg.wal_retention_days if coalesce(cfg.wal_retention_days, 0) > 0 }
+
+  # Namespaces whose streamed chunks expire; 0 means never.
+  stream_expiry = { for ns, cfg in var.namespaces : ns => cfg.stream_retention_days if coalesce(cfg.stream_retention_days, 0) > 0 }
 
   grant_kms = var.kms_key_name != null && var.grant_kms_to_storage_agent
 }
@@ -82,6 +86,22 @@ resource "google_storage_bucket" "this" {
     }
   }
 
+  # Streamed chunks: only <namespace>/stream/. walbridge stream deletes a segment's chunks once it is
+  # archived whole; expiry removes those a streamer that died or was stopped for good left behind
+  # (of no use once their segment is archived or the failover is over).
+  dynamic "lifecycle_rule" {
+    for_each = local.stream_expiry
+    content {
+      action {
+        type = "Delete"
+      }
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [local.layout[lifecycle_rule.key].stream]
+      }
+    }
+  }
+
   # Per namespace: abort XML API multipart uploads left incomplete after a day.
   dynamic "lifecycle_rule" {
     for_each = local.layout
@@ -107,6 +127,22 @@ resource "google_storage_bucket" "this" {
         with_state                 = "ARCHIVED"
         days_since_noncurrent_time = var.noncurrent_version_retention_days
         matches_prefix             = [lifecycle_rule.value.namespace]
+      }
+    }
+  }
+
+  # With versioning: a deleted chunk (a copy of part of an archived segment) is worth nothing, and a
+  # busy streamer deletes thousands a day: their noncurrent versions go after a day.
+  dynamic "lifecycle_rule" {
+    for_each = var.versioning ? local.layout : {}
+    content {
+      action {
+        type = "Delete"
+      }
+      condition {
+        with_state                 = "ARCHIVED"
+        days_since_noncurrent_time = 1
+        matches_prefix             = [lifecycle_rule.value.stream]
       }
     }
   }

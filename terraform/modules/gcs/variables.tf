@@ -56,6 +56,9 @@ variable "namespaces" {
       wal_retention_days     - delete objects under <prefix>/<namespace>/wal/ this many days after they were
                                archived; null or 0 = never (long-term archive, or %r cleanup by the standby).
                                Timeline history, identity.json and triggers are never expired.
+      stream_retention_days  - delete chunks under <prefix>/<namespace>/stream/ this many days after they
+                               were written (default 7, null too; 0 = never). walbridge stream removes them
+                               itself once their segment is archived; this is for those a dead streamer left.
       standby_cleanup        - let the standby delete WAL (archive-fetch's %r cleanup); never history.
       standby_trigger_clear  - let the standby delete trigger objects ("walbridge trigger clear" in
                                recovery_end_command after it is promoted).
@@ -66,6 +69,7 @@ variable "namespaces" {
   EOT
   type = map(object({
     wal_retention_days    = optional(number)
+    stream_retention_days = optional(number, 7)
     standby_cleanup       = optional(bool, false)
     standby_trigger_clear = optional(bool, true)
     members = optional(object({
@@ -91,6 +95,11 @@ variable "namespaces" {
   validation {
     condition     = alltrue([for ns, cfg in var.namespaces : floor(coalesce(cfg.wal_retention_days, 0)) == coalesce(cfg.wal_retention_days, 0) && coalesce(cfg.wal_retention_days, 0) >= 0])
     error_message = "wal_retention_days must be null or a whole number of days >= 0 (0 or null: WAL is never expired)."
+  }
+
+  validation {
+    condition     = alltrue([for ns, cfg in var.namespaces : floor(coalesce(cfg.stream_retention_days, 0)) == coalesce(cfg.stream_retention_days, 0) && coalesce(cfg.stream_retention_days, 0) >= 0])
+    error_message = "stream_retention_days must be a whole number of days >= 0 (0: streamed chunks are never expired)."
   }
 
   validation {
