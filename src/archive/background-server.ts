@@ -19,6 +19,21 @@ export interface Call {
   answer(value: unknown): void;
 }
 
+/** The calls being served, for log lines that concern all of them (a store being retried). */
+const connectedCalls = new Set<(line: LogLine) => void>();
+
+/**
+ * A logger that also tells every call being served: the store's retry warnings come from the
+ * process's shared store, and would otherwise reach only its own log file, not PostgreSQL's log.
+ */
+export function tellingConnectedCalls(base: Logger): Logger {
+  const both = (level: LogLine['level']) => (message: string) => {
+    base[level](message);
+    for (const tell of connectedCalls) tell({ level, message });
+  };
+  return { info: both('info'), warn: both('warn'), error: both('error') };
+}
+
 /**
  * Serves calls on `socketPath` until stopped. A process that cannot listen (a path too long for
  * a Unix socket, say) returns undefined: calls then do their own work, which only costs speed.
@@ -32,6 +47,7 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
     const send = (message: BackgroundMessage<unknown>) => {
       if (connected) sendLine(socket, message);
     };
+    const tell = (line: LogLine) => send({ log: line });
     const forward = (level: LogLine['level']) => (message: string) => {
       base[level](message);
       send({ log: { level, message } });
@@ -42,6 +58,7 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
         if (call) return handlers.forEach((h) => h(value));
         const request = value as Call['request'];
         if (request?.walbridge !== 1 || typeof request.fingerprint !== 'string') return socket.destroy();
+        connectedCalls.add(tell);
         call = {
           request,
           log: { info: forward('info'), warn: forward('warn'), error: forward('error') },
@@ -50,6 +67,7 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
           },
           onMessage: (h) => void handlers.push(h),
           answer: (answer) => {
+            connectedCalls.delete(tell);
             send({ answer });
             socket.end();
           },
@@ -61,6 +79,7 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
       },
       () => {
         connected = false;
+        connectedCalls.delete(tell);
       },
     );
   });

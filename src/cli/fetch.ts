@@ -160,8 +160,12 @@ export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
     const settings = settingsFrom(command);
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env);
-    const [{ openRepository }, { fetchAhead }] = await Promise.all([import('./repository.js'), import('../archive/fetcher.js')]);
-    const { store, retry } = await openRepository(settings, log);
+    const [{ openRepository }, { fetchAhead }, { tellingConnectedCalls }] = await Promise.all([
+      import('./repository.js'),
+      import('../archive/fetcher.js'),
+      import('../archive/background-server.js'),
+    ]);
+    const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
     const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
     await fetchAhead(ctx, path.resolve(walDir), {
       idleMs: settings.backgroundIdle * 1000,

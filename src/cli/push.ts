@@ -69,8 +69,8 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env);
-    const { pushAhead } = await import('../archive/lookahead.js');
-    const { store } = await openRepository(settings, log);
+    const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/lookahead.js'), import('../archive/background-server.js')]);
+    const { store } = await openRepository(settings, tellingConnectedCalls(log));
     const ctx = pushContext(settings, store, log);
     await pushAhead(ctx, scope, path.resolve(walDir), {
       concurrency: settings.pushConcurrency,
