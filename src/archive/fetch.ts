@@ -21,7 +21,7 @@ import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import { StoreError, type Store } from '../storage/store.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { checkRestoredSegment, loadIdentity, type ClusterIdentity } from './identity.js';
-import { streamSegmentPrefix, walFileKey } from './layout.js';
+import { historyPrefix, streamSegmentPrefix, walFileKey } from './layout.js';
 import { chainEnd, chunkName, listChunks, longestPrefixChain, type ChunkRange } from './stream-chunks.js';
 import type { SpoolJobs } from './prefetch.js';
 
@@ -145,7 +145,18 @@ async function publish(ctx: FetchContext, file: WalFileName, temp: string, desti
 /** The verified-to-be-contiguous chunks `walbridge stream` left of a segment never archived whole (empty: none). */
 export async function streamedChain(ctx: FetchContext, file: WalFileName, identity: ClusterIdentity | undefined): Promise<(ChunkRange & { key: string })[]> {
   if (file.kind !== 'segment' || !identity) return [];
-  return longestPrefixChain((await listChunks(ctx.store, ctx.namespace, file.name)).filter((c) => c.end <= identity.segmentSize));
+  const chain = longestPrefixChain((await listChunks(ctx.store, ctx.namespace, file.name)).filter((c) => c.end <= identity.segmentSize));
+  if (chain.length === 0) return chain;
+  // A newer timeline may have forked off inside the streamed part: PostgreSQL, asking for this
+  // timeline's segment after the newer one's, would replay records the fork left behind.
+  for await (const object of ctx.store.list(historyPrefix(ctx.namespace))) {
+    const history = parseWalFileName(object.key.slice(object.key.lastIndexOf('/') + 1));
+    if (history?.kind === 'history' && history.timeline > file.timeline) {
+      ctx.log.warn(`not using the streamed part of ${file.name}: timeline ${history.timeline} exists, and may have forked off inside it`);
+      return [];
+    }
+  }
+  return chain;
 }
 
 /**
@@ -159,7 +170,7 @@ export async function restoreStreamed(
   destination: string,
   identity: ClusterIdentity,
   chain: readonly (ChunkRange & { key: string })[],
-): Promise<void> {
+): Promise<'restored' | 'archived'> {
   const content = Buffer.alloc(identity.segmentSize);
   // A few at once: a failover waits for this, and a segment may be hundreds of small chunks.
   let next = 0;
@@ -171,6 +182,8 @@ export async function restoreStreamed(
     }
   };
   await Promise.all(Array.from({ length: Math.min(8, chain.length) }, worker));
+  // archive-push may have stored the whole segment meanwhile (and the streamer begun removing its chunks).
+  if (await ctx.store.head(walFileKey(ctx.namespace, file))) return 'archived';
   const temp = tempFileFor(file, destination);
   try {
     await writeFile(temp, content, { flag: 'wx', mode: 0o600 });
@@ -180,6 +193,7 @@ export async function restoreStreamed(
     untrackTempFile(temp);
   }
   ctx.log.warn(`restored the streamed part of ${file.name}: ${chainEnd(chain)} bytes in ${chain.length} chunk${chain.length === 1 ? '' : 's'} (it was never archived whole)`);
+  return 'restored';
 }
 
 /** One streamed chunk's bytes, verified against its metadata. */
@@ -195,7 +209,7 @@ async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkR
   const parts: Buffer[] = [];
   let seen;
   try {
-    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) }), { fileName: name, keys: ctx.keys });
+    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) }), { fileName: chunk.key, keys: ctx.keys, requireEncryption: true });
   } catch (err) {
     opened.body.destroy();
     throw classifyStreamError(err, file, where);

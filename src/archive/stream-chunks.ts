@@ -51,7 +51,7 @@ export function chainEnd(chain: readonly ChunkRange[]): number {
   return chain.length === 0 ? 0 : chain[chain.length - 1]!.end;
 }
 
-/** The name a chunk is bound to when encrypted, and shown in messages. */
+/** A chunk's name in messages. */
 export function chunkName(segment: string, range: ChunkRange): string {
   return `${segment}/${range.start}-${range.end}`;
 }

@@ -19,7 +19,7 @@ import { formatBytes, type Logger } from '../log.js';
 import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
 import { headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../wal/header.js';
-import { formatSegmentName, parseWalFileName } from '../wal/names.js';
+import { formatSegmentName, parseWalFileName, segmentNumber } from '../wal/names.js';
 import { streamPrefix, streamSegmentPrefix, walFileKey } from './layout.js';
 import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from './stream-chunks.js';
 
@@ -39,8 +39,12 @@ export interface StreamContext {
 export interface FlushPosition {
   readonly timeline: number;
   readonly lsn: bigint;
+  /** pg_stat_archiver.last_archived_wal, where a (re)started streamer begins. */
+  readonly lastArchived?: string | null;
 }
 
+/** Most bytes in one chunk: a big catch-up (a 1 GiB segment) is shipped in bounded memory. */
+const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
 /** A time between removal sweeps: archived segments' chunks are not urgent. */
 const CLEANUP_EVERY_MS = 10_000;
 
@@ -68,18 +72,34 @@ export class SegmentStreamer {
     const offset = Number(position.lsn % size);
     if (!this.current || this.current.timeline !== position.timeline) {
       if (this.current) this.finished.add(this.current.name);
-      this.current = await this.resume(position.timeline, segno);
+      this.current = await this.resume(position.timeline, this.firstToShip(position, segno));
     }
     let shipped = 0;
-    // Segments completed since the last call are shipped to their end: the archiver may lag.
+    // Segments completed since the last call are shipped to their end (the archiver may lag),
+    // unless archive-push has stored them already.
     while (this.current.segno < segno) {
-      shipped += await this.ship(this.current.segno, this.current.shipped, this.ctx.segmentSize);
+      const file = parseWalFileName(this.current.name)!;
+      if (!(await this.ctx.store.head(walFileKey(this.ctx.namespace, file)))) {
+        shipped += await this.ship(this.current.segno, this.current.shipped, this.ctx.segmentSize, true);
+      }
       this.finished.add(this.current.name);
       this.current = await this.resume(position.timeline, this.current.segno + 1n);
     }
-    if (offset > this.current.shipped) shipped += await this.ship(segno, this.current.shipped, offset);
+    if (offset > this.current.shipped) shipped += await this.ship(segno, this.current.shipped, offset, false);
     await this.cleanUp(false);
     return shipped;
+  }
+
+  /**
+   * Where a (re)started streamer begins: after the last segment the archiver stored, if that is
+   * on this timeline and behind the flush position: what was flushed while no streamer ran and
+   * is not archived yet is still worth shipping.
+   */
+  private firstToShip(position: FlushPosition, flushSegno: bigint): bigint {
+    const archived = position.lastArchived ? parseWalFileName(position.lastArchived) : undefined;
+    if (archived?.kind !== 'segment' || archived.timeline !== position.timeline) return flushSegno;
+    const next = segmentNumber(archived, this.ctx.segmentSize) + 1n;
+    return next < flushSegno ? next : flushSegno;
   }
 
   private async resume(timeline: number, segno: bigint): Promise<NonNullable<SegmentStreamer['current']>> {
@@ -90,52 +110,67 @@ export class SegmentStreamer {
     return { timeline, segno, name, shipped };
   }
 
-  /** Stores bytes [start, end) of the segment as one chunk; 0 if its file is gone (archived and recycled). */
-  private async ship(segno: bigint, start: number, end: number): Promise<number> {
+  /**
+   * Stores bytes [start, end) of a segment as chunks of at most MAX_CHUNK_BYTES (bounded memory
+   * with big segments); stops early if the file is gone (archived and recycled).
+   */
+  private async ship(segno: bigint, start: number, end: number, completed: boolean): Promise<number> {
     const current = this.current!;
     const name = formatSegmentName(current.timeline, segno, this.ctx.segmentSize);
-    if (end <= start) return 0;
-    const bytes = await this.read(name, start, end);
-    if (!bytes) {
-      current.shipped = end;
-      return 0;
+    let shipped = 0;
+    for (let from = start; from < end; ) {
+      const to = Math.min(end, from + MAX_CHUNK_BYTES);
+      const bytes = await this.read(name, from, to, completed);
+      if (!bytes) {
+        current.shipped = end;
+        return shipped;
+      }
+      const range = { start: from, end: to };
+      const sealed = await sealFile(bytes, {
+        codec: this.ctx.codec,
+        level: this.ctx.level,
+        spoolDir: this.ctx.walDir,
+        // Bound to its key, namespace included: a chunk has no page header to tell its cluster by.
+        encryption: this.ctx.encryption && { key: this.ctx.encryption.current, fileName: chunkKey(this.ctx.namespace, name, range) },
+      });
+      try {
+        await retryTransient(this.ctx.retry, `store ${chunkName(name, range)}`, () => this.ctx.store.putIfAbsent(chunkKey(this.ctx.namespace, name, range), sealed));
+      } finally {
+        await sealed.dispose();
+      }
+      current.shipped = to;
+      shipped += to - from;
+      from = to;
     }
-    const range = { start, end };
-    const sealed = await sealFile(bytes, {
-      codec: this.ctx.codec,
-      level: this.ctx.level,
-      spoolDir: this.ctx.walDir,
-      encryption: this.ctx.encryption && { key: this.ctx.encryption.current, fileName: chunkName(name, range) },
-    });
-    try {
-      await retryTransient(this.ctx.retry, `store ${chunkName(name, range)}`, () => this.ctx.store.putIfAbsent(chunkKey(this.ctx.namespace, name, range), sealed));
-    } finally {
-      await sealed.dispose();
-    }
-    current.shipped = end;
-    return end - start;
+    return shipped;
   }
 
-  /** Bytes [start, end) of a segment file, checked to be that segment; undefined if the file is gone. */
-  private async read(name: string, start: number, end: number): Promise<Buffer | undefined> {
+  /**
+   * Bytes [start, end) of a segment file, checked to be that segment (its first page, read after
+   * the bytes: a file recycled meanwhile names another segment); undefined if a completed
+   * segment's file is gone or was recycled (archived, so nothing is lost).
+   */
+  private async read(name: string, start: number, end: number, completed: boolean): Promise<Buffer | undefined> {
+    const gone = () => {
+      this.ctx.log.info(`${name} is no longer in pg_wal (archived and recycled): nothing more to stream of it`);
+      return undefined;
+    };
     let fh;
     try {
       fh = await open(path.join(this.ctx.walDir, name), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.ctx.log.info(`${name} is no longer in pg_wal (archived and recycled): nothing more to stream of it`);
-        return undefined;
-      }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return gone();
       throw new WalbridgeError('localIo', `cannot read ${name}: ${(err as Error).message}`);
     }
     try {
       const bytes = Buffer.alloc(end - start);
       const { bytesRead } = await fh.read(bytes, 0, bytes.length, start);
       if (bytesRead !== bytes.length) throw new WalbridgeError('localIo', `${name} ended at ${start + bytesRead} bytes, before the flush position ${end}`);
-      // The first page names its segment: a file recycled under another name would not.
-      const head = start === 0 ? bytes : await readHead(fh);
-      const header = parseLongPageHeader(head.subarray(0, LONG_HEADER_SIZE));
+      const head = Buffer.alloc(LONG_HEADER_SIZE);
+      await fh.read(head, 0, LONG_HEADER_SIZE, 0);
+      const header = parseLongPageHeader(head);
       const problem = typeof header === 'string' ? header : headerMismatch(header, parseWalFileName(name)!);
+      if (problem && completed) return gone();
       if (problem) throw new WalbridgeError('notWal', `refusing to stream ${name}: ${problem}`);
       return bytes;
     } finally {
@@ -149,9 +184,12 @@ export class SegmentStreamer {
     this.cleanedAt = Date.now();
     for (const segment of [...this.finished]) {
       if (segment === this.current?.name) continue;
-      if (!(await this.ctx.store.head(walFileKey(this.ctx.namespace, parseWalFileName(segment)!)))) continue;
+      // Archived whole, or as a .partial (the primary was promoted, or this timeline ended).
+      const archived = await Promise.all([segment, `${segment}.partial`].map((n) => this.ctx.store.head(walFileKey(this.ctx.namespace, parseWalFileName(n)!))));
+      if (!archived.some((info) => info !== undefined)) continue;
       const chunks = await listChunks(this.ctx.store, this.ctx.namespace, segment);
-      await this.ctx.store.deleteMany(chunks.map((c) => c.key));
+      // Last chunk first: a failover reading meanwhile sees a shorter prefix, never a gap.
+      await this.ctx.store.deleteMany(chunks.map((c) => c.key).reverse());
       this.finished.delete(segment);
       if (chunks.length > 0) this.ctx.log.info(`${segment} is archived: removed its ${chunks.length} streamed chunk${chunks.length === 1 ? '' : 's'}`);
     }
@@ -160,10 +198,4 @@ export class SegmentStreamer {
   describe(): string {
     return this.current ? `${this.current.name} up to ${formatBytes(this.current.shipped)}` : 'nothing yet';
   }
-}
-
-async function readHead(fh: Awaited<ReturnType<typeof open>>): Promise<Buffer> {
-  const head = Buffer.alloc(LONG_HEADER_SIZE);
-  await fh.read(head, 0, LONG_HEADER_SIZE, 0);
-  return head;
 }

@@ -134,8 +134,14 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
         if (chain.length > 0) {
           // Only a live call writes %p, and the spool holds archived segments only.
           if (ctx.background) throw new NotForBackground(`the streamed part of ${name} is restored by the call itself`);
-          await restoreStreamed(ctx, file, destination, identity!, chain);
-          return 'restored';
+          const outcome = await restoreStreamed(ctx, file, destination, identity!, chain).catch((err: unknown) => {
+            // The streamed part is a bonus: a damaged one must not hold the failover up.
+            if (!(err instanceof WalbridgeError) || (err.kind !== 'corrupt' && err.kind !== 'foreignCluster')) throw err;
+            ctx.log.error(`cannot use the streamed part of ${name}: ${err.message}; recovery ends at the last archived segment`);
+            return 'unusable' as const;
+          });
+          if (outcome === 'restored') return 'restored';
+          if (outcome === 'archived') continue; // landed whole meanwhile: the next pass restores it
         }
         ctx.log.warn(`smart failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): every archived segment is restored, ${name} is not archived; answering "not found" so that recovery ends`);
         return 'not-found';

@@ -67,6 +67,18 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
         try {
           if (!primary) {
             primary = await connectPrimary(settings.conninfo, Math.min(settings.timeout * 1000, 10_000));
+            // The same cluster is not enough: a standby of it, or whatever a VIP points at, has
+            // the same system identifier, but its WAL is not the pg_wal read here.
+            const local = await runningPostmaster(dataDir);
+            const server = { startedAt: primary.info.startedAt, port: primary.info.port };
+            // (postmaster.pid and pg_postmaster_start_time() take their clocks a moment apart.)
+            if (!local || local.port !== server.port || Math.abs(local.startedAt - server.startedAt) > 2) {
+              const describe = (p: typeof server) => `port ${p.port}, started ${new Date(p.startedAt * 1000).toISOString()}`;
+              throw new WalbridgeError(
+                'config',
+                `--conninfo reaches a server that is not the one running in ${dataDir} (${describe(server)}; ${local ? `${dataDir}'s: ${describe(local)}` : `${dataDir} has no postmaster.pid`}): connect to the local primary`,
+              );
+            }
             if (primary.info.systemIdentifier !== systemIdentifier) {
               throw new WalbridgeError('foreignCluster', `the server at --conninfo is the cluster with system identifier ${primary.info.systemIdentifier}, but ${dataDir} belongs to ${systemIdentifier}: connect to the primary whose data directory this is`);
             }
@@ -125,4 +137,13 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
     }
   });
   return command;
+}
+
+/** The start time (epoch seconds) and port postmaster.pid records, or undefined without a running server. */
+async function runningPostmaster(dataDir: string): Promise<{ startedAt: number; port: number } | undefined> {
+  const { readFile } = await import('node:fs/promises');
+  const lines = (await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n');
+  const startedAt = Number(lines[2]);
+  const port = Number(lines[3]);
+  return Number.isInteger(startedAt) && startedAt > 0 && Number.isInteger(port) && port > 0 ? { startedAt, port } : undefined;
 }

@@ -182,9 +182,22 @@ export function describeContent(metadata: ObjectMetadata): ContentDescription | 
   return { sha256, size, codec, keyId };
 }
 
-/** An encrypted object's key from the ring, or an error naming the key to add. */
-function keyFor(promised: ContentDescription, fileName: string, keys: KeyRing | undefined): EncryptionKey | undefined {
-  if (promised.keyId === undefined) return undefined;
+/**
+ * An encrypted object's key from the ring, or an error naming the key to add. With keys set, an
+ * object in the clear is refused unless the ring accepts plaintext: otherwise anyone who can write
+ * the bucket could replace an object by a plain one with matching metadata.
+ */
+function keyFor(promised: ContentDescription, opts: UnsealOptions): EncryptionKey | undefined {
+  const { fileName, keys } = opts;
+  if (promised.keyId === undefined) {
+    if (keys && (opts.requireEncryption || !keys.acceptsPlaintext)) {
+      throw new WalbridgeError(
+        'corrupt',
+        `refusing ${fileName}: it is stored unencrypted, but an encryption key is set (a replaced object?)${opts.requireEncryption ? '' : '; if it was archived before encryption was turned on, set encryption-allow-plaintext while such objects are needed'}`,
+      );
+    }
+    return undefined;
+  }
   const key = keys?.find(promised.keyId);
   if (key) return key;
   throw new WalbridgeError(
@@ -200,6 +213,8 @@ export interface UnsealOptions {
   readonly fileName: string;
   /** Keys for encrypted objects. */
   readonly keys: KeyRing | undefined;
+  /** Refuse an object in the clear whenever keys are set, whatever the ring accepts (new kinds of object). */
+  readonly requireEncryption?: boolean;
 }
 
 /**
@@ -215,7 +230,7 @@ export async function unseal(
   sink: () => Writable,
   opts: UnsealOptions,
 ): Promise<{ sha256: string; size: number }> {
-  const key = keyFor(promised, opts.fileName, opts.keys);
+  const key = keyFor(promised, opts);
   const stages: Transform[] = [];
   if (key) stages.push(new Decryptor(key, { fileName: opts.fileName, codec: promised.codec, size: promised.size, sha256: promised.sha256 }));
   const decode = decompressor(promised.codec);

@@ -60,6 +60,8 @@ export class KeyRing {
   constructor(
     readonly source: KeySource,
     keys: EncryptionKey[],
+    /** Whether objects stored in the clear (before encryption was turned on) are still accepted. */
+    readonly acceptsPlaintext = false,
   ) {
     this.keys = keys;
   }
@@ -90,8 +92,8 @@ export class KeyRing {
   }
 
   /** Serialised (settings fingerprints, logs) as ids only. */
-  toJSON(): { keyIds: string[]; source: KeySource } {
-    return { keyIds: this.ids, source: this.source };
+  toJSON(): { keyIds: string[]; source: KeySource; acceptsPlaintext: boolean } {
+    return { keyIds: this.ids, source: this.source, acceptsPlaintext: this.acceptsPlaintext };
   }
 
   toString(): string {

@@ -139,6 +139,13 @@ export const SETTINGS: readonly SettingDef[] = [
     commands: ['push', 'fetch', 'verify', 'stream'],
   },
   {
+    key: 'encryption-allow-plaintext',
+    env: 'WALBRIDGE_ENCRYPTION_ALLOW_PLAINTEXT',
+    description: 'with a key set, still accept WAL stored in the clear (archived before encryption was turned on); without it such objects are refused, as a replaced object would be',
+    default: 'false',
+    commands: ['fetch', 'verify'],
+  },
+  {
     key: 'stream-interval',
     env: 'WALBRIDGE_STREAM_INTERVAL',
     value: '<seconds>',
@@ -260,7 +267,7 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
-    encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV]),
+    encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV], boolean(raw('encryption-allow-plaintext')!)),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
     ...serverEncryption(repo, raw('s3-sse'), raw('s3-sse-kms-key-id'), raw('gcs-kms-key-name')),
@@ -268,18 +275,18 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
 }
 
 /** The keys from the key file or the environment (never both: which one encrypts would be unclear). */
-function keyRing(fileRaw: { value: string | boolean; from: string } | undefined, envKeys: string | undefined): KeyRing | undefined {
+function keyRing(fileRaw: { value: string | boolean; from: string } | undefined, envKeys: string | undefined, acceptsPlaintext: boolean): KeyRing | undefined {
   if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`);
   if (fileRaw) {
     const file = absolutePath(fileRaw)!;
     const keys = readKeyFile(file);
     if (typeof keys === 'string') throw configError(`bad key file ${file} (${fileRaw.from}): ${keys}`);
-    return new KeyRing({ file }, keys);
+    return new KeyRing({ file }, keys, acceptsPlaintext);
   }
   if (envKeys === undefined || envKeys === '') return undefined;
   const keys = parseKeys(envKeys);
   if (typeof keys === 'string') throw configError(`bad ${KEY_ENV}: ${keys}`);
-  return new KeyRing({ env: KEY_ENV }, keys);
+  return new KeyRing({ env: KEY_ENV }, keys, acceptsPlaintext);
 }
 
 type RawValue = { value: string | boolean; from: string } | undefined;
@@ -379,7 +386,12 @@ function conninfo(r: { value: string | boolean; from: string } | undefined): str
   if (!r) return undefined;
   const value = String(r.value);
   // Not quoted back: a URL may hold a password.
-  if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass or PGPASSWORD, not here)`);
+  if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass, not here)`);
+  // (Not new URL(): libpq's URLs may leave the host empty, as in postgresql://user@/db?host=/run/postgresql.)
+  const userInfo = /^postgres(?:ql)?:\/\/([^@/?#]*)@/.exec(value)?.[1] ?? '';
+  const hasPassword = userInfo.includes(':') || /[?&]password=/.test(value);
+  // A long-running process's flags and environment are readable in /proc: no passwords there.
+  if (hasPassword) throw configError(`bad ${r.from}: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead`);
   return value;
 }
 

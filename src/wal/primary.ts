@@ -8,10 +8,13 @@ import { WalbridgeError } from '../errors.js';
 export interface PrimaryInfo {
   readonly systemIdentifier: string;
   readonly segmentSize: number;
+  /** When its postmaster started (epoch seconds) and its port, as postmaster.pid records them: which server this is. */
+  readonly startedAt: number;
+  readonly port: number;
 }
 
 /** The flush position, or 'in-recovery' while the server is a standby (nothing to ship). */
-export type FlushReading = { readonly timeline: number; readonly lsn: bigint } | 'in-recovery';
+export type FlushReading = { readonly timeline: number; readonly lsn: bigint; readonly lastArchived: string | null } | 'in-recovery';
 
 export interface PrimaryConnection {
   readonly info: PrimaryInfo;
@@ -37,20 +40,22 @@ export async function connectPrimary(conninfo: string | undefined, timeoutMs: nu
   client.on('error', () => undefined);
   try {
     await client.connect();
-    const { rows } = await client.query<{ sysid: string; segsize: string }>(
-      "select system_identifier::text as sysid, (select setting from pg_settings where name = 'wal_segment_size') as segsize from pg_control_system()",
+    const { rows } = await client.query<{ sysid: string; segsize: string; started: string; port: string }>(
+      "select system_identifier::text as sysid, (select setting from pg_settings where name = 'wal_segment_size') as segsize, " +
+        "floor(extract(epoch from pg_postmaster_start_time()))::bigint::text as started, current_setting('port') as port from pg_control_system()",
     );
-    const info = { systemIdentifier: rows[0]!.sysid, segmentSize: Number(rows[0]!.segsize) };
+    const info = { systemIdentifier: rows[0]!.sysid, segmentSize: Number(rows[0]!.segsize), startedAt: Number(rows[0]!.started), port: Number(rows[0]!.port) };
     return {
       info,
       flushPosition: async () => {
-        const result = await client.query<{ recovery: boolean; lsn: string | null; file: string | null }>(
+        const result = await client.query<{ recovery: boolean; lsn: string | null; file: string | null; archived: string | null }>(
           'select pg_is_in_recovery() as recovery, case when not pg_is_in_recovery() then pg_current_wal_flush_lsn()::text end as lsn, ' +
-            'case when not pg_is_in_recovery() then pg_walfile_name(pg_current_wal_flush_lsn()) end as file',
+            'case when not pg_is_in_recovery() then pg_walfile_name(pg_current_wal_flush_lsn()) end as file, ' +
+            '(select last_archived_wal from pg_stat_archiver) as archived',
         );
         const row = result.rows[0]!;
         if (row.recovery || !row.lsn || !row.file) return 'in-recovery';
-        return { timeline: parseInt(row.file.slice(0, 8), 16), lsn: parseLsn(row.lsn) };
+        return { timeline: parseInt(row.file.slice(0, 8), 16), lsn: parseLsn(row.lsn), lastArchived: row.archived };
       },
       close: () => client.end().catch(() => undefined),
     };

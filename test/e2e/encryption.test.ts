@@ -120,7 +120,7 @@ describe.each(BACKENDS)('client-side encryption through %s', (backend) => {
     expect(await exists(dest)).toBe(false);
   });
 
-  it('rotates: a new first key encrypts, older keys still decrypt', async () => {
+  it('rotates: a new first key encrypts, older keys still decrypt; plaintext only when allowed', async () => {
     const [old, fresh] = [wal.segments[0]!, wal.segments[1]!];
     expect((await push(old, await withKeys(first))).status).toBe(0);
     const rotated = await withKeys(second, first);
@@ -133,10 +133,15 @@ describe.each(BACKENDS)('client-side encryption through %s', (backend) => {
       expect(fetched.status, fetched.stderr).toBe(0);
       expect((await readFile(dest)).equals(await readFile(file))).toBe(true);
     }
-    // Objects stored in the clear before encryption was turned on stay readable.
+    // An object stored in the clear is refused while a key is set (it could be a replacement
+    // with forged metadata), unless objects from before encryption are declared acceptable.
     const plainOne = wal.segments[2]!;
     expect((await push(plainOne, {})).status).toBe(0);
-    expect((await fetch(path.basename(plainOne), path.join(dir, 'plain'), rotated)).status).toBe(0);
+    const refused = await fetch(path.basename(plainOne), path.join(dir, 'plain'), rotated);
+    expect(refused.status).toBe(ExitCode.corrupt);
+    expect(refused.stderr).toMatch(/it is stored unencrypted, but an encryption key is set \(a replaced object\?\); if it was archived before encryption was turned on, set encryption-allow-plaintext/);
+    expect(await exists(path.join(dir, 'plain'))).toBe(false);
+    expect((await fetch(path.basename(plainOne), path.join(dir, 'plain'), { ...rotated, WALBRIDGE_ENCRYPTION_ALLOW_PLAINTEXT: '1' })).status).toBe(0);
   });
 
   it('refuses a tampered object, one copied under another name, and edited metadata', async () => {

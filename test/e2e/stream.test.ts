@@ -131,6 +131,10 @@ describe('walbridge stream, faults and fast failover', () => {
     const repo = await createRepo('file');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-fast', ...repo.env };
     const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-fast', env);
+    // A streamer pointed at another server of the cluster (here the standby) refuses to start.
+    const wrong = await runAsClusterUser('walbridge', ['stream', primary.dataDir], { env: clusterEnv({ ...env, ...standby.connectionEnv() }) });
+    expect(wrong.code).toBe(ExitCode.config);
+    expect(wrong.stderr).toMatch(/--conninfo reaches a server that is not the one running in .*: connect to the local primary/);
     const streamer = startStream(primary, env, INTERVAL);
     await insert(1, 10);
     await streaming(repo.store());

@@ -150,4 +150,15 @@ describe('resolveSettings', () => {
     expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} })).message).toMatch(/cannot read it: ENOENT/);
     expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} })).message).toMatch(/give an absolute path/);
   });
+
+  it('takes a postgresql:// URL for walbridge stream, never one with a password', () => {
+    const base = { repo: 'file:///r', namespace: 'n' };
+    expect(resolveSettings({ flags: { ...base, conninfo: 'postgresql://postgres@/postgres?host=/run/postgresql' }, env: {} }).conninfo).toBe(
+      'postgresql://postgres@/postgres?host=/run/postgresql',
+    );
+    const withPassword = failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u:s3cr3t-pw@db/postgres' }, env: {} }));
+    expect(withPassword.message).toBe('bad --conninfo: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead');
+    expect(failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} })).message).toMatch(/holds a password/);
+    expect(failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } })).message).toMatch(/expected a postgresql:\/\/ URL/);
+  });
 });
