@@ -2,8 +2,12 @@
  * Record-based log shipping with real PostgreSQL 15: `walbridge stream` ships the segment the
  * primary is writing; after kill -9 of the primary, a smart failover restores the commits that
  * were only in that unfinished segment. Restart of the streamer mid-segment and a segment switch
- * while streaming are part of the run.
+ * while streaming are part of the run; so are a streamer started while the archiver is behind, a
+ * newer timeline (the streamed part is then not used), and a --conninfo reaching another server.
  */
+import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { listChunks } from '../../src/archive/stream-chunks.js';
 import { ExitCode } from '../../src/errors.js';
@@ -142,6 +146,51 @@ describe('walbridge stream, faults and fast failover', () => {
     expect(await failover('fast')).toBe('0|'); // only what was archived: the table, no row
     await streamer.stop();
     expect(await standby.log()).not.toMatch(/restored the streamed part/);
+    for (const c of [standby, primary]) await c.destroy();
+  }, 240_000);
+
+  it('a streamer started while the archiver is behind ships the segments not archived yet', async () => {
+    const repo = await createRepo('file');
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-behind', ...repo.env };
+    const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-behind', env);
+    await primary.psql('create table warmup (i int)'); // something to switch away from
+    const last = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
+    await primary.psql('select pg_switch_wal()');
+    await waitUntil(async () => (await primary.psql('select last_archived_wal from pg_stat_archiver')) === last);
+    // The archiver stops working; two segments are completed and one begun with no streamer running.
+    await primary.psql("alter system set archive_command = 'false'");
+    await primary.psql('select pg_reload_conf()');
+    await insert(1, 10);
+    await primary.psql('select pg_switch_wal()');
+    await insert(11, 20);
+    await primary.psql('select pg_switch_wal()');
+    await insert(21, 30);
+    const streamer = startStream(primary, env, INTERVAL);
+    await streaming(repo.store());
+    await sleep(1000);
+    // Starting at the flush position would lose rows 1-20: they are only in the unarchived segments.
+    expect(await failover('smart')).toBe('30|30');
+    await streamer.stop();
+    expect((await standby.log()).match(/restored the streamed part of/g)?.length).toBe(3);
+    for (const c of [standby, primary]) await c.destroy();
+  }, 240_000);
+
+  it('the streamed part is not used once a newer timeline exists: it may have forked off inside it', async () => {
+    const repo = await createRepo('file');
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-fork', ...repo.env };
+    const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-fork', env);
+    const streamer = startStream(primary, env, INTERVAL);
+    await insert(1, 10);
+    const current = await streaming(repo.store());
+    await sleep(1000);
+    // Another server of the cluster was promoted to timeline 2 (here: its history file only).
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'walbridge-fork-'));
+    await chmod(dir, 0o755);
+    await writeFile(path.join(dir, '00000002.history'), '1\t0/1000000\tno recovery target specified\n', { mode: 0o644 });
+    expect((await walbridge(['push', path.join(dir, '00000002.history')], env)).status).toBe(ExitCode.ok);
+    expect(await failover('smart')).toBe('0|'); // only what was archived: the table, no row
+    await streamer.stop();
+    expect(await standby.log()).toMatch(new RegExp(`not using the streamed part of ${current}: timeline 2 exists`));
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
 });
