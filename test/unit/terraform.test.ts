@@ -8,11 +8,15 @@
  * tool cannot drift apart unnoticed.
  */
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { getExpressionAst, parse } from '@cdktf/hcl2json';
 import { createHash } from 'node:crypto';
@@ -24,6 +28,7 @@ import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPr
 import { chunkKey, listChunks } from '../../src/archive/stream-chunks.js';
 import { formatRepo, parseRepoUrl } from '../../src/config/repo-url.js';
 import { SETTINGS } from '../../src/config/settings.js';
+import { SINGLE_REQUEST_LIMIT } from '../../src/storage/body.js';
 import { S3Store } from '../../src/storage/s3.js';
 import { joinKey, type Store } from '../../src/storage/store.js';
 import { parseWalFileName } from '../../src/wal/names.js';
@@ -872,6 +877,8 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
 // ---------------------------------------------------------------------------------------------
 
 interface S3Request {
+  /** The S3 API operation, for messages: IAM decides on the action, resource and context. */
+  readonly operation?: string;
   readonly action: string;
   readonly resource: string;
   readonly context: Readonly<Record<string, string>>;
@@ -910,6 +917,9 @@ function statementMatches(s: Statement, req: S3Request): boolean {
   if (!s.resources.some((r) => globMatch(r, req.resource))) return false;
   return s.conditions.every((c) => {
     const actual = req.context[c.variable];
+    // Null: "true" when the key is absent from the request context, "false" when it is present.
+    if (c.test === 'Null') return c.values.some((v) => (v.toLowerCase() === 'true') === (actual === undefined));
+    // Any other operator on an absent key is false (no ...IfExists here), in an Allow as in a Deny.
     if (actual === undefined) return false;
     switch (c.test) {
       case 'StringLike':
@@ -934,18 +944,24 @@ function s3Allowed(identity: readonly Statement[], bucketPolicy: readonly Statem
 }
 
 const PUT = { body: Buffer.from('x'), md5: createHash('md5').update('x').digest(), metadata: {} };
+/** Just over the single-request limit: the driver sends it as a multipart upload of three parts. */
+const BIG_BODY = Buffer.alloc(SINGLE_REQUEST_LIMIT + 1, 0x5a);
+const BIG_PUT = { body: BIG_BODY, md5: createHash('md5').update(BIG_BODY).digest(), metadata: {} };
 
 /**
- * The real S3 driver, its SDK client replaced by one that records the IAM authorizations each
- * request needs. Objects all look absent: HEAD and GET of a missing key answer 404, not 403, only
- * to a principal allowed s3:ListBucket with the key as s3:prefix.
+ * The request context S3 gives IAM for the object-creating requests, all authorized as
+ * s3:PutObject: s3:ObjectCreationOperation is true for PutObject and CompleteMultipartUpload
+ * (the object comes into existence), false for CreateMultipartUpload and UploadPart (they take no
+ * conditional header); s3:if-none-match is there only when the request has an If-None-Match header.
  */
-async function s3Requests(prefix: string, operations: (store: Store) => Promise<void>): Promise<S3Request[]> {
-  const store = new S3Store({ bucket: BUCKET, prefix, region: 'eu-west-1', pathStyle: false, checksum: 'when-required' });
-  if (!('client' in store)) throw new Error('S3Store has no "client" any more: adapt this test');
-  const requests: S3Request[] = [];
+function creationContext(creates: boolean, ifNoneMatch?: string): Record<string, string> {
+  return { 's3:ObjectCreationOperation': String(creates), ...(ifNoneMatch === undefined ? {} : { 's3:if-none-match': ifNoneMatch }) };
+}
+
+/** An SDK client stand-in that records the IAM authorization each command needs. Objects all look absent. */
+function recordingClient(requests: S3Request[]) {
   const object = (key: string | undefined) => `${BUCKET_ARN}/${key}`;
-  const client = {
+  return {
     send: async (command: unknown): Promise<unknown> => {
       if (command instanceof HeadObjectCommand || command instanceof GetObjectCommand) {
         requests.push({ action: 's3:GetObject', resource: object(command.input.Key), context: {} });
@@ -953,7 +969,23 @@ async function s3Requests(prefix: string, operations: (store: Store) => Promise<
         throw Object.assign(new Error('absent'), { name: 'NotFound', $metadata: { httpStatusCode: 404 } });
       }
       if (command instanceof PutObjectCommand) {
-        requests.push({ action: 's3:PutObject', resource: object(command.input.Key), context: {} });
+        requests.push({ operation: 'PutObject', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(true, command.input.IfNoneMatch) });
+        return {};
+      }
+      if (command instanceof CreateMultipartUploadCommand) {
+        requests.push({ operation: 'CreateMultipartUpload', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(false) });
+        return { UploadId: 'upload-1' };
+      }
+      if (command instanceof UploadPartCommand) {
+        requests.push({ operation: 'UploadPart', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(false) });
+        return { ETag: `"part-${command.input.PartNumber}"` };
+      }
+      if (command instanceof CompleteMultipartUploadCommand) {
+        requests.push({ operation: 'CompleteMultipartUpload', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(true, command.input.IfNoneMatch) });
+        return {};
+      }
+      if (command instanceof AbortMultipartUploadCommand) {
+        requests.push({ operation: 'AbortMultipartUpload', action: 's3:AbortMultipartUpload', resource: object(command.input.Key), context: {} });
         return {};
       }
       if (command instanceof ListObjectsV2Command) {
@@ -967,10 +999,34 @@ async function s3Requests(prefix: string, operations: (store: Store) => Promise<
       throw new Error(`unexpected S3 command ${(command as object).constructor.name}`);
     },
   };
-  Object.assign(store, { client });
+}
+
+/** What IAM is asked for commands sent as they are, not through the driver: requests walbridge never makes. */
+async function commandRequests(commands: readonly unknown[]): Promise<S3Request[]> {
+  const requests: S3Request[] = [];
+  const client = recordingClient(requests);
+  for (const command of commands) await client.send(command);
+  return requests;
+}
+
+/**
+ * The real S3 driver, its SDK client replaced by one that records the IAM authorizations each
+ * request needs. Objects all look absent: HEAD and GET of a missing key answer 404, not 403, only
+ * to a principal allowed s3:ListBucket with the key as s3:prefix.
+ */
+async function s3Requests(prefix: string, operations: (store: Store) => Promise<void>): Promise<S3Request[]> {
+  const store = new S3Store({ bucket: BUCKET, prefix, region: 'eu-west-1', pathStyle: false, checksum: 'when-required' });
+  if (!('client' in store)) throw new Error('S3Store has no "client" any more: adapt this test');
+  const requests: S3Request[] = [];
+  Object.assign(store, { client: recordingClient(requests) });
   await operations(store);
   if (requests.length === 0) throw new Error('the driver sent nothing through the recording client');
   return requests;
+}
+
+/** The primary's archive objects in a namespace, as IAM resources: wal/, history/ and exactly identity.json. */
+function archiveResources(prefix: string, namespace: string): string[] {
+  return [walPrefix(namespace), historyPrefix(namespace)].map((p) => `${BUCKET_ARN}/${joinKey(prefix, p)}*`).concat(`${BUCKET_ARN}/${joinKey(prefix, identityKey(namespace))}`);
 }
 
 async function drain(it: AsyncIterable<unknown>): Promise<void> {
@@ -986,6 +1042,8 @@ const ACTOR_OPERATIONS = {
       await s.get(key).catch(() => undefined);
       await s.putIfAbsent(key, PUT);
     }
+    // A segment larger than one request (wal_segment_size up to 1 GiB) goes up in parts.
+    await s.putIfAbsent(k.segment, BIG_PUT);
   },
   /** walbridge stream, with the primary's credentials: leftovers, resume, ship, clean up (SegmentStreamer). */
   streamer: (ns: string) => async (s: Store) => {
@@ -1059,9 +1117,9 @@ describe('module aws-s3', () => {
       condition: [{ test: 'Bool', variable: 'aws:SecureTransport', values: ['false'] }],
     });
     const primary = (await ev.instances('aws_iam_policy_document.primary', 'data')).get('db1');
-    const put: S3Request = { action: 's3:PutObject', resource: `${BUCKET_ARN}/${keysOf('db1').segment}`, context: {} };
+    const put: S3Request = { action: 's3:PutObject', resource: `${BUCKET_ARN}/${keysOf('db1').segment}`, context: creationContext(true, '*') };
     expect(s3Allowed(statements(primary!), statements(policy!), put)).toBe(true);
-    expect(s3Allowed(statements(primary!), statements(policy!), { ...put, context: { 'aws:SecureTransport': 'false' } })).toBe(false);
+    expect(s3Allowed(statements(primary!), statements(policy!), { ...put, context: { ...put.context, 'aws:SecureTransport': 'false' } })).toBe(false);
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
@@ -1180,7 +1238,16 @@ describe('module aws-s3', () => {
         for (const actor of ['primary', 'standby', 'operator']) {
           for (const [ns, doc] of await ev.instances(`aws_iam_policy_document.${actor}`, 'data')) {
             let deletes = 0;
+            let denies = 0;
             for (const s of statements(doc)) {
+              if (s.effect === 'Deny') {
+                // Only the primary's deny of overwriting what it archives (s3:PutObject, on exactly those keys).
+                denies++;
+                expect(actor, `${actor} ${String(ns)} denies`).toBe('primary');
+                expect(s.actions).toEqual(['s3:PutObject']);
+                expect(s.resources).toEqual(archiveResources(prefix, String(ns)));
+                continue;
+              }
               expect(s.effect, `${actor} ${String(ns)}`).toBe('Allow');
               for (const a of s.actions) expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
               if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
@@ -1196,8 +1263,80 @@ describe('module aws-s3', () => {
               }
             }
             if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks`).toBe(1);
+            expect(denies, `${actor} ${String(ns)} denies`).toBe(actor === 'primary' ? 1 : 0);
           }
         }
+      }
+    });
+
+    it.each(['SSE-S3', 'SSE-KMS'])('lets the primary create WAL, history and identity.json only if absent, never overwrite them (%s)', async (encryption) => {
+      const ev = await evaluatorFor({ prefix, encryption });
+      const [bucketDoc] = (await ev.instances('aws_iam_policy_document.bucket', 'data')).values();
+      const bucketPolicy = statements(bucketDoc!);
+      const primaryDocs = await ev.instances('aws_iam_policy_document.primary', 'data');
+      const operatorDocs = await ev.instances('aws_iam_policy_document.operator', 'data');
+      /** Another policy on the same principal that lets it write anything in the bucket (policy_arns on a role of your own). */
+      const broad: Statement = { effect: 'Allow', actions: ['s3:*'], resources: [`${BUCKET_ARN}/*`], conditions: [] };
+      const full = (key: string) => joinKey(prefix, key);
+      const put = (key: string, IfNoneMatch?: string) => new PutObjectCommand({ Bucket: BUCKET, Key: full(key), Body: 'x', IfNoneMatch });
+      const multipart = (key: string, IfNoneMatch?: string) => [
+        new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: full(key) }),
+        new UploadPartCommand({ Bucket: BUCKET, Key: full(key), UploadId: 'u', PartNumber: 1, Body: 'x' }),
+        new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: full(key), UploadId: 'u', IfNoneMatch, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: '"e"' }] } }),
+      ];
+      const verdicts = async (policy: readonly Statement[], commands: readonly unknown[]) =>
+        (await commandRequests(commands)).map((r) => `${r.operation} ${r.resource.slice(BUCKET_ARN.length + 1)}: ${s3Allowed(policy, bucketPolicy, r) ? 'allowed' : 'denied'}`);
+
+      for (const ns of NAMESPACE_NAMES) {
+        const primary = statements(primaryDocs.get(ns)!);
+        const k = keysOf(ns);
+
+        // What the driver really sends, single requests and a multipart upload alike, is allowed.
+        const sent = await s3Requests(prefix, ACTOR_OPERATIONS.primary(ns));
+        expect([...new Set(sent.flatMap((r) => r.operation ?? []))].sort(), ns).toEqual(['CompleteMultipartUpload', 'CreateMultipartUpload', 'PutObject', 'UploadPart']);
+        expect(sent.filter((r) => r.operation === 'UploadPart').length, ns).toBe(3);
+        expect(sent.filter((r) => !s3Allowed(primary, bucketPolicy, r)), ns).toEqual([]);
+        // So is aborting an upload that failed.
+        expect(await verdicts(primary, [new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: full(k.segment), UploadId: 'u' })]), ns).toEqual([`AbortMultipartUpload ${full(k.segment)}: allowed`]);
+
+        for (const key of [k.identity, k.segment, k.partial, k.backup, k.history]) {
+          const created = [put(key, '*'), ...multipart(key, '*')];
+          const expected = (verdict: string) => ['PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map((o) => `${o} ${full(key)}: ${verdict}`);
+          expect(await verdicts(primary, created), key).toEqual(expected('allowed'));
+          // Without If-None-Match, a PutObject or a multipart completion would replace an archived file.
+          expect(await verdicts(primary, [put(key), ...multipart(key)]), key).toEqual([
+            `PutObject ${full(key)}: denied`,
+            `CreateMultipartUpload ${full(key)}: allowed`,
+            `UploadPart ${full(key)}: allowed`,
+            `CompleteMultipartUpload ${full(key)}: denied`,
+          ]);
+          // Each half holds alone: the allows grant nothing more without the deny...
+          expect(await verdicts(primary.filter((st) => st.effect === 'Allow'), [put(key), ...multipart(key)]), key).toEqual([
+            `PutObject ${full(key)}: denied`,
+            `CreateMultipartUpload ${full(key)}: allowed`,
+            `UploadPart ${full(key)}: allowed`,
+            `CompleteMultipartUpload ${full(key)}: denied`,
+          ]);
+          // ...and the explicit deny holds even where another policy allows every write.
+          expect(await verdicts([...primary, broad], [put(key), ...multipart(key)]), key).toEqual([
+            `PutObject ${full(key)}: denied`,
+            `CreateMultipartUpload ${full(key)}: allowed`,
+            `UploadPart ${full(key)}: allowed`,
+            `CompleteMultipartUpload ${full(key)}: denied`,
+          ]);
+          expect(await verdicts([...primary, broad], created), key).toEqual(expected('allowed'));
+        }
+
+        // Streamed chunks keep their plain grant (the streamer deletes them anyway), and the
+        // operator still replaces trigger objects as it likes: the deny reaches neither.
+        expect(await verdicts(primary, [put(k.chunk), put(k.chunk, '*'), ...multipart(k.chunk)]), ns).toEqual(
+          ['PutObject', 'PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map((o) => `${o} ${full(k.chunk)}: allowed`),
+        );
+        expect(await verdicts([...primary, broad], [put(k.triggerAll)]), ns).toEqual([`PutObject ${full(k.triggerAll)}: allowed`]);
+        expect(await verdicts(statements(operatorDocs.get(ns)!), [put(k.triggerAll), put(k.triggerAll, '*')]), ns).toEqual([
+          `PutObject ${full(k.triggerAll)}: allowed`,
+          `PutObject ${full(k.triggerAll)}: allowed`,
+        ]);
       }
     });
   });

@@ -1,6 +1,7 @@
 # One IAM policy per namespace and actor, scoped to the namespace's keys:
 #
-#   primary  (archive-push)   reads and creates WAL, history and identity.json; deletes none of them.
+#   primary  (archive-push)   reads and creates WAL, history and identity.json, create-if-absent only
+#                             (If-None-Match: *): it can neither overwrite nor delete any of them.
 #            (walbridge stream, run beside it with its credentials) creates, reads and deletes
 #                             chunks under stream/, and only there: it removes a segment's chunks
 #                             once archive-push has stored the segment whole.
@@ -15,6 +16,15 @@
 
 locals {
   actors = ["primary", "standby", "operator"]
+
+  # What the primary archives per namespace: written once, never replaced or deleted.
+  primary_archive_objects = {
+    for ns in keys(var.namespaces) : ns => [
+      "${aws_s3_bucket.this.arn}/${local.layout[ns].wal}*",
+      "${aws_s3_bucket.this.arn}/${local.layout[ns].history}*",
+      "${aws_s3_bucket.this.arn}/${local.layout[ns].identity}",
+    ]
+  }
 
   policy_documents = {
     for ns in keys(var.namespaces) : ns => {
@@ -66,20 +76,68 @@ data "aws_iam_policy_document" "primary" {
   }
 
   statement {
-    # Create-if-absent (If-None-Match: *) and reading back what is there; never delete or overwrite.
-    # The multipart actions let a large upload be aborted and resumed.
-    sid     = "ReadAndCreateWal"
+    # Reading back what is there. The multipart actions let a large upload be aborted and resumed.
+    sid     = "ReadWal"
     actions = [
       "s3:GetObject",
-      "s3:PutObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
-    resources = [
-      "${aws_s3_bucket.this.arn}/${local.layout[each.key].wal}*",
-      "${aws_s3_bucket.this.arn}/${local.layout[each.key].history}*",
-      "${aws_s3_bucket.this.arn}/${local.layout[each.key].identity}",
-    ]
+    resources = local.primary_archive_objects[each.key]
+  }
+
+  # Writes to WAL, history and identity.json: create-if-absent only, so that these credentials,
+  # stolen or driven by a buggy tool, cannot replace an archived file. s3:PutObject authorizes
+  # PutObject, CompleteMultipartUpload, CreateMultipartUpload and UploadPart alike; S3 tells them
+  # apart with s3:ObjectCreationOperation (true for the requests that make the object appear,
+  # false for starting an upload and sending parts, which take no conditional header).
+  # walbridge sends If-None-Match: * on PutObject and CompleteMultipartUpload (src/storage/s3.ts).
+  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes-enforce.html
+  statement {
+    # PutObject and CompleteMultipartUpload, only with an If-None-Match header (S3 takes only "*").
+    sid       = "CreateWalIfAbsent"
+    actions   = ["s3:PutObject"]
+    resources = local.primary_archive_objects[each.key]
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["false"]
+    }
+  }
+
+  statement {
+    # CreateMultipartUpload and UploadPart: nothing exists until the conditional completion.
+    sid       = "UploadWalParts"
+    actions   = ["s3:PutObject"]
+    resources = local.primary_archive_objects[each.key]
+
+    condition {
+      test     = "Bool"
+      variable = "s3:ObjectCreationOperation"
+      values   = ["false"]
+    }
+  }
+
+  statement {
+    # The same rule as a deny, for when this policy is attached to a principal that other
+    # policies let write the bucket (policy_arns on a role of your own): an explicit deny wins.
+    sid       = "NeverOverwriteWal"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = local.primary_archive_objects[each.key]
+
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "s3:ObjectCreationOperation"
+      values   = ["true"]
+    }
   }
 
   statement {
