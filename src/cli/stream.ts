@@ -71,8 +71,10 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
             // the same system identifier, but its WAL is not the pg_wal read here.
             const local = await runningPostmaster(dataDir);
             const server = { startedAt: primary.info.startedAt, port: primary.info.port };
-            // (postmaster.pid and pg_postmaster_start_time() take their clocks a moment apart.)
-            if (!local || local.port !== server.port || Math.abs(local.startedAt - server.startedAt) > 2) {
+            // postmaster.pid takes its time first, pg_postmaster_start_time() once shared memory and
+            // preloaded libraries are set up: seconds later on a big server.
+            const lag = local ? server.startedAt - local.startedAt : NaN;
+            if (!local || local.port !== server.port || !(lag >= -1 && lag <= 60)) {
               const describe = (p: typeof server) => `port ${p.port}, started ${new Date(p.startedAt * 1000).toISOString()}`;
               throw new WalbridgeError(
                 'config',

@@ -15,9 +15,12 @@ import type { Store } from '../../src/storage/store.js';
 import { startFaultProxy } from '../servers/fault-proxy.js';
 import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
-import { startStream } from '../support/streamer.js';
+import { startStream, stopAllStreamers } from '../support/streamer.js';
 
-afterAll(destroyAll);
+afterAll(async () => {
+  await stopAllStreamers();
+  await destroyAll();
+});
 
 const RESTORE = 'archive-fetch %f %p %r';
 const INTERVAL = 0.2;

@@ -7,6 +7,14 @@ export interface Streamer {
   stop(): Promise<RunResult>;
 }
 
+/** Streamers not stopped yet: a test that fails midway must not leave one running. */
+const running = new Set<Streamer>();
+
+/** Stops every streamer still running (afterAll of a test file, before its clusters go). */
+export async function stopAllStreamers(): Promise<void> {
+  await Promise.all([...running].map((s) => s.stop().catch(() => undefined)));
+}
+
 export function startStream(primary: PgCluster, env: Record<string, string>, intervalSeconds: number): Streamer {
   let signal: (s: NodeJS.Signals) => void = () => undefined;
   const exited = runAsClusterUser('walbridge', ['stream', primary.dataDir], {
@@ -14,11 +22,14 @@ export function startStream(primary: PgCluster, env: Record<string, string>, int
     timeoutMs: 600_000,
     started: (s) => (signal = s),
   });
-  return {
+  const streamer: Streamer = {
     exited,
     stop: async () => {
       signal('SIGTERM');
       return exited;
     },
   };
+  running.add(streamer);
+  void exited.finally(() => running.delete(streamer)).catch(() => undefined);
+  return streamer;
 }
