@@ -11,9 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { md5 } from '../../src/codec/hash.js';
 import { GcsStore } from '../../src/storage/gcs.js';
-import { StoreError, type Store } from '../../src/storage/store.js';
+import type { Store } from '../../src/storage/store.js';
 import { startGcsServer, type GcsTestServer } from '../servers/gcs/server.js';
 import { createRepo, s3Client, type TestRepo } from '../support/repos.js';
+import { readObject, storeError } from '../support/store-calls.js';
 
 /** A body sent in one request, and one sent in parts (S3 multipart, GCS resumable): both paths must check. */
 const BODIES = [
@@ -23,23 +24,6 @@ const BODIES = [
 
 function put(store: Store, key: string, data: Buffer) {
   return store.putIfAbsent(key, { body: data, md5: md5(data), metadata: { 'walbridge-test': 'yes' } });
-}
-
-async function readAll(store: Store, key: string): Promise<Buffer> {
-  const { body } = await store.get(key);
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
-async function storeError(promise: Promise<unknown>): Promise<StoreError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof StoreError) return err;
-    throw err;
-  }
-  throw new Error('expected a StoreError');
 }
 
 describe('S3 server-side encryption through radosgw', () => {
@@ -63,7 +47,7 @@ describe('S3 server-side encryption through radosgw', () => {
       expect(await put(store, key, data)).toBe('created');
       expect(await repo.atRest(key)).toBe(`aws:kms ${keyId}`);
       expect((await store.head(key))?.notEncryptedAsAsked).toBeUndefined();
-      expect((await readAll(store, key)).equals(data)).toBe(true);
+      expect((await readObject(store, key)).data.equals(data)).toBe(true);
     });
 
     it('refuses a KMS key the server does not know: denied, naming the key and the setting, nothing stored', async () => {
@@ -121,7 +105,7 @@ describe('GCS CMEK through the GCS test server', () => {
       expect(await put(store, key, data)).toBe('created');
       expect(await repo.atRest(key)).toBe(`${kmsKey}/cryptoKeyVersions/1`);
       expect((await store.head(key))?.notEncryptedAsAsked).toBeUndefined();
-      expect((await readAll(store, key)).equals(data)).toBe(true);
+      expect((await readObject(store, key)).data.equals(data)).toBe(true);
     });
 
     it("refuses a key the service agent cannot use: denied, naming the key and who needs it, nothing stored", async () => {

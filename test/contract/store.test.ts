@@ -5,15 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it, beforeAll } from 'vitest';
 import { md5 } from '../../src/codec/hash.js';
-import { StoreError, type Store } from '../../src/storage/store.js';
+import type { Store } from '../../src/storage/store.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
-
-async function readAll(store: Store, key: string): Promise<{ data: Buffer; metadata: Record<string, string> }> {
-  const { info, body } = await store.get(key);
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return { data: Buffer.concat(chunks), metadata: { ...info.metadata } };
-}
+import { readObject, storeError } from '../support/store-calls.js';
 
 function put(store: Store, key: string, data: Buffer, metadata: Record<string, string> = {}) {
   return store.putIfAbsent(key, { body: data, md5: md5(data), metadata });
@@ -23,16 +17,6 @@ async function keys(store: Store, prefix: string, after?: string): Promise<strin
   const out: string[] = [];
   for await (const entry of store.list(prefix, after)) out.push(entry.key);
   return out;
-}
-
-async function storeError(promise: Promise<unknown>): Promise<StoreError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof StoreError) return err;
-    throw err;
-  }
-  throw new Error('expected a StoreError');
 }
 
 describe.each(BACKENDS)('store contract: %s', (backend) => {
@@ -47,7 +31,7 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
     const first = Buffer.from('first version');
     expect(await put(store, 'ns/wal/a', first, { 'walbridge-sha256': 'x'.repeat(64) })).toBe('created');
     expect(await put(store, 'ns/wal/a', Buffer.from('second version'))).toBe('exists');
-    const back = await readAll(store, 'ns/wal/a');
+    const back = await readObject(store, 'ns/wal/a');
     expect(back.data.equals(first)).toBe(true);
     expect(back.metadata['walbridge-sha256']).toBe('x'.repeat(64));
   });
@@ -68,7 +52,7 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
     expect(await put(store, 'ns/wal/big', data, { 'walbridge-size': String(data.length) })).toBe('created');
     const info = await store.head('ns/wal/big');
     expect(info).toMatchObject({ key: 'ns/wal/big', size: data.length, metadata: { 'walbridge-size': String(data.length) } });
-    expect((await readAll(store, 'ns/wal/big')).data.equals(data)).toBe(true);
+    expect((await readObject(store, 'ns/wal/big')).data.equals(data)).toBe(true);
   });
 
   it('reports absent objects as absent', async () => {
