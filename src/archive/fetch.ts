@@ -181,9 +181,17 @@ export async function restoreStreamed(
       part.copy(content, chunk.start);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(8, chain.length) }, worker));
-  // archive-push may have stored the whole segment meanwhile (and the streamer begun removing its chunks).
-  if (await ctx.store.head(walFileKey(ctx.namespace, file))) return 'archived';
+  const archived = async () => (await ctx.store.head(walFileKey(ctx.namespace, file))) !== undefined;
+  try {
+    await Promise.all(Array.from({ length: Math.min(8, chain.length) }, worker));
+  } catch (err) {
+    if (!(err instanceof StoreError && err.kind === 'not-found')) throw err;
+    // The streamer removes a segment's chunks once archive-push stored it whole.
+    if (await archived()) return 'archived';
+    throw new WalbridgeError('corrupt', `the streamed part of ${file.name} is incomplete: a chunk of it vanished while it was read (${err.message})`);
+  }
+  // archive-push may have stored the whole segment meanwhile: then that is what recovery gets.
+  if (await archived()) return 'archived';
   const temp = tempFileFor(file, destination);
   try {
     await writeFile(temp, content, { flag: 'wx', mode: 0o600 });

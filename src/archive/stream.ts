@@ -19,6 +19,7 @@ import { formatBytes, type Logger } from '../log.js';
 import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
 import { headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../wal/header.js';
+import { readyWalFiles } from '../wal/archive-status.js';
 import { formatSegmentName, parseWalFileName, segmentNumber } from '../wal/names.js';
 import { streamPrefix, streamSegmentPrefix, walFileKey } from './layout.js';
 import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from './stream-chunks.js';
@@ -39,8 +40,6 @@ export interface StreamContext {
 export interface FlushPosition {
   readonly timeline: number;
   readonly lsn: bigint;
-  /** pg_stat_archiver.last_archived_wal, where a (re)started streamer begins. */
-  readonly lastArchived?: string | null;
 }
 
 /** Most bytes in one chunk: a big catch-up (a 1 GiB segment) is shipped in bounded memory. */
@@ -54,6 +53,8 @@ export class SegmentStreamer {
   /** Segments shipped to their end (or left behind), whose chunks go once they are archived. */
   private readonly finished = new Set<string>();
   private cleanedAt = 0;
+  /** The last warning given, not repeated every interval. */
+  private warned = '';
 
   constructor(private readonly ctx: StreamContext) {}
 
@@ -72,7 +73,12 @@ export class SegmentStreamer {
     const offset = Number(position.lsn % size);
     if (!this.current || this.current.timeline !== position.timeline) {
       if (this.current) this.finished.add(this.current.name);
-      this.current = await this.resume(position.timeline, this.firstToShip(position, segno));
+      this.current = await this.resume(position.timeline, await this.firstToShip(position.timeline, segno));
+    }
+    if (segno < this.current.segno) {
+      // Flushed WAL never moves back: this server lost some (restored from a copy?).
+      this.warnOnce(`the primary's flush position is in ${formatSegmentName(position.timeline, segno, this.ctx.segmentSize)}, behind ${this.current.name} streamed already: nothing is shipped until it passes that`);
+      return 0;
     }
     let shipped = 0;
     // Segments completed since the last call are shipped to their end (the archiver may lag),
@@ -91,15 +97,20 @@ export class SegmentStreamer {
   }
 
   /**
-   * Where a (re)started streamer begins: after the last segment the archiver stored, if that is
-   * on this timeline and behind the flush position: what was flushed while no streamer ran and
-   * is not archived yet is still worth shipping.
+   * Where a (re)started streamer begins: at the oldest segment of this timeline still waiting for
+   * the archiver (its `.ready` file), if that is behind the flush position: what was flushed while
+   * no streamer ran and is not archived yet is still worth shipping. (Not pg_stat_archiver: its
+   * last file may be a .backup or another timeline's, and crash recovery resets it.)
    */
-  private firstToShip(position: FlushPosition, flushSegno: bigint): bigint {
-    const archived = position.lastArchived ? parseWalFileName(position.lastArchived) : undefined;
-    if (archived?.kind !== 'segment' || archived.timeline !== position.timeline) return flushSegno;
-    const next = segmentNumber(archived, this.ctx.segmentSize) + 1n;
-    return next < flushSegno ? next : flushSegno;
+  private async firstToShip(timeline: number, flushSegno: bigint): Promise<bigint> {
+    let first = flushSegno;
+    for (const name of await readyWalFiles(this.ctx.walDir)) {
+      const file = parseWalFileName(name)!;
+      if (file.kind !== 'segment' || file.timeline !== timeline) continue;
+      const segno = segmentNumber(file, this.ctx.segmentSize);
+      if (segno < first) first = segno;
+    }
+    return first;
   }
 
   private async resume(timeline: number, segno: bigint): Promise<NonNullable<SegmentStreamer['current']>> {
@@ -122,7 +133,8 @@ export class SegmentStreamer {
       const to = Math.min(end, from + MAX_CHUNK_BYTES);
       const bytes = await this.read(name, from, to, completed);
       if (!bytes) {
-        current.shipped = end;
+        // A completed segment is done with; the current one is looked at again next interval.
+        if (completed) current.shipped = end;
         return shipped;
       }
       const range = { start: from, end: to };
@@ -147,19 +159,21 @@ export class SegmentStreamer {
 
   /**
    * Bytes [start, end) of a segment file, checked to be that segment (its first page, read after
-   * the bytes: a file recycled meanwhile names another segment); undefined if a completed
-   * segment's file is gone or was recycled (archived, so nothing is lost).
+   * the bytes: a file recycled meanwhile names another segment); undefined if the file is gone or
+   * was recycled, which happens only once the segment is archived (a long catch-up can meet that
+   * even for the segment the flush position was in).
    */
   private async read(name: string, start: number, end: number, completed: boolean): Promise<Buffer | undefined> {
-    const gone = () => {
-      this.ctx.log.info(`${name} is no longer in pg_wal (archived and recycled): nothing more to stream of it`);
+    const gone = (why: string) => {
+      if (completed) this.ctx.log.info(`${name} ${why} (archived and recycled): nothing more to stream of it`);
+      else this.warnOnce(`${name} ${why}, though the flush position was in it: looking again at the next interval`);
       return undefined;
     };
     let fh;
     try {
       fh = await open(path.join(this.ctx.walDir, name), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return gone();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return gone('is no longer in pg_wal');
       throw new WalbridgeError('localIo', `cannot read ${name}: ${(err as Error).message}`);
     }
     try {
@@ -170,12 +184,16 @@ export class SegmentStreamer {
       await fh.read(head, 0, LONG_HEADER_SIZE, 0);
       const header = parseLongPageHeader(head);
       const problem = typeof header === 'string' ? header : headerMismatch(header, parseWalFileName(name)!);
-      if (problem && completed) return gone();
-      if (problem) throw new WalbridgeError('notWal', `refusing to stream ${name}: ${problem}`);
-      return bytes;
+      return problem ? gone(`now holds another segment or no WAL (${problem})`) : bytes;
     } finally {
       await fh.close();
     }
+  }
+
+  private warnOnce(message: string): void {
+    if (message === this.warned) return;
+    this.warned = message;
+    this.ctx.log.warn(message);
   }
 
   /** Removes the chunks of finished segments that are archived whole; `now` skips the pacing. */
@@ -188,7 +206,8 @@ export class SegmentStreamer {
       const archived = await Promise.all([segment, `${segment}.partial`].map((n) => this.ctx.store.head(walFileKey(this.ctx.namespace, parseWalFileName(n)!))));
       if (!archived.some((info) => info !== undefined)) continue;
       const chunks = await listChunks(this.ctx.store, this.ctx.namespace, segment);
-      // Last chunk first: a failover reading meanwhile sees a shorter prefix, never a gap.
+      // Last chunk first, so a failover listing meanwhile mostly sees a shorter prefix; one that
+      // meets a vanished chunk finds the segment archived (restoreStreamed checks).
       await this.ctx.store.deleteMany(chunks.map((c) => c.key).reverse());
       this.finished.delete(segment);
       if (chunks.length > 0) this.ctx.log.info(`${segment} is archived: removed its ${chunks.length} streamed chunk${chunks.length === 1 ? '' : 's'}`);

@@ -135,8 +135,9 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
           // Only a live call writes %p, and the spool holds archived segments only.
           if (ctx.background) throw new NotForBackground(`the streamed part of ${name} is restored by the call itself`);
           const outcome = await restoreStreamed(ctx, file, destination, identity!, chain).catch((err: unknown) => {
-            // The streamed part is a bonus: a damaged one must not hold the failover up.
-            if (!(err instanceof WalbridgeError) || (err.kind !== 'corrupt' && err.kind !== 'foreignCluster')) throw err;
+            // The streamed part is a bonus: a damaged one, or one sealed with a key not given here,
+            // must not hold the failover up.
+            if (!(err instanceof WalbridgeError) || !['corrupt', 'foreignCluster', 'encryptionKey'].includes(err.kind)) throw err;
             ctx.log.error(`cannot use the streamed part of ${name}: ${err.message}; recovery ends at the last archived segment`);
             return 'unusable' as const;
           });

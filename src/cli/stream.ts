@@ -78,7 +78,7 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
               const describe = (p: typeof server) => `port ${p.port}, started ${new Date(p.startedAt * 1000).toISOString()}`;
               throw new WalbridgeError(
                 'config',
-                `--conninfo reaches a server that is not the one running in ${dataDir} (${describe(server)}; ${local ? `${dataDir}'s: ${describe(local)}` : `${dataDir} has no postmaster.pid`}): connect to the local primary`,
+                `the server that --conninfo (or libpq's PG* variables) reaches is not the one running in ${dataDir} (${describe(server)}; ${local ? `${dataDir}'s: ${describe(local)}` : `${dataDir} has no postmaster.pid`}): connect to the local primary`,
               );
             }
             if (primary.info.systemIdentifier !== systemIdentifier) {

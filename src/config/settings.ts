@@ -389,8 +389,15 @@ function conninfo(r: { value: string | boolean; from: string } | undefined): str
   if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass, not here)`);
   // (Not new URL(): libpq's URLs may leave the host empty, as in postgresql://user@/db?host=/run/postgresql.)
   const userInfo = /^postgres(?:ql)?:\/\/([^@/?#]*)@/.exec(value)?.[1] ?? '';
-  const hasPassword = userInfo.includes(':') || /[?&]password=/.test(value);
-  // A long-running process's flags and environment are readable in /proc: no passwords there.
+  const query = value.includes('?') ? value.slice(value.indexOf('?') + 1).split('#')[0]! : '';
+  let queryKeys: string[];
+  try {
+    queryKeys = [...new URLSearchParams(query).keys()];
+  } catch {
+    throw configError(`bad ${r.from}: its parameters are not URL-encoded`);
+  }
+  const hasPassword = userInfo.includes(':') || queryKeys.includes('password');
+  // A long-running process's arguments are readable by every local user (/proc/PID/cmdline).
   if (hasPassword) throw configError(`bad ${r.from}: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead`);
   return value;
 }

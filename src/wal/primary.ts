@@ -14,7 +14,7 @@ export interface PrimaryInfo {
 }
 
 /** The flush position, or 'in-recovery' while the server is a standby (nothing to ship). */
-export type FlushReading = { readonly timeline: number; readonly lsn: bigint; readonly lastArchived: string | null } | 'in-recovery';
+export type FlushReading = { readonly timeline: number; readonly lsn: bigint } | 'in-recovery';
 
 export interface PrimaryConnection {
   readonly info: PrimaryInfo;
@@ -48,14 +48,13 @@ export async function connectPrimary(conninfo: string | undefined, timeoutMs: nu
     return {
       info,
       flushPosition: async () => {
-        const result = await client.query<{ recovery: boolean; lsn: string | null; file: string | null; archived: string | null }>(
+        const result = await client.query<{ recovery: boolean; lsn: string | null; file: string | null }>(
           'select pg_is_in_recovery() as recovery, case when not pg_is_in_recovery() then pg_current_wal_flush_lsn()::text end as lsn, ' +
-            'case when not pg_is_in_recovery() then pg_walfile_name(pg_current_wal_flush_lsn()) end as file, ' +
-            '(select last_archived_wal from pg_stat_archiver) as archived',
+            'case when not pg_is_in_recovery() then pg_walfile_name(pg_current_wal_flush_lsn()) end as file',
         );
         const row = result.rows[0]!;
         if (row.recovery || !row.lsn || !row.file) return 'in-recovery';
-        return { timeline: parseInt(row.file.slice(0, 8), 16), lsn: parseLsn(row.lsn), lastArchived: row.archived };
+        return { timeline: parseInt(row.file.slice(0, 8), 16), lsn: parseLsn(row.lsn) };
       },
       close: () => client.end().catch(() => undefined),
     };

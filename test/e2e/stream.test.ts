@@ -141,7 +141,7 @@ describe('walbridge stream, faults and fast failover', () => {
     // A streamer pointed at another server of the cluster (here the standby) refuses to start.
     const wrong = await runAsClusterUser('walbridge', ['stream', primary.dataDir], { env: clusterEnv({ ...env, ...standby.connectionEnv() }) });
     expect(wrong.code).toBe(ExitCode.config);
-    expect(wrong.stderr).toMatch(/--conninfo reaches a server that is not the one running in .*: connect to the local primary/);
+    expect(wrong.stderr).toMatch(/the server that --conninfo \(or libpq's PG\* variables\) reaches is not the one running in .*: connect to the local primary/);
     const streamer = startStream(primary, env, INTERVAL);
     await insert(1, 10);
     await streaming(repo.store());

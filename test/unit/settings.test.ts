@@ -159,6 +159,8 @@ describe('resolveSettings', () => {
     const withPassword = failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u:s3cr3t-pw@db/postgres' }, env: {} }));
     expect(withPassword.message).toBe('bad --conninfo: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead');
     expect(failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} })).message).toMatch(/holds a password/);
+    // libpq's URL parser decodes parameter names too.
+    expect(failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} })).message).toMatch(/holds a password/);
     expect(failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } })).message).toMatch(/expected a postgresql:\/\/ URL/);
   });
 });
