@@ -5,15 +5,20 @@
  * while streaming are part of the run; so are a streamer started while the archiver is behind, a
  * newer timeline (the streamed part is then not used), and a --conninfo reaching another server.
  */
-import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { listChunks } from '../../src/archive/stream-chunks.js';
+import { restoreStreamed, type FetchContext } from '../../src/archive/fetch.js';
+import { loadIdentity } from '../../src/archive/identity.js';
+import { chunkKey, listChunks } from '../../src/archive/stream-chunks.js';
 import { ExitCode } from '../../src/errors.js';
+import { retryPolicy } from '../../src/storage/retry.js';
 import type { Store } from '../../src/storage/store.js';
+import { parseWalFileName } from '../../src/wal/names.js';
 import { startFaultProxy } from '../servers/fault-proxy.js';
-import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { baseBackup, clusterEnv, destroyAll, generateWalSegments, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 import { startStream, stopAllStreamers } from '../support/streamer.js';
 
@@ -196,4 +201,27 @@ describe('walbridge stream, faults and fast failover', () => {
     expect(await standby.log()).toMatch(new RegExp(`not using the streamed part of ${current}: timeline 2 exists`));
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
+});
+
+describe('a streamed part whose chunks vanish while a failover reads them', () => {
+  it('is the archived segment if it landed meanwhile, else unusable; nothing is written', async () => {
+    const wal = await generateWalSegments(2);
+    const repo = await createRepo('file');
+    const namespace = 'vanish';
+    const [landed, never] = wal.segments.map((f) => parseWalFileName(path.basename(f))!);
+    expect((await runCli('archive-push', [wal.segments[0]!], { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: namespace, ...repo.env })).status).toBe(0);
+    const store = repo.store();
+    const identity = (await loadIdentity(store, namespace))!;
+    const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    const ctx: FetchContext = { store, repository: 'test', namespace, log: quiet, retry: retryPolicy(2), prefetch: 0, keys: undefined };
+    // Chains as listed a moment before the streamer removed the chunks.
+    const vanished = (segment: string) => [{ start: 0, end: 8192, key: chunkKey(namespace, segment, { start: 0, end: 8192 }) }];
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'walbridge-vanish-'));
+    expect(await restoreStreamed(ctx, landed!, path.join(dir, landed!.name), identity, vanished(landed!.name))).toBe('archived');
+    await expect(restoreStreamed(ctx, never!, path.join(dir, never!.name), identity, vanished(never!.name))).rejects.toMatchObject({
+      kind: 'corrupt',
+      message: expect.stringMatching(/the streamed part of [0-9A-F]{24} is incomplete: a chunk of it vanished while it was read/),
+    });
+    expect(await readdir(dir)).toEqual([]);
+  }, 180_000);
 });
