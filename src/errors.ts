@@ -6,6 +6,8 @@
  * or death by a signal are FATAL for the server. So every failure here has its own status,
  * all below 126, and 1 is kept for "the file is not in the archive".
  */
+import { StoreError } from './storage/store.js';
+
 export const ExitCode = {
   ok: 0,
   /** restore_command: the file is not in the archive (PostgreSQL: "not available"). */
@@ -40,6 +42,12 @@ export const ExitCode = {
   encryptionKey: 15,
   /** A bug in walbridge. */
   internal: 70,
+  /**
+   * restore_command under recovery.signal only: a failure this call cannot wait out (bad
+   * arguments, a setting given by flag or environment, a bug, its server gone). Any status
+   * from 1 to 125 would end recovery and promote the standby; above 125 PostgreSQL stops instead.
+   */
+  stopServer: 200,
 } as const;
 
 export type ExitStatus = (typeof ExitCode)[keyof typeof ExitCode];
@@ -47,12 +55,21 @@ export type FailureKind = Exclude<keyof typeof ExitCode, 'ok'>;
 
 /** A failure a command reports with a one-line message and its exit status. */
 export class WalbridgeError extends Error {
+  /**
+   * Whether something outside this process can mend it while the process waits: a config or
+   * key file it reads again, the installation, the store, the disk. Settings given as flags or
+   * environment variables cannot change under a running process.
+   */
+  readonly mendableOutside: boolean;
+
   constructor(
     readonly kind: FailureKind,
     message: string,
+    options: { mendableOutside?: boolean; cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, { cause: options.cause });
     this.name = 'WalbridgeError';
+    this.mendableOutside = options.mendableOutside ?? !['usage', 'config', 'badName', 'internal', 'stopServer'].includes(kind);
   }
 
   get exitCode(): ExitStatus {
@@ -78,4 +95,43 @@ export const EXIT_CODE_HELP = `Exit status:
   13  other store error
   14  walbridge verify found problems
   15  encrypted with a key that was not given (add it to the key file)
-  70  internal error`;
+  70  internal error
+  200 restore_command under recovery.signal: a failure this call cannot wait out; the server stops
+      instead of promoting (every status from 1 to 125 would end recovery)`;
+
+/**
+ * The exit status of whatever ended a command, and the one line that says what to fix: a
+ * command reports it once; a waiting restore_command that holds on it says it once a minute.
+ */
+export function describeFailure(err: unknown): { status: ExitStatus; message: string } {
+  if (err instanceof WalbridgeError) return { status: err.exitCode, message: err.message };
+  if (err instanceof StoreError) {
+    switch (err.kind) {
+      case 'transient':
+        return { status: ExitCode.storeUnavailable, message: `store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout sets how long to retry)` };
+      case 'denied':
+        return { status: ExitCode.storeAccess, message: `access denied: ${err.message} (check the credentials and the bucket's permissions for this namespace)` };
+      case 'no-bucket':
+        return { status: ExitCode.storeMissing, message: `${err.message}: create it (see terraform/) or fix --repo / WALBRIDGE_REPO` };
+      case 'not-found':
+      case 'permanent':
+        return { status: ExitCode.storeError, message: `store error: ${err.message}` };
+    }
+  }
+  if (moduleMissing(err)) {
+    return { status: ExitCode.internal, message: `walbridge's installation is incomplete (${(err as Error).message.split('\n')[0]}): finish or repeat the install ("npm ci")` };
+  }
+  return { status: ExitCode.internal, message: `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}` };
+}
+
+/** A module of walbridge or of its dependencies could not be loaded: an install under way, or a broken one. */
+export function moduleMissing(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND';
+}
+
+/** The failure kind whose exit status is `status` (a background process's answer names only the status). */
+export function kindOfStatus(status: number): FailureKind {
+  const found = (Object.entries(ExitCode) as [keyof typeof ExitCode, number][]).find(([kind, code]) => code === status && kind !== 'ok');
+  return (found?.[0] as FailureKind | undefined) ?? 'internal';
+}

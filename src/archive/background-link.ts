@@ -1,6 +1,6 @@
 /**
  * A call (archive_command, restore_command) and walbridge's background processes talk over a
- * Unix socket in `pg_wal/walbridge/` (a 0700 directory of the cluster's user): the background
+ * Unix socket in the cluster's private runtime directory (local-layout.ts): the background
  * pusher and the background fetcher keep the SDK loaded and connections open, so a call they
  * serve pays neither the SDK's start-up nor a TLS handshake.
  *
@@ -14,23 +14,18 @@
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { connect } from 'node:net';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WalbridgeError, describeFailure, kindOfStatus } from '../errors.js';
 import type { Logger } from '../log.js';
 import { receiveLines, sendLine } from '../util/json-lines.js';
-import { walbridgeDir } from './markers.js';
+import { instanceLockHeld } from '../util/single-instance.js';
+import { verdictOn } from './hold.js';
+import { instanceName, type BackgroundRole } from './local-layout.js';
 
-export type BackgroundRole = 'pusher' | 'fetcher';
-
-export function backgroundSocket(walDir: string, role: BackgroundRole): string {
-  return path.join(walbridgeDir(walDir), `${role}.sock`);
-}
-
-/** The walbridge subcommand each background process runs (also how its pid is told from a stranger's). */
-export const BACKGROUND_COMMAND: Readonly<Record<BackgroundRole, string>> = { pusher: 'push-ahead', fetcher: 'fetch-ahead' };
-
-export function backgroundLock(walDir: string, role: BackgroundRole): string {
-  return path.join(walbridgeDir(walDir), `${role}.pid`);
+/** Whether a background process of `role` runs for this pg_wal. */
+export async function backgroundRunning(walDir: string, role: BackgroundRole): Promise<boolean> {
+  const name = instanceName(walDir, role);
+  return name !== undefined && (await instanceLockHeld(name));
 }
 
 export interface LogLine {
@@ -41,6 +36,28 @@ export interface LogLine {
 /** What a background process sends: log lines as they happen, then one answer. */
 export type BackgroundMessage<A> = { readonly log: LogLine } | { readonly answer: A };
 
+/**
+ * A failure as a background process answers it. The call reports it as its own (or holds on
+ * it, hold.ts): the background process says it only in its own log, so that a call that holds
+ * and asks again does not repeat it in PostgreSQL's log at every attempt.
+ */
+export interface FailedAnswer {
+  readonly status: 'failed';
+  readonly exitCode: number;
+  readonly message: string;
+  readonly mendableOutside: boolean;
+}
+
+export function failedAnswer(err: unknown): FailedAnswer {
+  const { status, message } = describeFailure(err);
+  return { status: 'failed', exitCode: status, message, mendableOutside: verdictOn(err) === 'hold' };
+}
+
+/** The failure a FailedAnswer stands for, in the call. */
+export function failureOf(answer: FailedAnswer): WalbridgeError {
+  return new WalbridgeError(kindOfStatus(answer.exitCode), String(answer.message), { mendableOutside: answer.mendableOutside === true });
+}
+
 /** Every request names the configuration of the call; a background process serves only its own. */
 export interface BackgroundRequest {
   readonly walbridge: 1;
@@ -50,15 +67,16 @@ export interface BackgroundRequest {
 /**
  * What makes two processes reach the repository the same way: this build of walbridge (a
  * process started by an older build must not serve calls of a newer one), the resolved
- * settings, and the environment the SDKs read credentials, endpoints, proxies and CAs from.
- * Hashed: the socket never carries a secret.
+ * settings, the environment the SDKs read credentials, endpoints, proxies and CAs from, and the
+ * server the calls come from (a restarted server's calls are not served by the old server's
+ * process). Hashed: the socket never carries a secret.
  */
-export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv): string {
+export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv, server: string | undefined): string {
   const relevant = Object.keys(env)
     .filter((k) => /^(AWS_|GOOGLE_|GCLOUD_|CLOUDSDK_|NODE_|SSL_|HTTPS?_PROXY$|NO_PROXY$)/i.test(k) || k === 'STORAGE_EMULATOR_HOST' || k === 'HOME')
     .sort()
     .map((k) => [k, env[k]]);
-  return createHash('sha256').update(JSON.stringify({ build: buildId(), settings, env: relevant })).digest('hex');
+  return createHash('sha256').update(JSON.stringify({ build: buildId(), settings, env: relevant, server })).digest('hex');
 }
 
 /** The running build: when this module's file was written (every build rewrites it). */
@@ -81,8 +99,9 @@ export interface AskOptions {
 }
 
 /** The background process's answer to `request`, its log lines written to `log` meanwhile; undefined if there is none. */
-export function ask<A>(socketPath: string, request: BackgroundRequest & Record<string, unknown>, log: Logger, opts: AskOptions = {}): Promise<A | undefined> {
+export function ask<A>(socketPath: string | undefined, request: BackgroundRequest & Record<string, unknown>, log: Logger, opts: AskOptions = {}): Promise<A | undefined> {
   return new Promise((resolve) => {
+    if (socketPath === undefined) return resolve(undefined);
     const socket = connect(socketPath);
     let settled = false;
     const finish = (answer: A | undefined) => {
@@ -119,8 +138,9 @@ export function ask<A>(socketPath: string, request: BackgroundRequest & Record<s
 }
 
 /** Sends one line without waiting for any answer (a hint; nothing depends on it arriving). */
-export function tell(socketPath: string, value: BackgroundRequest & Record<string, unknown>): Promise<void> {
+export function tell(socketPath: string | undefined, value: BackgroundRequest & Record<string, unknown>): Promise<void> {
   return new Promise((resolve) => {
+    if (socketPath === undefined) return resolve();
     const socket = connect(socketPath);
     const done = () => {
       clearTimeout(timer);

@@ -1,11 +1,26 @@
-/** The listening side of background-link.ts, shared by the background pusher and fetcher. */
-import { unlink } from 'node:fs/promises';
+/**
+ * The listening side of background-link.ts, and the life of a background process: the
+ * background pusher and fetcher share it (runBackground) and differ only in their work.
+ *
+ * A background process lives only as long as what it serves: it stops within a second or two
+ * when its server (the postmaster that ran the call which started it) is gone, when
+ * `pg_wal/walbridge/` or its socket is removed or replaced, when its role says so (the
+ * fetcher: recovery ended), or after --background-idle without work. It runs from `/`, never
+ * creates a directory that is gone (the call creates `pg_wal/walbridge/`), and at most one per
+ * role runs for a pg_wal (util/single-instance.ts).
+ */
+import { stat, unlink, writeFile, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { StoreError } from '../storage/store.js';
 import { receiveLines, sendLine } from '../util/json-lines.js';
+import { trimStderrLog } from '../util/log-file.js';
+import { ensureRuntimeDir, clusterRuntime, socketIn } from '../util/runtime-dir.js';
+import { takeInstanceLock } from '../util/single-instance.js';
+import { processRunning, type ServerProcess } from '../wal/server.js';
 import type { BackgroundMessage, BackgroundRequest, LogLine } from './background-link.js';
+import { pidFile, walbridgeDir, type BackgroundRole } from './local-layout.js';
 
 /** One call being served. */
 export interface Call {
@@ -96,12 +111,110 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
 }
 
 /** Stops taking calls (a call arriving now does its own work); calls being served still get their answers. */
-export async function stopListening(server: Server | undefined, socketPath: string): Promise<void> {
-  await unlink(socketPath).catch(() => undefined);
+async function stopListening(server: Server | undefined, socketPath: string, socketIno: number | undefined): Promise<void> {
+  // Only our own socket: a successor may listen at that path already.
+  if (socketIno !== undefined && (await stat(socketPath).then((s) => s.ino, () => undefined)) === socketIno) await unlink(socketPath).catch(() => undefined);
   if (server) await new Promise((resolve) => server.close(resolve));
 }
 
 /** Failures that are the archive's answer (a store error, a refused file), as opposed to trouble of this process. */
 export function reportable(err: unknown): boolean {
   return (err instanceof WalbridgeError && err.kind !== 'internal') || err instanceof StoreError;
+}
+
+/** How often the role's work runs, and how often the process checks that it should live on. */
+const TICK_MS = 100;
+const LIFE_CHECK_MS = 1_000;
+
+export interface BackgroundOptions {
+  readonly role: BackgroundRole;
+  readonly walDir: string;
+  /** The postmaster whose call started the process; undefined outside a running server (a copied pg_wal, tests). */
+  readonly server: ServerProcess | undefined;
+  readonly idleMs: number;
+  readonly log: Logger;
+}
+
+/** What a role does; the life around it is runBackground's. */
+export interface BackgroundWork {
+  /** Serves one call (answers it through `call.answer`). */
+  handle(call: Call): Promise<void>;
+  /** The role's own work, every TICK_MS (the pusher's scan of .ready files). */
+  tick?(): Promise<void>;
+  /** Work in flight: it keeps the process from counting as idle. */
+  busy(): boolean;
+  /** Settles when work in flight finishes: the next tick comes then rather than after TICK_MS. */
+  settled?(): Promise<unknown>;
+  /** The role wants to stop (its callers are configured otherwise now, or its credentials were refused). */
+  retiring(): boolean;
+  /** A reason of the role's own to stop now (the fetcher: recovery ended), checked every LIFE_CHECK_MS. */
+  mustStop?(): Promise<string | undefined>;
+  /** Last: wait for the work in flight, or abandon it (its server is gone: nobody needs it). */
+  finish(abandon: boolean): Promise<void>;
+}
+
+/** Runs a background process until it has no reason to live on. */
+export async function runBackground(opts: BackgroundOptions, work: BackgroundWork): Promise<void> {
+  const { role, walDir, server, log } = opts;
+  const runtime = clusterRuntime(walDir);
+  const socketPath = runtime && socketIn(runtime, `${role}.sock`);
+  const home = await stat(walbridgeDir(walDir)).catch(() => undefined);
+  if (!runtime || !socketPath || !home) return; // nothing to serve (pg_wal/walbridge/ is gone already)
+  const lock = await takeInstanceLock(`${runtime.id}-${role}`);
+  if (!lock) return; // another one serves this pg_wal
+  const pid = pidFile(walDir, role);
+  let listening: Server | undefined;
+  let socketIno: number | undefined;
+  let abandon = false;
+  let calls = 0;
+  let lastWork = Date.now();
+  try {
+    await writeFile(pid, `${process.pid}\n`);
+    await ensureRuntimeDir(runtime);
+    listening = await listenForCalls(socketPath, log, async (call) => {
+      calls++;
+      try {
+        await work.handle(call);
+      } finally {
+        calls--;
+        lastWork = Date.now();
+      }
+    });
+    socketIno = listening ? (await stat(socketPath)).ino : undefined;
+    let lastCheck = Date.now();
+    for (let tick = 0; ; tick++) {
+      if (Date.now() - lastCheck >= LIFE_CHECK_MS) {
+        lastCheck = Date.now();
+        const serverGone = server !== undefined && !processRunning(server);
+        const reason = serverGone ? `its server (postmaster pid ${server.pid}) is gone` : ((await moved(walDir, home.ino, socketPath, socketIno)) ?? (await work.mustStop?.()));
+        if (reason) {
+          log.info(`stopping: ${reason}`);
+          abandon = serverGone;
+          return;
+        }
+      }
+      if (tick % 300 === 0) trimStderrLog();
+      await work.tick?.();
+      if (calls > 0 || work.busy()) lastWork = Date.now();
+      else if (work.retiring() || Date.now() - lastWork > opts.idleMs) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, TICK_MS))), ...(work.settled ? [work.settled()] : [])]);
+      clearTimeout(timer);
+    }
+  } catch (err) {
+    log.error(`stopping: ${err instanceof Error ? err.message : String(err)}`);
+  } finally {
+    await stopListening(listening, socketPath, socketIno);
+    await work.finish(abandon);
+    if ((await readFile(pid, 'utf8').catch(() => '')).trim() === String(process.pid)) await unlink(pid).catch(() => undefined);
+    await lock.release();
+  }
+}
+
+/** Why the process's place is gone: pg_wal/walbridge/ removed or replaced, or its socket removed (a /tmp cleaner, say). */
+async function moved(walDir: string, homeIno: number, socketPath: string, socketIno: number | undefined): Promise<string | undefined> {
+  const home = await stat(walbridgeDir(walDir)).catch(() => undefined);
+  if (home?.ino !== homeIno) return `${walbridgeDir(walDir)} was removed`;
+  if (socketIno !== undefined && (await stat(socketPath).then((s) => s.ino, () => undefined)) !== socketIno) return `its socket ${socketPath} was removed`;
+  return undefined;
 }

@@ -96,13 +96,17 @@ async function downloadVerified(
     throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} cannot be verified: ${promised}`);
   }
   const temp = tempFileFor(file, destination);
+  // An error of the body is the store's, whatever its errno (EIO reading a file:// repository,
+  // say); only the temp file's are local.
+  let bodyError: unknown;
+  opened.body.once('error', (err) => (bodyError ??= err));
   try {
     let seen;
     try {
       seen = await unseal(opened.body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
     } catch (err) {
       opened.body.destroy();
-      throw classifyStreamError(err, file, where);
+      throw classifyStreamError(err === bodyError || (bodyError !== undefined && !isErrno(err)) ? asStoreError(bodyError, where) : err, file, where);
     }
     if (seen.size !== promised.size || seen.sha256 !== promised.sha256) {
       throw new WalbridgeError(
@@ -138,7 +142,7 @@ async function publish(ctx: FetchContext, file: WalFileName, temp: string, desti
     await rename(temp, destination);
     await fsyncDir(path.dirname(path.resolve(destination)));
   } catch (err) {
-    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
+    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -226,6 +230,15 @@ async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkR
   return Buffer.concat(parts, seen.size);
 }
 
+/** A failure of the stored object's body, as the store's (retried like a broken connection unless the driver said otherwise). */
+function asStoreError(err: unknown, where: string): StoreError {
+  return err instanceof StoreError ? err : new StoreError('transient', `reading ${where} failed: ${(err as Error).message}`, { cause: err });
+}
+
+function isErrno(err: unknown): boolean {
+  return typeof (err as NodeJS.ErrnoException)?.code === 'string' && /^E[A-Z]+$/.test((err as NodeJS.ErrnoException).code!);
+}
+
 /** errno codes that come from writing the destination, never from the download. */
 const LOCAL_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'EISDIR', 'EEXIST', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'EIO', 'EROFS']);
 
@@ -233,7 +246,8 @@ function classifyStreamError(err: unknown, file: WalFileName, where: string): Er
   if (err instanceof StoreError || err instanceof WalbridgeError) return err;
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (err instanceof CodecUnavailableError) {
-    return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`);
+    // An install may be under way (npm ci removes node_modules first): mended from outside.
+    return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`, { mendableOutside: true });
   }
   if (err instanceof DecryptionError) {
     return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decrypt: ${err.message}`);
@@ -242,7 +256,7 @@ function classifyStreamError(err: unknown, file: WalFileName, where: string): Er
     return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decompress: ${(err as Error).message}`);
   }
   if (LOCAL_ERRORS.has(code)) {
-    return new WalbridgeError('localIo', `cannot write ${file.name}: ${(err as Error).message}`);
+    return new WalbridgeError('localIo', `cannot write ${file.name}: ${(err as Error).message}`, { cause: err });
   }
   // Anything else broke the download itself (reset, timeout, truncated body): try again.
   return new StoreError('transient', `download of ${where} broke off: ${(err as Error).message}`, { cause: err });

@@ -18,8 +18,8 @@ import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { fileIdentity, sameFile, type FileIdentity } from '../util/file-identity.js';
-import { dataDirOfWalPath } from '../wal/datadir.js';
 import { parseWalFileName } from '../wal/names.js';
+import { markerDir, walDirOf } from './local-layout.js';
 
 /** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
 export interface MarkerScope {
@@ -38,20 +38,6 @@ interface Marker extends StoredFile {
   readonly walbridge: 1;
   readonly repository: string;
   readonly namespace: string;
-}
-
-/** walbridge's own directory in pg_wal (0700, like pg_wal itself). */
-export function walbridgeDir(walDir: string): string {
-  return path.join(walDir, 'walbridge');
-}
-
-function markerDir(walDir: string): string {
-  return path.join(walbridgeDir(walDir), 'pushed');
-}
-
-/** The pg_wal directory `walPath` is in, or undefined if it is not a data directory's pg_wal. */
-export function walDirOf(walPath: string): string | undefined {
-  return dataDirOfWalPath(walPath) ? path.dirname(path.resolve(walPath)) : undefined;
 }
 
 /** True if a marker proves `walPath` is archived with exactly the bytes now on disk. Consumes the marker. */
@@ -89,7 +75,7 @@ export async function writeMarker(walDir: string, scope: MarkerScope, name: stri
   const marker: Marker = { walbridge: 1, repository: scope.repository, namespace: scope.namespace, sha256: stored.sha256, size: stored.size, source: stored.source };
   const temp = path.join(dir, `.${name}.${process.pid}.${writes++}`);
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // No mkdir here: the pusher made the directory when it started, and must never re-create it under an rm -rf.
     await writeFile(temp, JSON.stringify(marker));
     await rename(temp, path.join(dir, name));
   } catch (err) {
@@ -111,10 +97,14 @@ export async function removeMarker(walDir: string, name: string): Promise<void> 
 }
 
 /**
- * Removes what no pusher of `scope` can use: half-written markers of killed pushers (only the
- * pusher holding the lock writes markers) and markers for another repository or namespace.
+ * Makes the marker directory (not its parent, pg_wal/walbridge/, which a call made) and removes
+ * what no pusher of `scope` can use: half-written markers of killed pushers (only the pusher
+ * holding the lock writes markers) and markers for another repository or namespace.
  */
-export async function sweepMarkers(walDir: string, scope: MarkerScope): Promise<void> {
+export async function prepareMarkers(walDir: string, scope: MarkerScope): Promise<void> {
+  await mkdir(markerDir(walDir), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
   for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
     const file = path.join(markerDir(walDir), entry);
     const usable = !entry.startsWith('.') && (await readFile(file, 'utf8').then((text) => inScope(JSON.parse(text) as Marker, scope)).catch(() => false));

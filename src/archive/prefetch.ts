@@ -18,7 +18,7 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { restoreIfPresent, type FetchContext } from './fetch.js';
-import { prefetchWindow, prepareSpool, serveSpooled, spoolDir } from './spool.js';
+import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, serveSpooled, spoolDir } from './spool.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey, walPrefix } from './layout.js';
 
@@ -45,10 +45,10 @@ export async function restoreWithPrefetch(
   // dry, the segment and the whole window after it are fetched together, in parallel.
   if (await serveSpooled(ctx, file, destination)) return 'restored';
 
-  const window = prefetchWindow(file, identity.segmentSize, ctx.prefetch);
+  const window = prefetchWindow(file, identity.segmentSize, Math.min(ctx.prefetch, await affordableSegments(path.dirname(destination), identity.segmentSize)));
   let spooled: Set<string>;
   try {
-    spooled = await prepareSpool(spool, window, identity);
+    spooled = await prepareSpool(spool, window, identity, 'create-home');
   } catch (err) {
     // The spool is an optimisation: a full disk or a permission problem there must not stop the restore.
     ctx.log.warn(`prefetch disabled for this call: cannot prepare ${spool}: ${(err as Error).message}`);
@@ -60,7 +60,14 @@ export async function restoreWithPrefetch(
     .filter((name) => archived.has(name))
     .map((name) => restoreIfPresent(ctx, parseWalFileName(name)!, path.join(spool, name), identity, 'prefetched').catch(() => 'absent' as const));
   try {
-    return await restoreIfPresent(ctx, file, destination, identity);
+    return await restoreIfPresent(ctx, file, destination, identity).catch(async (err: unknown) => {
+      if (!diskFull(err)) throw err;
+      // The segment asked for comes first: give it the spool's space and try once more.
+      await Promise.all(ahead);
+      await emptySpool(spool);
+      ctx.log.warn(`the disk of ${path.dirname(destination)} is full: emptied the prefetch spool to make room for ${file.name}`);
+      return restoreIfPresent(ctx, file, destination, identity);
+    });
   } finally {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(ahead), new Promise((resolve) => (timer = setTimeout(resolve, PREFETCH_GRACE_MS)))]);
@@ -106,16 +113,23 @@ export interface SpoolJobs {
  * there, so only the call ever writes `%p`), and refill the window after it without waiting.
  */
 async function spoolForCall(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity): Promise<'restored' | 'absent'> {
-  const window = prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch));
+  // The window holds at least the segment asked for: the call publishes it from here.
+  const window = prefetchWindow(file, identity.segmentSize, Math.max(1, Math.min(ctx.prefetch, await affordableSegments(path.dirname(path.dirname(path.dirname(spool))), identity.segmentSize))));
   let spooled: Set<string>;
   try {
-    spooled = await prepareSpool(spool, window, identity);
+    spooled = await prepareSpool(spool, window, identity, 'home-exists');
   } catch (err) {
     throw new NotForBackground(`cannot prepare ${spool}: ${(err as Error).message}`);
   }
   void refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity);
   if (spooled.has(file.name)) return 'restored';
-  return download(ctx, jobs, spool, file, identity, 'fetched');
+  return download(ctx, jobs, spool, file, identity, 'fetched').catch(async (err: unknown) => {
+    if (!diskFull(err)) throw err;
+    // Full: the segment asked for comes first. Without room even then, the call restores it by itself into pg_wal.
+    await Promise.allSettled(jobs.downloads.values());
+    await emptySpool(spool);
+    throw new NotForBackground(`the disk is full: emptied the prefetch spool; the call restores ${file.name} itself`);
+  });
 }
 
 /** Downloads the archived segments of `window` (after `file`) that the spool lacks, in the background. */

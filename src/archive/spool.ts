@@ -5,29 +5,46 @@
  * module is what a call needs to serve from the spool: no SDK, no codec, no request.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { fsyncDir } from '../util/durable.js';
-import { processAlive } from '../util/pid-lock.js';
-import { dataDirOfWalPath } from '../wal/datadir.js';
+import { processAlive } from '../util/temp-files.js';
+import { dataDirOfWalPath, readRecoverySignal } from '../wal/datadir.js';
 import { nextSegmentName, type WalFileName } from '../wal/names.js';
 import { checkRestoredSegment, type ClusterIdentity } from './identity.js';
+import { prefetchDir, walDirOf, walbridgeDir } from './local-layout.js';
 
 /** Disk the spool may use, whatever the segment size. */
 const SPOOL_BYTES = 1024 * 1024 * 1024;
 
 /** `pg_wal/walbridge/prefetch/<namespace>-<hash of the repository>`, or undefined outside pg_wal. */
 export function spoolDir(scope: Pick<SpoolScope, 'repository' | 'namespace'>, destination: string): string | undefined {
-  if (!dataDirOfWalPath(destination)) return undefined;
+  const walDir = walDirOf(destination);
+  if (!walDir) return undefined;
   const repo = createHash('sha256').update(scope.repository).digest('hex').slice(0, 12);
-  return path.join(path.dirname(path.resolve(destination)), 'walbridge', 'prefetch', `${scope.namespace}-${repo}`);
+  return path.join(prefetchDir(walDir), `${scope.namespace}-${repo}`);
+}
+
+/**
+ * How many segments the spool may hold on the disk of `dir`: never more than half of what is
+ * free once the segment being restored has its place, so prefetching never takes the space
+ * PostgreSQL needs (pg_wal is often a volume of its own).
+ */
+export async function affordableSegments(dir: string, segmentSize: number): Promise<number> {
+  try {
+    const fs = await statfs(dir);
+    const free = fs.bavail * fs.bsize - 2 * segmentSize;
+    return Math.max(0, Math.floor(free / 2 / segmentSize));
+  } catch {
+    return 0;
+  }
 }
 
 /** The segments to hold after `file`: the next ones on its timeline, within the disk budget. */
 export function prefetchWindow(file: WalFileName, segmentSize: number, prefetch: number): string[] {
-  const count = Math.min(prefetch, Math.max(1, Math.floor(SPOOL_BYTES / segmentSize)));
+  const count = Math.min(prefetch, Math.floor(SPOOL_BYTES / segmentSize));
   const names = [file.name];
   for (let i = 0; i < count; i++) names.push(nextSegmentName(names[names.length - 1]!, segmentSize)!);
   return names;
@@ -108,10 +125,40 @@ export async function isSpooled(scope: Pick<SpoolScope, 'repository' | 'namespac
   );
 }
 
-/** Creates the spool if needed, keeps only `window` in it, records `identity`; returns what is spooled. */
-export async function prepareSpool(spool: string, window: readonly string[], identity: ClusterIdentity): Promise<Set<string>> {
-  await mkdir(spool, { recursive: true });
+/**
+ * Creates the spool if needed, keeps only `window` in it, records `identity`; returns what is
+ * spooled. Never creates pg_wal/walbridge/ itself (a background process must not re-create
+ * what was removed): `home` says whether the caller, a live call, may.
+ */
+export async function prepareSpool(spool: string, window: readonly string[], identity: ClusterIdentity, home: 'create-home' | 'home-exists'): Promise<Set<string>> {
+  const walDir = path.dirname(path.dirname(path.dirname(spool)));
+  for (const dir of [...(home === 'create-home' ? [walbridgeDir(walDir)] : []), prefetchDir(walDir), spool]) {
+    await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+  }
   const spooled = await tidySpool(spool, window);
   await writeSpoolIdentity(spool, identity);
   return spooled;
+}
+
+/** Empties the spool (the disk is full: the segment being restored comes first). */
+export async function emptySpool(spool: string): Promise<void> {
+  await tidySpool(spool, []).catch(() => undefined);
+}
+
+/**
+ * Once recovery has ended (no signal file left), the spool can serve nobody: it is removed.
+ * True if recovery has ended. Costs one stat while there is no spool and no recovery.
+ */
+export async function removeSpoolAfterRecovery(walDir: string): Promise<boolean> {
+  if (await readRecoverySignal(path.dirname(walDir))) return false;
+  await rm(prefetchDir(walDir), { recursive: true, force: true }).catch(() => undefined);
+  return true;
+}
+
+/** Whether `err` is the disk being full (or over quota). */
+export function diskFull(err: unknown): boolean {
+  const code = ((err as { cause?: { code?: string } }).cause ?? (err as { code?: string }))?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }

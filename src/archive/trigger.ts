@@ -67,15 +67,15 @@ export async function listTriggers(store: Store, namespace: string): Promise<Tri
   return out;
 }
 
-/** The leftover rule: does `trigger` concern a standby whose recovery began at `since`? */
-export function triggerApplies(trigger: Trigger, since: Date | undefined): boolean {
-  return since === undefined || Date.parse(trigger.createdAt) > since.getTime();
+/** What names one writing of a trigger (a trigger written again is another one). */
+export function triggerId(trigger: Trigger): string {
+  return `${trigger.target}/${trigger.mode}/${trigger.createdAt}/${trigger.createdBy}`;
 }
 
-/** Of the triggers that apply, the one to obey: fast wins over smart. */
-export function choose(triggers: readonly (Trigger | undefined)[], since: Date | undefined): { obey?: Trigger; leftovers: Trigger[] } {
+/** Of the triggers that are not leftovers (by triggerId), the one to obey: fast wins over smart. */
+export function choose(triggers: readonly (Trigger | undefined)[], leftoverIds: ReadonlySet<string>): { obey?: Trigger; leftovers: Trigger[] } {
   const present = triggers.filter((t): t is Trigger => t !== undefined);
-  const applicable = present.filter((t) => triggerApplies(t, since));
+  const applicable = present.filter((t) => !leftoverIds.has(triggerId(t)));
   const obey = applicable.find((t) => t.mode === 'fast') ?? applicable[0];
   return { obey, leftovers: present.filter((t) => !applicable.includes(t)) };
 }

@@ -4,7 +4,7 @@ import { cleanupBefore } from '../archive/cleanup.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository } from '../storage/open.js';
 
 export function cleanupCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('cleanup')
@@ -20,7 +20,7 @@ export function cleanupCommand(done: (status: ExitStatus) => void): Command {
   addSettingOptions(command, 'cleanup').action(async (restart: string) => {
     const log = createLogger('walbridge cleanup');
     const flags = command.opts<{ dryRun?: boolean; includeBackup?: boolean }>();
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'cleanup');
     const { store } = await openRepository(settings, log);
     const keys = await cleanupBefore(store, settings.namespace, restart, { dryRun: !!flags.dryRun, includeBackup: !!flags.includeBackup }, log);
     if (flags.dryRun) for (const key of keys) process.stdout.write(`${key}\n`);

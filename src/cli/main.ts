@@ -4,8 +4,10 @@
  * restore_command's caller reads as "file not found".
  */
 import { Command, CommanderError } from 'commander';
-import { ExitCode, type ExitStatus } from '../errors.js';
+import { stopServer, waitsUnderRecoverySignal } from '../archive/hold.js';
+import { ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
+import { removeTempFilesSync } from '../util/temp-files.js';
 import { reportFailure } from './failure.js';
 import { finishMetering } from './metrics.js';
 
@@ -16,6 +18,13 @@ export async function main(executable: Executable, argv: string[] = process.argv
   const done = (s: ExitStatus) => {
     status = s;
   };
+  // Temp files of work a process abandons as it ends (a background process whose server is gone).
+  process.once('exit', removeTempFilesSync);
+  const log = createLogger(executable === 'walbridge' && argv[0] === 'fetch' ? 'walbridge fetch' : executable);
+  // A waiting restore_command under recovery.signal must never end with a status from 2 to 125:
+  // PostgreSQL would end recovery and promote (see archive/hold.ts). Whatever fails, even parsing
+  // its arguments, ends it with 200 there.
+  const holding = () => (executable === 'archive-fetch' || (executable === 'walbridge' && argv[0] === 'fetch')) && waitsUnderRecoverySignal(argv);
   try {
     const program = await buildProgram(executable, done);
     await program.parseAsync(argv, { from: 'user' });
@@ -24,11 +33,12 @@ export async function main(executable: Executable, argv: string[] = process.argv
     if (err instanceof CommanderError) {
       // --help and --version exit 0; help shown because a subcommand is missing is a usage error.
       status = err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+      if (status !== ExitCode.ok && holding()) status = reportFailure(stopServer(new WalbridgeError('usage', `bad arguments: ${err.message.replace(/^error: /, '')}`)), log);
     } else {
-      status = reportFailure(err, createLogger(executable));
+      status = reportFailure(holding() ? stopServer(err) : err, log);
     }
   }
-  await finishMetering(status, createLogger(executable));
+  await finishMetering(status, log);
   process.exit(status);
 }
 
@@ -38,7 +48,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }] = await Promise.all([
+    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }, { promoteCommand }] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),
@@ -46,6 +56,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       import('./status.js'),
       import('./verify.js'),
       import('./stream.js'),
+      import('./promote.js'),
     ]);
     program = new Command('walbridge')
       .version(await packageVersion(), '-V, --version')
@@ -57,6 +68,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(statusCommand(done))
       .addCommand(verifyCommand(done))
       .addCommand(streamCommand(done))
+      .addCommand(promoteCommand(done))
       .addCommand(pushAheadCommand(done), { hidden: true })
       .addCommand(fetchAheadCommand(done), { hidden: true });
   }

@@ -13,13 +13,12 @@ export function addSettingOptions(command: Command, name: CommandName): Command 
   return command;
 }
 
-/** Settings from this command's flags, the environment and the config file. */
-export function settingsFrom(command: Command): Settings {
+/** Settings from this command's flags, the environment and the config file: only those `name` takes are read. */
+export function settingsFrom(command: Command, name: CommandName): Promise<Settings> {
   const opts = command.opts<Record<string, string | boolean | undefined>>();
   const flags: Record<string, string | boolean | undefined> = { config: opts['config'] };
   for (const def of SETTINGS) flags[def.key] = opts[camel(def.key)];
-  // Resolved for every command; a command only reads the settings it takes.
-  return resolveSettings({ flags: flags as RawSettings, env: process.env });
+  return resolveSettings({ flags: flags as RawSettings, env: process.env, command: name });
 }
 
 function camel(key: string): string {

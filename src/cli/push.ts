@@ -1,18 +1,20 @@
 /** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
 import path from 'node:path';
-import { Command } from 'commander';
-import { confirmPushed, walDirOf } from '../archive/markers.js';
-import { ask, backgroundSocket, fingerprint } from '../archive/background-link.js';
+import { Command, Option } from 'commander';
+import { confirmPushed } from '../archive/markers.js';
+import { ask, failureOf, fingerprint } from '../archive/background-link.js';
+import { backgroundSocket, prefetchDir, walDirOf } from '../archive/local-layout.js';
 import type { PushAnswer } from '../archive/lookahead.js';
 import type { PushContext } from '../archive/push.js';
 import type { Settings } from '../config/settings.js';
 import type { Store } from '../storage/store.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { dataDirOfWalPath } from '../wal/datadir.js';
+import { formatServer, parseServer, runningServer } from '../wal/server.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository, repositoryId } from './repository.js';
+import { openRepository, repositoryId } from '../storage/open.js';
 import { removeTempFilesOnSignals } from './signals.js';
-import { reportFailure } from './failure.js';
 import { meterCall, meterWalFile } from './metrics.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
@@ -27,21 +29,24 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
   addSettingOptions(command, 'push').action(async (walPath: string) => {
     const log = createLogger(name === 'push' ? 'walbridge push' : name);
     removeTempFilesOnSignals(); // a large body may be spilled to a temp file in pg_wal
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'push');
     meterCall(settings.metricsFile, 'push');
     meterWalFile(walPath);
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
+    const walDir = walDirOf(walPath);
+    if (walDir) await removeLeftoverSpool(walDir);
     // Archived ahead by the background pusher: answered from its marker, without loading any SDK.
     if (await confirmPushed(scope, walPath, log)) return done(ExitCode.ok);
     // Or stored now by the pusher, which has the SDK loaded and connections open.
-    const walDir = walDirOf(walPath);
+    const dataDir = dataDirOfWalPath(walPath);
+    const server = dataDir && settings.pushConcurrency > 1 ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
     if (walDir && settings.pushConcurrency > 1) {
-      const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv), file: path.resolve(walPath) } as const;
+      const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv, server && formatServer(server)), file: path.resolve(walPath) } as const;
       const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: Math.max(120, settings.timeout * 3) * 1000 });
       if (answer?.status === 'stored') return done(ExitCode.ok);
       // Access refused may be the pusher's stale credentials: this call tries with its own.
-      if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) return done(answer.exitCode as ExitStatus);
+      if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) throw failureOf(answer);
       if (answer?.status === 'declined') log.info(`the background pusher declined (${answer.reason}); pushing directly`);
     }
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
@@ -49,7 +54,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     const { store } = await openRepository(settings, log);
     const ctx = pushContext(settings, store, log);
     const startPusher = () => {
-      if (walDir) startBackground('pusher', walDir, command, callEnv);
+      if (walDir) startBackground('pusher', walDir, command, callEnv, server);
     };
     await pushWithLookahead(ctx, walPath, settings.pushConcurrency, startPusher);
     done(ExitCode.ok);
@@ -57,18 +62,31 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
   return command;
 }
 
+/**
+ * A promoted standby's prefetch spool can serve nobody: the first archive_command of the new
+ * primary removes it if the background fetcher has not. One stat when there is none.
+ */
+async function removeLeftoverSpool(walDir: string): Promise<void> {
+  const { stat } = await import('node:fs/promises');
+  if (!(await stat(prefetchDir(walDir)).then(() => true, () => false))) return;
+  const { removeSpoolAfterRecovery } = await import('../archive/spool.js');
+  await removeSpoolAfterRecovery(walDir);
+}
+
 /** `walbridge push-ahead <pg_wal>`: the background pusher archive-push starts (not for direct use). */
 export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('push-ahead')
-    .description('Background pusher started by archive-push: stores the files marked .ready in <pg_wal> and exits when idle.')
-    .argument('<pg_wal>', 'the pg_wal directory');
+    .description('Background pusher started by archive-push: stores the files marked .ready in <pg_wal>; exits when idle or when its server stops.')
+    .argument('<pg_wal>', 'the pg_wal directory')
+    .addOption(new Option('--server <pid:start>', 'the postmaster whose archiver started it: the pusher stops when it does').hideHelp());
   addSettingOptions(command, 'push').action(async (walDir: string) => {
     const log = createLogger('walbridge push-ahead');
     removeTempFilesOnSignals();
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'push');
+    const server = parseServer(command.opts<{ server?: string }>().server ?? '');
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
-    const configuration = fingerprint(settings, process.env);
+    const configuration = fingerprint(settings, process.env, server && formatServer(server));
     const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/lookahead.js'), import('../archive/background-server.js')]);
     const { store } = await openRepository(settings, tellingConnectedCalls(log));
     const ctx = pushContext(settings, store, log);
@@ -76,7 +94,7 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
       concurrency: settings.pushConcurrency,
       idleMs: settings.backgroundIdle * 1000,
       fingerprint: configuration,
-      exitStatusOf: reportFailure,
+      server,
     });
     done(ExitCode.ok);
   });

@@ -5,7 +5,7 @@ import { ALL_STANDBYS } from '../archive/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, formatBytes } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository } from '../storage/open.js';
 
 export function statusCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('status')
@@ -17,7 +17,7 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
     .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'));
   addSettingOptions(command, 'status').action(async () => {
     const log = createLogger('walbridge status');
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'status');
     const { store } = await openRepository(settings, log);
     const { namespaceStatus } = await import('../archive/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);

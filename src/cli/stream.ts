@@ -1,11 +1,11 @@
 /** `walbridge stream <pgdata>`: record-based log shipping beside the primary (see archive/stream.ts). */
 import path from 'node:path';
 import { Command } from 'commander';
-import { walbridgeDir } from '../archive/markers.js';
+import { instanceName, pidFile, walbridgeDir } from '../archive/local-layout.js';
 import { EXIT_CODE_HELP, ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository } from '../storage/open.js';
 import { reportFailure } from './failure.js';
 
 /** A failure being waited out is logged again after this long. */
@@ -24,14 +24,21 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
     .addHelpText('after', `\n${EXIT_CODE_HELP}`);
   addSettingOptions(command, 'stream').action(async (pgdata: string) => {
     const log = createLogger('walbridge stream');
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'stream');
     const dataDir = path.resolve(pgdata);
     const walDir = path.join(dataDir, 'pg_wal');
-    const [{ takePidLock, releasePidLock }, { readControlSystemIdentifier }] = await Promise.all([import('../util/pid-lock.js'), import('../wal/datadir.js')]);
+    const [{ takeInstanceLock }, { readControlSystemIdentifier }, { mkdir, writeFile, unlink }] = await Promise.all([
+      import('../util/single-instance.js'),
+      import('../wal/datadir.js'),
+      import('node:fs/promises'),
+    ]);
     const systemIdentifier = await readControlSystemIdentifier(dataDir);
     if (!systemIdentifier) throw new WalbridgeError('config', `${dataDir} is not a PostgreSQL data directory (no readable global/pg_control)`);
-    const lock = path.join(walbridgeDir(walDir), 'stream.pid');
-    if (!(await takePidLock(lock, 'stream'))) throw new WalbridgeError('config', `another walbridge stream runs for ${dataDir} (see ${lock})`);
+    const lockName = instanceName(walDir, 'stream');
+    const lock = lockName && (await takeInstanceLock(lockName));
+    if (!lock) throw new WalbridgeError('config', `another walbridge stream runs for ${dataDir} (see ${pidFile(walDir, 'stream')})`);
+    await mkdir(walbridgeDir(walDir), { mode: 0o700, recursive: true });
+    await writeFile(pidFile(walDir, 'stream'), `${process.pid}\n`);
 
     let stopping = false;
     let wake = () => undefined as void;
@@ -135,7 +142,8 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
       done(reportFailure(err, log));
     } finally {
       await primary?.close();
-      await releasePidLock(lock);
+      await unlink(pidFile(walDir, 'stream')).catch(() => undefined);
+      await lock.release();
     }
   });
   return command;

@@ -4,7 +4,7 @@ import { ALL_STANDBYS, clearTrigger, listTriggers, setTrigger, type TriggerMode 
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository } from '../storage/open.js';
 
 export function triggerCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('trigger')
@@ -17,7 +17,7 @@ export function triggerCommand(done: (status: ExitStatus) => void): Command {
     .addArgument(new Argument('<action>', 'smart, fast, clear or status').choices(['smart', 'fast', 'clear', 'status']));
   addSettingOptions(command, 'trigger').action(async (action: 'smart' | 'fast' | 'clear' | 'status') => {
     const log = createLogger('walbridge trigger');
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'trigger');
     const { store } = await openRepository(settings, log);
     const target = settings.standby ?? ALL_STANDBYS;
     const who = target === ALL_STANDBYS ? 'every standby' : `standby "${target}"`;

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from './repository.js';
+import { openRepository } from '../storage/open.js';
 import { statusJson } from './status.js';
 
 export function verifyCommand(done: (status: ExitStatus) => void): Command {
@@ -20,7 +20,7 @@ export function verifyCommand(done: (status: ExitStatus) => void): Command {
   addSettingOptions(command, 'verify').action(async () => {
     const log = createLogger('walbridge verify');
     const flags = command.opts<{ deep?: boolean; json?: boolean }>();
-    const settings = settingsFrom(command);
+    const settings = await settingsFrom(command, 'verify');
     const { store } = await openRepository(settings, log);
     const { verifyNamespace } = await import('../archive/inspect.js');
     const bar = process.stderr.isTTY && !flags.json ? progressBar() : undefined;

@@ -10,7 +10,7 @@
  * and serialises as its ids only.
  */
 import { createHmac } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readSmallFile, readSmallFileSync } from '../util/small-file.js';
 
 export const KEY_BYTES = 32;
 export const KEY_ENV = 'WALBRIDGE_ENCRYPTION_KEY';
@@ -82,7 +82,7 @@ export class KeyRing {
   find(id: string): EncryptionKey | undefined {
     const found = this.keys.find((k) => k.id === id);
     if (found || !('file' in this.source)) return found;
-    const reread = readKeyFile(this.source.file);
+    const reread = readKeyFileSync(this.source.file);
     if (typeof reread !== 'string') this.keys = reread;
     return this.keys.find((k) => k.id === id);
   }
@@ -101,13 +101,24 @@ export class KeyRing {
   }
 }
 
-/** The keys in a file, or what is wrong with it. */
-export function readKeyFile(file: string): EncryptionKey[] | string {
+/** The keys in a file, or what is wrong with it (never its content). */
+export async function readKeyFile(file: string): Promise<EncryptionKey[] | string> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = await readSmallFile(file);
   } catch (err) {
-    return `cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+    return `cannot read it: ${(err as Error).message}`;
+  }
+  return parseKeys(text);
+}
+
+/** readKeyFile, for a ring that reads its file again on a miss (in the middle of decoding). */
+function readKeyFileSync(file: string): EncryptionKey[] | string {
+  let text: string;
+  try {
+    text = readSmallFileSync(file);
+  } catch (err) {
+    return `cannot read it: ${(err as Error).message}`;
   }
   return parseKeys(text);
 }

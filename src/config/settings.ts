@@ -3,11 +3,11 @@
  * file (`--config FILE` / WALBRIDGE_CONFIG), default. One table defines every setting, so the
  * flags, the environment names, the config keys and the help texts cannot disagree.
  */
-import { readFileSync } from 'node:fs';
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { WalbridgeError } from '../errors.js';
 import { namespaceProblem } from '../archive/layout.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
+import { readSmallFile } from '../util/small-file.js';
 import { parseRepoUrl, type RepoLocation } from './repo-url.js';
 
 export type S3ChecksumMode = 'when-required' | 'when-supported';
@@ -205,48 +205,71 @@ export interface ResolveInput {
   /** Flag values keyed by setting key (`repo`, `s3-path-style`, ...), plus `config`. */
   readonly flags: RawSettings;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * The command being run: only the settings it takes are read and checked (a push-only
+   * setting mistyped in a shared config file must not stop a standby's restore_command); the
+   * others keep their defaults. Every command when absent.
+   */
+  readonly command?: CommandName;
 }
 
-export function resolveSettings({ flags, env }: ResolveInput): Settings {
+/** A raw value and where it came from: a file can be mended under a running process, a flag or the environment cannot. */
+interface Raw {
+  readonly value: string | boolean;
+  readonly from: string;
+  readonly inFile: boolean;
+}
+
+/**
+ * Resolves the settings. Reads the config file and the key file (each time: a waiting
+ * restore_command resolves again at every attempt, so mending a file resumes it). A failure is
+ * a WalbridgeError 'config' that is mendableOutside when its cause is in one of those files.
+ */
+export async function resolveSettings({ flags, env, command }: ResolveInput): Promise<Settings> {
   const configPath = str(flags['config']) ?? env[CONFIG_ENV];
-  const file = configPath ? readConfigFile(configPath) : {};
-  const raw = (key: string): { value: string | boolean; from: string } | undefined => {
+  const file = configPath ? await readConfigFile(configPath) : {};
+  const takes = (def: SettingDef) => command === undefined || def.commands === undefined || def.commands.includes(command);
+  const raw = (key: string): Raw | undefined => {
     const def = SETTINGS.find((d) => d.key === key)!;
-    if (flags[key] !== undefined) return { value: flags[key]!, from: `--${key}` };
-    if (env[def.env] !== undefined && env[def.env] !== '') return { value: env[def.env]!, from: def.env };
-    if (file[key] !== undefined) return { value: file[key]!, from: `${key} in ${configPath}` };
-    return def.default === undefined ? undefined : { value: def.default, from: `default ${key}` };
+    if (takes(def)) {
+      if (flags[key] !== undefined) return { value: flags[key]!, from: `--${key}`, inFile: false };
+      if (env[def.env] !== undefined && env[def.env] !== '') return { value: env[def.env]!, from: def.env, inFile: false };
+      if (file[key] !== undefined) return { value: file[key]!, from: `${key} in ${configPath}`, inFile: true };
+    }
+    return def.default === undefined ? undefined : { value: def.default, from: `default ${key}`, inFile: false };
   };
+  // A setting that is missing could be added to the config file, if there is one.
+  const missing = (message: string) => configError(message, { inFile: configPath !== undefined });
 
   if (env['NODE_TLS_REJECT_UNAUTHORIZED'] === '0') {
     // Node's switch turns every certificate check off: WAL would go to whoever answers.
     throw configError('refusing to run with NODE_TLS_REJECT_UNAUTHORIZED=0 (no TLS certificate checks): name the CA in NODE_EXTRA_CA_CERTS instead');
   }
   const repoRaw = raw('repo');
-  if (!repoRaw) throw configError('no repository: set --repo or WALBRIDGE_REPO (s3://bucket/prefix, gs://bucket/prefix or file:///dir)');
+  if (!repoRaw) throw missing('no repository: set --repo or WALBRIDGE_REPO (s3://bucket/prefix, gs://bucket/prefix or file:///dir)');
   const repo = parseRepoUrl(String(repoRaw.value));
-  if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`);
+  if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`, repoRaw);
 
   const nsRaw = raw('namespace');
-  if (!nsRaw) throw configError("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
+  if (!nsRaw) throw missing("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
   const namespace = String(nsRaw.value);
   const nsProblem = namespaceProblem(namespace);
-  if (nsProblem) throw configError(`bad ${nsRaw.from}: ${nsProblem}`);
+  if (nsProblem) throw configError(`bad ${nsRaw.from}: ${nsProblem}`, nsRaw);
 
   const codecRaw = raw('compress')!;
   const compress = String(codecRaw.value);
-  if (!isCodec(compress)) throw configError(`bad ${codecRaw.from} "${compress}": use one of ${CODECS.join(', ')}`);
+  if (!isCodec(compress)) throw configError(`bad ${codecRaw.from} "${compress}": use one of ${CODECS.join(', ')}`, codecRaw);
   const levelRaw = raw('compress-level');
   let compressLevel: number | undefined;
   if (levelRaw) {
     const range = LEVEL_RANGE[compress];
-    if (!range) throw configError(`${levelRaw.from} is set, but codec ${compress} has no levels`);
+    if (!range) throw configError(`${levelRaw.from} is set, but codec ${compress} has no levels`, levelRaw);
     compressLevel = integer(levelRaw, range[0], range[1]);
   }
   const checksumRaw = raw('s3-checksum')!;
   const s3Checksum = String(checksumRaw.value);
   if (s3Checksum !== 'when-required' && s3Checksum !== 'when-supported') {
-    throw configError(`bad ${checksumRaw.from} "${s3Checksum}": use when-required or when-supported`);
+    throw configError(`bad ${checksumRaw.from} "${s3Checksum}": use when-required or when-supported`, checksumRaw);
   }
   return {
     repo,
@@ -267,7 +290,7 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
-    encryption: keyRing(raw('encryption-key-file'), env[KEY_ENV], boolean(raw('encryption-allow-plaintext')!)),
+    encryption: await keyRing(raw('encryption-key-file'), takes(SETTINGS.find((d) => d.key === 'encryption-key-file')!) ? env[KEY_ENV] : undefined, boolean(raw('encryption-allow-plaintext')!)),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
     ...serverEncryption(repo, raw('s3-sse'), raw('s3-sse-kms-key-id'), raw('gcs-kms-key-name')),
@@ -275,12 +298,15 @@ export function resolveSettings({ flags, env }: ResolveInput): Settings {
 }
 
 /** The keys from the key file or the environment (never both: which one encrypts would be unclear). */
-function keyRing(fileRaw: { value: string | boolean; from: string } | undefined, envKeys: string | undefined, acceptsPlaintext: boolean): KeyRing | undefined {
+async function keyRing(fileRaw: Raw | undefined, envKeys: string | undefined, acceptsPlaintext: boolean): Promise<KeyRing | undefined> {
   if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`);
   if (fileRaw) {
-    const file = absolutePath(fileRaw)!;
-    const keys = readKeyFile(file);
-    if (typeof keys === 'string') throw configError(`bad key file ${file} (${fileRaw.from}): ${keys}`);
+    // Never quoted: a key given where its file's path goes would be printed.
+    if (!String(fileRaw.value).startsWith('/')) throw configError(`bad ${fileRaw.from}: give the absolute path of the key file (the value is not shown: it may be a key)`, fileRaw);
+    const file = String(fileRaw.value);
+    const keys = await readKeyFile(file);
+    // The key file can be mended (or finish being rotated) under a waiting call, wherever its path came from.
+    if (typeof keys === 'string') throw configError(`bad key file ${file} (${fileRaw.from}): ${keys}`, { inFile: true });
     return new KeyRing({ file }, keys, acceptsPlaintext);
   }
   if (envKeys === undefined || envKeys === '') return undefined;
@@ -289,28 +315,26 @@ function keyRing(fileRaw: { value: string | boolean; from: string } | undefined,
   return new KeyRing({ env: KEY_ENV }, keys, acceptsPlaintext);
 }
 
-type RawValue = { value: string | boolean; from: string } | undefined;
-
 /**
  * Server-side encryption settings, refused when they do not fit the repository: an encryption
  * setting that silently did nothing would leave the archive unencrypted.
  */
-function serverEncryption(repo: RepoLocation, sseRaw: RawValue, kmsKeyRaw: RawValue, gcsKeyRaw: RawValue): Pick<Settings, 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'> {
+function serverEncryption(repo: RepoLocation, sseRaw: Raw | undefined, kmsKeyRaw: Raw | undefined, gcsKeyRaw: Raw | undefined): Pick<Settings, 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'> {
   for (const [r, scheme] of [[sseRaw, 's3'], [kmsKeyRaw, 's3'], [gcsKeyRaw, 'gs']] as const) {
-    if (r && repo.scheme !== scheme) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${scheme}:// repositories only`);
+    if (r && repo.scheme !== scheme) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${scheme}:// repositories only`, r);
   }
   const sse = sseRaw === undefined ? undefined : String(sseRaw.value);
-  if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') throw configError(`bad ${sseRaw!.from} ${JSON.stringify(sse)}: use AES256 (SSE-S3) or aws:kms (SSE-KMS)`);
+  if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') throw configError(`bad ${sseRaw!.from} ${JSON.stringify(sse)}: use AES256 (SSE-S3) or aws:kms (SSE-KMS)`, sseRaw);
   const s3SseKmsKeyId = kmsKeyRaw === undefined ? undefined : String(kmsKeyRaw.value);
   if (s3SseKmsKeyId !== undefined) {
     // Key ids, ARNs and aliases on AWS; S3-compatible servers take other names. It travels in a header.
-    if (!/^[\x21-\x7e]{1,2048}$/.test(s3SseKmsKeyId)) throw configError(`bad ${kmsKeyRaw!.from} ${JSON.stringify(s3SseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`);
-    if (sse === 'AES256') throw configError(`${kmsKeyRaw!.from} names a KMS key, but ${sseRaw!.from} is AES256: use aws:kms or leave it unset`);
+    if (!/^[\x21-\x7e]{1,2048}$/.test(s3SseKmsKeyId)) throw configError(`bad ${kmsKeyRaw!.from} ${JSON.stringify(s3SseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`, kmsKeyRaw);
+    if (sse === 'AES256') throw configError(`${kmsKeyRaw!.from} names a KMS key, but ${sseRaw!.from} is AES256: use aws:kms or leave it unset`, kmsKeyRaw);
   }
   const gcsKmsKeyName = gcsKeyRaw === undefined ? undefined : String(gcsKeyRaw.value);
   if (gcsKmsKeyName !== undefined && !CRYPTO_KEY_NAME.test(gcsKmsKeyName)) {
     const version = /\/cryptoKeyVersions\//.test(gcsKmsKeyName) ? ' without /cryptoKeyVersions/N (Cloud Storage uses the primary version)' : '';
-    throw configError(`bad ${gcsKeyRaw!.from} ${JSON.stringify(gcsKmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`);
+    throw configError(`bad ${gcsKeyRaw!.from} ${JSON.stringify(gcsKmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`, gcsKeyRaw);
   }
   return { s3Sse: s3SseKmsKeyId !== undefined ? 'aws:kms' : (sse as S3SseAlgorithm | undefined), s3SseKmsKeyId, gcsKmsKeyName };
 }
@@ -322,71 +346,76 @@ const CRYPTO_KEY_NAME = /^projects\/[a-z0-9][a-z0-9.:-]*\/locations\/[a-z0-9-]+\
  * A config file: `key = value` lines, `#` comments, keys as the long flags without `--`.
  * Unknown keys are errors, so a typo never silently falls back to a default.
  */
-export function readConfigFile(file: string): Record<string, string> {
+export async function readConfigFile(file: string): Promise<Record<string, string>> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = await readSmallFile(file);
   } catch (err) {
-    throw configError(`cannot read config file ${file}: ${(err as Error).message}`);
+    throw configError(`cannot read config file ${file}: ${(err as Error).message}`, { inFile: true });
   }
+  return parseConfigText(text, file);
+}
+
+export function parseConfigText(text: string, file: string): Record<string, string> {
   const values: Record<string, string> = {};
   text.split('\n').forEach((line, index) => {
     const trimmed = line.trim();
     if (trimmed === '' || trimmed.startsWith('#')) return;
     const match = /^([a-z0-9-]+)\s*=\s*(.*)$/.exec(trimmed);
-    if (!match) throw configError(`${file}:${index + 1}: expected "key = value"`);
+    if (!match) throw configError(`${file}:${index + 1}: expected "key = value"`, { inFile: true });
     const [, key, rawValue] = match as unknown as [string, string, string];
     if (!SETTINGS.some((d) => d.key === key)) {
-      throw configError(`${file}:${index + 1}: unknown setting "${key}" (known: ${SETTINGS.map((d) => d.key).join(', ')})`);
+      throw configError(`${file}:${index + 1}: unknown setting "${key}" (known: ${SETTINGS.map((d) => d.key).join(', ')})`, { inFile: true });
     }
     values[key] = rawValue.replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
   });
   return values;
 }
 
-function configError(message: string): WalbridgeError {
-  return new WalbridgeError('config', message);
+/** A settings error; mendable from outside when its cause is in a file walbridge reads again. */
+function configError(message: string, cause?: { readonly inFile: boolean }): WalbridgeError {
+  return new WalbridgeError('config', message, { mendableOutside: cause?.inFile ?? false });
 }
 
 function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function optional(r: { value: string | boolean } | undefined): string | undefined {
+function optional(r: Raw | undefined): string | undefined {
   return r === undefined ? undefined : String(r.value);
 }
 
-function url(r: { value: string | boolean; from: string } | undefined): string | undefined {
+function url(r: Raw | undefined): string | undefined {
   if (!r) return undefined;
   const value = String(r.value);
-  if (!/^https?:\/\/[^\s/]+/.test(value)) throw configError(`bad ${r.from} "${value}": expected an http:// or https:// URL`);
+  if (!/^https?:\/\/[^\s/]+/.test(value)) throw configError(`bad ${r.from} "${value}": expected an http:// or https:// URL`, r);
   return value;
 }
 
-function integer(r: { value: string | boolean; from: string }, min: number, max: number): number {
+function integer(r: Raw, min: number, max: number): number {
   const n = Number(r.value);
-  if (!Number.isInteger(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected an integer from ${min} to ${max}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected an integer from ${min} to ${max}`, r);
   return n;
 }
 
-function seconds(r: { value: string | boolean; from: string }, min: number, max: number): number {
+function seconds(r: Raw, min: number, max: number): number {
   const n = Number(r.value);
-  if (!Number.isFinite(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected seconds from ${min} to ${max}`);
+  if (!Number.isFinite(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected seconds from ${min} to ${max}`, r);
   return n;
 }
 
-function absolutePath(r: { value: string | boolean; from: string } | undefined): string | undefined {
+function absolutePath(r: Raw | undefined): string | undefined {
   if (!r) return undefined;
   const file = String(r.value);
-  if (!file.startsWith('/')) throw configError(`bad ${r.from} "${file}": give an absolute path`);
+  if (!file.startsWith('/')) throw configError(`bad ${r.from} "${file}": give an absolute path`, r);
   return file;
 }
 
-function conninfo(r: { value: string | boolean; from: string } | undefined): string | undefined {
+function conninfo(r: Raw | undefined): string | undefined {
   if (!r) return undefined;
   const value = String(r.value);
   // Not quoted back: a URL may hold a password.
-  if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass, not here)`);
+  if (!/^postgres(ql)?:\/\//.test(value)) throw configError(`bad ${r.from}: expected a postgresql:// URL (put a password in ~/.pgpass, not here)`, r);
   // (Not new URL(): libpq's URLs may leave the host empty, as in postgresql://user@/db?host=/run/postgresql.)
   const userInfo = /^postgres(?:ql)?:\/\/([^@/?#]*)@/.exec(value)?.[1] ?? '';
   const query = value.includes('?') ? value.slice(value.indexOf('?') + 1).split('#')[0]! : '';
@@ -394,27 +423,27 @@ function conninfo(r: { value: string | boolean; from: string } | undefined): str
   try {
     queryKeys = [...new URLSearchParams(query).keys()];
   } catch {
-    throw configError(`bad ${r.from}: its parameters are not URL-encoded`);
+    throw configError(`bad ${r.from}: its parameters are not URL-encoded`, r);
   }
   const hasPassword = userInfo.includes(':') || queryKeys.includes('password');
   // A long-running process's arguments are readable by every local user (/proc/PID/cmdline).
-  if (hasPassword) throw configError(`bad ${r.from}: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead`);
+  if (hasPassword) throw configError(`bad ${r.from}: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead`, r);
   return value;
 }
 
-function standbyName(r: { value: string | boolean; from: string } | undefined): string | undefined {
+function standbyName(r: Raw | undefined): string | undefined {
   if (!r) return undefined;
   const name = String(r.value);
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name) || name === 'all') {
-    throw configError(`bad ${r.from} "${name}": a standby name is 1-63 characters of A-Z a-z 0-9 . _ - (and not "all")`);
+    throw configError(`bad ${r.from} "${name}": a standby name is 1-63 characters of A-Z a-z 0-9 . _ - (and not "all")`, r);
   }
   return name;
 }
 
-function boolean(r: { value: string | boolean; from: string }): boolean {
+function boolean(r: Raw): boolean {
   if (typeof r.value === 'boolean') return r.value;
   const v = r.value.toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
   if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw configError(`bad ${r.from} "${r.value}": expected true or false`);
+  throw configError(`bad ${r.from} "${r.value}": expected true or false`, r);
 }

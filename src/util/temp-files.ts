@@ -5,7 +5,6 @@
 import { unlinkSync } from 'node:fs';
 import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { processAlive } from './pid-lock.js';
 
 const pending = new Set<string>();
 
@@ -37,5 +36,16 @@ export async function sweepDeadTempFiles(dir: string): Promise<void> {
   for (const entry of await readdir(dir).catch(() => [] as string[])) {
     const writer = /^\..*\.?walbridge-(?:body-)?(\d+)-/.exec(entry);
     if (writer && !processAlive(Number(writer[1]))) await unlink(path.join(dir, entry)).catch(() => undefined);
+  }
+}
+
+/** Whether a process with this pid exists (temp file names carry their writer's pid). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -32,8 +32,12 @@ export async function readControlSystemIdentifier(dataDir: string): Promise<stri
 export interface RecoverySignal {
   /** standby.signal: PostgreSQL keeps retrying; recovery.signal: "not available" ends recovery. */
   readonly mode: 'standby' | 'recovery';
-  /** When the signal file was written, i.e. when this standby was set up. */
-  readonly since: Date;
+  /**
+   * Names this signal file among all that were ever written here (device, inode, modification
+   * and change times): a new recovery (a new standby, or this one set up again) writes a new
+   * one. Only ever compared for equality, on this host: no clock is compared with another's.
+   */
+  readonly identity: string;
 }
 
 /** The signal file that put the server into recovery (standby.signal wins, as in PostgreSQL). */
@@ -41,7 +45,7 @@ export async function readRecoverySignal(dataDir: string): Promise<RecoverySigna
   for (const mode of ['standby', 'recovery'] as const) {
     try {
       const info = await stat(path.join(dataDir, `${mode}.signal`));
-      return { mode, since: info.mtime };
+      return { mode, identity: `${mode}:${info.dev}:${info.ino}:${info.mtimeMs}:${info.ctimeMs}` };
     } catch {
       // not this one
     }

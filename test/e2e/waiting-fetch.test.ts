@@ -11,6 +11,7 @@ import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { BIN_DIR, runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { backgroundListening } from '../support/background.js';
 import { fakeDataDir } from '../support/standby-dir.js';
 
 let wal: GeneratedWal;
@@ -46,6 +47,11 @@ function startFetch(args: string[], env: Record<string, string>): Running {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether a standby's recovery has looked at the triggers once (it then knows which ones are leftovers). */
+async function firstLookDone(pg: { dir: string }): Promise<boolean> {
+  return (await readFile(path.join(pg.dir, 'walbridge.state'), 'utf8').catch(() => '')).includes('"recovery"');
+}
 
 async function waitUntil(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -90,7 +96,7 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     expect((await runCli('archive-push', [wal.segments[0]!], env({ WALBRIDGE_ENCRYPTION_KEY_FILE: keyFile }))).status).toBe(0);
     await writeFile(keyFile, `${current}\n`); // rotated, and the old key dropped too early
     const fetch = startFetch([walName(0), pg.destination], env({ WALBRIDGE_ENCRYPTION_KEY_FILE: keyFile }));
-    await fetch.saw(/is encrypted with key [0-9a-f]{16}, which is not among the keys given.*still waiting/);
+    await fetch.saw(/is encrypted with key [0-9a-f]{16}, which is not among the keys given.*holding/);
     await writeFile(keyFile, `${current}\n${old}\n`);
     const done = await fetch.exited;
     expect(done.status, done.stderr).toBe(0);
@@ -122,19 +128,20 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
   });
 
   it('smart trigger: restores everything archived, then answers "not found" at the first absent segment', async () => {
-    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
-    expect((await push(wal.segments[0]!)).status).toBe(0);
-    expect((await runCli('walbridge', ['trigger', 'smart'], env())).status).toBe(0);
+    const pg = await fakeDataDir('recovery');
+    for (const i of [0, 1]) expect((await push(wal.segments[i]!)).status).toBe(0);
     expect((await runCli('archive-fetch', [walName(0), pg.destination], env())).status).toBe(0);
+    expect((await runCli('walbridge', ['trigger', 'smart'], env())).status).toBe(0);
+    expect((await runCli('archive-fetch', [walName(1), pg.destination], env())).status).toBe(0);
     const t = Date.now();
-    const absent = await runCli('archive-fetch', [walName(1), pg.destination], env());
+    const absent = await runCli('archive-fetch', [walName(2), pg.destination], env());
     expect(absent.status).toBe(ExitCode.notFound);
     expect(absent.stderr).toMatch(/smart failover/);
     expect(Date.now() - t).toBeLessThan(5000);
   });
 
   it('fast trigger: ends a wait within a poll interval, yet still serves segments already restored', async () => {
-    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
+    const pg = await fakeDataDir('recovery');
     for (const i of [0, 1]) expect((await push(wal.segments[i]!)).status).toBe(0);
     expect((await runCli('archive-fetch', [walName(0), pg.destination], env())).status).toBe(0);
     const waiting = startFetch([walName(2), pg.destination], env());
@@ -152,10 +159,13 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
   });
 
   it('a trigger for one standby leaves the others waiting', async () => {
-    const pg = await fakeDataDir('recovery', new Date(Date.now() - 60_000));
+    const [eastDir, westDir] = [await fakeDataDir('recovery'), await fakeDataDir('recovery')];
+    // Both standbys are running (their recovery has looked at the triggers) when the trigger is written.
+    const west = startFetch([walName(0), westDir.destination], env({ WALBRIDGE_STANDBY: 'west' }));
+    const eastWaiting = startFetch([walName(0), eastDir.destination], env({ WALBRIDGE_STANDBY: 'east' }));
+    for (const dir of [eastDir, westDir]) await waitUntil(() => firstLookDone(dir));
     expect((await runCli('walbridge', ['trigger', 'fast', '--standby', 'east'], env())).status).toBe(0);
-    const west = startFetch([walName(0), pg.destination], env({ WALBRIDGE_STANDBY: 'west' }));
-    const east = await runCli('archive-fetch', [walName(0), pg.destination], env({ WALBRIDGE_STANDBY: 'east' }));
+    const east = await eastWaiting.exited;
     expect(east.status).toBe(ExitCode.notFound);
     await sleep(1000);
     expect((await push(wal.segments[0]!)).status).toBe(0);
@@ -209,7 +219,7 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     const fetcherLog = () => readFile(path.join(fetcherDir, 'fetcher.log'), 'utf8').catch(() => '');
     // The first call starts the fetcher (and answers by itself); the next ones go through it.
     expect((await runCli('archive-fetch', ['--no-wait', walName(4), pg.destination], env())).status).toBe(ExitCode.notFound);
-    await waitUntil(async () => (await readdir(fetcherDir)).includes('fetcher.sock'));
+    await waitUntil(() => backgroundListening(path.join(pg.dir, 'pg_wal'), 'fetcher'));
 
     const waiting = startFetch([walName(0), pg.destination], env());
     await sleep(800);
@@ -299,7 +309,7 @@ describe('waiting fetch when the store is unreachable', () => {
   it('with recovery.signal, keeps waiting (a failure status would promote the standby)', async () => {
     const pg = await fakeDataDir('recovery');
     const fetch = startFetch(['000000010000000000000003', pg.destination], unreachable);
-    await fetch.saw(/still waiting, so that recovery does not end/);
+    await fetch.saw(/holding: under recovery.signal any other answer would end recovery/);
     await sleep(1000);
     fetch.kill('SIGTERM');
     expect((await fetch.exited).signal).toBe('SIGTERM');

@@ -139,7 +139,7 @@ describe('keys', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'wb-keys-'));
     const file = path.join(dir, 'keys');
     await writeFile(file, `${base64}\n`);
-    const ring = new KeyRing({ file }, readKeyFile(file) as EncryptionKey[]);
+    const ring = new KeyRing({ file }, (await readKeyFile(file)) as EncryptionKey[]);
     expect(JSON.stringify(ring)).not.toContain(base64);
     expect(JSON.stringify(ring)).not.toContain(Buffer.from(base64, 'base64').toString('hex'));
     expect(String(ring)).toContain(ring.current.id);
@@ -147,6 +147,6 @@ describe('keys', () => {
     expect(ring.find(added[0]!.id)).toBeUndefined();
     await writeFile(file, `${base64}\n${hex}\n`);
     expect(ring.find(added[0]!.id)?.material.equals(Buffer.from(hex, 'hex'))).toBe(true);
-    expect(readKeyFile(path.join(dir, 'missing'))).toMatch(/cannot read it: ENOENT/);
+    expect(await readKeyFile(path.join(dir, 'missing'))).toMatch(/cannot read it: ENOENT/);
   });
 });

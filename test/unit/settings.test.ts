@@ -13,9 +13,9 @@ function configFile(text: string): string {
   return file;
 }
 
-function failure(fn: () => unknown): WalbridgeError {
+async function failure(fn: () => Promise<unknown>): Promise<WalbridgeError> {
   try {
-    fn();
+    await fn();
   } catch (err) {
     if (err instanceof WalbridgeError) return err;
     throw err;
@@ -24,37 +24,37 @@ function failure(fn: () => unknown): WalbridgeError {
 }
 
 describe('repository URLs', () => {
-  it('parses the three schemes', () => {
+  it('parses the three schemes', async () => {
     expect(parseRepoUrl('s3://my-bucket/a/b/')).toEqual({ scheme: 's3', bucket: 'my-bucket', prefix: 'a/b' });
     expect(parseRepoUrl('gs://bkt')).toEqual({ scheme: 'gs', bucket: 'bkt', prefix: '' });
     expect(parseRepoUrl('file:///var/lib/wal/')).toEqual({ scheme: 'file', directory: '/var/lib/wal' });
   });
-  it.each(['bucket/x', 'http://x', 's3://', 's3://b/../x', 's3://b//x', 'file://relative/dir', 's3://bu\ncket', 'S3://b'])('refuses %j', (url) => {
+  it.each(['bucket/x', 'http://x', 's3://', 's3://b/../x', 's3://b//x', 'file://relative/dir', 's3://bu\ncket', 'S3://b'])('refuses %j', async (url) => {
     expect(typeof parseRepoUrl(url)).toBe('string');
   });
 });
 
 describe('resolveSettings', () => {
-  it('prefers flags to the environment, and the environment to the config file', () => {
+  it('prefers flags to the environment, and the environment to the config file', async () => {
     const config = configFile('repo = file:///from/file\nnamespace = filens\ncompress = gzip\n# comment\ntimeout = 7\n');
     const env = { WALBRIDGE_CONFIG: config, WALBRIDGE_NAMESPACE: 'envns' };
-    const s = resolveSettings({ flags: { namespace: 'flagns' }, env });
+    const s = (await resolveSettings({ flags: { namespace: 'flagns' }, env }));
     expect(s.namespace).toBe('flagns');
     expect(s.repo).toEqual({ scheme: 'file', directory: '/from/file' });
     expect(s.compress).toBe('gzip');
     expect(s.timeout).toBe(7);
-    expect(resolveSettings({ flags: {}, env }).namespace).toBe('envns');
-    expect(resolveSettings({ flags: { config }, env: {} }).namespace).toBe('filens');
+    expect((await resolveSettings({ flags: {}, env })).namespace).toBe('envns');
+    expect((await resolveSettings({ flags: { config }, env: {} })).namespace).toBe('filens');
   });
 
-  it('has safe defaults for everything but repo and namespace', () => {
-    const s = resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} });
+  it('has safe defaults for everything but repo and namespace', async () => {
+    const s = (await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} }));
     expect(s).toMatchObject({ compress: 'zstd', timeout: 60, s3PathStyle: false, s3Checksum: 'when-required' });
   });
 
-  it('reads booleans from flags and the environment', () => {
-    expect(resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n', 's3-path-style': true }, env: {} }).s3PathStyle).toBe(true);
-    expect(resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } }).s3PathStyle).toBe(true);
+  it('reads booleans from flags and the environment', async () => {
+    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n', 's3-path-style': true }, env: {} })).s3PathStyle).toBe(true);
+    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } })).s3PathStyle).toBe(true);
   });
 
   it.each([
@@ -68,35 +68,35 @@ describe('resolveSettings', () => {
     [{ repo: 's3://bkt', namespace: 'n', 's3-checksum': 'crc' }, {}, /s3-checksum/],
     [{ repo: 's3://bkt', namespace: 'n' }, { WALBRIDGE_S3_PATH_STYLE: 'maybe' }, /WALBRIDGE_S3_PATH_STYLE/],
     [{ repo: 's3://bkt', namespace: 'n', 's3-endpoint': 'localhost:9000' }, {}, /http/],
-  ])('refuses %j %j with a config error naming the setting', (flags, env, message) => {
-    const err = failure(() => resolveSettings({ flags, env }));
+  ])('refuses %j %j with a config error naming the setting', async (flags, env, message) => {
+    const err = await failure(() => resolveSettings({ flags, env }));
     expect(err.kind).toBe('config');
     expect(err.message).toMatch(message);
   });
 
-  describe('server-side encryption', () => {
+  describe('server-side encryption', async () => {
     const s3 = { repo: 's3://bkt/p', namespace: 'n' };
     const gs = { repo: 'gs://bkt/p', namespace: 'n' };
     const KEY = 'projects/my-project/locations/europe-west1/keyRings/wal/cryptoKeys/wal-key';
 
-    it('asks for nothing unless told: the bucket default applies', () => {
-      expect(resolveSettings({ flags: s3, env: {} })).toMatchObject({ s3Sse: undefined, s3SseKmsKeyId: undefined, gcsKmsKeyName: undefined });
+    it('asks for nothing unless told: the bucket default applies', async () => {
+      expect((await resolveSettings({ flags: s3, env: {} }))).toMatchObject({ s3Sse: undefined, s3SseKmsKeyId: undefined, gcsKmsKeyName: undefined });
     });
 
-    it('takes SSE-S3, SSE-KMS with or without a key, and a KMS key alone as SSE-KMS', () => {
-      expect(resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} })).toMatchObject({ s3Sse: 'AES256', s3SseKmsKeyId: undefined });
-      expect(resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: undefined });
+    it('takes SSE-S3, SSE-KMS with or without a key, and a KMS key alone as SSE-KMS', async () => {
+      expect((await resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} }))).toMatchObject({ s3Sse: 'AES256', s3SseKmsKeyId: undefined });
+      expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: undefined });
       for (const keyId of ['1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'alias/wal', 'minio-key']) {
-        expect(resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: keyId });
+        expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: keyId });
       }
       const config = configFile(`repo = s3://bkt\nnamespace = n\ns3-sse = aws:kms\ns3-sse-kms-key-id = alias/wal\n`);
-      expect(resolveSettings({ flags: { config }, env: {} })).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: 'alias/wal' });
+      expect((await resolveSettings({ flags: { config }, env: {} }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: 'alias/wal' });
     });
 
-    it('takes a Cloud KMS crypto key name for GCS, also a domain-scoped project', () => {
-      expect(resolveSettings({ flags: { ...gs, 'gcs-kms-key-name': KEY }, env: {} }).gcsKmsKeyName).toBe(KEY);
+    it('takes a Cloud KMS crypto key name for GCS, also a domain-scoped project', async () => {
+      expect((await resolveSettings({ flags: { ...gs, 'gcs-kms-key-name': KEY }, env: {} })).gcsKmsKeyName).toBe(KEY);
       const scoped = 'projects/example.com:wal-prod/locations/us/keyRings/r/cryptoKeys/k';
-      expect(resolveSettings({ flags: gs, env: { WALBRIDGE_GCS_KMS_KEY_NAME: scoped } }).gcsKmsKeyName).toBe(scoped);
+      expect((await resolveSettings({ flags: gs, env: { WALBRIDGE_GCS_KMS_KEY_NAME: scoped } })).gcsKmsKeyName).toBe(scoped);
     });
 
     it.each([
@@ -112,55 +112,58 @@ describe('resolveSettings', () => {
       [gs, { WALBRIDGE_S3_SSE: 'AES256' }, /^WALBRIDGE_S3_SSE is set, but the repository is gs:\/\/; it applies to s3:\/\/ repositories only$/],
       [s3, { WALBRIDGE_GCS_KMS_KEY_NAME: KEY }, /^WALBRIDGE_GCS_KMS_KEY_NAME is set, but the repository is s3:\/\/; it applies to gs:\/\/ repositories only$/],
       [{ repo: 'file:///var/wal', namespace: 'n', 's3-sse-kms-key-id': 'alias/wal' }, {}, /^--s3-sse-kms-key-id is set, but the repository is file:\/\//],
-    ])('refuses %j %j with one line naming the setting', (flags, env, message) => {
-      const err = failure(() => resolveSettings({ flags, env }));
+    ])('refuses %j %j with one line naming the setting', async (flags, env, message) => {
+      const err = await failure(() => resolveSettings({ flags, env }));
       expect(err.kind).toBe('config');
       expect(err.message).toMatch(message);
       expect(err.message).not.toContain('\n');
     });
   });
 
-  it('refuses unknown keys and malformed lines in the config file, naming the line', () => {
-    expect(failure(() => resolveSettings({ flags: { config: configFile('repo = s3://bkt\nrepoo = x\n') }, env: {} })).message).toMatch(
+  it('refuses unknown keys and malformed lines in the config file, naming the line', async () => {
+    expect((await failure(() => resolveSettings({ flags: { config: configFile('repo = s3://bkt\nrepoo = x\n') }, env: {} }))).message).toMatch(
       /:2: unknown setting "repoo"/,
     );
-    expect(failure(() => resolveSettings({ flags: { config: configFile('just words\n') }, env: {} })).message).toMatch(/:1: expected/);
-    expect(failure(() => resolveSettings({ flags: { config: path.join(dir, 'missing.conf') }, env: {} })).message).toMatch(/cannot read config/);
+    expect((await failure(() => resolveSettings({ flags: { config: configFile('just words\n') }, env: {} }))).message).toMatch(/:1: expected/);
+    expect((await failure(() => resolveSettings({ flags: { config: path.join(dir, 'missing.conf') }, env: {} }))).message).toMatch(/cannot read config/);
   });
 
-  it('reads encryption keys from a key file or the environment, never quoting a bad line', () => {
+  it('reads encryption keys from a key file or the environment, never quoting a bad line', async () => {
     const base = { repo: 'file:///r', namespace: 'n' };
     const key = Buffer.alloc(32, 7).toString('base64');
     const good = configFile(`${key}\n`);
-    const fromFile = resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: {} });
+    const fromFile = (await resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: {} }));
     expect(fromFile.encryption?.ids).toHaveLength(1);
     expect(JSON.stringify(fromFile)).not.toContain(key);
-    expect(resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: key } }).encryption?.ids).toEqual(fromFile.encryption?.ids);
-    expect(resolveSettings({ flags: base, env: {} }).encryption).toBeUndefined();
+    expect((await resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: key } })).encryption?.ids).toEqual(fromFile.encryption?.ids);
+    expect((await resolveSettings({ flags: base, env: {} })).encryption).toBeUndefined();
 
     const secretish = 'hunter2-is-not-a-key';
     const bad = configFile(`${key}\n${secretish}\n`);
-    const badFile = failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': bad }, env: {} }));
+    const badFile = await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': bad }, env: {} }));
     expect(badFile.message).toBe(`bad key file ${bad} (--encryption-key-file): line 2: not a key (expected 32 bytes as base64, e.g. from "openssl rand -base64 32", or 64 hex digits)`);
     expect(badFile.kind).toBe('config');
-    expect(failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: secretish } })).message).not.toContain(secretish);
-    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: { WALBRIDGE_ENCRYPTION_KEY: key } })).message).toMatch(
+    expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: secretish } }))).message).not.toContain(secretish);
+    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: { WALBRIDGE_ENCRYPTION_KEY: key } }))).message).toMatch(
       /both --encryption-key-file and WALBRIDGE_ENCRYPTION_KEY are set/,
     );
-    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} })).message).toMatch(/cannot read it: ENOENT/);
-    expect(failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} })).message).toMatch(/give an absolute path/);
+    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} }))).message).toMatch(/cannot read it: ENOENT/);
+    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} }))).message).toMatch(/give the absolute path of the key file/);
+    // A key given where its file's path goes is never printed back.
+    const given = await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY_FILE: key } }));
+    expect(given.message).toBe('bad WALBRIDGE_ENCRYPTION_KEY_FILE: give the absolute path of the key file (the value is not shown: it may be a key)');
   });
 
-  it('takes a postgresql:// URL for walbridge stream, never one with a password', () => {
+  it('takes a postgresql:// URL for walbridge stream, never one with a password', async () => {
     const base = { repo: 'file:///r', namespace: 'n' };
-    expect(resolveSettings({ flags: { ...base, conninfo: 'postgresql://postgres@/postgres?host=/run/postgresql' }, env: {} }).conninfo).toBe(
+    expect((await resolveSettings({ flags: { ...base, conninfo: 'postgresql://postgres@/postgres?host=/run/postgresql' }, env: {} })).conninfo).toBe(
       'postgresql://postgres@/postgres?host=/run/postgresql',
     );
-    const withPassword = failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u:s3cr3t-pw@db/postgres' }, env: {} }));
+    const withPassword = await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u:s3cr3t-pw@db/postgres' }, env: {} }));
     expect(withPassword.message).toBe('bad --conninfo: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead');
-    expect(failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} })).message).toMatch(/holds a password/);
+    expect((await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} }))).message).toMatch(/holds a password/);
     // libpq's URL parser decodes parameter names too.
-    expect(failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} })).message).toMatch(/holds a password/);
-    expect(failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } })).message).toMatch(/expected a postgresql:\/\/ URL/);
+    expect((await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} }))).message).toMatch(/holds a password/);
+    expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } }))).message).toMatch(/expected a postgresql:\/\/ URL/);
   });
 });

@@ -1,0 +1,183 @@
+/**
+ * One restore_command call, from `%f %p %r` to its answer: from the prefetch spool, through the
+ * background fetcher, or by itself (starting a fetcher for the next calls), waiting for a segment
+ * not archived yet when asked to; under hold.ts's rule for failures. Every attempt reads the
+ * settings anew, so a config or key file mended while the call holds is what the next attempt uses.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Settings } from '../config/settings.js';
+import { ExitCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import { repositoryId } from '../storage/open.js';
+import type { Store } from '../storage/store.js';
+import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
+import { parseRequestedName, type WalFileName } from '../wal/names.js';
+import { formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
+import { ask, backgroundRunning, failureOf, fingerprint, tell } from './background-link.js';
+import type { failoverSwitch } from './failover.js';
+import type { FetchAnswer } from './fetcher.js';
+import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
+import { backgroundSocket, walDirOf } from './local-layout.js';
+import { registerWaitingCall } from './promote.js';
+import { serveSpooled } from './spool.js';
+import { readStandbyState, writeStandbyState } from './standby-state.js';
+
+export interface RestoreCall {
+  /** %f */
+  readonly walFile: string;
+  /** %p */
+  readonly destination: string;
+  /** %r */
+  readonly restart: string | undefined;
+  /** Wait for a segment not archived yet (pg_standby style); false answers "not found" at once. */
+  readonly wait: boolean;
+  readonly cleanup: boolean;
+  readonly includeBackup: boolean;
+  readonly log: Logger;
+  /** SIGUSR1 to the call. */
+  readonly failover: ReturnType<typeof failoverSwitch>;
+  /** The settings as they are now (flags, environment, config file, key file), read at every attempt. */
+  readonly settings: () => Promise<Settings>;
+  /** The call's environment as it got it (the fetcher's fingerprint). */
+  readonly env: NodeJS.ProcessEnv;
+  /** Starts the background fetcher for `walDir`, with this call's settings. */
+  readonly startFetcher: (walDir: string, server: ServerProcess | undefined) => void;
+}
+
+export async function restoreCall(call: RestoreCall): Promise<FetchOutcome> {
+  const { log, destination } = call;
+  const file = parseRequestedName(call.walFile);
+  const walDir = walDirOf(destination);
+  const dataDir = dataDirOfWalPath(destination);
+  const signal = dataDir ? await readRecoverySignal(dataDir) : undefined;
+  // The postmaster this call serves (not only its parent, the sh): if it dies, nobody wants the answer.
+  const server = dataDir ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
+  const parent = process.ppid;
+  const alive = () => process.ppid === parent && (server === undefined || processRunning(server));
+  if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, log);
+
+  const attempt = async (): Promise<FetchOutcome> => {
+    const settings = await call.settings();
+    const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
+    const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && file.kind === 'segment';
+    const request = { walbridge: 1, fingerprint: fingerprint(settings, call.env, server && formatServer(server)) } as const;
+    // Without waiting there is no trigger to consult: a prefetched segment is answered from
+    // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)
+    if (!call.wait && !call.cleanup && (await serveSpooled(scope, file, destination))) {
+      if (viaFetcher) await tell(backgroundSocket(walDir, 'fetcher'), { ...request, served: file.name, destination: path.resolve(destination) });
+      return 'restored';
+    }
+    if (viaFetcher) {
+      const answered = await throughFetcher(call, walDir, file, request, settings, alive);
+      if (answered) return answered;
+      // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
+      if (!(await backgroundRunning(walDir, 'fetcher'))) {
+        try {
+          call.startFetcher(walDir, server);
+        } catch (err) {
+          log.warn(`could not start the background fetcher: ${(err as Error).message}`);
+        }
+      }
+    }
+    const [{ openRepository }, { fetchWalFile, waitForWalFile }, { sweepDeadTempFiles }] = await Promise.all([
+      import('../storage/open.js'),
+      import('./wait.js'),
+      import('../util/temp-files.js'),
+    ]);
+    await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
+    const { store, retry } = await openRepository(settings, log);
+    const ctx = { ...scope, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
+    const outcome = call.wait
+      ? await waitForWalFile(ctx, call.walFile, destination, {
+          pollIntervalMs: settings.pollInterval * 1000,
+          maxPollIntervalMs: settings.maxPollInterval * 1000,
+          maxWaitMs: settings.maxWait * 1000,
+          standby: settings.standby,
+          failover: call.failover,
+          alive,
+        })
+      : await fetchWalFile(ctx, call.walFile, destination);
+    if (outcome === 'restored' && call.cleanup) await cleanupAfterRestore(store, settings.namespace, call, log);
+    return outcome;
+  };
+
+  return holdingFailures(
+    {
+      log,
+      name: call.walFile,
+      holding: call.wait && signal?.mode === 'recovery',
+      failover: call.failover,
+      promoteRequested: async () => dataDir !== undefined && (await promoteRequested(dataDir)),
+      serverAlive: alive,
+    },
+    attempt,
+  );
+}
+
+/**
+ * The background fetcher has the SDK loaded and connections open: it finds (or waits for) the
+ * segment and puts it in the spool; this call publishes it to %p itself. Undefined: the call
+ * does the work itself (no fetcher, it declined, or the spooled file could not be published).
+ */
+async function throughFetcher(
+  call: RestoreCall,
+  walDir: string,
+  file: WalFileName,
+  request: { walbridge: 1; fingerprint: string },
+  settings: Settings,
+  alive: () => boolean,
+): Promise<FetchOutcome | undefined> {
+  const { log, failover, destination } = call;
+  const promoteFile = path.join(path.dirname(walDir), 'promote');
+  let failoverAt: number | undefined;
+  failover.whenRequested(() => (failoverAt ??= Date.now()));
+  const keepWaiting = () => {
+    if (!alive()) return false; // our server died: nobody wants the answer
+    if (failoverAt === undefined && existsSync(promoteFile)) failoverAt = Date.now();
+    // The fetcher acts on a failover within a poll; if it does not, this call answers itself.
+    return failoverAt === undefined || Date.now() - failoverAt < 3_000;
+  };
+  const answer = await ask<FetchAnswer>(
+    backgroundSocket(walDir, 'fetcher'),
+    { ...request, walFile: call.walFile, destination: path.resolve(destination), wait: call.wait },
+    log,
+    {
+      connected: (send) => failover.whenRequested(() => send({ failover: true })),
+      keepWaiting,
+      timeoutMs: call.wait ? undefined : Math.max(120, settings.timeout * 3) * 1000,
+    },
+  );
+  if (!alive()) throw serverGone(call.walFile);
+  if (answer?.status === 'spooled') {
+    try {
+      if (await serveSpooled({ repository: repositoryId(settings), namespace: settings.namespace, log }, file, destination)) return 'restored';
+    } catch (err) {
+      // A damaged spooled file or a failed rename must not end recovery: restore it directly.
+      log.warn(`could not publish ${file.name} from the prefetch spool (${(err as Error).message}); restoring it directly`);
+    }
+  }
+  if (answer?.status === 'not-found') return 'not-found';
+  // Access refused may be the fetcher's stale credentials: this call tries with its own.
+  if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) throw failureOf(answer);
+  return undefined;
+}
+
+/** Cleanup runs only when %r moved since the last one; its failure never fails the restore. */
+async function cleanupAfterRestore(store: Store, namespace: string, call: RestoreCall, log: Logger) {
+  const restart = call.restart;
+  if (!restart) {
+    log.warn("--cleanup needs %r (restore_command = 'archive-fetch %f %p %r --cleanup'); nothing cleaned up");
+    return;
+  }
+  const dataDir = dataDirOfWalPath(call.destination);
+  const state = dataDir ? await readStandbyState(dataDir) : {};
+  if (state.cleanedUpTo === restart) return;
+  try {
+    const { cleanupBefore } = await import('./cleanup.js');
+    await cleanupBefore(store, namespace, restart, { includeBackup: call.includeBackup, dryRun: false }, log);
+    if (dataDir) await writeStandbyState(dataDir, { ...(await readStandbyState(dataDir)), cleanedUpTo: restart });
+  } catch (err) {
+    log.warn(`cleanup before ${restart} failed (the restore itself succeeded): ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * The PostgreSQL server (postmaster) whose data directory a walbridge process works in, and
+ * whether it still runs. A restore_command runs as `postmaster -> startup process -> sh -c ->
+ * archive-fetch`: when the postmaster is killed, the startup process sits in system() and
+ * never ends the call, so watching the parent (the sh) is not enough. A process is known by its
+ * pid and its start time (/proc/PID/stat), so a pid reused after a reboot is not mistaken for it.
+ * Linux only, as walbridge is.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface ServerProcess {
+  readonly pid: number;
+  /** Field 22 of /proc/PID/stat: clock ticks after boot at which the process started. */
+  readonly startTime: string;
+}
+
+interface ProcStat {
+  readonly state: string;
+  readonly ppid: number;
+  readonly startTime: string;
+}
+
+function procStat(pid: number): ProcStat | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const [state, ppid, startTime] = [fields[0], Number(fields[1]), fields[19]];
+  return state && startTime ? { state, ppid, startTime } : undefined;
+}
+
+/** Whether `process` runs (a zombie, or another process under a reused pid, does not). */
+export function processRunning(process: ServerProcess): boolean {
+  const stat = procStat(process.pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.startTime === process.startTime;
+}
+
+/** This process as a ServerProcess (for the processes it starts to watch). */
+export function thisProcess(): ServerProcess | undefined {
+  const stat = procStat(process.pid);
+  return stat && { pid: process.pid, startTime: stat.startTime };
+}
+
+/**
+ * The postmaster running in `dataDir` (its postmaster.pid), if it runs and, with `ancestorOnly`,
+ * if this process descends from it (a call PostgreSQL made, not one a person or a tool made
+ * beside a running server).
+ */
+export async function runningServer(dataDir: string, opts: { ancestorOnly?: boolean } = {}): Promise<ServerProcess | undefined> {
+  const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+  const stat = procStat(pid);
+  if (!stat || stat.state === 'Z') return undefined;
+  if (opts.ancestorOnly && !isAncestor(pid)) return undefined;
+  return { pid, startTime: stat.startTime };
+}
+
+function isAncestor(pid: number): boolean {
+  for (let p = process.ppid, hops = 0; p > 1 && hops < 64; hops++) {
+    if (p === pid) return true;
+    const stat = procStat(p);
+    if (!stat) return false;
+    p = stat.ppid;
+  }
+  return false;
+}
+
+/** `pid:startTime`, as handed to a background process on its command line. */
+export function formatServer(server: ServerProcess): string {
+  return `${server.pid}:${server.startTime}`;
+}
+
+export function parseServer(text: string): ServerProcess | undefined {
+  const m = /^(\d+):(\d+)$/.exec(text);
+  return m ? { pid: Number(m[1]), startTime: m[2]! } : undefined;
+}
