@@ -10,7 +10,9 @@ import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
+import { canMount, failingDisk } from '../support/failing-disk.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { stopPushWhileWriting } from '../support/stopped-push.js';
 
 let wal: GeneratedWal;
 let foreign: GeneratedWal;
@@ -205,6 +207,39 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     expect(mismatched.stderr).toMatch(/is corrupt \(got \d+ bytes with sha256/);
     expect(await readdir(dir)).toEqual([]);
   });
+
+  if (backend === 'file') {
+    it('a push ended by SIGTERM removes its temp file from the repository', async () => {
+      const root = repo.url.slice('file://'.length);
+      const ns = (attempt: number) => `ns${namespace}-${attempt}`;
+      const stopped = await stopPushWhileWriting(
+        (attempt) => path.join(root, ns(attempt), '.walbridge-tmp'),
+        (attempt) => ({ args: ['--push-concurrency', '1', '--compress', 'none', wal.segments[0]!], env: env({ WALBRIDGE_NAMESPACE: ns(attempt) }) }),
+      );
+      stopped.child.kill('SIGTERM');
+      stopped.child.kill('SIGCONT');
+      // Ended by the signal itself, as PostgreSQL expects of a command it shuts down.
+      expect(await stopped.exited).toEqual({ status: null, signal: 'SIGTERM' });
+      expect(await readdir(path.dirname(stopped.temp))).toEqual([]);
+    });
+
+    it.skipIf(!canMount)('a disk read error in the repository while fetching is a store failure (exit 10), not a local write error, and writes nothing', async () => {
+      const disk = await failingDisk();
+      try {
+        const url = `file://${disk.dir}`;
+        const segment = wal.segments[1]!;
+        expect((await push(segment, { WALBRIDGE_REPO: url }, ['--push-concurrency', '1', '--compress', 'none'])).status).toBe(0);
+        await disk.breakInside(path.join(disk.dir, `ns${namespace}/wal/${path.basename(segment)}`));
+        const dir = await mkdtemp(path.join(work, 'eio-'));
+        const r = await runCli('archive-fetch', ['--no-wait', '--timeout', '2', '--prefetch', '0', path.basename(segment), path.join(dir, 'RECOVERYXLOG')], env({ WALBRIDGE_REPO: url }));
+        expect(r.status, r.stderr).toBe(ExitCode.storeUnavailable);
+        expect(r.stderr).toMatch(/store unreachable or failing: .*EIO/);
+        expect(await readdir(dir)).toEqual([]);
+      } finally {
+        await disk.cleanup();
+      }
+    });
+  }
 
   it('reports a missing bucket as such, for push and for fetch', async () => {
     const missing = backend === 'file' ? 'file:///nonexistent/walbridge-repo' : `${backend === 's3' ? 's3' : 'gs'}://no-such-bucket-wb/x`;
