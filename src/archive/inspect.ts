@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { describeContent, unseal, type ContentDescription } from '../codec/envelope.js';
 import type { KeyRing } from '../codec/keys.js';
 import { WalbridgeError } from '../errors.js';
+import { formatAge, formatBytes } from '../log.js';
 import { StoreError, type Store } from '../storage/store.js';
 import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
 import { parseWalFileName } from '../wal/names.js';
@@ -39,7 +40,18 @@ async function listAll(store: Store, namespace: string): Promise<ListedWithTime[
   return out;
 }
 
-export type ProblemKind = 'identity' | 'gap' | 'history' | 'foreign' | 'corrupt';
+export type ProblemKind = 'empty' | 'identity' | 'gap' | 'history' | 'foreign' | 'leftover' | 'corrupt';
+
+/** Why a namespace holds nothing a standby could use (a mistyped --namespace, most often), or undefined. */
+export function emptyNamespace(status: NamespaceStatus): string | undefined {
+  const { identity, inventory, namespace, location } = status;
+  if (identity || inventory.walKeys.length > 0) return undefined;
+  if (inventory.objects === 0) return `namespace "${namespace}" holds nothing in ${location}: is --namespace right?`;
+  return `namespace "${namespace}" holds no WAL and no identity.json in ${location}, only ${inventory.objects} other object${inventory.objects === 1 ? '' : 's'}: is --namespace right?`;
+}
+
+/** A temp file not written to for this long, by a writer on another host, is taken for left over. */
+const FOREIGN_WRITER_IDLE_MS = 5 * 60 * 1000;
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -67,6 +79,8 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
   const status = await namespaceStatus(store, namespace);
   const { identity, inventory } = status;
   const problems: Problem[] = [];
+  const empty = emptyNamespace(status);
+  if (empty) problems.push({ kind: 'empty', message: empty });
   const segmentSize = identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
   const walObjects = inventory.timelines.reduce((n, t) => n + t.segments + t.partials.length + t.backups.length, 0);
   if (!identity && walObjects > 0) problems.push({ kind: 'identity', message: `namespace "${namespace}" holds WAL but no identity.json: fetch cannot check what it restores` });
@@ -89,6 +103,7 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
     else for (const message of historyProblems(timeline, entries, inventory, segmentSize)) problems.push({ kind: 'history', message });
   }
   for (const key of inventory.foreign) problems.push({ kind: 'foreign', message: `${key} is not an object walbridge writes here` });
+  for (const message of await leftoverProblems(store, namespace)) problems.push({ kind: 'leftover', message });
 
   let contentChecked = 0;
   if (opts.deep) {
@@ -107,6 +122,25 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
     await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
   }
   return { status, problems, contentChecked };
+}
+
+/**
+ * Temp files of writes that will never finish (a push killed by SIGKILL, a crashed host). A write
+ * in progress is none: its writer runs (this host), or it was written to lately (another host).
+ */
+async function leftoverProblems(store: Store, namespace: string): Promise<string[]> {
+  const now = Date.now();
+  const problems: string[] = [];
+  for (const l of (await store.leftovers?.(namespacePrefix(namespace))) ?? []) {
+    const idle = now - l.modified.getTime();
+    if (l.writerAlive === true || (l.writerAlive === undefined && l.pid !== undefined && idle < FOREIGN_WRITER_IDLE_MS)) continue;
+    const what = `${l.path}: temp file (${formatBytes(l.size)}, last written ${formatAge(Math.max(0, Math.round(idle / 1000)))} ago) of an unfinished write${l.key ? ` of ${l.key}` : ''}`;
+    const remove = `rm ${JSON.stringify(l.path)}`;
+    if (l.pid === undefined) problems.push(`${what}, not named by walbridge: remove it (${remove})`);
+    else if (l.writerAlive === false) problems.push(`${what} by pid ${l.pid} on host ${l.host}, which is gone: remove it (${remove}), or let the next push on ${l.host} do it`);
+    else problems.push(`${what} by pid ${l.pid} on host ${l.host}: if no walbridge process ${l.pid} runs on ${l.host}, remove it (${remove})`);
+  }
+  return problems;
 }
 
 /** A small object's text (a timeline history), undefined when absent, or why it cannot be read. */

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import type { NamespaceStatus } from '../archive/inspect.js';
 import { ALL_STANDBYS } from '../archive/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
-import { createLogger, formatBytes } from '../log.js';
+import { createLogger, formatAge, formatBytes } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository } from '../storage/open.js';
 
@@ -12,18 +12,22 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
     .summary("show a namespace's cluster, timelines, newest segments and triggers")
     .description(
       "Show the namespace's cluster identity, per timeline the segments archived (first, newest, the newest one's age, gaps), " +
-        '.partial and .backup files, timeline history files, and failover triggers. --json prints the same for monitoring.',
+        '.partial and .backup files, timeline history files, and failover triggers. --json prints the same for monitoring. ' +
+        `Exits ${ExitCode.notFound} if the namespace holds no WAL and no identity (is --namespace right?), 0 otherwise.`,
     )
     .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'));
   addSettingOptions(command, 'status').action(async () => {
     const log = createLogger('walbridge status');
     const settings = await settingsFrom(command, 'status');
     const { store } = await openRepository(settings, log);
-    const { namespaceStatus } = await import('../archive/inspect.js');
+    const { emptyNamespace, namespaceStatus } = await import('../archive/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);
     const now = new Date();
     process.stdout.write(command.opts<{ json?: boolean }>().json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));
-    done(ExitCode.ok);
+    // A mistyped namespace must not look like a healthy one that is merely new: "not in the archive".
+    const empty = emptyNamespace(status);
+    if (empty) log.error(empty);
+    done(empty ? ExitCode.notFound : ExitCode.ok);
   });
   return command;
 }
@@ -87,11 +91,4 @@ function statusText(s: NamespaceStatus, now: Date): string {
   if (s.triggers.length === 0) lines.push('triggers: none');
   for (const t of s.triggers) lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);
   return `${lines.join('\n')}\n`;
-}
-
-function formatAge(seconds: number): string {
-  if (seconds < 120) return `${seconds} s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
-  if (seconds < 172_800) return `${Math.round(seconds / 3600)} h`;
-  return `${Math.round(seconds / 86_400)} days`;
 }

@@ -13,6 +13,7 @@ export function verifyCommand(done: (status: ExitStatus) => void): Command {
       'Walk the namespace and report what would stop a standby: gaps in the segment sequence of a timeline, timelines without ' +
         'a .history file or with an inconsistent one, objects walbridge does not write, and with --deep every object read whole ' +
         'and checked against its recorded hash and size and, for segments, its page header and the cluster identity. ' +
+        'A namespace that holds nothing (a mistyped --namespace) and temp files that killed writers left in a file:// repository are problems too. ' +
         `Exits ${ExitCode.problems} if there is any problem, 0 otherwise.`,
     )
     .addOption(new Option('--deep', 'also read every object and check its content (downloads the whole namespace)'))

@@ -15,7 +15,17 @@ export function parseRepoUrl(url: string): RepoLocation | string {
   const [, scheme, rest] = match as unknown as [string, string, string];
   if (scheme === 'file') {
     if (!rest.startsWith('/')) return 'a file:// repository needs an absolute path, as in file:///var/lib/walbridge';
-    const directory = path.normalize(decodeURIComponent(rest)).replace(/\/+$/, '') || '/';
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(rest);
+    } catch {
+      return 'it has a malformed %-escape (write a literal % as %25)';
+    }
+    // Checked again after decoding: %00 or %0A would otherwise slip past the check above.
+    if (/[\u0000-\u001f\u007f]/.test(decoded)) return 'it contains control characters (after decoding %-escapes)';
+    const directory = path.normalize(decoded).replace(/\/+$/, '');
+    // The root directory would put namespaces and walbridge's temp directory straight into /.
+    if (directory === '') return 'the repository cannot be the root directory: name a directory of its own, as in file:///var/lib/walbridge';
     return { scheme, directory };
   }
   if (scheme !== 's3' && scheme !== 'gs') return `unknown scheme "${scheme}://" (use s3://, gs:// or file://)`;

@@ -10,6 +10,10 @@
  * parameter) and the object resource the server answers with must name it too.
  */
 import { Storage, type Bucket, type File, type FileMetadata } from '@google-cloud/storage';
+import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
@@ -189,6 +193,10 @@ export class GcsStore implements Store {
   mapError(err: unknown, what: string): StoreError {
     if (err instanceof StoreError) return err;
     const status = statusOf(err);
+    // No answer from a server may be credentials that never loaded: then the SDK's message can
+    // quote the key file (a JSON parser's snippet), and retrying cannot help.
+    const credentials = status === undefined && this.usesCredentials() ? credentialsFileProblem() : undefined;
+    if (credentials) return new StoreError('denied', `${this.location}: ${what}: cannot use the Google credentials: ${credentials}`);
     const message = googleMessage(err);
     const detail = `${this.location}: ${what}: ${status ? `HTTP ${status}: ` : ''}${message}${this.kmsHint(message)}`;
     const tls = untrustedCertificate(err);
@@ -204,6 +212,11 @@ export class GcsStore implements Store {
       return new StoreError('transient', detail, { cause: err });
     }
     return new StoreError('permanent', detail, { cause: err });
+  }
+
+  /** Whether the SDK authenticates at all (it does not for STORAGE_EMULATOR_HOST without an endpoint). */
+  private usesCredentials(): boolean {
+    return this.opts.endpoint !== undefined || !process.env['STORAGE_EMULATOR_HOST'];
   }
 
   /** Google's refusal of a key names no setting: say which key, and who must be allowed to use it. */
@@ -244,4 +257,47 @@ function stringRecord(value: unknown): Record<string, string> {
     for (const [k, v] of Object.entries(value)) if (v !== null && v !== undefined) out[k] = String(v);
   }
   return out;
+}
+
+/**
+ * What makes the Application Default Credentials file unusable, if one is named (or gcloud's is
+ * there): which variable or file to fix, and never a byte of its content (it holds a private key).
+ */
+export function credentialsFileProblem(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const named = env['GOOGLE_APPLICATION_CREDENTIALS'];
+  const file = named || path.join(env['CLOUDSDK_CONFIG'] || path.join(homedir(), '.config', 'gcloud'), 'application_default_credentials.json');
+  const where = named ? `GOOGLE_APPLICATION_CREDENTIALS (${file})` : `gcloud's credentials file ${file}`;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (!named && code === 'ENOENT') return undefined; // none: the SDK looks elsewhere (metadata server)
+    return `${where} cannot be read (${code})`;
+  }
+  const fix = 'replace it with the key file Google issued, or point the variable at the right file';
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return `${where} is not JSON: ${fix}`; // the parser's own message quotes the file
+  }
+  if (typeof json !== 'object' || json === null) return `${where} is not a JSON object: ${fix}`;
+  const c = json as Record<string, unknown>;
+  const missing = (fields: string[]) => fields.filter((f) => typeof c[f] !== 'string' || c[f] === '');
+  if (c['type'] === 'service_account') {
+    const absent = missing(['client_email', 'private_key']);
+    if (absent.length > 0) return `${where}: a service account key without ${absent.join(' and ')}: ${fix}`;
+    try {
+      createPrivateKey(c['private_key'] as string);
+    } catch {
+      return `${where}: its private_key is not a valid PEM private key (damaged or cut short?): ${fix}`;
+    }
+  } else if (c['type'] === 'authorized_user') {
+    const absent = missing(['client_id', 'client_secret', 'refresh_token']);
+    if (absent.length > 0) return `${where}: user credentials without ${absent.join(', ')}: run gcloud auth application-default login again`;
+  } else if (typeof c['type'] !== 'string') {
+    return `${where} has no "type": ${fix}`;
+  }
+  return undefined;
 }

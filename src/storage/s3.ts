@@ -308,14 +308,19 @@ export class S3Store implements Store {
     if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (name === 'NoSuchBucket') return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
     if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new StoreError('not-found', detail, { cause: err });
-    if (name === 'CredentialsProviderError' || status === 401 || status === 403 || DENIED.has(name)) {
+    if (name === 'CredentialsProviderError') {
+      // The SDK's message names no file; ours names where it looked, never what a file holds.
+      return new StoreError('denied', `${this.location}: ${what}: no usable AWS credentials: ${credentialSources()}`, { cause: err });
+    }
+    if (status === 401 || status === 403 || DENIED.has(name)) {
       return new StoreError('denied', detail, { cause: err });
     }
     if (status === 301 || name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed') {
       return new StoreError('permanent', `${detail} (is the bucket in another region? set AWS_REGION or --s3-region)`, { cause: err });
     }
     if (/Region is missing/i.test(e.message ?? '')) {
-      return new StoreError('permanent', 'no AWS region configured: set AWS_REGION or --s3-region', { cause: err });
+      const profile = process.env['AWS_PROFILE'] || 'default';
+      return new StoreError('permanent', `no AWS region configured: set AWS_REGION or --s3-region (or region in profile "${profile}" of ${awsFile('AWS_CONFIG_FILE', 'config')})`, { cause: err });
     }
     if (status === undefined || status === 408 || status === 409 || status === 429 || status >= 500 || TRANSIENT.has(name)) {
       return new StoreError('transient', detail, { cause: err });
@@ -360,4 +365,19 @@ function defaultRegion(): string | undefined {
   if (fromEnv) return fromEnv;
   const configFile = process.env['AWS_CONFIG_FILE'] ?? path.join(homedir(), '.aws', 'config');
   return existsSync(configFile) ? undefined : 'us-east-1';
+}
+
+/** A file of the AWS SDK's: the variable that names it and its path, or its default path. */
+function awsFile(variable: 'AWS_SHARED_CREDENTIALS_FILE' | 'AWS_CONFIG_FILE', name: string): string {
+  const named = process.env[variable];
+  return named ? `${variable} (${named})` : path.join(homedir(), '.aws', name);
+}
+
+/** Where the SDK's default chain looked, so the message says what to fix (a file's content is never quoted). */
+function credentialSources(): string {
+  const profile = process.env['AWS_PROFILE'] || 'default';
+  return (
+    `none in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, in profile "${profile}" of ${awsFile('AWS_SHARED_CREDENTIALS_FILE', 'credentials')} ` +
+    `or ${awsFile('AWS_CONFIG_FILE', 'config')} (a malformed file counts as none), nor from web identity or an instance role: fix the one meant to be used`
+  );
 }

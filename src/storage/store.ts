@@ -66,6 +66,25 @@ export interface Store {
   deleteMany(keys: readonly string[]): Promise<void>;
   /** Confirms the bucket (or directory) exists and is reachable; throws StoreError otherwise. */
   checkBucket(): Promise<void>;
+  /**
+   * What unfinished writes under `prefix` (a top-level directory, `ns/`) left behind, for
+   * `walbridge verify`; only stores that keep such things where a listing does not show them
+   * (file://: temp files of killed writers) have it.
+   */
+  leftovers?(prefix: string): Promise<readonly Leftover[]>;
+}
+
+/** A temp file of a write that has not finished: in progress, or its writer died. */
+export interface Leftover {
+  readonly path: string;
+  /** The key it was to become, the host and pid of its writer, where its name tells. */
+  readonly key: string | undefined;
+  readonly host: string | undefined;
+  readonly pid: number | undefined;
+  readonly modified: Date;
+  readonly size: number;
+  /** Whether the writer still runs; undefined where that cannot be known (another host). */
+  readonly writerAlive: boolean | undefined;
 }
 
 export type StoreErrorKind =

@@ -3,9 +3,13 @@
  * directory, Ceph radosgw and the GCS test server.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, expect, it, beforeAll } from 'vitest';
 import { md5 } from '../../src/codec/hash.js';
+import { FsStore } from '../../src/storage/fs.js';
 import type { Store } from '../../src/storage/store.js';
+import { canMount, failingDisk, fullDisk } from '../support/failing-disk.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { readObject, storeError } from '../support/store-calls.js';
 
@@ -104,6 +108,68 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
       expect(err.kind, err.message).toBe('no-bucket');
     }
   });
+
+  it('lists an object another tool stored, with its size, and reads it whole, without metadata', async () => {
+    const data = Buffer.from('# notes someone copied into the namespace\n');
+    await repo.putForeign('foreign/README', data);
+    const gz = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x01, 0x02]);
+    await repo.putForeign('foreign/wal/000000010000000000000001.gz', gz);
+    await put(store, 'foreign/wal/000000010000000000000002', Buffer.from('ours'), { 'walbridge-size': '4' });
+    const listed = [];
+    for await (const entry of store.list('foreign/')) listed.push({ key: entry.key, size: entry.size });
+    expect(listed).toEqual([
+      { key: 'foreign/README', size: data.length },
+      { key: 'foreign/wal/000000010000000000000001.gz', size: gz.length },
+      { key: 'foreign/wal/000000010000000000000002', size: 4 },
+    ]);
+    expect(await store.head('foreign/README')).toMatchObject({ key: 'foreign/README', size: data.length, metadata: {} });
+    const back = await readObject(store, 'foreign/README');
+    expect(back.data.equals(data)).toBe(true);
+    expect(back.metadata).toEqual({});
+  });
+
+  if (backend === 'file') {
+    it('answers a read error of a file (a directory where an object should be) with a StoreError', async () => {
+      await mkdir(path.join(repo.url.slice('file://'.length), 'odd/wal/000000010000000000000001'), { recursive: true });
+      expect((await storeError(store.head('odd/wal/000000010000000000000001'))).kind).toBe('permanent');
+      expect((await storeError(store.get('odd/wal/000000010000000000000001'))).message).toMatch(/EISDIR/);
+    });
+
+    it.skipIf(!canMount)('answers a disk read error midway through a body with a transient StoreError on the stream', async () => {
+      const disk = await failingDisk();
+      try {
+        const onDisk = new FsStore(disk.dir);
+        const data = randomBytes(2 * 1024 * 1024);
+        expect(await put(onDisk, 'ns/wal/x', data)).toBe('created');
+        await disk.breakInside(path.join(disk.dir, 'ns/wal/x'));
+        const { info, body } = await onDisk.get('ns/wal/x'); // the header still reads
+        expect(info.size).toBe(data.length);
+        const err = await storeError(
+          (async () => {
+            for await (const chunk of body) void chunk;
+          })(),
+        );
+        expect(err.kind, err.message).toBe('transient');
+        expect(err.message).toMatch(/EIO/);
+      } finally {
+        await disk.cleanup();
+      }
+    });
+
+    it.skipIf(!canMount)('answers a full repository filesystem with a permanent StoreError that says so, and leaves no temp file', async () => {
+      const disk = await fullDisk(1024 * 1024);
+      try {
+        const full = new FsStore(disk.dir);
+        const err = await storeError(put(full, 'ns/wal/big', randomBytes(2 * 1024 * 1024)));
+        expect(err.kind).toBe('permanent');
+        expect(err.message).toMatch(/ENOSPC.*the repository's filesystem is full: free space there/);
+        expect(await readdir(path.join(disk.dir, 'ns/.walbridge-tmp'))).toEqual([]);
+        expect(await full.head('ns/wal/big')).toBeUndefined();
+      } finally {
+        await disk.cleanup();
+      }
+    });
+  }
 
   if (backend !== 'file') {
     it('refuses a body that does not match its MD5, storing nothing', async () => {

@@ -2,15 +2,17 @@
  * archive-push and archive-fetch as PostgreSQL runs them (child processes), on real WAL from
  * PostgreSQL 15, against each backend: byte-identical round trips and every refusal.
  */
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
+import { canMount, failingDisk } from '../support/failing-disk.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { stopPushWhileWriting } from '../support/stopped-push.js';
 
 let wal: GeneratedWal;
 let foreign: GeneratedWal;
@@ -206,6 +208,39 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  if (backend === 'file') {
+    it('a push ended by SIGTERM removes its temp file from the repository', async () => {
+      const root = repo.url.slice('file://'.length);
+      const ns = (attempt: number) => `ns${namespace}-${attempt}`;
+      const stopped = await stopPushWhileWriting(
+        (attempt) => path.join(root, ns(attempt), '.walbridge-tmp'),
+        (attempt) => ({ args: ['--push-concurrency', '1', '--compress', 'none', wal.segments[0]!], env: env({ WALBRIDGE_NAMESPACE: ns(attempt) }) }),
+      );
+      stopped.child.kill('SIGTERM');
+      stopped.child.kill('SIGCONT');
+      // Ended by the signal itself, as PostgreSQL expects of a command it shuts down.
+      expect(await stopped.exited).toEqual({ status: null, signal: 'SIGTERM' });
+      expect(await readdir(path.dirname(stopped.temp))).toEqual([]);
+    });
+
+    it.skipIf(!canMount)('a disk read error in the repository while fetching is a store failure (exit 10), not a local write error, and writes nothing', async () => {
+      const disk = await failingDisk();
+      try {
+        const url = `file://${disk.dir}`;
+        const segment = wal.segments[1]!;
+        expect((await push(segment, { WALBRIDGE_REPO: url }, ['--push-concurrency', '1', '--compress', 'none'])).status).toBe(0);
+        await disk.breakInside(path.join(disk.dir, `ns${namespace}/wal/${path.basename(segment)}`));
+        const dir = await mkdtemp(path.join(work, 'eio-'));
+        const r = await runCli('archive-fetch', ['--no-wait', '--timeout', '2', '--prefetch', '0', path.basename(segment), path.join(dir, 'RECOVERYXLOG')], env({ WALBRIDGE_REPO: url }));
+        expect(r.status, r.stderr).toBe(ExitCode.storeUnavailable);
+        expect(r.stderr).toMatch(/store unreachable or failing: .*EIO/);
+        expect(await readdir(dir)).toEqual([]);
+      } finally {
+        await disk.cleanup();
+      }
+    });
+  }
+
   it('reports a missing bucket as such, for push and for fetch', async () => {
     const missing = backend === 'file' ? 'file:///nonexistent/walbridge-repo' : `${backend === 's3' ? 's3' : 'gs'}://no-such-bucket-wb/x`;
     const pushed = await push(wal.segments[0]!, { WALBRIDGE_REPO: missing });
@@ -254,6 +289,61 @@ describe('refused credentials and unreachable stores', () => {
       expect(r.status).toBe(ExitCode.storeAccess);
     } finally {
       await locked.close();
+    }
+  });
+
+  it('GCS: a damaged or non-JSON credentials file is "access denied" (exit 11) naming GOOGLE_APPLICATION_CREDENTIALS, at once, and no part of the key is printed', async () => {
+    const repo = await createRepo('gcs');
+    const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const body = pem.split('\n').filter((line) => line !== '' && !line.startsWith('-----'));
+    const damaged = body.map((line, i) => (i === 3 ? `${line.slice(0, 20)}!!${line.slice(22)}` : line));
+    const serviceAccount = (key: string[]) =>
+      JSON.stringify({
+        type: 'service_account',
+        project_id: 'p',
+        private_key_id: 'k1',
+        private_key: ['-----BEGIN PRIVATE KEY-----', ...key, '-----END PRIVATE KEY-----', ''].join('\n'),
+        client_email: 'wal@p.iam.gserviceaccount.com',
+        token_uri: 'http://127.0.0.1:9/token',
+      });
+    const dir = await mkdtemp(path.join(work, 'gcs-creds-'));
+    // Every 10 characters of the key: a JSON parser's message quotes about that much of a file.
+    const secrets = body.join('').match(/.{10}/g)!;
+    for (const [name, content] of [['damaged-key.json', serviceAccount(damaged)], ['pem-not-json.json', body.join('\n')]] as const) {
+      const file = path.join(dir, name);
+      await writeFile(file, content, { mode: 0o600 });
+      const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'creds', WALBRIDGE_GCS_ENDPOINT: inject('gcsUrl'), GOOGLE_APPLICATION_CREDENTIALS: file };
+      for (const [bin, args] of [
+        ['archive-push', ['--push-concurrency', '1', wal.segments[0]!]],
+        ['archive-fetch', ['--no-wait', '--prefetch', '0', path.basename(wal.segments[0]!), path.join(dir, 'RECOVERYXLOG')]],
+      ] as const) {
+        const t = Date.now();
+        const r = await runCli(bin, ['--timeout', '20', ...args], env, { secrets });
+        expect(r.status, r.stderr).toBe(ExitCode.storeAccess);
+        expect(r.stderr).toContain(`GOOGLE_APPLICATION_CREDENTIALS (${file})`);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expect(Date.now() - t).toBeLessThan(10_000); // not retried as if the store were down
+      }
+    }
+  });
+
+  it('S3: a malformed shared credentials file is "access denied" (exit 11) naming AWS_SHARED_CREDENTIALS_FILE, and none of it is printed', async () => {
+    const repo = await createRepo('s3');
+    const { AWS_ACCESS_KEY_ID: _id, AWS_SECRET_ACCESS_KEY: _secret, ...endpoint } = repo.env;
+    const keyId = 'AKIAWALBRIDGETEST0001';
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYWALBRIDGE01';
+    const dir = await mkdtemp(path.join(work, 's3-creds-'));
+    for (const [name, content] of [
+      ['unclosed-section', `[default\naws_access_key_id = ${keyId}\naws_secret_access_key = ${secret}\n`],
+      ['no-equals', `[default]\naws_access_key_id ${keyId}\naws_secret_access_key ${secret}\n`],
+      ['secret-only', `[default]\naws_secret_access_key = ${secret}\n`],
+    ] as const) {
+      const file = path.join(dir, name);
+      await writeFile(file, content, { mode: 0o600 });
+      const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'creds', ...endpoint, AWS_SHARED_CREDENTIALS_FILE: file, AWS_CONFIG_FILE: path.join(dir, 'no-config') };
+      const r = await runCli('archive-push', ['--push-concurrency', '1', wal.segments[0]!], env, { secrets: [keyId, secret] });
+      expect(r.status, r.stderr).toBe(ExitCode.storeAccess);
+      expect(r.stderr).toContain(`AWS_SHARED_CREDENTIALS_FILE (${file})`);
     }
   });
 

@@ -1,11 +1,16 @@
 /** walbridge status and walbridge verify on real WAL through each backend, healthy and damaged. */
 import { createHash } from 'node:crypto';
+import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { stopPushWhileWriting } from '../support/stopped-push.js';
+
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -27,9 +32,6 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
 
   it('status shows the cluster, the timeline, its newest segment and its age, and triggers; --json the same', async () => {
     const namespace = `sv${++n}`;
-    const empty = await runCli('walbridge', ['status'], env(namespace));
-    expect(empty.status).toBe(0);
-    expect(empty.stdout).toMatch(/cluster: none recorded yet/);
     await archived(namespace);
     expect((await runCli('walbridge', ['trigger', 'smart'], env(namespace))).status).toBe(0);
     const text = await runCli('walbridge', ['status'], env(namespace));
@@ -77,6 +79,84 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     expect(report.problems.map((p) => p.kind).sort()).toEqual(['corrupt', 'foreign', 'gap']);
     expect(report.problems.find((p) => p.kind === 'corrupt')!.message).toContain(names()[3]);
   });
+
+  it('status and verify on a namespace that holds nothing (a mistyped --namespace) say so: status exits 1, verify 14', async () => {
+    const namespace = `sv-typo${++n}`;
+    const where = repo.url.replace(/\/+$/, '');
+    const status = await runCli('walbridge', ['status'], env(namespace));
+    expect(status.status).toBe(ExitCode.notFound);
+    expect(status.stdout).toMatch(/cluster: none recorded yet/);
+    expect(status.stderr).toBe(`walbridge status: ERROR: namespace "${namespace}" holds nothing in ${where}: is --namespace right?\n`);
+    const json = await runCli('walbridge', ['status', '--json'], env(namespace));
+    expect(json.status).toBe(ExitCode.notFound);
+    expect(JSON.parse(json.stdout)).toMatchObject({ namespace, objects: 0, timelines: [] });
+    const verify = await runCli('walbridge', ['verify'], env(namespace));
+    expect(verify.status).toBe(ExitCode.problems);
+    expect(verify.stdout).toContain(`PROBLEM (empty): namespace "${namespace}" holds nothing in ${where}: is --namespace right?\n`);
+    expect(verify.stdout).not.toMatch(/^OK/m);
+  });
+
+  it('a file another tool put into the namespace is a foreign object: status shows it, verify reports it (14), cleanup leaves it', async () => {
+    const namespace = `sv${++n}`;
+    await archived(namespace);
+    await repo.putForeign(`${namespace}/README`, Buffer.from('copied here by hand\n'));
+    await repo.putForeign(`${namespace}/wal/${names()[0]}.gz`, Buffer.from([0x1f, 0x8b, 0x08, 0x00]));
+    const status = await runCli('walbridge', ['status'], env(namespace));
+    expect(status.status, status.stderr).toBe(0);
+    expect(status.stdout).toContain('foreign objects: 2 (run walbridge verify)');
+    expect(status.stdout).toContain(`timeline 1: 5 segments ${names()[0]} … ${names()[4]}`);
+    const verify = await runCli('walbridge', ['verify'], env(namespace));
+    expect(verify.status, verify.stderr).toBe(ExitCode.problems);
+    expect(verify.stdout).toContain(`PROBLEM (foreign): ${namespace}/README is not an object walbridge writes here`);
+    expect(verify.stdout).toContain(`PROBLEM (foreign): ${namespace}/wal/${names()[0]}.gz is not an object walbridge writes here`);
+    const cleanup = await runCli('walbridge', ['cleanup', names()[2]!], env(namespace));
+    expect(cleanup.status, cleanup.stderr).toBe(0);
+    const left = [];
+    for await (const entry of repo.store().list(`${namespace}/wal/`)) left.push(entry.key.slice(`${namespace}/wal/`.length));
+    expect(left).toEqual([`${names()[0]}.gz`, ...names().slice(2)]);
+  });
+
+  if (backend === 'file') {
+    it("verify reports the temp file of a push killed by SIGKILL; the next push on this host removes it, never a live writer's or another host's", async () => {
+      const root = repo.url.slice('file://'.length);
+      const ns = (attempt: number) => `sv-kill${n}-${attempt}`;
+      n++;
+      const stopped = await stopPushWhileWriting(
+        (attempt) => path.join(root, ns(attempt), '.walbridge-tmp'),
+        (attempt) => ({ args: ['--push-concurrency', '1', '--compress', 'none', wal.segments[0]!], env: env(ns(attempt)) }),
+      );
+      stopped.child.kill('SIGKILL');
+      await stopped.exited;
+      const namespace = path.basename(path.dirname(path.dirname(stopped.temp)));
+      const tempDir = path.dirname(stopped.temp);
+      const pid = stopped.child.pid!;
+      const host = hostname();
+      const dead = await runCli('walbridge', ['verify'], env(namespace));
+      expect(dead.status).toBe(ExitCode.problems);
+      expect(dead.stdout).toMatch(
+        new RegExp(`^PROBLEM \\(leftover\\): ${escape(stopped.temp)}: temp file \\([\\d.]+ (B|KiB|MiB), last written \\d+ s ago\\) of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host ${escape(host)}, which is gone: remove it \\(rm "${escape(stopped.temp)}"\\)`, 'm'),
+      );
+
+      // The same writer's name with another host (idle an hour), and with a live pid (this test's).
+      const [key, , pidNs] = path.basename(stopped.temp).split('+');
+      const elsewhere = path.join(tempDir, [key, 'another-host.example', pidNs, pid, '0badcafe'].join('+'));
+      const live = path.join(tempDir, [key, host, pidNs, process.pid, '0badcafe'].join('+'));
+      for (const file of [elsewhere, live]) await writeFile(file, 'partial');
+      const anHourAgo = new Date(Date.now() - 3600_000);
+      await utimes(elsewhere, anHourAgo, anHourAgo);
+
+      expect((await runCli('archive-push', ['--push-concurrency', '1', wal.segments[1]!], env(namespace))).status).toBe(0);
+      expect((await readdir(tempDir)).sort()).toEqual([path.basename(elsewhere), path.basename(live)].sort());
+      const after = await runCli('walbridge', ['verify'], env(namespace));
+      expect(after.status).toBe(ExitCode.problems);
+      const problems = after.stdout.split('\n').filter((line) => line.startsWith('PROBLEM'));
+      expect(problems).toHaveLength(1); // the live writer's file is a push in progress
+      expect(problems[0]).toContain(
+        `of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host another-host.example: if no walbridge process ${pid} runs on another-host.example, remove it (rm "${elsewhere}")`,
+      );
+      expect(problems[0]).toMatch(/last written 60 min ago/);
+    });
+  }
 
   it('verify reports a namespace without a bucket as a store error, not as a clean namespace', async () => {
     const r = await runCli('walbridge', ['verify'], { ...env('sv-missing'), WALBRIDGE_REPO: repo.url.replace(/(s3|gs):\/\/[^/]+/, '$1://walbridge-no-such-bucket').replace(/^file:\/\/.*/, 'file:///nonexistent/walbridge-repo') });

@@ -4,7 +4,7 @@
  */
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
@@ -24,6 +24,8 @@ export interface TestRepo {
   readonly env: Record<string, string>;
   /** A driver on the same repository, for inspecting and damaging objects directly. */
   store(opts?: StoreOptions): Store;
+  /** Stores bytes under a key as another tool would: no walbridge metadata (file://: no header line). */
+  putForeign(key: string, data: Buffer): Promise<void>;
   /** Replaces an object's stored bytes but keeps its metadata: what bit rot would look like. */
   tamper(key: string, change: (stored: Buffer) => Buffer): Promise<void>;
   /**
@@ -85,6 +87,10 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         url: `file://${dir}`,
         env: {},
         store: (o: StoreOptions = {}) => new FsStore(o.bucket ? path.join(dir, o.bucket) : dir),
+        putForeign: async (key, data) => {
+          await mkdir(path.dirname(path.join(dir, key)), { recursive: true });
+          await writeFile(path.join(dir, key), data);
+        },
         tamper: async (key, change) => {
           const file = path.join(dir, key);
           const content = await readFile(file);
@@ -116,6 +122,9 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         url: `s3://${bucket}/${prefix}`,
         env,
         store,
+        putForeign: async (key, data) => {
+          await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}`, Body: data }));
+        },
         tamper: async (key, change) => {
           const current = await store().get(key);
           const chunks: Buffer[] = [];
@@ -148,6 +157,10 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
         url: `gs://${bucket}/${prefix}`,
         env,
         store,
+        putForeign: async (key, data) => {
+          const { Storage } = await import('@google-cloud/storage');
+          await new Storage().bucket(bucket).file(`${prefix}/${key}`).save(data, { resumable: false });
+        },
         tamper: async (key, change) => {
           const { Storage } = await import('@google-cloud/storage');
           const file = new Storage().bucket(bucket).file(`${prefix}/${key}`);

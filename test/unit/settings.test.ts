@@ -32,6 +32,28 @@ describe('repository URLs', () => {
   it.each(['bucket/x', 'http://x', 's3://', 's3://b/../x', 's3://b//x', 'file://relative/dir', 's3://bu\ncket', 'S3://b'])('refuses %j', async (url) => {
     expect(typeof parseRepoUrl(url)).toBe('string');
   });
+  it('decodes %-escapes in a file:// path', () => {
+    expect(parseRepoUrl('file:///var/lib/my%20wal')).toEqual({ scheme: 'file', directory: '/var/lib/my wal' });
+  });
+  it.each([
+    ['file:///a%zz', /malformed %-escape/],
+    ['file:///a%', /malformed %-escape/],
+    ['file:///a%00b', /control characters/],
+    ['file:///a%0Ab', /control characters/],
+    ['file:///a%1b', /control characters/],
+    ['file:///', /root directory/],
+    ['file:////', /root directory/],
+    ['file:///var/..', /root directory/],
+    ['file:///a/%2e%2e/', /root directory/],
+  ])('refuses %j with a reason', (url, reason) => {
+    expect(parseRepoUrl(url)).toMatch(reason);
+  });
+  it('makes a bad file:// URL a one-line config error (exit 3), never an internal error', () => {
+    const err = failure(() => resolveSettings({ flags: { repo: 'file:///a%zz', namespace: 'n' }, env: {} }));
+    expect(err.exitCode).toBe(3);
+    expect(err.message).toMatch(/^bad repository "file:\/\/\/a%zz" \(--repo\): it has a malformed %-escape/);
+    expect(err.message).not.toContain('\n');
+  });
 });
 
 describe('resolveSettings', () => {
