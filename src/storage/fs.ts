@@ -23,8 +23,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { fsyncDir } from '../util/durable.js';
-import { processAlive } from '../util/pid-lock.js';
-import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
+import { processAlive, trackTempFile, untrackTempFile } from '../util/temp-files.js';
 import { bodyParts } from './body.js';
 import { StoreError, bodySize, type Leftover, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 

@@ -48,8 +48,8 @@ describe('repository URLs', () => {
   ])('refuses %j with a reason', (url, reason) => {
     expect(parseRepoUrl(url)).toMatch(reason);
   });
-  it('makes a bad file:// URL a one-line config error (exit 3), never an internal error', () => {
-    const err = failure(() => resolveSettings({ flags: { repo: 'file:///a%zz', namespace: 'n' }, env: {} }));
+  it('makes a bad file:// URL a one-line config error (exit 3), never an internal error', async () => {
+    const err = await failure(() => resolveSettings({ flags: { repo: 'file:///a%zz', namespace: 'n' }, env: {} }));
     expect(err.exitCode).toBe(3);
     expect(err.message).toMatch(/^bad repository "file:\/\/\/a%zz" \(--repo\): it has a malformed %-escape/);
     expect(err.message).not.toContain('\n');
