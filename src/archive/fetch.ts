@@ -96,17 +96,14 @@ async function downloadVerified(
     throw new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} cannot be verified: ${promised}`);
   }
   const temp = tempFileFor(file, destination);
-  // An error of the body is the store's, whatever its errno (EIO reading a file:// repository,
-  // say); only the temp file's are local.
-  let bodyError: unknown;
-  opened.body.once('error', (err) => (bodyError ??= err));
   try {
     let seen;
     try {
       seen = await unseal(opened.body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
     } catch (err) {
       opened.body.destroy();
-      throw classifyStreamError(err === bodyError || (bodyError !== undefined && !isErrno(err)) ? asStoreError(bodyError, where) : err, file, where);
+      // A driver's body fails with StoreErrors (EIO reading a file:// repository is the store's, not %p's).
+      throw classifyStreamError(err, file, where);
     }
     if (seen.size !== promised.size || seen.sha256 !== promised.sha256) {
       throw new WalbridgeError(
@@ -228,15 +225,6 @@ async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkR
   }
   if (seen.size !== promised.size || seen.sha256 !== promised.sha256) throw new WalbridgeError('corrupt', `refusing to restore ${name}: ${where} is corrupt`);
   return Buffer.concat(parts, seen.size);
-}
-
-/** A failure of the stored object's body, as the store's (retried like a broken connection unless the driver said otherwise). */
-function asStoreError(err: unknown, where: string): StoreError {
-  return err instanceof StoreError ? err : new StoreError('transient', `reading ${where} failed: ${(err as Error).message}`, { cause: err });
-}
-
-function isErrno(err: unknown): boolean {
-  return typeof (err as NodeJS.ErrnoException)?.code === 'string' && /^E[A-Z]+$/.test((err as NodeJS.ErrnoException).code!);
 }
 
 /** errno codes that come from writing the destination, never from the download. */

@@ -40,11 +40,13 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const log = createLogger(invocation);
     const flags = command.opts<{ wait: boolean; cleanup?: boolean; includeBackup?: boolean }>();
     const failover = installSignalHandlers();
-    meterWalFile(destination);
     let metered = false;
     const settings = async (): Promise<Settings> => {
       const resolved = await settingsFrom(command, 'fetch');
-      if (!metered) meterCall(resolved.metricsFile, 'fetch');
+      if (!metered) {
+        meterCall(resolved.metricsFile, 'fetch');
+        meterWalFile(destination);
+      }
       metered = true;
       return resolved;
     };

@@ -22,6 +22,7 @@ import {
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -91,6 +92,10 @@ export class S3Store implements Store {
         // Without it, the SDK only logs a warning and keeps waiting: a black hole hung the archiver.
         throwOnRequestTimeout: true,
       },
+      // The SDK's own chain, but reading the shared credentials and config files anew for each
+      // store: it caches them per process otherwise, and a waiting restore_command that holds on
+      // refused credentials opens a store at every try, so that a mended file is what it uses.
+      credentialDefaultProvider: (input: object) => defaultProvider({ ...input, ignoreCache: true }),
     });
   }
 

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
+import { backgroundListening } from '../support/background.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 
@@ -136,7 +137,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     const pusherLog = () => readFile(path.join(walDir, 'walbridge', 'pusher.log'), 'utf8');
     const pusherPid = async () => Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8').catch(() => '0'));
     expect((await runCli('archive-push', [`pg_wal/${names[0]}`], env, { cwd: dir })).status).toBe(0);
-    await waitFor(async () => (await readdir(path.join(walDir, 'walbridge'))).includes('pusher.sock'));
+    await waitFor(() => backgroundListening(walDir, 'pusher'));
 
     // Stored by the pusher: its log has the line, and the call repeats it as its own.
     const served = await runCli('archive-push', [`pg_wal/${names[1]}`], env, { cwd: dir });
@@ -162,7 +163,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
 
     // A pusher killed with its socket left behind: the next call pushes by itself and starts a new one.
     expect((await runCli('archive-push', [`pg_wal/${names[2]}`], env, { cwd: dir })).status).toBe(0);
-    await waitFor(async () => processAlive(await pusherPid()) && (await readdir(path.join(walDir, 'walbridge'))).includes('pusher.sock'));
+    await waitFor(async () => processAlive(await pusherPid()) && (await backgroundListening(walDir, 'pusher')));
     process.kill(await pusherPid(), 'SIGKILL');
     const orphan = await runCli('archive-push', [`pg_wal/${names[3]}`], env, { cwd: dir });
     expect(orphan.status).toBe(0);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -187,5 +188,40 @@ describe('resolveSettings', () => {
     // libpq's URL parser decodes parameter names too.
     expect((await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} }))).message).toMatch(/holds a password/);
     expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } }))).message).toMatch(/expected a postgresql:\/\/ URL/);
+  });
+});
+
+describe('what a waiting restore_command may do with a settings failure (archive/hold.ts)', () => {
+  it("reads only the settings a command takes: a push-only typo in a shared file is not fetch's failure", async () => {
+    const config = configFile('repo = file:///r\nnamespace = n\ncompress = zsdt\n');
+    expect((await resolveSettings({ flags: { config }, env: {}, command: 'fetch' })).compress).toBe('zstd');
+    const push = await failure(() => resolveSettings({ flags: { config }, env: {}, command: 'push' }));
+    expect(push.message).toMatch(/^bad compress in .* "zsdt": use one of/);
+  });
+
+  it('marks a failure whose cause is in the config or key file as mendable outside the process, one of a flag or the environment not', async () => {
+    const fromFile = await failure(() => resolveSettings({ flags: { config: configFile('repo = file:///r\nnamespace = n\ntimeout = abc\n') }, env: {}, command: 'fetch' }));
+    expect(fromFile.mendableOutside).toBe(true);
+    const fromFlag = await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', timeout: 'abc' }, env: {}, command: 'fetch' }));
+    expect(fromFlag.mendableOutside).toBe(false);
+    const fromEnv = await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n' }, env: { WALBRIDGE_TIMEOUT: 'abc' }, command: 'fetch' }));
+    expect(fromEnv.mendableOutside).toBe(false);
+    // Missing from the file (it could be added there), a bad repository URL in it, an empty key file.
+    expect((await failure(() => resolveSettings({ flags: { config: configFile('namespace = n\n') }, env: {} }))).mendableOutside).toBe(true);
+    expect((await failure(() => resolveSettings({ flags: { config: configFile('repo = file:///a%zz\nnamespace = n\n') }, env: {} }))).mendableOutside).toBe(true);
+    const emptyKeys = configFile('');
+    expect((await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', 'encryption-key-file': emptyKeys }, env: {} }))).mendableOutside).toBe(true);
+    expect((await failure(() => resolveSettings({ flags: {}, env: {} }))).mendableOutside).toBe(false);
+  });
+
+  it('never blocks on a config or key file that is a FIFO: a one-line error at once', async () => {
+    const fifo = path.join(dir, `fifo-${Math.random().toString(36).slice(2)}`);
+    execFileSync('mkfifo', [fifo]);
+    const started = Date.now();
+    const err = await failure(() => resolveSettings({ flags: { config: fifo }, env: {} }));
+    expect(err.message).toBe(`cannot read config file ${fifo}: it is not a regular file (a FIFO, a device or a directory?)`);
+    const keys = await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', 'encryption-key-file': fifo }, env: {} }));
+    expect(keys.message).toMatch(/cannot read it: it is not a regular file/);
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 });
