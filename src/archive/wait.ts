@@ -10,6 +10,7 @@
  * are reported with their own exit status.
  */
 import { WalbridgeError } from '../errors.js';
+import { withinTimeout } from '../storage/retry.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
@@ -40,8 +41,12 @@ const FAILURE_LOG_EVERY_MS = 60_000;
 
 export type FetchOutcome = 'restored' | 'not-found';
 
-/** restore_command without waiting: restore the file, or answer "not found" at once. */
-export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+/** restore_command without waiting: restore the file, or answer "not found" at once; one operation, within --timeout. */
+export function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+  return withinTimeout(ctx.retry, `fetch of ${name}`, () => fetchWithin(ctx, name, destination));
+}
+
+async function fetchWithin(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
   const file = parseRequestedName(name);
   const identity = await namespaceIdentity(ctx);
   if ((await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') return 'restored';

@@ -16,6 +16,7 @@ import { addSettingOptions, settingsFrom } from './options.js';
 import { repositoryId } from './repository.js';
 import { installSignalHandlers } from './signals.js';
 import { reportFailure } from './failure.js';
+import { backgroundAnswerWaitMs, noBackgroundAnswer } from './background-answer.js';
 import { meterCall, meterWalFile } from './metrics.js';
 
 export function fetchCommand(name: string, done: (status: ExitStatus) => void): Command {
@@ -72,6 +73,9 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
         // The fetcher acts on a failover within a poll; if it does not, this call answers itself.
         return failoverAt === undefined || Date.now() - failoverAt < 3_000;
       };
+      // Without waiting, the fetcher fetches within its own --timeout deadline: the call waits little longer.
+      const waitMs = flags.wait ? undefined : backgroundAnswerWaitMs(settings.timeout);
+      const asked = Date.now();
       const answer = await ask<FetchAnswer>(
         backgroundSocket(walDir, 'fetcher'),
         { ...request, walFile, destination: path.resolve(destination), wait: flags.wait },
@@ -79,9 +83,10 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
         {
           connected: (send) => failover.whenRequested(() => send({ failover: true })),
           keepWaiting,
-          timeoutMs: flags.wait ? undefined : Math.max(120, settings.timeout * 3) * 1000,
+          timeoutMs: waitMs,
         },
       );
+      if (answer === undefined && waitMs !== undefined && Date.now() - asked >= waitMs) throw noBackgroundAnswer('fetcher', `fetch of ${walFile}`, settings.timeout);
       if (process.ppid !== parent) throw new WalbridgeError('internal', `the server that asked for ${walFile} is gone; stopping`);
       if (answer?.status === 'spooled') {
         try {

@@ -6,6 +6,7 @@ import { ask, backgroundSocket, fingerprint } from '../archive/background-link.j
 import type { PushAnswer } from '../archive/lookahead.js';
 import type { PushContext } from '../archive/push.js';
 import type { Settings } from '../config/settings.js';
+import type { RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -13,6 +14,7 @@ import { addSettingOptions, settingsFrom } from './options.js';
 import { openRepository, repositoryId } from './repository.js';
 import { removeTempFilesOnSignals } from './signals.js';
 import { reportFailure } from './failure.js';
+import { backgroundAnswerWaitMs, noBackgroundAnswer } from './background-answer.js';
 import { meterCall, meterWalFile } from './metrics.js';
 
 export function pushCommand(name: string, done: (status: ExitStatus) => void): Command {
@@ -38,7 +40,11 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     const walDir = walDirOf(walPath);
     if (walDir && settings.pushConcurrency > 1) {
       const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv), file: path.resolve(walPath) } as const;
-      const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: Math.max(120, settings.timeout * 3) * 1000 });
+      // The pusher stores it within its own --timeout deadline, so the call waits little longer than that.
+      const waitMs = backgroundAnswerWaitMs(settings.timeout);
+      const asked = Date.now();
+      const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: waitMs });
+      if (answer === undefined && Date.now() - asked >= waitMs) throw noBackgroundAnswer('pusher', `push of ${path.basename(walPath)}`, settings.timeout);
       if (answer?.status === 'stored') return done(ExitCode.ok);
       // Access refused may be the pusher's stale credentials: this call tries with its own.
       if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) return done(answer.exitCode as ExitStatus);
@@ -46,8 +52,8 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     }
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
     const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);
-    const { store } = await openRepository(settings, log);
-    const ctx = pushContext(settings, store, log);
+    const { store, retry } = await openRepository(settings, log);
+    const ctx = pushContext(settings, store, retry, log);
     const startPusher = () => {
       if (walDir) startBackground('pusher', walDir, command, callEnv);
     };
@@ -70,8 +76,8 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env);
     const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/lookahead.js'), import('../archive/background-server.js')]);
-    const { store } = await openRepository(settings, tellingConnectedCalls(log));
-    const ctx = pushContext(settings, store, log);
+    const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
+    const ctx = pushContext(settings, store, retry, log);
     await pushAhead(ctx, scope, path.resolve(walDir), {
       concurrency: settings.pushConcurrency,
       idleMs: settings.backgroundIdle * 1000,
@@ -83,6 +89,6 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
   return command;
 }
 
-function pushContext(settings: Settings, store: Store, log: Logger): PushContext {
-  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log };
+function pushContext(settings: Settings, store: Store, retry: RetryPolicy, log: Logger): PushContext {
+  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log, retry };
 }
