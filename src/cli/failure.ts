@@ -11,7 +11,7 @@ export function reportFailure(err: unknown, log: Logger): ExitStatus {
   if (err instanceof StoreError) {
     switch (err.kind) {
       case 'transient':
-        log.error(`store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout sets how long to retry)`);
+        log.error(`store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout bounds each operation)`);
         return ExitCode.storeUnavailable;
       case 'denied':
         log.error(`access denied: ${err.message} (check the credentials and the bucket's permissions for this namespace)`);
