@@ -28,7 +28,7 @@ export const ExitCode = {
   conflict: 8,
   /** A stored object failed verification (hash, size, header). */
   corrupt: 9,
-  /** The store stayed unreachable or failing through the whole retry time bound. */
+  /** The store was unreachable, failing or too slow: an operation did not complete within --timeout. */
   storeUnavailable: 10,
   /** The store refused the credentials or the permission. */
   storeAccess: 11,
@@ -89,7 +89,7 @@ export const EXIT_CODE_HELP = `Exit status:
   7   WAL of another cluster than the namespace's
   8   different content already archived under this name
   9   stored object failed verification (corrupt)
-  10  store unreachable or failing for the whole time bound (--timeout)
+  10  store unreachable, failing or too slow: an operation did not complete within --timeout
   11  store refused credentials or permission
   12  bucket or repository directory does not exist
   13  other store error
@@ -108,7 +108,7 @@ export function describeFailure(err: unknown): { status: ExitStatus; message: st
   if (err instanceof StoreError) {
     switch (err.kind) {
       case 'transient':
-        return { status: ExitCode.storeUnavailable, message: `store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout sets how long to retry)` };
+        return { status: ExitCode.storeUnavailable, message: `store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout bounds each operation)` };
       case 'denied':
         return { status: ExitCode.storeAccess, message: `access denied: ${err.message} (check the credentials and the bucket's permissions for this namespace)` };
       case 'no-bucket':

@@ -17,6 +17,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WalbridgeError, describeFailure, kindOfStatus } from '../errors.js';
 import type { Logger } from '../log.js';
+import { StoreError } from '../storage/store.js';
 import { receiveLines, sendLine } from '../util/json-lines.js';
 import { instanceLockHeld } from '../util/single-instance.js';
 import { verdictOn } from './hold.js';
@@ -56,6 +57,23 @@ export function failedAnswer(err: unknown): FailedAnswer {
 /** The failure a FailedAnswer stands for, in the call. */
 export function failureOf(answer: FailedAnswer): WalbridgeError {
   return new WalbridgeError(kindOfStatus(answer.exitCode), String(answer.message), { mendableOutside: answer.mendableOutside === true });
+}
+
+/** Beyond --timeout: the background process's aborted attempt unwinding, and the answer's way back. */
+const ANSWER_MARGIN_MS = 2_000;
+
+/**
+ * How long a call waits for the answer to a request that is one operation (a push, a fetch
+ * without waiting): the background process runs it under its own --timeout deadline and answers
+ * by then. No answer by then is the store failing to answer in time as far as the call can tell
+ * (noAnswer): the call does not start the same work again by itself, which would take another --timeout.
+ */
+export function answerWaitMs(timeoutSeconds: number): number {
+  return timeoutSeconds * 1000 + ANSWER_MARGIN_MS;
+}
+
+export function noAnswer(role: BackgroundRole, what: string, timeoutSeconds: number): StoreError {
+  return new StoreError('transient', `${what} did not complete within --timeout ${timeoutSeconds} s: the background ${role} did not answer in time`);
 }
 
 /** Every request names the configuration of the call; a background process serves only its own. */

@@ -16,6 +16,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import { outsideDeadline } from '../storage/deadline.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { restoreIfPresent, type FetchContext } from './fetch.js';
 import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, serveSpooled, spoolDir } from './spool.js';
@@ -121,7 +122,8 @@ async function spoolForCall(ctx: FetchContext, jobs: SpoolJobs, spool: string, f
   } catch (err) {
     throw new NotForBackground(`cannot prepare ${spool}: ${(err as Error).message}`);
   }
-  void refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity);
+  // Downloads ahead serve later calls: operations of their own, not bounded by this call's --timeout.
+  void outsideDeadline(() => refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity));
   if (spooled.has(file.name)) return 'restored';
   return download(ctx, jobs, spool, file, identity, 'fetched').catch(async (err: unknown) => {
     if (!diskFull(err)) throw err;

@@ -11,6 +11,7 @@ import type { KeyRing } from '../codec/keys.js';
 import { codecAvailable } from '../codec/compression.js';
 import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
+import { withinTimeout, type RetryPolicy } from '../storage/retry.js';
 import { bodySize, type ObjectInfo, type Store } from '../storage/store.js';
 import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/datadir.js';
 import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
@@ -27,6 +28,8 @@ export interface PushContext {
   /** Set: objects are encrypted with its current key. */
   readonly encryption: KeyRing | undefined;
   readonly log: Logger;
+  /** The store's retries; a push is one operation: --timeout bounds it whole. */
+  readonly retry: RetryPolicy;
 }
 
 export interface PushResult {
@@ -37,7 +40,12 @@ export interface PushResult {
   readonly source: FileIdentity;
 }
 
-export async function pushWalFile(ctx: PushContext, sourcePath: string): Promise<PushResult> {
+/** Stores one WAL file, within --timeout from the start: every request, retry and wait included. */
+export function pushWalFile(ctx: PushContext, sourcePath: string): Promise<PushResult> {
+  return withinTimeout(ctx.retry, `push of ${path.basename(sourcePath)}`, () => pushWithin(ctx, sourcePath));
+}
+
+async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushResult> {
   const started = Date.now();
   const name = path.basename(sourcePath);
   const file = parseWalFileName(name);

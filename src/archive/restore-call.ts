@@ -14,7 +14,7 @@ import type { Store } from '../storage/store.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
 import { formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
-import { ask, backgroundRunning, failureOf, fingerprint, tell } from './background-link.js';
+import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from './background-link.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer } from './fetcher.js';
 import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
@@ -138,17 +138,17 @@ async function throughFetcher(
     // The fetcher acts on a failover within a poll; if it does not, this call answers itself.
     return failoverAt === undefined || Date.now() - failoverAt < 3_000;
   };
+  // Without waiting, the fetcher fetches within its own --timeout deadline: the call waits little longer.
+  const waitMs = call.wait ? undefined : answerWaitMs(settings.timeout);
+  const asked = Date.now();
   const answer = await ask<FetchAnswer>(
     backgroundSocket(walDir, 'fetcher'),
     { ...request, walFile: call.walFile, destination: path.resolve(destination), wait: call.wait },
     log,
-    {
-      connected: (send) => failover.whenRequested(() => send({ failover: true })),
-      keepWaiting,
-      timeoutMs: call.wait ? undefined : Math.max(120, settings.timeout * 3) * 1000,
-    },
+    { connected: (send) => failover.whenRequested(() => send({ failover: true })), keepWaiting, timeoutMs: waitMs },
   );
   if (!alive()) throw serverGone(call.walFile);
+  if (answer === undefined && waitMs !== undefined && Date.now() - asked >= waitMs) throw noAnswer('fetcher', `fetch of ${call.walFile}`, settings.timeout);
   if (answer?.status === 'spooled') {
     try {
       if (await serveSpooled({ repository: repositoryId(settings), namespace: settings.namespace, log }, file, destination)) return 'restored';

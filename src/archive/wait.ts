@@ -9,6 +9,7 @@
  * counts only time in which a new segment could have been seen.
  */
 import { WalbridgeError } from '../errors.js';
+import { withinTimeout } from '../storage/retry.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal, type RecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
 import { namespaceIdentity, restoreStreamed, streamedChain, type FetchContext } from './fetch.js';
@@ -34,8 +35,12 @@ export interface WaitOptions {
   readonly alive: () => boolean;
 }
 
-/** restore_command without waiting: restore the file, or answer "not found" at once. */
-export async function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+/** restore_command without waiting: restore the file, or answer "not found" at once; one operation, within --timeout. */
+export function fetchWalFile(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
+  return withinTimeout(ctx.retry, `fetch of ${name}`, () => fetchWithin(ctx, name, destination));
+}
+
+async function fetchWithin(ctx: FetchContext, name: string, destination: string): Promise<FetchOutcome> {
   const file = parseRequestedName(name);
   const identity = await namespaceIdentity(ctx);
   if ((await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') return 'restored';

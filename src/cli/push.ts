@@ -2,11 +2,12 @@
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { confirmPushed } from '../archive/markers.js';
-import { ask, failureOf, fingerprint } from '../archive/background-link.js';
+import { answerWaitMs, ask, failureOf, fingerprint, noAnswer } from '../archive/background-link.js';
 import { backgroundSocket, prefetchDir, walDirOf } from '../archive/local-layout.js';
 import type { PushAnswer } from '../archive/lookahead.js';
 import type { PushContext } from '../archive/push.js';
 import type { Settings } from '../config/settings.js';
+import type { RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -43,7 +44,11 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     const server = dataDir && settings.pushConcurrency > 1 ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
     if (walDir && settings.pushConcurrency > 1) {
       const request = { walbridge: 1, fingerprint: fingerprint(settings, callEnv, server && formatServer(server)), file: path.resolve(walPath) } as const;
-      const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: Math.max(120, settings.timeout * 3) * 1000 });
+      // The pusher stores it within its own --timeout deadline, so the call waits little longer than that.
+      const waitMs = answerWaitMs(settings.timeout);
+      const asked = Date.now();
+      const answer = await ask<PushAnswer>(backgroundSocket(walDir, 'pusher'), request, log, { timeoutMs: waitMs });
+      if (answer === undefined && Date.now() - asked >= waitMs) throw noAnswer('pusher', `push of ${path.basename(walPath)}`, settings.timeout);
       if (answer?.status === 'stored') return done(ExitCode.ok);
       // Access refused may be the pusher's stale credentials: this call tries with its own.
       if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) throw failureOf(answer);
@@ -51,8 +56,8 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     }
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
     const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);
-    const { store } = await openRepository(settings, log);
-    const ctx = pushContext(settings, store, log);
+    const { store, retry } = await openRepository(settings, log);
+    const ctx = pushContext(settings, store, retry, log);
     const startPusher = () => {
       if (walDir) startBackground('pusher', walDir, command, callEnv, server);
     };
@@ -88,8 +93,8 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env, server && formatServer(server));
     const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/lookahead.js'), import('../archive/background-server.js')]);
-    const { store } = await openRepository(settings, tellingConnectedCalls(log));
-    const ctx = pushContext(settings, store, log);
+    const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
+    const ctx = pushContext(settings, store, retry, log);
     await pushAhead(ctx, scope, path.resolve(walDir), {
       concurrency: settings.pushConcurrency,
       idleMs: settings.backgroundIdle * 1000,
@@ -101,6 +106,6 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
   return command;
 }
 
-function pushContext(settings: Settings, store: Store, log: Logger): PushContext {
-  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log };
+function pushContext(settings: Settings, store: Store, retry: RetryPolicy, log: Logger): PushContext {
+  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log, retry };
 }

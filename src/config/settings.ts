@@ -160,7 +160,7 @@ export const SETTINGS: readonly SettingDef[] = [
     description: 'walbridge stream: the primary, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
     commands: ['stream'],
   },
-  { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'give up retrying an unreachable or failing store after this long', default: '60' },
+  { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'how long one operation (a push, a fetch without waiting, one store request of a waiting fetch, one chunk of walbridge stream) may take, retries included', default: '60' },
   { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
   {
     key: 's3-checksum',

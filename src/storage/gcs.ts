@@ -3,7 +3,8 @@
  *
  * Create-if-absent is an upload with `ifGenerationMatch=0`; the MD5 sent in the object resource
  * makes the server refuse a body that arrived damaged. The SDK's own retries are off: retry.ts
- * owns retrying. Credentials are Application Default Credentials; STORAGE_EMULATOR_HOST points
+ * owns retrying. The SDK takes no abort signal: an operation's deadline destroys its requests and
+ * the bodies it hands out through deadline.ts. Credentials are Application Default Credentials; STORAGE_EMULATOR_HOST points
  * the SDK at a local server without credentials, as the SDK documents.
  *
  * With a Cloud KMS key (CMEK), every upload names it (the SDK sends `kmsKeyName` as a query
@@ -18,6 +19,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
 import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
+import { cleanUp } from './deadline.js';
 import { untrustedCertificate } from './tls.js';
 
 export interface GcsStoreOptions {
@@ -232,7 +234,7 @@ export class GcsStore implements Store {
  * and fail. A writer without delete permission leaves it; the error says so.
  */
 async function takeBack(file: File, stored: FileMetadata, problem: string): Promise<StoreError> {
-  const removal = await file.delete({ ifGenerationMatch: stored.generation }).then(
+  const removal = await cleanUp(`remove ${file.name}`, () => file.delete({ ifGenerationMatch: stored.generation })).then(
     () => 'it was removed',
     (err: unknown) => `removing it failed (${(err as Error).message}): delete it by hand`,
   );

@@ -3,7 +3,8 @@
  *
  * Create-if-absent is a PutObject with `If-None-Match: *`; Content-MD5 makes the server reject
  * a body that arrived damaged. The SDK's own retries are off: retry.ts owns retrying, so one
- * budget bounds each operation. Credentials come from the SDK's default chain only.
+ * deadline bounds each operation, and every request gets that deadline's abort signal.
+ * Credentials come from the SDK's default chain only.
  *
  * Server-side encryption (SSE-S3, SSE-KMS) is asked for on every write and confirmed from the
  * answer: some S3-compatible servers take the headers and store the object unencrypted (RGW 16
@@ -29,6 +30,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
+import { cleanUp, liveDeadline } from './deadline.js';
 import { untrustedCertificate } from './tls.js';
 import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
@@ -103,7 +105,7 @@ export class S3Store implements Store {
     // A one-key listing under our prefix needs only the list permission a role has anyway
     // (HeadBucket would need more), and a missing bucket answers NoSuchBucket.
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, MaxKeys: 1 }));
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, MaxKeys: 1 }), this.abortable());
     } catch (err) {
       const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
       throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;
@@ -126,6 +128,7 @@ export class S3Store implements Store {
           Metadata: { ...request.metadata },
           ...this.encryptionHeaders(),
         }),
+        this.abortable(),
       );
       const problem = this.encryptionProblem(out);
       if (problem) throw await this.takeBackUnencrypted(key, problem);
@@ -160,7 +163,7 @@ export class S3Store implements Store {
    * push then finds it and refuses it as a duplicate that is not encrypted as asked.
    */
   private async takeBackUnencrypted(key: string, problem: string): Promise<StoreError> {
-    const removal = await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) })).then(
+    const removal = await cleanUp(`remove ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }), this.abortable())).then(
       () => 'it was removed',
       (err: unknown) => `removing it failed (${(err as Error).name}): delete it by hand`,
     );
@@ -184,6 +187,7 @@ export class S3Store implements Store {
     const Key = this.fullKey(key);
     const created = await this.client.send(
       new CreateMultipartUploadCommand({ Bucket, Key, ContentType: 'application/octet-stream', Metadata: { ...request.metadata }, ...this.encryptionHeaders() }),
+      this.abortable(),
     );
     const { UploadId } = created;
     try {
@@ -200,7 +204,7 @@ export class S3Store implements Store {
         whole.update(part);
         const number = ++PartNumber;
         const upload = this.client
-          .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }))
+          .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }), this.abortable())
           .then(
             (out) => void parts.push({ PartNumber: number, ETag: out.ETag! }),
             (err: unknown) => void (failure ??= err), // kept: a lost part must never go unnoticed
@@ -216,17 +220,17 @@ export class S3Store implements Store {
       if (parts.length !== PartNumber) throw new StoreError('permanent', `${key}: ${PartNumber - parts.length} of ${PartNumber} parts were not stored`);
       if (!whole.digest().equals(request.md5)) throw new StoreError('permanent', `${key}: the body changed while it was being uploaded (MD5 mismatch)`);
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
-      await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }));
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }), this.abortable());
       return 'created';
     } catch (err) {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId })).catch(() => undefined);
+      await cleanUp(`abort the upload of ${key}`, () => this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }), this.abortable())).catch(() => undefined);
       throw err;
     }
   }
 
   async get(key: string): Promise<{ info: ObjectInfo; body: Readable }> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }), this.abortable());
       return { info: this.objectInfo(key, out), body: out.Body as Readable };
     } catch (err) {
       throw this.mapError(err, key);
@@ -235,7 +239,7 @@ export class S3Store implements Store {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }));
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }), this.abortable());
       return this.objectInfo(key, out);
     } catch (err) {
       const mapped = this.mapError(err, key);
@@ -257,6 +261,7 @@ export class S3Store implements Store {
             ContinuationToken: token,
             MaxKeys: this.opts.pageSize ?? 1000,
           }),
+          this.abortable(),
         );
       } catch (err) {
         throw this.mapError(err, prefix);
@@ -278,6 +283,7 @@ export class S3Store implements Store {
             Bucket: this.opts.bucket,
             Delete: { Objects: batch.map((k) => ({ Key: this.fullKey(k) })), Quiet: true },
           }),
+          this.abortable(),
         );
       } catch (err) {
         throw this.mapError(err, `${batch.length} objects`);
@@ -293,6 +299,12 @@ export class S3Store implements Store {
 
   private objectInfo(key: string, out: ReportedEncryption & { ContentLength?: number; Metadata?: Record<string, string> }): ObjectInfo {
     return { key, size: out.ContentLength ?? 0, metadata: out.Metadata ?? {}, notEncryptedAsAsked: this.encryptionProblem(out) };
+  }
+
+  /** The operation's deadline aborts the request (deadline.ts), even while its body is still moving. */
+  private abortable(): { abortSignal?: AbortSignal } {
+    const deadline = liveDeadline();
+    return deadline ? { abortSignal: deadline.signal } : {};
   }
 
   private fullKey(key: string): string {

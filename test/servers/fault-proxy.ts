@@ -1,7 +1,7 @@
 /**
  * A TCP proxy on 127.0.0.1 between walbridge and a test server, misbehaving on demand: added
  * latency, a connection reset after N bytes, a black hole (accepts, never answers), a slow
- * trickle of the server's answers. The fault in force when a connection is accepted applies to
+ * trickle of the server's answers (or of what the client sends), optionally reset midway. The fault in force when a connection is accepted applies to
  * that whole connection; `set()` changes it for the next ones, and `resetAll()` cuts the open
  * ones (kept-alive connections would otherwise carry on as if the network were fine).
  */
@@ -15,8 +15,13 @@ export type Fault =
   | { readonly kind: 'reset-after'; readonly bytes: number; readonly connections?: number }
   /** Connections are accepted and held; nothing is forwarded or answered. */
   | { readonly kind: 'blackhole' }
-  /** The server's answers reach the client at `bytesPerSecond`. */
-  | { readonly kind: 'trickle'; readonly bytesPerSecond: number };
+  /**
+   * The server's answers reach the client at `bytesPerSecond` (with `upstream`, what the client
+   * sends reaches the server so, instead); with `resetAfter`, the connection is reset once that
+   * many bytes of one answer (or request) have trickled through, counted afresh whenever the
+   * other side sends: a body cut off midway after moving slowly, on kept-alive connections too.
+   */
+  | { readonly kind: 'trickle'; readonly bytesPerSecond: number; readonly upstream?: boolean; readonly resetAfter?: number };
 
 export interface FaultProxy {
   readonly port: number;
@@ -60,16 +65,17 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     upstream.on('close', end);
 
     let passed = 0;
+    const reset = () => {
+      client.resetAndDestroy();
+      upstream.destroy();
+    };
     const forward = (from: net.Socket, to: net.Socket, slow: boolean) => {
       let queue = Promise.resolve();
       from.on('data', (chunk: Buffer) => {
+        if (mine.kind === 'trickle' && !slow) passed = 0; // a new request (or answer): count its counterpart afresh
         if (mine.kind === 'reset-after') {
           passed += chunk.length;
-          if (passed >= mine.bytes) {
-            client.resetAndDestroy();
-            upstream.destroy();
-            return;
-          }
+          if (passed >= mine.bytes) return reset();
         }
         if (mine.kind === 'latency') {
           // Each chunk arrives `ms` after it was sent (timers of equal delay keep their order): a
@@ -81,7 +87,10 @@ export async function startFaultProxy(target: { host: string; port: number }): P
           from.pause();
           queue = queue.then(async () => {
             for (let at = 0; at < chunk.length && !to.destroyed; at += step) {
-              to.write(chunk.subarray(at, at + step));
+              const piece = chunk.subarray(at, at + step);
+              passed += piece.length;
+              if (mine.kind === 'trickle' && mine.resetAfter !== undefined && passed >= mine.resetAfter) return reset();
+              to.write(piece);
               await new Promise((r) => setTimeout(r, 100));
             }
             from.resume();
@@ -90,8 +99,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
       });
       from.on('end', () => void queue.then(() => to.end()));
     };
-    forward(client, upstream, false);
-    forward(upstream, client, true);
+    const up = mine.kind === 'trickle' && mine.upstream === true;
+    forward(client, upstream, up);
+    forward(upstream, client, !up);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
