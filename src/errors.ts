@@ -4,10 +4,10 @@
  * PostgreSQL's contracts: archive_command must exit 0 only when the file is safely archived;
  * restore_command's non-zero statuses below 126 mean "not available", while statuses above 125
  * or death by a signal are FATAL for the server. So every failure here has its own status,
- * all below 126, and 1 is kept for "the file is not in the archive".
+ * all below 126, and 1 is kept for "the file is not in the archive" — except stopServer (200),
+ * which a waiting restore_command under recovery.signal uses where "not available" would
+ * promote the standby (archive/hold.ts).
  */
-import { StoreError } from './storage/store.js';
-
 export const ExitCode = {
   ok: 0,
   /** restore_command: the file is not in the archive (PostgreSQL: "not available"). */
@@ -52,6 +52,30 @@ export const ExitCode = {
 
 export type ExitStatus = (typeof ExitCode)[keyof typeof ExitCode];
 export type FailureKind = Exclude<keyof typeof ExitCode, 'ok'>;
+
+/** How a store failed (storage/: every driver maps its SDK's errors to these). */
+export type StoreErrorKind =
+  /** The object is absent. */
+  | 'not-found'
+  /** Worth retrying: 5xx, throttling, resets, timeouts, refused connections. */
+  | 'transient'
+  /** Credentials missing/refused or permission denied. */
+  | 'denied'
+  /** The bucket or repository directory does not exist. */
+  | 'no-bucket'
+  /** Anything else the store answered that retrying will not change. */
+  | 'permanent';
+
+export class StoreError extends Error {
+  constructor(
+    readonly kind: StoreErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
 
 /** A failure a command reports with a one-line message and its exit status. */
 export class WalbridgeError extends Error {

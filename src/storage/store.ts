@@ -87,28 +87,8 @@ export interface Leftover {
   readonly writerAlive: boolean | undefined;
 }
 
-export type StoreErrorKind =
-  /** The object is absent. */
-  | 'not-found'
-  /** Worth retrying: 5xx, throttling, resets, timeouts, refused connections. */
-  | 'transient'
-  /** Credentials missing/refused or permission denied. */
-  | 'denied'
-  /** The bucket or repository directory does not exist. */
-  | 'no-bucket'
-  /** Anything else the store answered that retrying will not change. */
-  | 'permanent';
-
-export class StoreError extends Error {
-  constructor(
-    readonly kind: StoreErrorKind,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'StoreError';
-  }
-}
+// Failures of a store are one of the error kinds every command maps to an exit status (errors.ts).
+export { StoreError, type StoreErrorKind } from '../errors.js';
 
 /** The full key of `key` under a repository prefix (which has no leading or trailing slash). */
 export function joinKey(root: string, key: string): string {
