@@ -6,6 +6,7 @@ import path from 'node:path';
 const STOP_SERVER = 200; // src/errors.ts ExitCode.stopServer
 
 export async function launch(executable) {
+  const parent = process.ppid;
   for (let attempt = 0; ; attempt++) {
     let cli;
     try {
@@ -21,7 +22,7 @@ export async function launch(executable) {
       }
       if (attempt % 30 === 0) process.stderr.write(`${executable}: ERROR: ${why}; holding: under recovery.signal any other answer would promote this standby\n`);
       await new Promise((resolve) => setTimeout(resolve, 2000));
-      if (process.ppid === 1) process.exit(STOP_SERVER); // whoever asked is gone
+      if (process.ppid !== parent) process.exit(STOP_SERVER); // whoever asked is gone
       continue;
     }
     return cli.main(executable);

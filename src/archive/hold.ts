@@ -76,6 +76,7 @@ export interface HoldOptions {
 }
 
 const FIRST_PAUSE_MS = 1_000;
+const CHECK_EVERY_MS = 1_000;
 const MAX_PAUSE_MS = 15_000;
 /** A failure being held is said again after this long (or at once when it changes). */
 const SAY_EVERY_MS = 60_000;
@@ -103,16 +104,19 @@ export async function holdingFailures(opts: HoldOptions, attempt: () => Promise<
         );
       }
     }
-    await opts.failover.sleep(pause);
+    // The pause, a second at a time: a failover request or the server's end is seen within one.
+    for (const until = Date.now() + pause; Date.now() < until; ) {
+      await opts.failover.sleep(Math.min(CHECK_EVERY_MS, until - Date.now()));
+      if (!opts.serverAlive()) throw serverGone(opts.name);
+      if (opts.failover.requested) {
+        opts.log.warn(`SIGUSR1 received while holding on ${opts.name}: fast failover, answering "not found" so that recovery ends`);
+        return 'not-found';
+      }
+      if (await opts.promoteRequested()) {
+        opts.log.warn(`promotion requested (pg_ctl promote) while holding on ${opts.name}: answering "not found" so that recovery ends`);
+        return 'not-found';
+      }
+    }
     pause = Math.min(pause * 2, MAX_PAUSE_MS);
-    if (!opts.serverAlive()) throw serverGone(opts.name);
-    if (opts.failover.requested) {
-      opts.log.warn(`SIGUSR1 received while holding on ${opts.name}: fast failover, answering "not found" so that recovery ends`);
-      return 'not-found';
-    }
-    if (await opts.promoteRequested()) {
-      opts.log.warn(`promotion requested (pg_ctl promote) while holding on ${opts.name}: answering "not found" so that recovery ends`);
-      return 'not-found';
-    }
   }
 }

@@ -2,6 +2,8 @@
  * Warm standby with real PostgreSQL 15, the repository as the only link between primary and
  * standbys: recovery.signal and the waiting archive-fetch, then smart and fast failover.
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser, type PgCluster } from '../servers/postgres.js';
 import { archiveEverything } from '../support/archiving.js';
@@ -21,6 +23,12 @@ async function totals(pg: PgCluster): Promise<string> {
   return pg.psql(
     'select (select count(*) from pgbench_history), (select sum(abalance) from pgbench_accounts), (select sum(tbalance) from pgbench_tellers), (select count(*) from marks)',
   );
+}
+
+async function waitUntil(condition: () => boolean, ms: number): Promise<void> {
+  for (const deadline = Date.now() + ms; !condition(); await new Promise((r) => setTimeout(r, 100))) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+  }
 }
 
 async function secondsUntil(pg: PgCluster, sql: string, expected: string, timeoutMs: number): Promise<number> {
@@ -65,6 +73,8 @@ describe.each(BACKENDS)('failover through %s', (backend) => {
     expect(promotedAfter).toBeLessThan(15);
     expect(await totals(s1)).toBe(expected);
     expect(await s1.log()).toMatch(/smart failover/);
+    // Recovery has ended: the prefetch spool can serve nobody, and goes (the fetcher, or the first archive_command, removes it).
+    await waitUntil(() => !existsSync(path.join(s1.walDir, 'walbridge', 'prefetch')), 10_000);
     // recovery_end_command removed the trigger.
     expect((await walbridge(['trigger', 'status'], env)).stdout).toMatch(/no trigger/);
 
