@@ -163,6 +163,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
     const standby = await waitingStandby(primary, 'lt-crash');
     const call = runningCall(standby)!;
     const [fetcher] = backgroundProcs(standby.walDir, 'fetcher');
+    const runtimeDir = path.dirname(await waitUntil('the fetcher to listen', () => listeningSocket(fetcher!.pid), 15_000));
 
     const postmaster = await standby.crashPostmaster();
     const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 10_000);
@@ -170,6 +171,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
     const serverMs = await msUntilGone('processes in the crashed standby data directory', () => procsIn(standby.dataDir), 10_000);
     console.log(`kill -9 of postmaster ${postmaster}: waiting call ${call.pid} and fetcher ${fetcher!.pid} gone after ${(walbridgeMs / 1000).toFixed(1)} s, every process of the standby after ${((walbridgeMs + serverMs) / 1000).toFixed(1)} s`);
     expect(existsSync(path.join(standby.walDir, 'RECOVERYXLOG'))).toBe(false);
+    expect(existsSync(runtimeDir)).toBe(false); // the socket's directory went with the last process listening there
     expect(await readFile(path.join(standby.walDir, 'walbridge', 'fetcher.log'), 'utf8')).toContain(`stopping: its server (postmaster pid ${postmaster}) is gone`);
     expect(await standby.log()).toMatch(/archive-fetch: ERROR: the server that asked for [0-9A-F]{24} is gone; stopping without writing anything/);
 
@@ -191,7 +193,9 @@ describe('lifetimes with real PostgreSQL 15', () => {
     // A burst, so the pusher has work and serves the archiver.
     for (let i = 0; i < 3; i++) await p.psql(`insert into t (note) values ('burst ${i}'); select pg_switch_wal()`);
     await archiveEverything(p);
-    await waitUntil('the pusher of the primary', () => backgroundProcs(p.walDir, 'pusher').length === 1, 15_000);
+    const [pusher] = await waitUntil('the pusher of the primary', () => backgroundProcs(p.walDir, 'pusher'), 15_000);
+    const [fetcher] = backgroundProcs(s.walDir, 'fetcher');
+    const runtimeDirs = await Promise.all([pusher!, fetcher!].map(async (b) => path.dirname(await waitUntil(`${b.pid} to listen`, () => listeningSocket(b.pid), 15_000))));
 
     // Every background process of either cluster, sampled until they are gone: where they run.
     const cwds = new Map<number, Set<string>>();
@@ -225,6 +229,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
       clearInterval(sampler);
     }
     expect([...cwds.keys()].length).toBeGreaterThanOrEqual(2); // the standby's fetcher and the primary's pusher at least
+    for (const dir of runtimeDirs) expect(existsSync(dir), dir).toBe(false); // the sockets' directories went with them
     for (const [pid, seen] of cwds) expect({ pid, cwds: [...seen] }).toEqual({ pid, cwds: ['/'] });
 
     await Promise.all(
