@@ -77,6 +77,10 @@ async function waitUntil<T>(what: string, probe: () => T | undefined | false | P
   }
 }
 
+function onlyOne<T>(list: T[]): T | undefined {
+  return list.length === 1 ? list[0] : undefined;
+}
+
 /** Milliseconds until `list()` is empty; throws naming what is left after `timeoutMs`. */
 async function msUntilGone(what: string, list: () => ProcInfo[], timeoutMs: number): Promise<number> {
   const started = Date.now();
@@ -193,7 +197,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
     // A burst, so the pusher has work and serves the archiver.
     for (let i = 0; i < 3; i++) await p.psql(`insert into t (note) values ('burst ${i}'); select pg_switch_wal()`);
     await archiveEverything(p);
-    const [pusher] = await waitUntil('the pusher of the primary', () => backgroundProcs(p.walDir, 'pusher'), 15_000);
+    const pusher = await waitUntil('the pusher of the primary', () => onlyOne(backgroundProcs(p.walDir, 'pusher')), 15_000);
     const [fetcher] = backgroundProcs(s.walDir, 'fetcher');
     const runtimeDirs = await Promise.all([pusher!, fetcher!].map(async (b) => path.dirname(await waitUntil(`${b.pid} to listen`, () => listeningSocket(b.pid), 15_000))));
 
@@ -271,7 +275,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
       // A burst of segments: the archiver's calls are answered by the pusher (a marker, or over its socket).
       for (let i = 0; i < 4; i++) await p.psql(`insert into t (note) values ('burst ${i}'); select pg_switch_wal()`);
       await archiveEverything(p);
-      const [pusher] = await waitUntil('the pusher', () => backgroundProcs(p.walDir, 'pusher'), 15_000);
+      const pusher = await waitUntil('the pusher', () => onlyOne(backgroundProcs(p.walDir, 'pusher')), 15_000);
       const pusherSocket = await expectPrivateSocket(pusher!.pid, 'pusher', clusterUser().uid);
       const pusherLog = await readFile(path.join(p.walDir, 'walbridge', 'pusher.log'), 'utf8');
       const primaryLog = await p.log();
