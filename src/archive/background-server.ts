@@ -9,7 +9,7 @@
  * creates a directory that is gone (the call creates `pg_wal/walbridge/`), and at most one per
  * role runs for a pg_wal (util/single-instance.ts).
  */
-import { stat, unlink, writeFile, readFile } from 'node:fs/promises';
+import { readFile, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { WalbridgeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -52,8 +52,10 @@ export function tellingConnectedCalls(base: Logger): Logger {
 /**
  * Serves calls on `socketPath` until stopped. A process that cannot listen (a path too long for
  * a Unix socket, say) returns undefined: calls then do their own work, which only costs speed.
+ * `makeDir` (re)makes the socket's directory: the other role's process removes it when it stops
+ * and finds it empty, possibly between our making it and binding there.
  */
-export async function listenForCalls(socketPath: string, base: Logger, handle: (call: Call) => Promise<void>): Promise<Server | undefined> {
+export async function listenForCalls(socketPath: string, base: Logger, handle: (call: Call) => Promise<void>, makeDir: () => Promise<void> = async () => undefined): Promise<Server | undefined> {
   await unlink(socketPath).catch(() => undefined); // a dead process's: the caller holds the pid lock
   const server = createServer((socket) => {
     let call: Call | undefined;
@@ -98,15 +100,22 @@ export async function listenForCalls(socketPath: string, base: Logger, handle: (
       },
     );
   });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => resolve());
-    });
-    return server;
-  } catch (err) {
-    base.warn(`cannot listen on ${socketPath} (calls do their own work): ${(err as Error).message}`);
-    return undefined;
+  for (let attempt = 1; ; attempt++) {
+    await makeDir(); // a directory that is not private stops the process (runBackground)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      return server;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 3) continue; // its directory was removed meanwhile
+      base.warn(`cannot listen on ${socketPath} (calls do their own work): ${(err as Error).message}`);
+      return undefined;
+    }
   }
 }
 
@@ -170,16 +179,20 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
   let lastWork = Date.now();
   try {
     await writeFile(pid, `${process.pid}\n`);
-    await ensureRuntimeDir(runtime);
-    listening = await listenForCalls(socketPath, log, async (call) => {
-      calls++;
-      try {
-        await work.handle(call);
-      } finally {
-        calls--;
-        lastWork = Date.now();
-      }
-    });
+    listening = await listenForCalls(
+      socketPath,
+      log,
+      async (call) => {
+        calls++;
+        try {
+          await work.handle(call);
+        } finally {
+          calls--;
+          lastWork = Date.now();
+        }
+      },
+      () => ensureRuntimeDir(runtime),
+    );
     socketIno = listening ? (await stat(socketPath)).ino : undefined;
     let lastCheck = Date.now();
     for (let tick = 0; ; tick++) {
@@ -205,6 +218,10 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
     log.error(`stopping: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
     await stopListening(listening, socketPath, socketIno);
+    // The cluster's runtime directory goes with its last socket (it stays while the other role's
+    // process listens there), or every cluster and test data directory ever served would leave one
+    // in /tmp/walbridge-<uid>/. A process about to listen there makes it again (listenForCalls).
+    await rmdir(runtime.dir).catch(() => undefined);
     await work.finish(abandon);
     if ((await readFile(pid, 'utf8').catch(() => '')).trim() === String(process.pid)) await unlink(pid).catch(() => undefined);
     await lock.release();

@@ -32,7 +32,7 @@ import {
   stat,
   writeFile,
 } from 'node:fs/promises';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -312,9 +312,9 @@ function unregisterDir(dir: string): void {
   writeReaperList();
 }
 
-async function makeOwnedTempDir(label: string, mode = 0o700): Promise<string> {
+async function makeOwnedTempDir(label: string, mode = 0o700, parent = tempBase()): Promise<string> {
   const safe = label.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 24);
-  const dir = await mkdtemp(join(tempBase(), `walbridge-pg-${safe}-`));
+  const dir = await mkdtemp(join(parent, `walbridge-pg-${safe}-`));
   registerDir(dir);
   await chmod(dir, mode);
   await chownToClusterUser(dir);
@@ -328,8 +328,18 @@ async function makeOwnedTempDir(label: string, mode = 0o700): Promise<string> {
  * modify them, call chownToClusterUser(dir, { recursive: true }) or create them with
  * runAsClusterUser().
  */
-export async function makeSharedDir(prefix = 'shared'): Promise<string> {
-  return makeOwnedTempDir(prefix, 0o755);
+export async function makeSharedDir(prefix = 'shared', opts: { parentDir?: string } = {}): Promise<string> {
+  return makeOwnedTempDir(prefix, 0o755, opts.parentDir);
+}
+
+/**
+ * The temp dir name a cluster gets inside `parentDir` is `walbridge-pg-<label>-XXXXXX`
+ * (label cut to 24 characters): its data directory is `<parentDir>/<that>/data`. For tests
+ * that need a data directory path of an exact length (see InitOptions.parentDir).
+ */
+export function dataDirLength(parentDir: string, label: string): number {
+  const safe = label.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 24);
+  return join(parentDir, `walbridge-pg-${safe}-XXXXXX`, 'data').length;
 }
 
 export async function removeSharedDir(dir: string): Promise<void> {
@@ -384,6 +394,13 @@ function procComm(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A pid no process has now (for a stale lock file). */
+function unusedPid(): number {
+  const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) || 32768;
+  for (let p = max - 1; p > 300; p--) if (!existsSync(`/proc/${p}`)) return p;
+  throw new Error('no unused pid');
 }
 
 /** All descendants of `pid` (from /proc), deepest last. */
@@ -469,6 +486,15 @@ export interface PgCluster {
   reload(): Promise<void>;
   /** SIGKILL the postmaster and all its children (a crash); start() then does crash recovery. */
   kill9(): Promise<void>;
+  /**
+   * SIGKILL the postmaster alone (as the OOM killer would), leaving its children and what they
+   * run (a restore_command) to notice by themselves; returns the postmaster's pid once it is dead.
+   * A container's PID 1 may leave it a zombie, which PostgreSQL's lock check would take for a live
+   * server: then its pid in postmaster.pid is replaced by one no process has (the rest of the file,
+   * the shared memory key included, is kept, so a start() still meets what the children hold) and
+   * the socket lock file is removed, as a host whose init reaps would find them.
+   */
+  crashPostmaster(): Promise<number>;
   isRunning(): boolean;
   /** Postmaster pid, if running. */
   pid(): number | undefined;
@@ -506,6 +532,8 @@ export interface PgCluster {
 interface ClusterInit {
   name: string;
   rootDir: string;
+  /** `rootDir/sock`, or a short dir of its own when that path is too long for a Unix socket. */
+  socketDir: string;
   port: number;
   env: Record<string, string>;
   tcp: boolean;
@@ -528,7 +556,7 @@ class Cluster implements PgCluster {
     this.rootDir = i.rootDir;
     this.dataDir = join(i.rootDir, 'data');
     this.walDir = join(this.dataDir, 'pg_wal');
-    this.socketDir = join(i.rootDir, 'sock');
+    this.socketDir = i.socketDir;
     this.logFile = join(i.rootDir, 'server.log');
     this.port = i.port;
     this.env = Object.freeze({ ...i.env });
@@ -715,6 +743,26 @@ class Cluster implements PgCluster {
     liveClusters.delete(this);
   }
 
+  async crashPostmaster(): Promise<number> {
+    const pid = this.pid();
+    if (pid === undefined) await this.fail('crashPostmaster: not running', '');
+    process.kill(pid!, 'SIGKILL');
+    const deadline = Date.now() + 10_000;
+    while (pidAlive(pid!) && Date.now() < deadline) await sleep(10);
+    if (pidAlive(pid!)) await this.fail('crashPostmaster: the postmaster survived SIGKILL', `pid ${pid}`);
+    if (existsSync(`/proc/${pid}`)) {
+      const pidFile = join(this.dataDir, 'postmaster.pid');
+      const lines = (await readFile(pidFile, 'utf8')).split('\n');
+      if (lines[0] === String(pid)) {
+        lines[0] = String(unusedPid());
+        await writeFile(pidFile, lines.join('\n')); // an existing file keeps its owner and mode
+      }
+      await rm(join(this.socketDir, `.s.PGSQL.${this.port}.lock`), { force: true });
+    }
+    liveClusters.delete(this);
+    return pid!;
+  }
+
   async psql(sql: string, opts: PsqlOptions = {}): Promise<string> {
     const r = await runAsSelf(join(PG_BIN, 'psql'), ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-'], {
       env: this.clientEnv(opts.db),
@@ -820,6 +868,10 @@ class Cluster implements PgCluster {
       this.destroyed = true;
       await rm(this.rootDir, { recursive: true, force: true });
       unregisterDir(this.rootDir);
+      if (!this.socketDir.startsWith(this.rootDir + '/')) {
+        await rm(this.socketDir, { recursive: true, force: true });
+        unregisterDir(this.socketDir);
+      }
     }
   }
 }
@@ -846,14 +898,27 @@ export interface InitOptions {
   tcp?: boolean;
   /** Start the server. Default true. */
   start?: boolean;
+  /** Where the cluster's temp dir (rootDir) is made; default the temp base (WALBRIDGE_PG_TMPDIR
+   *  or os.tmpdir()). Must exist and be traversable by the cluster user (makeSharedDir). For
+   *  long data directory paths: see dataDirLength(). */
+  parentDir?: string;
 }
 
-async function newClusterDirs(name: string): Promise<string> {
-  const root = await makeOwnedTempDir(name, 0o700);
-  await mkdir(join(root, 'sock'), { mode: 0o700 });
-  await chownToClusterUser(join(root, 'sock'));
-  await writeOwnedFile(join(root, 'server.log'), '', 0o644);
-  return root;
+/** A Unix socket path has at most 107 bytes; PostgreSQL's is `<dir>/.s.PGSQL.<port>.lock` at most. */
+const SOCKET_PATH_MAX = 107;
+
+async function newClusterDirs(name: string, parentDir?: string): Promise<{ rootDir: string; socketDir: string }> {
+  const rootDir = await makeOwnedTempDir(name, 0o700, parentDir);
+  let socketDir = join(rootDir, 'sock');
+  if (Buffer.byteLength(join(socketDir, '.s.PGSQL.65535.lock')) > SOCKET_PATH_MAX) {
+    // A long rootDir (parentDir): the server's socket goes to a short temp dir of its own.
+    socketDir = await makeOwnedTempDir(`${name}-sock`, 0o700);
+  } else {
+    await mkdir(socketDir, { mode: 0o700 });
+    await chownToClusterUser(socketDir);
+  }
+  await writeOwnedFile(join(rootDir, 'server.log'), '', 0o644);
+  return { rootDir, socketDir };
 }
 
 function networkConf(c: Cluster): ConfSettings {
@@ -867,8 +932,8 @@ function networkConf(c: Cluster): ConfSettings {
 /** initdb + configuration for archiving (+ start, by default). */
 export async function initPrimary(opts: InitOptions = {}): Promise<PgCluster> {
   const name = opts.name ?? 'primary';
-  const rootDir = await newClusterDirs(name);
-  const c = new Cluster({ name, rootDir, port: await freePort(), env: opts.env ?? {}, tcp: opts.tcp ?? false });
+  const { rootDir, socketDir } = await newClusterDirs(name, opts.parentDir);
+  const c = new Cluster({ name, rootDir, socketDir, port: await freePort(), env: opts.env ?? {}, tcp: opts.tcp ?? false });
   try {
     const args = ['-D', c.dataDir, '-U', PG_SUPERUSER, '--auth=trust', '--no-sync', '--locale=C', '--encoding=UTF8'];
     if (opts.walSegSizeMb !== undefined) args.push(`--wal-segsize=${opts.walSegSizeMb}`);
@@ -913,15 +978,18 @@ export interface BaseBackupOptions {
   tcp?: boolean;
   /** Start the new cluster. Default false. `{ wait: false }` for one that needs WAL first. */
   start?: boolean | StartOptions;
+  /** As InitOptions.parentDir. */
+  parentDir?: string;
 }
 
 /** pg_basebackup of `primary` (running) into a new cluster dir. Not started unless asked. */
 export async function baseBackup(primary: PgCluster, opts: BaseBackupOptions = {}): Promise<PgCluster> {
   const name = opts.name ?? 'standby';
-  const rootDir = await newClusterDirs(name);
+  const { rootDir, socketDir } = await newClusterDirs(name, opts.parentDir);
   const c = new Cluster({
     name,
     rootDir,
+    socketDir,
     port: await freePort(),
     env: { ...primary.env, ...opts.env },
     tcp: opts.tcp ?? false,
