@@ -34,10 +34,27 @@ declare module 'vitest' {
 
 const GCS_KMS_KEY = 'projects/walbridge-test/locations/us/keyRings/walbridge/cryptoKeys/wal';
 
+interface Servers {
+  rgw: Awaited<ReturnType<typeof startRadosgw>>;
+  gcs: Awaited<ReturnType<typeof startGcsServer>>;
+}
+
+/**
+ * One set of servers for the whole run: vitest calls this once per project (vitest.config.ts
+ * splits the files into two), in the same process, and the last teardown stops them.
+ */
+const shared = globalThis as { walbridgeTestServers?: { started: Promise<Servers>; users: number } };
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // The S3 SDK's multi-line Node 20 notice (the radosgw harness uses the SDK here too).
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
-  const [rgw, gcs] = await Promise.all([startRadosgw({ tls: true }), startGcsServer({ kmsKeys: [GCS_KMS_KEY] })]);
+  shared.walbridgeTestServers ??= {
+    started: Promise.all([startRadosgw({ tls: true }), startGcsServer({ kmsKeys: [GCS_KMS_KEY] })]).then(([rgw, gcs]) => ({ rgw, gcs })),
+    users: 0,
+  };
+  const servers = shared.walbridgeTestServers;
+  servers.users++;
+  const { rgw, gcs } = await servers.started;
   project.provide('s3', {
     endpoint: rgw.endpoint,
     httpsEndpoint: rgw.httpsEndpoint!,
@@ -52,6 +69,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('gcsUrl', gcs.url);
   project.provide('gcsKmsKey', GCS_KMS_KEY);
   return async () => {
+    if (--servers.users > 0) return;
+    delete shared.walbridgeTestServers;
     await Promise.all([rgw.stop(), gcs.close()]);
   };
 }
