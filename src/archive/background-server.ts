@@ -55,7 +55,7 @@ export function tellingConnectedCalls(base: Logger): Logger {
  * `makeDir` (re)makes the socket's directory: the other role's process removes it when it stops
  * and finds it empty, possibly between our making it and binding there.
  */
-export async function listenForCalls(socketPath: string, base: Logger, handle: (call: Call) => Promise<void>, makeDir: () => Promise<void> = async () => undefined): Promise<Server | undefined> {
+async function listenForCalls(socketPath: string, base: Logger, handle: (call: Call) => Promise<void>, makeDir: () => Promise<void> = async () => undefined): Promise<Server | undefined> {
   await unlink(socketPath).catch(() => undefined); // a dead process's: the caller holds the pid lock
   const server = createServer((socket) => {
     let call: Call | undefined;

@@ -14,7 +14,6 @@
  * that the window moves on.
  */
 import path from 'node:path';
-import { ExitCode } from '../errors.js';
 import { parseRequestedName, parseWalFileName } from '../wal/names.js';
 import type { ServerProcess } from '../wal/server.js';
 import { failedAnswer, type BackgroundRequest, type FailedAnswer } from './background-link.js';
@@ -71,6 +70,7 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
     {
       handle: async (call) => {
         const request = call.request as unknown as FetchRequest | ServedNote;
+        if (retiring) return call.answer({ status: 'declined', reason: 'the background fetcher is stopping' } satisfies FetchAnswer);
         const refused = ours(request);
         if ('served' in request) {
           // A hint only: move the window on past what the call served by itself.
@@ -104,8 +104,10 @@ export async function fetchAhead(ctx: FetchContext, walDir: string, opts: Fetche
             call.answer({ status: 'declined', reason: err instanceof NotForBackground ? err.message : 'the background fetcher failed' } satisfies FetchAnswer);
           } else {
             const answer = failedAnswer(err);
-            ctx.log.error(`${request.walFile}: ${answer.message}`);
-            if (answer.exitCode === ExitCode.storeAccess) retiring = true; // perhaps stale credentials: let a fresh process take over
+            ctx.log.error(`${request.walFile}: ${answer.message}; stopping, so that the next try starts afresh`);
+            // Whatever failed may be mended outside (credentials, a region, a file): this process's
+            // clients, caches and settings date from its start, so the call's next try must not meet them again.
+            retiring = true;
             call.answer(answer satisfies FetchAnswer);
           }
         }

@@ -11,9 +11,10 @@
  *          credentials again and opens the store anew, so mending the cause resumes the standby
  *          by itself — the store (unreachable, refusing, missing bucket), a damaged or foreign
  *          object, a missing key, a local disk problem (a full pg_wal), a bad config or key file,
- *          an installation in progress (a codec or a module of walbridge missing); or
+ *          a codec package missing (an install in progress); or
  *   stops: where nothing outside the process can mend it — bad arguments, a bad file name, a
- *          setting given as a flag or environment variable, a bug, its server gone — it exits
+ *          setting given as a flag or environment variable, a bug, a module of walbridge itself
+ *          missing (replaced by an upgrade under the call), its server gone — it exits
  *          with ExitCode.stopServer (200), and PostgreSQL stops the standby instead of promoting it.
  *
  * Under standby.signal, or without waiting (--no-wait), PostgreSQL retries by itself: failures
@@ -21,7 +22,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ExitCode, WalbridgeError, describeFailure, moduleMissing } from '../errors.js';
+import { ExitCode, WalbridgeError, describeFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
@@ -29,11 +30,17 @@ import type { FailoverRequest } from './failover.js';
 
 export type FetchOutcome = 'restored' | 'not-found';
 
-/** Whether a failure can be waited out (something outside the process may mend it) or must stop the server. */
+/**
+ * Whether a failure can be waited out (something outside the process may mend it) or must stop
+ * the server. A module of walbridge missing is not waited out: Node keeps a failed import for
+ * the life of the process, and an upgrade renames the bundle's chunks, so no later try could load
+ * it (a codec package is another matter: it is loaded with require(), tried again each time,
+ * and fails as a mendable WalbridgeError).
+ */
 export function verdictOn(err: unknown): 'hold' | 'stop' {
   if (err instanceof StoreError) return 'hold';
   if (err instanceof WalbridgeError) return err.mendableOutside ? 'hold' : 'stop';
-  return moduleMissing(err) ? 'hold' : 'stop';
+  return 'stop';
 }
 
 /** The failure that stops the server instead of promoting it (exit 200), saying why. */
@@ -69,8 +76,12 @@ export interface HoldOptions {
   /** Waiting under recovery.signal: failures are held or stop the server (see above). */
   readonly holding: boolean;
   readonly failover: FailoverRequest;
-  /** `pg_ctl promote` / `walbridge promote` asked the server to end recovery. */
-  readonly promoteRequested: () => Promise<boolean>;
+  /**
+   * `pg_ctl promote` / `walbridge promote` asked the server to end recovery. Synchronous: a
+   * thread pool held up by a hung file system (a config file on a dead NFS mount) must not keep
+   * a failover from being seen.
+   */
+  readonly promoteRequested: () => boolean;
   /** Whether the server that asked still runs. */
   readonly serverAlive: () => boolean;
 }
@@ -112,7 +123,7 @@ export async function holdingFailures(opts: HoldOptions, attempt: () => Promise<
         opts.log.warn(`SIGUSR1 received while holding on ${opts.name}: fast failover, answering "not found" so that recovery ends`);
         return 'not-found';
       }
-      if (await opts.promoteRequested()) {
+      if (opts.promoteRequested()) {
         opts.log.warn(`promotion requested (pg_ctl promote) while holding on ${opts.name}: answering "not found" so that recovery ends`);
         return 'not-found';
       }

@@ -39,6 +39,8 @@ export async function pushWithLookahead(ctx: PushContext, walPath: string, concu
   return pushWalFile(ctx, walPath);
 }
 
+const STORE_FAILURES: ReadonlySet<number> = new Set([ExitCode.storeUnavailable, ExitCode.storeAccess, ExitCode.storeMissing, ExitCode.storeError]);
+
 export interface PusherOptions {
   readonly concurrency: number;
   /** Milliseconds without work after which the pusher exits. */
@@ -107,7 +109,9 @@ export async function pushAhead(ctx: PushContext, scope: MarkerScope, walDir: st
       }
       const answer = failedAnswer(err);
       ctx.log.error(`${name}: ${answer.message}`);
-      if (answer.exitCode === ExitCode.storeAccess) retiring = true; // perhaps stale credentials: let a fresh process take over
+      // A store failure may be mended outside (credentials, a region, an endpoint) while this
+      // process's clients date from its start: let a fresh process take over.
+      if (STORE_FAILURES.has(answer.exitCode)) retiring = true;
       return answer;
     }
   };

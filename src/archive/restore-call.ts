@@ -11,7 +11,7 @@ import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { repositoryId } from '../storage/open.js';
 import type { Store } from '../storage/store.js';
-import { dataDirOfWalPath, promoteRequested, readRecoverySignal } from '../wal/datadir.js';
+import { dataDirOfWalPath, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
 import { formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
 import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from './background-link.js';
@@ -21,7 +21,7 @@ import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
 import { backgroundSocket, walDirOf } from './local-layout.js';
 import { registerWaitingCall } from './promote.js';
 import { serveSpooled } from './spool.js';
-import { readStandbyState, writeStandbyState } from './standby-state.js';
+import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
 
 export interface RestoreCall {
   /** %f */
@@ -108,7 +108,7 @@ export async function restoreCall(call: RestoreCall): Promise<FetchOutcome> {
       name: call.walFile,
       holding: call.wait && signal?.mode === 'recovery',
       failover: call.failover,
-      promoteRequested: async () => dataDir !== undefined && (await promoteRequested(dataDir)),
+      promoteRequested: () => dataDir !== undefined && existsSync(path.join(dataDir, 'promote')),
       serverAlive: alive,
     },
     attempt,
@@ -151,14 +151,19 @@ async function throughFetcher(
   if (answer === undefined && waitMs !== undefined && Date.now() - asked >= waitMs) throw noAnswer('fetcher', `fetch of ${call.walFile}`, settings.timeout);
   if (answer?.status === 'spooled') {
     try {
-      if (await serveSpooled({ repository: repositoryId(settings), namespace: settings.namespace, log }, file, destination)) return 'restored';
+      if (await serveSpooled({ repository: repositoryId(settings), namespace: settings.namespace, log }, file, destination)) {
+        const dataDir = path.dirname(walDir);
+        if (call.wait && file.kind === 'segment' && file.position) await recordRestored(dataDir, file.position);
+        return 'restored';
+      }
     } catch (err) {
       // A damaged spooled file or a failed rename must not end recovery: restore it directly.
       log.warn(`could not publish ${file.name} from the prefetch spool (${(err as Error).message}); restoring it directly`);
     }
   }
   if (answer?.status === 'not-found') return 'not-found';
-  // Access refused may be the fetcher's stale credentials: this call tries with its own.
+  // The fetcher stops after a failure (its state dates from its start): the next try goes without it.
+  // Access refused may be its stale credentials: this call tries with its own at once.
   if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) throw failureOf(answer);
   return undefined;
 }

@@ -21,13 +21,32 @@ export interface StandbyState {
 
 const FILE = 'walbridge.state';
 
+/**
+ * The state, {} when there is none yet. A file that cannot be read is a local failure (held like
+ * any): taken for empty, it would make a pending trigger count as a leftover.
+ */
 export async function readStandbyState(dataDir: string): Promise<StandbyState> {
+  const file = path.join(dataDir, FILE);
+  let text: string;
   try {
-    const value = JSON.parse(await readFile(path.join(dataDir, FILE), 'utf8')) as StandbyState;
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new WalbridgeError('localIo', `cannot read this standby's state in ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const value = JSON.parse(text) as StandbyState;
     return typeof value === 'object' && value !== null ? value : {};
   } catch {
-    return {};
+    return {}; // not walbridge's writing (it replaces the file whole): start afresh
   }
+}
+
+/** Records that `position` (log/segment, 16 hex digits) was restored, if it is the newest. */
+export async function recordRestored(dataDir: string, position: string): Promise<void> {
+  const state = await readStandbyState(dataDir);
+  if (state.restoredUpTo !== undefined && position <= state.restoredUpTo) return;
+  await writeStandbyState(dataDir, { ...state, restoredUpTo: position });
 }
 
 export async function writeStandbyState(dataDir: string, state: StandbyState): Promise<void> {

@@ -5,9 +5,10 @@
  * smart: keep restoring what is archived; answer "not found" at the first absent segment.
  * fast:  answer "not found" for anything not restored yet.
  *
- * Leftover rule: a trigger applies only to a standby whose recovery began before the trigger
- * was written (the standby's signal file is older than the trigger). A trigger left behind by
- * an earlier failover therefore never promotes a standby set up after it.
+ * Leftover rule: a trigger that was already there when a standby's recovery first looked is a
+ * leftover of an earlier failover and never concerns it (wait.ts remembers which those were, per
+ * recovery, in standby-state.ts); a trigger written after that first look does. No clock of one
+ * host is compared with another's.
  */
 import { hostname, userInfo } from 'node:os';
 import { WalbridgeError } from '../errors.js';

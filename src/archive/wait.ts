@@ -19,7 +19,7 @@ import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
 import { NotForBackground, restoreWithPrefetch } from './prefetch.js';
 import { isSpooled } from './spool.js';
-import { readStandbyState, writeStandbyState } from './standby-state.js';
+import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
 import { ALL_STANDBYS, choose, readTrigger, triggerId, type Trigger } from './trigger.js';
 
 export type { FetchOutcome } from './hold.js';
@@ -106,9 +106,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
       return 'not-found';
     }
     if (present && (await restoreWithPrefetch(ctx, file, destination, identity)) === 'restored') {
-      if (dataDir && file.kind === 'segment' && !restoredBefore(file, restoredUpTo)) {
-        await writeStandbyState(dataDir, { ...(await readStandbyState(dataDir)), restoredUpTo: file.position });
-      }
+      // In the background fetcher the segment is only spooled: the call records it once it published %p.
+      if (dataDir && file.kind === 'segment' && file.position && !ctx.background) await recordRestored(dataDir, file.position);
       return 'restored';
     }
     if (!bucketChecked) {

@@ -25,6 +25,10 @@ export async function main(executable: Executable, argv: string[] = process.argv
   // PostgreSQL would end recovery and promote (see archive/hold.ts). Whatever fails, even parsing
   // its arguments, ends it with 200 there.
   const holding = () => (executable === 'archive-fetch' || (executable === 'walbridge' && argv[0] === 'fetch')) && waitsUnderRecoverySignal(argv);
+  // Node's own end for these is exit 1, "not found" to PostgreSQL: the same rule instead.
+  const crashed = (err: unknown) => process.exit(reportFailure(holding() ? stopServer(err) : err, log));
+  process.on('uncaughtException', crashed);
+  process.on('unhandledRejection', crashed);
   try {
     const program = await buildProgram(executable, done);
     await program.parseAsync(argv, { from: 'user' });

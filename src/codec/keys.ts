@@ -10,9 +10,9 @@
  * and serialises as its ids only.
  */
 import { createHmac } from 'node:crypto';
-import { readSmallFile, readSmallFileSync } from '../util/small-file.js';
+import { readSmallFile } from '../util/small-file.js';
 
-export const KEY_BYTES = 32;
+const KEY_BYTES = 32;
 export const KEY_ENV = 'WALBRIDGE_ENCRYPTION_KEY';
 
 export interface EncryptionKey {
@@ -55,16 +55,12 @@ export function keyId(material: Buffer): string {
 export type KeySource = { readonly file: string } | { readonly env: typeof KEY_ENV };
 
 export class KeyRing {
-  private keys: EncryptionKey[];
-
   constructor(
     readonly source: KeySource,
-    keys: EncryptionKey[],
+    private readonly keys: EncryptionKey[],
     /** Whether objects stored in the clear (before encryption was turned on) are still accepted. */
     readonly acceptsPlaintext = false,
-  ) {
-    this.keys = keys;
-  }
+  ) {}
 
   /** The key new objects are encrypted with. */
   get current(): EncryptionKey {
@@ -76,14 +72,10 @@ export class KeyRing {
   }
 
   /**
-   * The key with this id. A key file is read again on a miss: a waiting standby picks up a key an
-   * operator added without being restarted.
+   * The key with this id. (A key added to the key file reaches a waiting standby through its
+   * settings, read again at every try: see archive/hold.ts.)
    */
   find(id: string): EncryptionKey | undefined {
-    const found = this.keys.find((k) => k.id === id);
-    if (found || !('file' in this.source)) return found;
-    const reread = readKeyFileSync(this.source.file);
-    if (typeof reread !== 'string') this.keys = reread;
     return this.keys.find((k) => k.id === id);
   }
 
@@ -106,17 +98,6 @@ export async function readKeyFile(file: string): Promise<EncryptionKey[] | strin
   let text: string;
   try {
     text = await readSmallFile(file);
-  } catch (err) {
-    return `cannot read it: ${(err as Error).message}`;
-  }
-  return parseKeys(text);
-}
-
-/** readKeyFile, for a ring that reads its file again on a miss (in the middle of decoding). */
-function readKeyFileSync(file: string): EncryptionKey[] | string {
-  let text: string;
-  try {
-    text = readSmallFileSync(file);
   } catch (err) {
     return `cannot read it: ${(err as Error).message}`;
   }

@@ -299,7 +299,7 @@ export async function resolveSettings({ flags, env, command }: ResolveInput): Pr
 
 /** The keys from the key file or the environment (never both: which one encrypts would be unclear). */
 async function keyRing(fileRaw: Raw | undefined, envKeys: string | undefined, acceptsPlaintext: boolean): Promise<KeyRing | undefined> {
-  if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`);
+  if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`, fileRaw);
   if (fileRaw) {
     // Never quoted: a key given where its file's path goes would be printed.
     if (!String(fileRaw.value).startsWith('/')) throw configError(`bad ${fileRaw.from}: give the absolute path of the key file (the value is not shown: it may be a key)`, fileRaw);
@@ -346,7 +346,7 @@ const CRYPTO_KEY_NAME = /^projects\/[a-z0-9][a-z0-9.:-]*\/locations\/[a-z0-9-]+\
  * A config file: `key = value` lines, `#` comments, keys as the long flags without `--`.
  * Unknown keys are errors, so a typo never silently falls back to a default.
  */
-export async function readConfigFile(file: string): Promise<Record<string, string>> {
+async function readConfigFile(file: string): Promise<Record<string, string>> {
   let text: string;
   try {
     text = await readSmallFile(file);
@@ -356,7 +356,7 @@ export async function readConfigFile(file: string): Promise<Record<string, strin
   return parseConfigText(text, file);
 }
 
-export function parseConfigText(text: string, file: string): Record<string, string> {
+function parseConfigText(text: string, file: string): Record<string, string> {
   const values: Record<string, string> = {};
   text.split('\n').forEach((line, index) => {
     const trimmed = line.trim();

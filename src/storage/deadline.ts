@@ -181,7 +181,7 @@ export function outsideDeadline<T>(fn: () => T): T {
 }
 
 /** How long removing what a failed write left behind may take, on a deadline of its own. */
-export const CLEANUP_MS = 2_000;
+const CLEANUP_MS = 2_000;
 
 /**
  * Clean-up after a failed write (an unfinished multipart upload, an object stored unencrypted):

@@ -35,7 +35,7 @@ const FORMAT = 1;
 const COPY_PART_BYTES = 4 * 1024 * 1024;
 const READ_BYTES = 256 * 1024;
 /** Hidden (list skips dot names), and named so nobody takes it for a namespace's data. */
-export const TEMP_DIR = '.walbridge-tmp';
+const TEMP_DIR = '.walbridge-tmp';
 
 interface FileHeader {
   walbridge: number;

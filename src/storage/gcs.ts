@@ -265,7 +265,7 @@ function stringRecord(value: unknown): Record<string, string> {
  * What makes the Application Default Credentials file unusable, if one is named (or gcloud's is
  * there): which variable or file to fix, and never a byte of its content (it holds a private key).
  */
-export function credentialsFileProblem(env: NodeJS.ProcessEnv = process.env): string | undefined {
+function credentialsFileProblem(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const named = env['GOOGLE_APPLICATION_CREDENTIALS'];
   const file = named || path.join(env['CLOUDSDK_CONFIG'] || path.join(homedir(), '.config', 'gcloud'), 'application_default_credentials.json');
   const where = named ? `GOOGLE_APPLICATION_CREDENTIALS (${file})` : `gcloud's credentials file ${file}`;

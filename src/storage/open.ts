@@ -30,7 +30,7 @@ export function repositoryId(settings: Settings): string {
 /** Per-request idle bound: 30 s, or less when the whole operation may take less (--timeout). */
 const IDLE_TIMEOUT_MS = 30_000;
 
-export async function openStore(
+async function openStore(
   repo: RepoLocation,
   settings: Pick<Settings, 's3PathStyle' | 's3Checksum' | 's3Endpoint' | 's3Region' | 'gcsEndpoint' | 'timeout' | 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'>,
 ): Promise<Store> {

@@ -6,9 +6,9 @@
  * race of "a dead process's pid file, removed by two processes at once" cannot happen.
  *
  * The socket carries nothing: a connection is closed at once (abstract sockets have no file
- * permissions, so nothing may ever be served on one). Someone who binds a name first only
- * keeps that process from starting; the names include the user id and the pg_wal directory's
- * inode, which only its owner can read.
+ * permissions, so nothing may ever be served on one). Their names are visible to every local
+ * user (/proc/net/unix): someone who binds a name first only keeps that background process from
+ * starting, and the calls do their own work.
  */
 import { connect, createServer, type Server } from 'node:net';
 

@@ -1,11 +1,11 @@
 /**
  * Reading the small files walbridge is configured with (the config file, the key file): never a
  * FIFO or a device (opened without blocking, then checked to be a regular file), at most
- * MAX_BYTES, and, read asynchronously, for at most READ_LIMIT_MS — a hung network mount must not
+ * MAX_BYTES, and for at most READ_LIMIT_MS — a hung network mount must not
  * hang a call past the SIGTERM of a server shutdown. A failure is an Error whose message says
  * what is wrong with the file, never what is in it.
  */
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 const MAX_BYTES = 1024 * 1024;
@@ -18,18 +18,20 @@ function problem(isFile: boolean, size: number): string | undefined {
   return undefined;
 }
 
+/**
+ * Reads in flight, by path: a read abandoned at READ_LIMIT_MS still holds a thread of the pool,
+ * so a hung file is never asked again while one such read waits (the pool would run dry).
+ */
+const inFlight = new Map<string, Promise<string>>();
+
 export async function readSmallFile(file: string): Promise<string> {
-  const reading = (async () => {
-    const fh = await open(file, FLAGS);
-    try {
-      const st = await fh.stat();
-      const wrong = problem(st.isFile(), st.size);
-      if (wrong) throw new Error(wrong);
-      return await fh.readFile('utf8');
-    } finally {
-      await fh.close();
-    }
-  })();
+  let reading = inFlight.get(file);
+  if (!reading) {
+    reading = readNow(file);
+    inFlight.set(file, reading);
+    const done = () => inFlight.delete(file);
+    reading.then(done, done);
+  }
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${READ_LIMIT_MS / 1000} s (a hung network mount?)`)), READ_LIMIT_MS);
@@ -44,20 +46,15 @@ export async function readSmallFile(file: string): Promise<string> {
   }
 }
 
-export function readSmallFileSync(file: string): string {
-  let fd: number;
+async function readNow(file: string): Promise<string> {
+  const fh = await open(file, FLAGS);
   try {
-    fd = openSync(file, FLAGS);
-  } catch (err) {
-    throw new Error(describe(err));
-  }
-  try {
-    const st = fstatSync(fd);
+    const st = await fh.stat();
     const wrong = problem(st.isFile(), st.size);
     if (wrong) throw new Error(wrong);
-    return readFileSync(fd, 'utf8');
+    return await fh.readFile('utf8');
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }
 

@@ -33,9 +33,10 @@ export interface RecoverySignal {
   /** standby.signal: PostgreSQL keeps retrying; recovery.signal: "not available" ends recovery. */
   readonly mode: 'standby' | 'recovery';
   /**
-   * Names this signal file among all that were ever written here (device, inode, modification
-   * and change times): a new recovery (a new standby, or this one set up again) writes a new
-   * one. Only ever compared for equality, on this host: no clock is compared with another's.
+   * Names this signal file among all that were ever written here (its inode and modification
+   * time): a new recovery (a new standby, or this one set up again) writes a new one. Not the
+   * device (an NFS remount or a reboot may renumber it) nor the change time (a chown touches it).
+   * Only ever compared for equality, on this host: no clock is compared with another's.
    */
   readonly identity: string;
 }
@@ -45,7 +46,7 @@ export async function readRecoverySignal(dataDir: string): Promise<RecoverySigna
   for (const mode of ['standby', 'recovery'] as const) {
     try {
       const info = await stat(path.join(dataDir, `${mode}.signal`));
-      return { mode, identity: `${mode}:${info.dev}:${info.ino}:${info.mtimeMs}:${info.ctimeMs}` };
+      return { mode, identity: `${mode}:${info.ino}:${info.mtimeMs}` };
     } catch {
       // not this one
     }

@@ -13,6 +13,7 @@ import { BIN_DIR, runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { backgroundListening } from '../support/background.js';
 import { fakeDataDir } from '../support/standby-dir.js';
+import { installCopy } from '../support/install-copy.js';
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -27,9 +28,9 @@ interface Running {
 }
 
 /** Starts archive-fetch in the background, as PostgreSQL's startup process would. */
-function startFetch(args: string[], env: Record<string, string>): Running {
+function startFetch(args: string[], env: Record<string, string>, binDir = BIN_DIR): Running {
   const started = Date.now();
-  const child = spawn(path.join(BIN_DIR, 'archive-fetch'), args, {
+  const child = spawn(path.join(binDir, 'archive-fetch'), args, {
     env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -313,5 +314,45 @@ describe('waiting fetch when the store is unreachable', () => {
     await sleep(1000);
     fetch.kill('SIGTERM');
     expect((await fetch.exited).signal).toBe('SIGTERM');
+  });
+});
+
+describe('waiting fetch while walbridge itself cannot be loaded (an install in progress)', () => {
+  it('holds under recovery.signal, answers a promotion request, and runs the command once the build is back', async () => {
+    const walName = (i: number) => path.basename(wal.segments[i]!);
+    const copy = await installCopy();
+    const repo = await createRepo('file');
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'unbuilt' };
+    try {
+      await copy.removeBundle();
+      // Asked to promote while it cannot load: "not found" (exit 1), as for any requested failover.
+      const promoted = await fakeDataDir('recovery');
+      const asked = startFetch([walName(0), promoted.destination], env, copy.binDir);
+      await asked.saw(/walbridge is not built, or being reinstalled .*holding/);
+      await writeFile(path.join(promoted.dir, 'promote'), '');
+      const answer = await asked.exited;
+      expect(answer.status, answer.stderr).toBe(ExitCode.notFound);
+      expect(answer.stderr).toMatch(/failover requested .* while walbridge cannot be loaded/);
+      // Otherwise it holds, and once the build is back the command runs (in a new process) and restores.
+      const pg = await fakeDataDir('recovery');
+      const held = startFetch([walName(0), pg.destination], env, copy.binDir);
+      await held.saw(/holding/);
+      await sleep(2500);
+      await copy.restoreBundle();
+      expect((await runCli('archive-push', [wal.segments[0]!], env)).status).toBe(0);
+      const done = await held.exited;
+      expect(done.status, done.stderr).toBe(0);
+      expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
+      // Without recovery.signal (or with --no-wait) PostgreSQL retries by itself: exit 70 at once.
+      await copy.removeBundle();
+      const standby = await fakeDataDir('standby');
+      const r = await new Promise<{ status: number | null }>((resolve) => {
+        const child = spawn(path.join(copy.binDir, 'archive-fetch'), [walName(0), standby.destination], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, stdio: 'ignore' });
+        child.on('exit', (status) => resolve({ status }));
+      });
+      expect(r.status).toBe(ExitCode.internal);
+    } finally {
+      await copy.cleanup();
+    }
   });
 });

@@ -30,7 +30,8 @@ describe('verdictOn', () => {
     ['bad arguments', new WalbridgeError('usage', 'x'), 'stop'],
     ['a name that is no WAL file', new WalbridgeError('badName', 'x'), 'stop'],
     ['a bug', new TypeError('undefined is not a function'), 'stop'],
-    ['a module missing (an install in progress)', Object.assign(new Error('Cannot find module'), { code: 'ERR_MODULE_NOT_FOUND' }), 'hold'],
+    ['a codec package missing (an install in progress)', new WalbridgeError('config', 'codec zstd is unavailable', { mendableOutside: true }), 'hold'],
+    ['a module of walbridge missing (an upgrade under the call: Node keeps failed imports)', Object.assign(new Error('Cannot find module'), { code: 'ERR_MODULE_NOT_FOUND' }), 'stop'],
   ])('%s: %s', (_what, err, verdict) => {
     expect(verdictOn(err)).toBe(verdict);
   });
@@ -48,7 +49,7 @@ describe('holdingFailures', () => {
     name: '000000010000000000000003',
     holding: true,
     failover,
-    promoteRequested: async () => false,
+    promoteRequested: () => false,
     serverAlive: () => true,
   });
 
@@ -115,17 +116,26 @@ describe('holdingFailures', () => {
 });
 
 describe('waitsUnderRecoverySignal', () => {
-  it('finds the data directory from %p or the working directory, and honours --no-wait and standby.signal', async () => {
+  it('finds the data directory from %p or the working directory, and honours --no-wait and standby.signal; bin/launch.js (which cannot load the bundle) agrees', async () => {
+    // @ts-expect-error: plain JavaScript, outside the TypeScript project
+    const { waitingUnderRecoverySignal } = (await import('../../bin/launch.js')) as { waitingUnderRecoverySignal: (exe: string, argv: string[], cwd: string) => string | undefined };
+    const both = (argv: string[], cwd: string) => {
+      const verdict = waitsUnderRecoverySignal(argv, cwd);
+      expect(waitingUnderRecoverySignal('archive-fetch', argv, cwd) !== undefined, argv.join(' ')).toBe(verdict);
+      expect(waitingUnderRecoverySignal('walbridge', ['fetch', ...argv], cwd) !== undefined).toBe(verdict);
+      expect(waitingUnderRecoverySignal('archive-push', argv, cwd)).toBeUndefined();
+      return verdict;
+    };
     const dir = await mkdtemp(path.join(tmpdir(), 'wb-hold-'));
     await mkdir(path.join(dir, 'pg_wal'));
     const argv = ['000000010000000000000001', path.join(dir, 'pg_wal', 'RECOVERYXLOG')];
-    expect(waitsUnderRecoverySignal(argv, '/')).toBe(false);
+    expect(both(argv, '/')).toBe(false);
     await writeFile(path.join(dir, 'recovery.signal'), '');
-    expect(waitsUnderRecoverySignal(argv, '/')).toBe(true);
-    expect(waitsUnderRecoverySignal(['--bogus'], dir)).toBe(true); // unparsable arguments: PostgreSQL's working directory
-    expect(waitsUnderRecoverySignal(['--no-wait', ...argv], '/')).toBe(false);
+    expect(both(argv, '/')).toBe(true);
+    expect(both(['--bogus'], dir)).toBe(true); // unparsable arguments: PostgreSQL's working directory
+    expect(both(['--no-wait', ...argv], '/')).toBe(false);
     await writeFile(path.join(dir, 'standby.signal'), '');
-    expect(waitsUnderRecoverySignal(argv, '/')).toBe(false);
+    expect(both(argv, '/')).toBe(false);
   });
 });
 
