@@ -80,8 +80,8 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     const pg = await fakeDataDir('recovery');
     const fetch = startFetch([walName(0), pg.destination], env());
     await sleep(1500);
-    const pushedAt = Date.now();
     expect((await push(wal.segments[0]!)).status).toBe(0);
+    const pushedAt = Date.now(); // the push's own time is not the wait's
     const done = await fetch.exited;
     expect(done.status).toBe(0);
     expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
