@@ -87,19 +87,26 @@ async function copyObject(from: Store, to: Store, key: string, toKey: string, ch
 /** Keys of COPY holding a damaged object. */
 const damagedKeys = new Set<string>();
 
-/** Copies the namespace's objects into COPY, the segment `damaged` damaged if asked, and damaged ones again whole unless asked. */
-async function syncCopy(store: Store, damaged?: string): Promise<void> {
+/**
+ * The primary archives into the file:// repository only (two archive-push commands in one
+ * archive_command would double its cost on a loaded machine); the S3 namespace and COPY follow
+ * it here, COPY with the segment `damaged` damaged if asked, and damaged ones again whole unless asked.
+ */
+async function syncCopy(damaged?: string): Promise<void> {
+  const from = fileRepo.store();
+  const to = s3Repo.store();
   const wanted: string[] = [];
-  for await (const o of store.list(`${NAMESPACE}/`)) wanted.push(o.key);
+  for await (const o of from.list(`${NAMESPACE}/`)) wanted.push(o.key);
   const present = new Set<string>();
-  for await (const o of store.list(`${COPY}/`)) present.add(o.key);
+  for (const prefix of [NAMESPACE, COPY]) for await (const o of to.list(`${prefix}/`)) present.add(o.key);
   for (const key of wanted) {
+    if (!present.has(key)) await copyObject(from, to, key, key);
     const toKey = COPY + key.slice(NAMESPACE.length);
     const flip = damaged !== undefined && key.endsWith(`/${damaged}`);
     if (present.has(toKey) && !flip && !(damaged === undefined && damagedKeys.has(toKey))) continue;
     if (flip) damagedKeys.add(toKey);
     else damagedKeys.delete(toKey);
-    await copyObject(store, store, key, toKey, flip ? (b) => Buffer.concat([b.subarray(0, 100), Buffer.from([b[100]! ^ 0xff]), b.subarray(101)]) : undefined);
+    await copyObject(from, to, key, toKey, flip ? (b) => Buffer.concat([b.subarray(0, 100), Buffer.from([b[100]! ^ 0xff]), b.subarray(101)]) : undefined);
   }
 }
 
@@ -114,15 +121,15 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
     const s3 = inject('s3');
     const endpoint = new URL(s3.endpoint);
     proxy = await startFaultProxy({ host: endpoint.hostname, port: Number(endpoint.port) });
-    // The primary archives into a file:// and an S3 repository, so that standbys of both kinds follow it.
+    // The primary archives into a file:// repository; syncCopy copies into S3 for the S3 standbys.
     primary = await initPrimary({
       name: 'holds-primary',
-      env: { WALBRIDGE_REPO: fileRepo.url, WALBRIDGE_NAMESPACE: NAMESPACE, ...s3Repo.env },
-      archiveCommand: `archive-push %p && archive-push --repo ${s3Repo.url} %p`,
+      env: { WALBRIDGE_REPO: fileRepo.url, WALBRIDGE_NAMESPACE: NAMESPACE },
+      archiveCommand: 'archive-push %p',
     });
     await primary.psql('create table marks (id serial primary key, note text)');
     await archiveEverything(primary, 120_000);
-    await syncCopy(s3Repo.store());
+    await syncCopy();
 
     const repoDir = new URL(fileRepo.url).pathname;
     const fileBase = `repo = ${fileRepo.url}\nnamespace = ${NAMESPACE}\n`;
@@ -197,7 +204,7 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
         name: 'corrupt',
         config: `repo = ${s3Repo.url}\nnamespace = ${COPY}\ntimeout = 3\n`,
         inject: async () => undefined, // the segments that land during the fault are copied damaged (below)
-        mend: () => syncCopy(s3Repo.store()),
+        mend: () => syncCopy(),
       },
     );
     if (canMount) {
@@ -220,7 +227,7 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
     for (const c of cases) {
       c.standby = await baseBackup(primary, {
         name: `holds-${c.name}`,
-        env: { ...noRepoEnv, ...c.env },
+        env: { ...noRepoEnv, ...s3Repo.env, ...c.env }, // the S3 endpoint and credentials, as the primary has none
         recovery: { restoreCommand: c.restoreCommand ?? `archive-fetch --config ${configs[c.name]} %f %p %r`, signal: 'recovery' },
         conf: { archive_command: '' },
       });
@@ -229,14 +236,21 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
     }
     // The copy namespace follows what the base backups made the primary archive.
     await archiveEverything(primary, 120_000);
-    await syncCopy(s3Repo.store());
-    await Promise.all(cases.map((c) => c.standby!.waitFor('select count(*) from marks', '0', 120_000)));
+    await syncCopy();
+    await Promise.all(cases.map((c) => c.standby!.waitFor('select count(*) from marks', '0', 120_000))).catch(async (err) => {
+      // Which standbys did not come up, and what their restore_command said (the error names only the first).
+      for (const c of cases) {
+        const lines = (await c.standby!.log()).split('\n').filter((l) => !l.includes('the database system is starting up'));
+        console.log(`--- ${c.name} ---\n${lines.slice(-15).join('\n')}`);
+      }
+      throw err;
+    });
   }, 600_000);
 
   it('each failure is held for 15 s without a promotion, and mended, each standby goes on by itself', async () => {
     await primary.psql("insert into marks (note) values ('before')");
     await archiveEverything(primary, 120_000);
-    await syncCopy(s3Repo.store());
+    await syncCopy();
     for (const c of cases) await c.standby!.waitFor("select count(*) from marks where note = 'before'", '1', 60_000);
 
     for (const c of cases) await c.inject();
@@ -244,7 +258,7 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
     // its code before the failure; the call for the second meets it.
     for (const note of ['fault-1', 'fault-2']) {
       await primary.psql(`insert into marks (note) values ('${note}')`);
-      await syncCopy(s3Repo.store(), await archiveEverything(primary, 120_000));
+      await syncCopy(await archiveEverything(primary, 120_000));
     }
     const faultAt = Date.now();
     await sleep(15_000);
