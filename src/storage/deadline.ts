@@ -51,8 +51,12 @@ export class Deadline {
     return this.controller.signal;
   }
 
+  /**
+   * By the clock, not only by the timer: attempts that fail without yielding to the event loop
+   * (a rejection in a microtask) would otherwise retry forever, the timer never getting its turn.
+   */
   get passed(): boolean {
-    return this.controller.signal.aborted;
+    return this.controller.signal.aborted || Date.now() >= this.at;
   }
 
   /** Whether the operation that owns it still runs (a new attempt joins only a live deadline). */

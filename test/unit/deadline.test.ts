@@ -50,6 +50,22 @@ describe('one deadline per operation', () => {
     expect(ms).toBeLessThan(100);
   });
 
+  it('attempts that fail at once stop at the deadline by the clock, before its timer had a turn', async () => {
+    let calls = 0;
+    const started = Date.now();
+    const { error } = await timed(() =>
+      retryTransient({ budgetMs: 50, minDelayMs: 1, maxDelayMs: 1 }, 'inspect k', () => {
+        calls++;
+        // The first attempt holds the event loop past the deadline; every one fails in a microtask.
+        while (calls === 1 && Date.now() - started < 60);
+        if (calls > 1000) return Promise.reject(new StoreError('permanent', 'still retrying after the deadline'));
+        return Promise.reject(new StoreError('transient', 'connection reset'));
+      }),
+    );
+    expect(error).toMatchObject({ kind: 'transient', message: 'inspect k did not complete within --timeout 0.05 s; last error: connection reset' });
+    expect(calls).toBe(1);
+  });
+
   it('operations one after another each get their own', async () => {
     expect(await retryTransient(policy, 'a', () => new Promise((r) => setTimeout(() => r('a'), 200)))).toBe('a');
     expect(await retryTransient(policy, 'b', () => new Promise((r) => setTimeout(() => r('b'), 200)))).toBe('b');
