@@ -40,6 +40,11 @@ export const ExitCode = {
   problems: 14,
   /** An object is encrypted with a key that was not given. */
   encryptionKey: 15,
+  /**
+   * archive_command, walbridge stream: WAL of a timeline past the point where a newer timeline
+   * branched off it (an old primary after a promotion; archive/timelines.ts).
+   */
+  fenced: 16,
   /** A bug in walbridge. */
   internal: 70,
   /**
@@ -119,6 +124,7 @@ export const EXIT_CODE_HELP = `Exit status:
   13  other store error
   14  walbridge verify found problems
   15  encrypted with a key that was not given (add it to the key file)
+  16  refused: WAL of a timeline past where a newer timeline was promoted from it (an old primary)
   70  internal error
   200 restore_command under recovery.signal: a failure this call cannot wait out; the server stops
       instead of promoting (every status from 1 to 125 would end recovery)`;

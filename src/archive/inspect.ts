@@ -3,16 +3,17 @@
  * `walbridge verify` (whether a standby could replay it: gaps, timeline histories, foreign
  * objects, and with `deep` every object's content against its recorded hash and header).
  */
-import { Writable } from 'node:stream';
 import { describeContent, unseal, type ContentDescription } from '../codec/envelope.js';
 import type { KeyRing } from '../codec/keys.js';
 import { WalbridgeError } from '../errors.js';
 import { formatAge, formatBytes } from '../log.js';
 import { StoreError, type Store } from '../storage/store.js';
-import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader } from '../wal/header.js';
+import { LONG_HEADER_SIZE, formatLsn, headerMismatch, parseLongPageHeader } from '../wal/header.js';
 import { parseWalFileName } from '../wal/names.js';
 import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
-import { formatTimeline, historyProblems, parseHistory, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
+import { boundedSink } from '../util/bounded-sink.js';
+import { historyProblems, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
+import { deadBranch, formatTimeline, historyName, parseHistory, readStoredText, type Fork } from './timelines.js';
 import { namespacePrefix } from './layout.js';
 import { listTriggers, type Trigger } from './trigger.js';
 
@@ -40,7 +41,7 @@ async function listAll(store: Store, namespace: string): Promise<ListedWithTime[
   return out;
 }
 
-export type ProblemKind = 'empty' | 'identity' | 'gap' | 'history' | 'foreign' | 'leftover' | 'corrupt';
+export type ProblemKind = 'empty' | 'identity' | 'gap' | 'history' | 'dead-branch' | 'foreign' | 'leftover' | 'corrupt';
 
 /** Why a namespace holds nothing a standby could use (a mistyped --namespace, most often), or undefined. */
 export function emptyNamespace(status: NamespaceStatus): string | undefined {
@@ -90,9 +91,10 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
     }
     if (t.timeline > 1 && !t.hasHistory) problems.push({ kind: 'history', message: `timeline ${t.timeline} has WAL but no ${formatTimeline(t.timeline)}.history: standbys cannot follow it` });
   }
+  const forks = new Map<number, Fork>();
   for (const history of inventory.histories) {
     const timeline = parseInt(history.slice(0, 8), 16);
-    const text = await readText(store, `${namespacePrefix(namespace)}history/${history}`, opts.keys);
+    const text = await readStoredText(store, `${namespacePrefix(namespace)}history/${history}`, opts.keys);
     if (text === undefined) continue; // removed while we looked
     if (typeof text !== 'string') {
       problems.push({ kind: 'history', message: `${history}: cannot be read: ${text.problem}` });
@@ -100,7 +102,22 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
     }
     const entries = parseHistory(text);
     if (typeof entries === 'string') problems.push({ kind: 'history', message: `${history}: ${entries}` });
-    else for (const message of historyProblems(timeline, entries, inventory, segmentSize)) problems.push({ kind: 'history', message });
+    else {
+      for (const message of historyProblems(timeline, entries, inventory, segmentSize)) problems.push({ kind: 'history', message });
+      for (const e of entries) {
+        const known = forks.get(e.parent);
+        if (!known || e.switchpoint < known.switchpoint) forks.set(e.parent, { timeline: e.parent, newer: timeline, switchpoint: e.switchpoint });
+      }
+    }
+  }
+  const walNames = inventory.walKeys.map((key) => key.slice(key.lastIndexOf('/') + 1));
+  for (const fork of forks.values()) {
+    const dead = deadBranch(walNames, segmentSize, fork).sort();
+    if (dead.length === 0) continue;
+    problems.push({
+      kind: 'dead-branch',
+      message: `timeline ${fork.timeline}: ${dead.length} segment${dead.length === 1 ? '' : 's'} stored past its end at ${formatLsn(fork.switchpoint)}, where timeline ${fork.newer} branched off (${historyName(fork.newer)}): ${dead[0]}${dead.length > 1 ? ` … ${dead[dead.length - 1]}` : ''}, WAL of an old primary after the promotion, which a standby still on timeline ${fork.timeline} would replay`,
+    });
   }
   for (const key of inventory.foreign) problems.push({ kind: 'foreign', message: `${key} is not an object walbridge writes here` });
   for (const message of await leftoverProblems(store, namespace)) problems.push({ kind: 'leftover', message });
@@ -144,41 +161,6 @@ async function leftoverProblems(store: Store, namespace: string): Promise<string
 }
 
 /** A small object's text (a timeline history), undefined when absent, or why it cannot be read. */
-async function readText(store: Store, key: string, keys: KeyRing | undefined): Promise<string | { problem: string } | undefined> {
-  let opened;
-  try {
-    opened = await store.get(key);
-  } catch (err) {
-    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
-    throw err;
-  }
-  const described = describeContent(opened.info.metadata);
-  // Without a usable description the bytes are read as they are: the history's parser judges them.
-  const promised: ContentDescription = typeof described === 'string' ? { sha256: '', size: 0, codec: 'none' } : described;
-  const chunks: Buffer[] = [];
-  try {
-    await unseal(opened.body, promised, () => collect(chunks, 64 * 1024), { fileName: key.slice(key.lastIndexOf('/') + 1), keys });
-  } catch (err) {
-    opened.body.destroy();
-    if (err instanceof StoreError) throw err;
-    return { problem: (err as Error).message };
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-/** A sink that keeps the first `limit` bytes and drops the rest. */
-function collect(chunks: Buffer[], limit: number): Writable {
-  let kept = 0;
-  return new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      if (kept < limit) {
-        chunks.push(chunk.subarray(0, limit - kept));
-        kept += Math.min(chunk.length, limit - kept);
-      }
-      callback();
-    },
-  });
-}
 
 /** Reads one object whole and checks it as a restore would; returns what is wrong, or undefined. */
 async function checkContent(
@@ -205,7 +187,7 @@ async function checkContent(
   const head: Buffer[] = [];
   let seen;
   try {
-    seen = await unseal(opened.body, promised, () => collect(head, LONG_HEADER_SIZE), { fileName: name, keys });
+    seen = await unseal(opened.body, promised, () => boundedSink(head, LONG_HEADER_SIZE), { fileName: name, keys });
   } catch (err) {
     opened.body.destroy();
     if (err instanceof StoreError) throw err;

@@ -7,6 +7,7 @@ import { formatLsn } from '../wal/header.js';
 import { formatSegmentName, parseWalFileName, segmentNumber, type WalFileName } from '../wal/names.js';
 import { historyPrefix, identityKey, streamPrefix, triggerPrefix, walPrefix } from './layout.js';
 import { parseChunkKey } from './stream-chunks.js';
+import { formatTimeline, type HistoryEntry } from './timelines.js';
 
 export interface ListedWithTime {
   readonly key: string;
@@ -130,25 +131,6 @@ export function findGaps(timeline: number, numbers: readonly bigint[], segmentSi
   return gaps;
 }
 
-/** One line of a timeline history file: the parent timeline and where this one branched off it. */
-export interface HistoryEntry {
-  readonly parent: number;
-  readonly switchpoint: bigint;
-}
-
-/** Parses a `.history` file (`parentTLI <tab> X/X <tab> reason` lines, `#` comments); a string says what is wrong. */
-export function parseHistory(text: string): HistoryEntry[] | string {
-  const entries: HistoryEntry[] = [];
-  for (const [i, raw] of text.split('\n').entries()) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^(\d+)\s+([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})(\s|$)/.exec(line);
-    if (!m) return `line ${i + 1} is not "parentTLI switchpoint reason": ${JSON.stringify(line.slice(0, 80))}`;
-    entries.push({ parent: Number(m[1]), switchpoint: (BigInt(`0x${m[2]}`) << 32n) | BigInt(`0x${m[3]}`) });
-  }
-  return entries;
-}
-
 /**
  * What is inconsistent between timeline `timeline`'s history and the archive: parents must be
  * older timelines in increasing order with increasing switch points, and no segment of the
@@ -175,8 +157,4 @@ export function historyProblems(timeline: number, entries: readonly HistoryEntry
     }
   }
   return problems;
-}
-
-export function formatTimeline(timeline: number): string {
-  return timeline.toString(16).toUpperCase().padStart(8, '0');
 }

@@ -18,6 +18,7 @@ import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHea
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
+import { fencedError, findFork, pastFork } from './timelines.js';
 import { fileIdentity, type FileIdentity } from '../util/file-identity.js';
 
 export interface PushContext {
@@ -66,6 +67,9 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
     sealFile(sourcePath, { codec, level: ctx.level, spoolDir: path.dirname(sourcePath), encryption: key && { key, fileName: name } }),
   );
   sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+  // A newer timeline's fork fences this one's later WAL (timelines.ts); looked up alongside.
+  const fencing = file.kind === 'segment' || file.kind === 'backup' ? findFork(ctx.store, ctx.namespace, file.timeline, ctx.encryption) : Promise.resolve(undefined);
+  fencing.catch(() => undefined);
   let identity: ClusterIdentity | undefined;
   let existing: ObjectInfo | undefined;
   try {
@@ -81,7 +85,11 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
       throw new WalbridgeError('localIo', `${sourcePath} changed size while being read (${source.size} → ${sealed.size} bytes)`);
     }
     const result = (outcome: PushResult['outcome']): PushResult => ({ outcome, sha256: sealed.sha256, size: sealed.size, source: source.identity });
+    // Stored already: a repeated call, even past a fork, is told the truth.
     if (existing) return result(confirmDuplicate(ctx, existing, sealed.sha256, sealed.size, file));
+    const fork = await fencing;
+    const segmentSize = header?.segmentSize ?? identity?.segmentSize;
+    if (fork && segmentSize && pastFork(file, segmentSize, fork)) throw fencedError(ctx.namespace, name, fork);
     if (!identity && header) {
       // First segment of this namespace: record whose it is (or learn another writer beat us to it).
       const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));

@@ -18,11 +18,12 @@ import { WalbridgeError } from '../errors.js';
 import { formatBytes, type Logger } from '../log.js';
 import { retryTransient, type RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
-import { headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../wal/header.js';
+import { formatLsn, headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../wal/header.js';
 import { readyWalFiles } from '../wal/archive-status.js';
 import { formatSegmentName, parseWalFileName, segmentNumber } from '../wal/names.js';
 import { streamPrefix, streamSegmentPrefix, walFileKey } from './layout.js';
 import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from './stream-chunks.js';
+import { fencedError, findFork, type Fork } from './timelines.js';
 
 export interface StreamContext {
   readonly store: Store;
@@ -46,6 +47,8 @@ export interface FlushPosition {
 const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
 /** A time between removal sweeps: archived segments' chunks are not urgent. */
 const CLEANUP_EVERY_MS = 10_000;
+/** How often the streamed timeline's fork is looked up again: a promotion elsewhere fences this server within this. */
+const FENCE_CHECK_MS = 5_000;
 
 export class SegmentStreamer {
   /** The segment being shipped, and how far it is in the store. */
@@ -53,6 +56,8 @@ export class SegmentStreamer {
   /** Segments shipped to their end (or left behind), whose chunks go once they are archived. */
   private readonly finished = new Set<string>();
   private cleanedAt = 0;
+  /** The fork of the streamed timeline, as last looked up. */
+  private fence: { timeline: number; checkedAt: number; fork: Fork | undefined } | undefined;
   /** The last warning given, not repeated every interval. */
   private warned = '';
 
@@ -68,6 +73,7 @@ export class SegmentStreamer {
 
   /** Ships what was flushed since the last call; returns the bytes shipped. */
   async advance(position: FlushPosition): Promise<number> {
+    await this.checkFence(position);
     const size = BigInt(this.ctx.segmentSize);
     const segno = position.lsn / size;
     const offset = Number(position.lsn % size);
@@ -187,6 +193,23 @@ export class SegmentStreamer {
       return problem ? gone(`now holds another segment or no WAL (${problem})`) : bytes;
     } finally {
       await fh.close();
+    }
+  }
+
+  /**
+   * Refuses (exit 16) to ship WAL past the point where a newer timeline branched off this one:
+   * this server is an old primary after a failover. Looked up at the start, on a new timeline,
+   * and every FENCE_CHECK_MS.
+   */
+  private async checkFence(position: FlushPosition): Promise<void> {
+    if (this.fence?.timeline !== position.timeline || Date.now() - this.fence.checkedAt >= FENCE_CHECK_MS) {
+      const fork = await findFork(this.ctx.store, this.ctx.namespace, position.timeline, this.ctx.encryption);
+      this.fence = { timeline: position.timeline, checkedAt: Date.now(), fork };
+    }
+    const fork = this.fence.fork;
+    if (fork && position.lsn > fork.switchpoint) {
+      const segment = formatSegmentName(position.timeline, position.lsn / BigInt(this.ctx.segmentSize), this.ctx.segmentSize);
+      throw fencedError(this.ctx.namespace, `to stream ${segment} up to ${formatLsn(position.lsn)}`, fork);
     }
   }
 

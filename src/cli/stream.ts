@@ -122,7 +122,7 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
           if (failingSince !== undefined) log.info(`streaming again after ${Math.round((Date.now() - failingSince) / 1000)} s`);
           failingSince = undefined;
         } catch (err) {
-          if (err instanceof WalbridgeError && ['config', 'foreignCluster', 'notWal', 'encryptionKey'].includes(err.kind)) throw err;
+          if (err instanceof WalbridgeError && ['config', 'foreignCluster', 'notWal', 'encryptionKey', 'fenced'].includes(err.kind)) throw err;
           // The primary restarting, the store failing: keep trying, say so now and then.
           await primary?.close();
           primary = undefined;

@@ -1,0 +1,94 @@
+/**
+ * Fencing (issue 15), with real PostgreSQL 15 and S3: after a standby was promoted, the old
+ * primary started again as a primary must not grow a dead branch of timeline 1 in the archive.
+ * Its archive-push and `walbridge stream` refuse WAL past the fork (exit 16), nothing of it is
+ * stored, a second standby still waiting on timeline 1 never replays it, and `walbridge verify`
+ * reports such WAL where another tool stored it.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sealBuffer } from '../../src/codec/envelope.js';
+import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { archiveEverything } from '../support/archiving.js';
+import { createRepo } from '../support/repos.js';
+import { startStream, stopAllStreamers } from '../support/streamer.js';
+
+afterAll(async () => {
+  await stopAllStreamers();
+  await destroyAll();
+});
+
+const RESTORE = 'archive-fetch %f %p %r';
+
+describe('an old primary started again after a failover', () => {
+  it('is refused past the fork (exit 16) by archive-push and stream; nothing stored; a standby on timeline 1 unaffected; verify reports a stored dead branch', { timeout: 180_000 }, async () => {
+    const repo = await createRepo('s3');
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'fence', ...repo.env };
+    const walbridge = (args: string[]) => runAsClusterUser('walbridge', args, { env: clusterEnv(env) });
+    const primary = await initPrimary({ name: 'fence-primary', env, archiveCommand: 'archive-push %p' });
+    await primary.psql('create table marks (id serial primary key, note text)');
+    await archiveEverything(primary);
+    const s1 = await baseBackup(primary, {
+      name: 'fence-s1',
+      env: { WALBRIDGE_STANDBY: 's1' },
+      recovery: { restoreCommand: RESTORE, signal: 'recovery', recoveryEndCommand: 'walbridge trigger clear --standby s1' },
+      start: { wait: false },
+    });
+    const s2 = await baseBackup(primary, {
+      name: 'fence-s2',
+      env: { WALBRIDGE_STANDBY: 's2' },
+      recovery: { restoreCommand: RESTORE, signal: 'recovery' },
+      conf: { archive_command: '' },
+      start: { wait: false },
+    });
+    await primary.psql("insert into marks (note) values ('before the failover')");
+    await archiveEverything(primary);
+    for (const s of [s1, s2]) await s.waitFor('select count(*) from marks', '1', 60_000);
+
+    // The primary stops; s1 is promoted (zero loss) and archives timeline 2's history.
+    await primary.stop('fast');
+    expect((await walbridge(['trigger', 'smart', '--standby', 's1'])).code).toBe(0);
+    await s1.waitFor('select pg_is_in_recovery()', 'f', 60_000, { intervalMs: 100 });
+    for (let i = 0; !(await repo.store().head('fence/history/00000002.history')); i++) {
+      expect(i, '00000002.history archived').toBeLessThan(300);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    // The old primary comes back as a primary and writes: its next segment is refused.
+    const revived = Date.now();
+    await primary.start();
+    const dead = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
+    expect(dead.slice(0, 8)).toBe('00000001');
+    await primary.psql("insert into marks (note) values ('dead branch'); select pg_switch_wal()");
+    await primary.waitFor('select last_failed_wal from pg_stat_archiver', dead, 60_000, { intervalMs: 100 });
+    const refusedAfter = (Date.now() - revived) / 1000;
+    const log = await primary.log();
+    expect(log).toMatch(new RegExp(`archive-push: ERROR: refusing ${dead}: timeline 1 ended at [0-9A-F]+/[0-9A-F]+ when timeline 2 was promoted from it \\(00000002\\.history in namespace "fence"\\)`));
+    expect(log).toMatch(/archive command failed with exit code 16/);
+    expect(await repo.store().head(`fence/wal/${dead}`)).toBeUndefined();
+
+    // walbridge stream beside it refuses too, and exits.
+    const streamer = startStream(primary, env, 0.2);
+    const streamed = await streamer.exited;
+    expect(streamed.code, streamed.stderr).toBe(16);
+    expect(streamed.stderr).toMatch(/refusing to stream 00000001[0-9A-F]{16} up to [0-9A-F]+\/[0-9A-F]+: timeline 1 ended at/);
+    const chunks: string[] = [];
+    for await (const o of repo.store().list('fence/stream/')) chunks.push(o.key);
+    const segmentOf = (key: string) => key.slice('fence/stream/'.length).split('/')[0]!;
+    expect(chunks.filter((k) => segmentOf(k).startsWith('00000001') && segmentOf(k) >= dead)).toEqual([]);
+
+    // The standby still waiting on timeline 1 never saw the dead branch.
+    expect(await s2.isInRecovery()).toBe(true);
+    expect(await s2.psql("select count(*) from marks where note = 'dead branch'")).toBe('0');
+
+    // Nothing dead is stored: verify finds no dead branch. Stored by another tool, it is reported.
+    expect((await walbridge(['verify'])).stdout).not.toMatch(/past its end/);
+    const bytes = await readFile(path.join(primary.walDir, dead));
+    await repo.store().putIfAbsent(`fence/wal/${dead}`, sealBuffer(bytes));
+    const verify = await walbridge(['verify']);
+    expect(verify.code).toBe(14);
+    expect(verify.stdout + verify.stderr).toMatch(new RegExp(`timeline 1: 1 segment stored past its end at [0-9A-F]+/[0-9A-F]+, where timeline 2 branched off \\(00000002\\.history\\): ${dead}, WAL of an old primary`));
+    console.log(`fencing: the revived old primary's ${dead} refused (exit 16) ${refusedAfter.toFixed(1)} s after its start; stream refused with exit 16`);
+  });
+});
