@@ -14,7 +14,7 @@ import { formatBytes, type Logger } from '../log.js';
 import { withinTimeout, type RetryPolicy } from '../storage/retry.js';
 import { bodySize, type ObjectInfo, type Store } from '../storage/store.js';
 import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/datadir.js';
-import { LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
+import { KNOWN_WAL_VERSIONS, LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
@@ -58,6 +58,10 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
   }
   const source = await inspectSource(sourcePath);
   const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(source, file) : undefined;
+  if (header && header.pgVersion === undefined) {
+    // A newer PostgreSQL than this build: every other check still applies, so it is archived.
+    ctx.log.warn(`${name}: WAL page magic 0x${header.magic.toString(16).toUpperCase()} is not one this walbridge knows (PostgreSQL ${KNOWN_WAL_VERSIONS}); archiving it all the same: update walbridge`);
+  }
 
   const objectKey = walFileKey(ctx.namespace, file);
   // Compressing and hashing (CPU, local disk) overlaps the two lookups (network).

@@ -31,7 +31,14 @@ const MAGIC_TO_VERSION: ReadonlyMap<number, string> = new Map([
   [0xd113, '16'],
   [0xd116, '17'],
   [0xd118, '18'],
+  // 19beta1 and beta2 wrote 0xD120; 19beta3 and the releases write 0xD121 (PostgreSQL commit
+  // ed62d26, pgBackRest issue #2827).
+  [0xd120, '19'],
+  [0xd121, '19'],
 ]);
+
+/** The releases this build knows the WAL format of, for messages. */
+export const KNOWN_WAL_VERSIONS = '9.5 to 19';
 
 export interface LongPageHeader {
   readonly magic: number;
@@ -50,7 +57,8 @@ export function parseLongPageHeader(buf: Buffer): LongPageHeader | string {
   if (buf.length < LONG_HEADER_SIZE) return `shorter than a WAL page header (${buf.length} bytes)`;
   const magic = buf.readUInt16LE(0);
   const info = buf.readUInt16LE(2);
-  if ((magic & 0xff00) !== 0xd000 && (magic & 0xff00) !== 0xd100) {
+  // Every release so far has had a magic 0xD0xx or 0xD1xx; a later one is accepted unknown.
+  if ((magic & 0xf000) !== 0xd000) {
     return `no WAL page magic (found 0x${magic.toString(16).padStart(4, '0')})`;
   }
   if ((info & XLP_LONG_HEADER) === 0) return 'first page has no long header';

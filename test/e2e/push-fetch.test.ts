@@ -139,6 +139,20 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     }
   });
 
+  it('archives and restores WAL of a PostgreSQL newer than this build (a page magic it does not know), with a warning', async () => {
+    const dir = await mkdtemp(path.join(work, 'newer-'));
+    const newer = path.join(dir, path.basename(wal.segments[0]!));
+    const bytes = await readFile(wal.segments[0]!);
+    bytes.writeUInt16LE(0xd2a0, 0); // the first page's magic: what a release after 19 might write
+    await writeFile(newer, bytes);
+    const pushed = await push(newer);
+    expect(pushed.status, pushed.stderr).toBe(0);
+    expect(pushed.stderr).toMatch(/WAL page magic 0xD2A0 is not one this walbridge knows \(PostgreSQL 9\.5 to 19\); archiving it all the same: update walbridge/);
+    const dest = path.join(dir, 'RECOVERYXLOG');
+    expect((await fetch(path.basename(newer), dest)).status).toBe(0);
+    expect((await readFile(dest)).equals(bytes)).toBe(true);
+  });
+
   it('refuses files whose names PostgreSQL would never archive', async () => {
     const dir = await mkdtemp(path.join(work, 'names-'));
     for (const name of ['postgresql.conf', '000000010000000000000001.gz', '00000001000000000000000a', 'RECOVERYXLOG']) {

@@ -47,6 +47,15 @@ describe('parseLongPageHeader', () => {
 
   it('reports unknown magics without a version, so new releases are not refused outright', () => {
     expect((parseLongPageHeader(header({ magic: 0xd1ff })) as LongPageHeader).pgVersion).toBeUndefined();
+    expect((parseLongPageHeader(header({ magic: 0xd2a0 })) as LongPageHeader).pgVersion).toBeUndefined();
+    expect(typeof parseLongPageHeader(header({ magic: 0xe110 }))).toBe('string');
+  });
+
+  it('knows every release from 9.5 to 19 (19beta1 and beta2 had their own magic)', () => {
+    const versions = [0xd087, 0xd093, 0xd097, 0xd098, 0xd101, 0xd106, 0xd10d, 0xd110, 0xd113, 0xd116, 0xd118, 0xd120, 0xd121].map(
+      (magic) => (parseLongPageHeader(header({ magic })) as LongPageHeader).pgVersion,
+    );
+    expect(versions).toEqual(['9.5', '9.6', '10', '11', '12', '13', '14', '15', '16', '17', '18', '19', '19']);
   });
 });
 
