@@ -26,6 +26,7 @@ import { ExitCode, WalbridgeError, describeFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { StoreError } from '../storage/store.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
+import { calledBy } from '../wal/server.js';
 import type { FailoverRequest } from './failover.js';
 
 export type FetchOutcome = 'restored' | 'not-found';
@@ -64,7 +65,7 @@ export function serverGone(name: string): WalbridgeError {
  * status, even when the arguments could not be parsed.
  */
 export function waitsUnderRecoverySignal(argv: readonly string[], cwd = process.cwd()): boolean {
-  if (argv.includes('--no-wait')) return false;
+  if (argv.includes('--no-wait') || calledBy('pg_rewind')) return false;
   const dataDir = argv.map((arg) => (arg.startsWith('-') ? undefined : dataDirOfWalPath(arg))).find((d) => d !== undefined) ?? cwd;
   return existsSync(path.join(dataDir, 'recovery.signal')) && !existsSync(path.join(dataDir, 'standby.signal'));
 }

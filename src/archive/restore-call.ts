@@ -13,7 +13,7 @@ import { repositoryId } from '../storage/open.js';
 import type { Store } from '../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import { formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
+import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
 import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from './background-link.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer } from './fetcher.js';
@@ -45,8 +45,13 @@ export interface RestoreCall {
   readonly startFetcher: (walDir: string, server: ServerProcess | undefined) => void;
 }
 
-export async function restoreCall(call: RestoreCall): Promise<FetchOutcome> {
+export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
+  // pg_rewind --restore-target-wal asks for WAL it lacks while no server runs: it gets an answer
+  // at once ("not found" included), and no background fetcher writes into the directory it rewinds.
+  const rewinding = calledBy('pg_rewind');
+  const call = rewinding ? { ...asked, wait: false } : asked;
   const { log, destination } = call;
+  if (rewinding && asked.wait) log.info(`${asked.walFile}: asked by pg_rewind: answering at once, without waiting`);
   const file = parseRequestedName(call.walFile);
   const walDir = walDirOf(destination);
   const dataDir = dataDirOfWalPath(destination);
@@ -60,7 +65,7 @@ export async function restoreCall(call: RestoreCall): Promise<FetchOutcome> {
   const attempt = async (): Promise<FetchOutcome> => {
     const settings = await call.settings();
     const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
-    const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && file.kind === 'segment';
+    const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !rewinding && file.kind === 'segment';
     const request = { walbridge: 1, fingerprint: fingerprint(settings, call.env, server && formatServer(server)) } as const;
     // Without waiting there is no trigger to consult: a prefetched segment is answered from
     // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)

@@ -61,6 +61,28 @@ export async function runningServer(dataDir: string, opts: { ancestorOnly?: bool
   return { pid, startTime: stat.startTime };
 }
 
+/**
+ * True when a process of this name is among this process's ancestors: `pg_rewind
+ * --restore-target-wal` runs restore_command itself, with no server behind it.
+ */
+export function calledBy(name: string): boolean {
+  for (let p = process.ppid, hops = 0; p > 1 && hops < 64; hops++) {
+    if (procName(p) === name) return true;
+    const stat = procStat(p);
+    if (!stat) return false;
+    p = stat.ppid;
+  }
+  return false;
+}
+
+function procName(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
 function isAncestor(pid: number): boolean {
   for (let p = process.ppid, hops = 0; p > 1 && hops < 64; hops++) {
     if (p === pid) return true;

@@ -3,13 +3,14 @@
  * primary started again as a primary must not grow a dead branch of timeline 1 in the archive.
  * Its archive-push and `walbridge stream` refuse WAL past the fork (exit 16), nothing of it is
  * stored, a second standby still waiting on timeline 1 never replays it, and `walbridge verify`
- * reports such WAL where another tool stored it.
+ * reports such WAL where another tool stored it. Then the old primary rejoins: pg_rewind
+ * --restore-target-wal against the running new primary, and it follows timeline 2 as a standby.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sealBuffer } from '../../src/codec/envelope.js';
-import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { PG_SUPERUSER, baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
 import { archiveEverything } from '../support/archiving.js';
 import { createRepo } from '../support/repos.js';
 import { startStream, stopAllStreamers } from '../support/streamer.js';
@@ -22,11 +23,12 @@ afterAll(async () => {
 const RESTORE = 'archive-fetch %f %p %r';
 
 describe('an old primary started again after a failover', () => {
-  it('is refused past the fork (exit 16) by archive-push and stream; nothing stored; a standby on timeline 1 unaffected; verify reports a stored dead branch', { timeout: 180_000 }, async () => {
+  it('is refused past the fork (exit 16) by archive-push and stream; nothing stored; a standby on timeline 1 unaffected; verify reports a stored dead branch; pg_rewind rejoins it as a standby', { timeout: 240_000 }, async () => {
     const repo = await createRepo('s3');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'fence', ...repo.env };
     const walbridge = (args: string[]) => runAsClusterUser('walbridge', args, { env: clusterEnv(env) });
-    const primary = await initPrimary({ name: 'fence-primary', env, archiveCommand: 'archive-push %p' });
+    // wal_log_hints: pg_rewind needs it (or data checksums) on the server it rewinds.
+    const primary = await initPrimary({ name: 'fence-primary', env, archiveCommand: 'archive-push %p', conf: { wal_log_hints: 'on' } });
     await primary.psql('create table marks (id serial primary key, note text)');
     await archiveEverything(primary);
     const s1 = await baseBackup(primary, {
@@ -89,6 +91,42 @@ describe('an old primary started again after a failover', () => {
     const verify = await walbridge(['verify']);
     expect(verify.code).toBe(14);
     expect(verify.stdout + verify.stderr).toMatch(new RegExp(`timeline 1: 1 segment stored past its end at [0-9A-F]+/[0-9A-F]+, where timeline 2 branched off \\(00000002\\.history\\): ${dead}, WAL of an old primary`));
-    console.log(`fencing: the revived old primary's ${dead} refused (exit 16) ${refusedAfter.toFixed(1)} s after its start; stream refused with exit 16`);
+
+    // Rejoin: the old primary is stopped, rewound against the new primary (running, with its
+    // own walbridge processes) and follows it as a standby. The old WAL it recycled long ago is
+    // fetched by pg_rewind --restore-target-wal through archive-fetch (without %r: pg_rewind
+    // refuses a restore_command that has it).
+    await primary.stop('fast');
+    const recycled: string[] = [];
+    for (const name of await readdir(primary.walDir)) {
+      if (/^00000001[0-9A-F]{16}$/.test(name) && name < dead && (await repo.store().head(`fence/wal/${name}`))) {
+        await rm(path.join(primary.walDir, name));
+        recycled.push(name);
+      }
+    }
+    expect(recycled.length).toBeGreaterThan(0);
+    await primary.appendConf({ restore_command: 'archive-fetch %f %p' });
+    const rewindStarted = Date.now();
+    const rewind = await runAsClusterUser(
+      'pg_rewind',
+      ['--target-pgdata', primary.dataDir, '--source-server', `host=${s1.socketDir} port=${s1.port} user=${PG_SUPERUSER} dbname=postgres`, '--restore-target-wal'],
+      { env: clusterEnv(env), timeoutMs: 120_000 },
+    );
+    const rewoundIn = (Date.now() - rewindStarted) / 1000;
+    expect(rewind.code, rewind.stderr + rewind.stdout).toBe(0);
+    expect(rewind.stderr + rewind.stdout).toMatch(/Done!/);
+    // pg_rewind copied the new primary's configuration: this server keeps its own address.
+    await primary.appendConf({ port: primary.port, unix_socket_directories: primary.socketDir, listen_addresses: '' });
+    await primary.configureRecovery({ restoreCommand: RESTORE, signal: 'standby' });
+    await primary.start({ wait: false });
+    await s1.psql("insert into marks (note) values ('on timeline 2, after the rejoin')");
+    await archiveEverything(s1);
+    await primary.waitFor("select count(*) from marks where note = 'on timeline 2, after the rejoin'", '1', 60_000);
+    expect(await primary.psql('select timeline_id from pg_control_checkpoint()')).not.toBe('1');
+    expect(await primary.psql("select count(*) from marks where note = 'dead branch'")).toBe('0');
+    console.log(
+      `fencing: the revived old primary's ${dead} refused (exit 16) ${refusedAfter.toFixed(1)} s after its start; stream refused with exit 16; ` +
+        `pg_rewind --restore-target-wal (${recycled.length} segments from the archive) done in ${rewoundIn.toFixed(1)} s; the old primary follows timeline 2`,
+    );
   });
 });

@@ -4,7 +4,8 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
@@ -103,6 +104,38 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     expect(done.status, done.stderr).toBe(0);
     expect((await readFile(pg.destination)).equals(await readFile(wal.segments[0]!))).toBe(true);
     expect(done.stderr).not.toContain(old);
+  });
+
+  it('answers pg_rewind --restore-target-wal at once: an archived segment is restored, one not archived is "not found", no background fetcher starts', async () => {
+    const pg = await fakeDataDir('recovery');
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    // pg_rewind runs restore_command through system(): its call has pg_rewind among its ancestors.
+    const shim = await mkdtemp(path.join(tmpdir(), 'wb-rewind-'));
+    await symlink('/bin/sh', path.join(shim, 'pg_rewind'));
+    const asPgRewind = (name: string) =>
+      new Promise<{ status: number | null; stderr: string; ms: number }>((resolve) => {
+        const started = Date.now();
+        const command = `"${path.join(BIN_DIR, 'archive-fetch')}" ${name} "${path.join(pg.dir, 'pg_wal', name)}"; exit $?`; // not exec'd: the shell stays
+        const child = spawn(path.join(shim, 'pg_rewind'), ['-c', command], {
+          env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env() },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        child.on('exit', (status) => {
+          clearTimeout(timer);
+          resolve({ status, stderr, ms: Date.now() - started });
+        });
+      });
+    const found = await asPgRewind(walName(0));
+    expect(found.status, found.stderr).toBe(0);
+    expect((await readFile(path.join(pg.dir, 'pg_wal', walName(0)))).equals(await readFile(wal.segments[0]!))).toBe(true);
+    const missing = await asPgRewind(walName(1));
+    expect(missing.status, missing.stderr).toBe(ExitCode.notFound);
+    expect(missing.ms).toBeLessThan(10_000);
+    expect(missing.stderr).toMatch(/asked by pg_rewind: answering at once, without waiting/);
+    expect(await backgroundListening(path.join(pg.dir, 'pg_wal'), 'fetcher')).toBe(false);
   });
 
   it('answers .history and .backup lookups at once when absent, and --no-wait for segments', async () => {
