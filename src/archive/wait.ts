@@ -8,15 +8,17 @@
  * failure's own status) is hold.ts's rule, which waits again from the start: --max-wait
  * counts only time in which a new segment could have been seen.
  */
-import { WalbridgeError } from '../errors.js';
+import { ExitCode, WalbridgeError } from '../errors.js';
 import { withinTimeout } from '../storage/retry.js';
 import { dataDirOfWalPath, promoteRequested, readRecoverySignal, type RecoverySignal } from '../wal/datadir.js';
+import { formatLsn } from '../wal/header.js';
 import { parseRequestedName, type WalFileName } from '../wal/names.js';
 import { namespaceIdentity, restoreStreamed, streamedChain, type FetchContext } from './fetch.js';
 import type { FailoverRequest } from './failover.js';
 import { serverGone, type FetchOutcome } from './hold.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
+import { deadBranch, findFork, historyName, pastFork, type Fork } from './timelines.js';
 import { NotForBackground, restoreWithPrefetch } from './prefetch.js';
 import { isSpooled } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
@@ -62,6 +64,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
   const warnedLeftovers = new Set<string>();
   let trigger: Trigger | undefined;
   let triggersReadAt = -Infinity;
+  /** Where a newer timeline branched off the requested one, if one did: looked up with the triggers. */
+  let fork: Fork | undefined;
 
   const triggerToObey = async (): Promise<Trigger | undefined> => {
     const targets = opts.standby ? [opts.standby, ALL_STANDBYS] : [ALL_STANDBYS];
@@ -94,12 +98,21 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
     // segment is polled twice as often as the trigger objects for the same request count.
     const readTriggers = file.kind === 'segment' && Date.now() - triggersReadAt >= 2 * opts.maxPollIntervalMs;
     // A segment in the prefetch spool was downloaded from this namespace and verified: no need to ask the store.
-    const [fresh, present] = await Promise.all([
+    const [fresh, present, newer] = await Promise.all([
       readTriggers ? triggerToObey() : trigger,
       isSpooled(ctx, file, destination).then(async (spooled) => spooled || (await ctx.store.head(key)) !== undefined),
+      readTriggers ? findFork(ctx.store, ctx.namespace, file.timeline, ctx.keys) : fork,
     ]);
     if (readTriggers) triggersReadAt = Date.now();
     trigger = fresh;
+    fork = newer;
+    // Past the point where another standby was promoted, this timeline has nothing to give: a
+    // segment that starts there is an old primary's dead branch even if stored, and one that
+    // reaches past it and is not stored never will be (archive-push refuses it). A trigger (for
+    // every standby, say) does not make this one a second primary either.
+    if (fork && identity && (deadBranch([name], identity.segmentSize, fork).length > 0 || (!present && pastFork(file, identity.segmentSize, fork)))) {
+      return followNewTimeline(ctx, name, fork, signal);
+    }
     const restoredUpTo = dataDir ? (await readStandbyState(dataDir)).restoredUpTo : undefined;
     if (trigger?.mode === 'fast' && !(present && restoredBefore(file, restoredUpTo))) {
       ctx.log.warn(`fast failover (trigger for "${trigger.target}" written at ${trigger.createdAt} by ${trigger.createdBy}): not restoring ${name}, so that recovery ends`);
@@ -147,6 +160,25 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
     await opts.failover.sleep(interval);
     interval = Math.min(opts.maxPollIntervalMs, interval * 1.5);
   }
+}
+
+/**
+ * Another standby was promoted: the timeline this standby follows ended before `name`. Under
+ * standby.signal, "not found" makes PostgreSQL look for the newer timeline's history and switch
+ * to it. Under recovery.signal "not found" would promote this standby too (a second primary),
+ * and PostgreSQL switches timelines only when it starts: the server is stopped (exit 200, FATAL),
+ * and started again it follows the newer timeline (recovery_target_timeline = 'latest').
+ */
+function followNewTimeline(ctx: FetchContext, name: string, fork: Fork, signal: RecoverySignal | undefined): FetchOutcome {
+  const what = `timeline ${fork.newer} was promoted from timeline ${fork.timeline} at ${formatLsn(fork.switchpoint)} (${historyName(fork.newer)}), so ${name} will never be archived`;
+  if (signal?.mode !== 'recovery') {
+    ctx.log.warn(`${what}: answering "not found", so that PostgreSQL switches to timeline ${fork.newer}`);
+    return 'not-found';
+  }
+  throw new WalbridgeError(
+    'stopServer',
+    `${what}. Under recovery.signal PostgreSQL switches timelines only when it starts, and "not found" would promote this standby too: exiting ${ExitCode.stopServer} so that it stops instead. Start it again (systemd's Restart=on-failure does) and it follows timeline ${fork.newer} (recovery_target_timeline = 'latest')`,
+  );
 }
 
 /**

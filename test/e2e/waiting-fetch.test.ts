@@ -8,7 +8,9 @@ import { mkdtemp, readFile, readdir, stat, symlink, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { sealBuffer } from '../../src/codec/envelope.js';
 import { ExitCode } from '../../src/errors.js';
+import { parseWalFileName, segmentNumber } from '../../src/wal/names.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { BIN_DIR, runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
@@ -136,6 +138,25 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     expect(missing.ms).toBeLessThan(10_000);
     expect(missing.stderr).toMatch(/asked by pg_rewind: answering at once, without waiting/);
     expect(await backgroundListening(path.join(pg.dir, 'pg_wal'), 'fetcher')).toBe(false);
+  });
+
+  it('after another standby was promoted, answers "not found" under standby.signal and stops (exit 200) under recovery.signal, instead of waiting for the old timeline', async () => {
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    // Timeline 2 branched off timeline 1 where the next segment begins: it will never be archived on timeline 1.
+    const next = parseWalFileName(walName(1))!;
+    const switchpoint = segmentNumber(next, 16 * 1024 * 1024) * 16n * 1024n * 1024n;
+    const history = `1\t${(switchpoint >> 32n).toString(16).toUpperCase()}/${(switchpoint & 0xffffffffn).toString(16).toUpperCase()}\tno recovery target specified\n`;
+    await repo.store().putIfAbsent(`wait${n}/history/00000002.history`, sealBuffer(Buffer.from(history)));
+    const standby = await fakeDataDir('standby');
+    const switching = await runCli('archive-fetch', [walName(1), standby.destination], env(), { timeoutMs: 20_000 });
+    expect(switching.status, switching.stderr).toBe(ExitCode.notFound);
+    expect(switching.stderr).toMatch(/timeline 2 was promoted from timeline 1 at [0-9A-F]+\/[0-9A-F]+ \(00000002\.history\), so 0{7}1[0-9A-F]{16} will never be archived: answering "not found", so that PostgreSQL switches to timeline 2/);
+    const waiting = await fakeDataDir('recovery');
+    const stopping = await runCli('archive-fetch', [walName(1), waiting.destination], env(), { timeoutMs: 20_000 });
+    expect(stopping.status, stopping.stderr).toBe(ExitCode.stopServer);
+    expect(stopping.stderr).toMatch(/Under recovery\.signal PostgreSQL switches timelines only when it starts/);
+    // The segment before the fork is still restored.
+    expect((await runCli('archive-fetch', [walName(0), waiting.destination], env(), { timeoutMs: 20_000 })).status).toBe(0);
   });
 
   it('answers .history and .backup lookups at once when absent, and --no-wait for segments', async () => {

@@ -1,10 +1,11 @@
 /**
- * Fencing (issue 15), with real PostgreSQL 15 and S3: after a standby was promoted, the old
- * primary started again as a primary must not grow a dead branch of timeline 1 in the archive.
- * Its archive-push and `walbridge stream` refuse WAL past the fork (exit 16), nothing of it is
- * stored, a second standby still waiting on timeline 1 never replays it, and `walbridge verify`
- * reports such WAL where another tool stored it. Then the old primary rejoins: pg_rewind
- * --restore-target-wal against the running new primary, and it follows timeline 2 as a standby.
+ * The failover lifecycle after a promotion (issue 15), with real PostgreSQL 15 and S3: a primary
+ * and two waiting standbys; one standby is promoted. The other one, waiting on timeline 1, stops
+ * (exit 200, never a promotion) and, started again, follows timeline 2. The old primary started
+ * again as a primary must not grow a dead branch of timeline 1 in the archive: its archive-push
+ * and `walbridge stream` refuse WAL past the fork (exit 16), nothing of it is stored, and
+ * `walbridge verify` reports such WAL where another tool stored it. Then the old primary rejoins:
+ * pg_rewind --restore-target-wal against the running new primary, and it follows timeline 2.
  */
 import { readFile, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -22,8 +23,8 @@ afterAll(async () => {
 
 const RESTORE = 'archive-fetch %f %p %r';
 
-describe('an old primary started again after a failover', () => {
-  it('is refused past the fork (exit 16) by archive-push and stream; nothing stored; a standby on timeline 1 unaffected; verify reports a stored dead branch; pg_rewind rejoins it as a standby', { timeout: 240_000 }, async () => {
+describe('after a failover: the other standby, the old primary', () => {
+  it('the other standby follows timeline 2 after a restart; the old primary is refused past the fork (exit 16) by archive-push and stream, nothing stored; verify reports a stored dead branch; pg_rewind rejoins it as a standby', { timeout: 240_000 }, async () => {
     const repo = await createRepo('s3');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'fence', ...repo.env };
     const walbridge = (args: string[]) => runAsClusterUser('walbridge', args, { env: clusterEnv(env) });
@@ -50,12 +51,31 @@ describe('an old primary started again after a failover', () => {
 
     // The primary stops; s1 is promoted (zero loss) and archives timeline 2's history.
     await primary.stop('fast');
+    const triggered = Date.now();
     expect((await walbridge(['trigger', 'smart', '--standby', 's1'])).code).toBe(0);
     await s1.waitFor('select pg_is_in_recovery()', 'f', 60_000, { intervalMs: 100 });
     for (let i = 0; !(await repo.store().head('fence/history/00000002.history')); i++) {
       expect(i, '00000002.history archived').toBeLessThan(300);
       await new Promise((r) => setTimeout(r, 100));
     }
+
+    // The other standby waited on timeline 1, which ended before the segment it waits for: it
+    // stops (exit 200, never a promotion), and started again (as systemd's Restart=on-failure
+    // would) it follows timeline 2.
+    for (let i = 0; s2.isRunning(); i++) {
+      expect(i, 's2 stopped after the promotion').toBeLessThan(300);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const stoppedAfter = (Date.now() - triggered) / 1000;
+    const s2log = await s2.log();
+    expect(s2log).toMatch(/timeline 2 was promoted from timeline 1 at [0-9A-F]+\/[0-9A-F]+ \(00000002\.history\), so 00000001[0-9A-F]{16} will never be archived\. Under recovery\.signal .*exiting 200/);
+    expect(s2log).not.toMatch(/selected new timeline ID|archive recovery complete/);
+    await s2.start({ wait: false });
+    await s1.psql("insert into marks (note) values ('first on timeline 2')");
+    await archiveEverything(s1);
+    await s2.waitFor("select count(*) from marks where note = 'first on timeline 2'", '1', 60_000, { intervalMs: 100 });
+    const followedAfter = (Date.now() - triggered) / 1000;
+    expect(await s2.isInRecovery()).toBe(true);
 
     // The old primary comes back as a primary and writes: its next segment is refused.
     const revived = Date.now();
@@ -80,7 +100,7 @@ describe('an old primary started again after a failover', () => {
     const segmentOf = (key: string) => key.slice('fence/stream/'.length).split('/')[0]!;
     expect(chunks.filter((k) => segmentOf(k).startsWith('00000001') && segmentOf(k) >= dead)).toEqual([]);
 
-    // The standby still waiting on timeline 1 never saw the dead branch.
+    // The other standby never saw the dead branch.
     expect(await s2.isInRecovery()).toBe(true);
     expect(await s2.psql("select count(*) from marks where note = 'dead branch'")).toBe('0');
 
@@ -115,6 +135,8 @@ describe('an old primary started again after a failover', () => {
     const rewoundIn = (Date.now() - rewindStarted) / 1000;
     expect(rewind.code, rewind.stderr + rewind.stdout).toBe(0);
     expect(rewind.stderr + rewind.stdout).toMatch(/Done!/);
+    expect(rewind.stderr + rewind.stdout).toMatch(/archive-fetch: .*00000001[0-9A-F]{16}.*asked by pg_rewind: answering at once|asked by pg_rewind/);
+    expect(rewind.stderr + rewind.stdout).toMatch(/archive-fetch: (restored|fetched) 00000001[0-9A-F]{16}/);
     // pg_rewind copied the new primary's configuration: this server keeps its own address.
     await primary.appendConf({ port: primary.port, unix_socket_directories: primary.socketDir, listen_addresses: '' });
     await primary.configureRecovery({ restoreCommand: RESTORE, signal: 'standby' });
@@ -122,10 +144,11 @@ describe('an old primary started again after a failover', () => {
     await s1.psql("insert into marks (note) values ('on timeline 2, after the rejoin')");
     await archiveEverything(s1);
     await primary.waitFor("select count(*) from marks where note = 'on timeline 2, after the rejoin'", '1', 60_000);
-    expect(await primary.psql('select timeline_id from pg_control_checkpoint()')).not.toBe('1');
+    expect(await primary.log()).toMatch(/restored log file "00000002[0-9A-F]{16}" from archive/);
     expect(await primary.psql("select count(*) from marks where note = 'dead branch'")).toBe('0');
     console.log(
-      `fencing: the revived old primary's ${dead} refused (exit 16) ${refusedAfter.toFixed(1)} s after its start; stream refused with exit 16; ` +
+      `following: the other standby stopped ${stoppedAfter.toFixed(1)} s after the trigger, started again it replayed the new primary's first row ${followedAfter.toFixed(1)} s after the trigger; ` +
+        `fencing: the revived old primary's ${dead} refused (exit 16) ${refusedAfter.toFixed(1)} s after its start; stream refused with exit 16; ` +
         `pg_rewind --restore-target-wal (${recycled.length} segments from the archive) done in ${rewoundIn.toFixed(1)} s; the old primary follows timeline 2`,
     );
   });
