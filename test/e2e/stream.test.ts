@@ -183,22 +183,31 @@ describe('walbridge stream, faults and fast failover', () => {
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
 
-  it('the streamed part is not used once a newer timeline exists: it may have forked off inside it', async () => {
+  it('once another server was promoted: the streamer beside the old primary exits 16, the waiting standby stops (exit 200) instead of promoting, even when triggered', async () => {
     const repo = await createRepo('file');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-fork', ...repo.env };
-    const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-fork', env);
+    const { primary, standby, insert, streaming } = await primaryAndStandby('stream-fork', env);
     const streamer = startStream(primary, env, INTERVAL);
     await insert(1, 10);
-    const current = await streaming(repo.store());
+    await streaming(repo.store());
     await sleep(1000);
-    // Another server of the cluster was promoted to timeline 2 (here: its history file only).
+    // Another server of the cluster was promoted to timeline 2 (here: its history file only),
+    // before the segment the standby waits for and the one being streamed.
     const dir = await mkdtemp(path.join(os.tmpdir(), 'walbridge-fork-'));
     await chmod(dir, 0o755);
     await writeFile(path.join(dir, '00000002.history'), '1\t0/1000000\tno recovery target specified\n', { mode: 0o644 });
     expect((await walbridge(['push', path.join(dir, '00000002.history')], env)).status).toBe(ExitCode.ok);
-    expect(await failover('smart')).toBe('0|'); // only what was archived: the table, no row
-    await streamer.stop();
-    expect(await standby.log()).toMatch(new RegExp(`not using the streamed part of ${current}: timeline 2 exists`));
+    expect((await walbridge(['trigger', 'smart'], env)).status).toBe(ExitCode.ok);
+    const streamed = await streamer.exited;
+    expect(streamed.code, streamed.stderr).toBe(ExitCode.fenced);
+    expect(streamed.stderr).toMatch(/refusing to stream [0-9A-F]{24} up to [0-9A-F]+\/[0-9A-F]+: timeline 1 ended at 0\/1000000 when timeline 2 was promoted from it/);
+    for (let i = 0; standby.isRunning(); i++) {
+      expect(i, 'the standby stopped').toBeLessThan(300);
+      await sleep(100);
+    }
+    const log = await standby.log();
+    expect(log).toMatch(/timeline 2 was promoted from timeline 1 at 0\/1000000 \(00000002\.history\), so [0-9A-F]{24} will never be archived\. Under recovery\.signal .*exiting 200/);
+    expect(log).not.toMatch(/selected new timeline ID|archive recovery complete|the streamed part of/);
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
 });
