@@ -160,8 +160,6 @@ async function leftoverProblems(store: Store, namespace: string): Promise<string
   return problems;
 }
 
-/** A small object's text (a timeline history), undefined when absent, or why it cannot be read. */
-
 /** Reads one object whole and checks it as a restore would; returns what is wrong, or undefined. */
 async function checkContent(
   store: Store,

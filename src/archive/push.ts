@@ -3,6 +3,7 @@
  * these bytes under its name. PostgreSQL deletes or recycles the file once we exit 0, so a
  * false success loses WAL; a false failure only makes the archiver try again.
  */
+import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { describeContent, sealFile } from '../codec/envelope.js';
@@ -18,7 +19,7 @@ import { KNOWN_WAL_VERSIONS, LONG_HEADER_SIZE, headerMismatch, parseLongPageHead
 import { parseWalFileName, type WalFileName } from '../wal/names.js';
 import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
-import { fencedError, findFork, pastFork } from './timelines.js';
+import { fencedError, findFork, historyName, pastFork } from './timelines.js';
 import { fileIdentity, type FileIdentity } from '../util/file-identity.js';
 
 export interface PushContext {
@@ -93,7 +94,13 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
     if (existing) return result(confirmDuplicate(ctx, existing, sealed.sha256, sealed.size, file));
     const fork = await fencing;
     const segmentSize = header?.segmentSize ?? identity?.segmentSize;
-    if (fork && segmentSize && pastFork(file, segmentSize, fork)) throw fencedError(ctx.namespace, name, fork);
+    if (fork && segmentSize && pastFork(file, segmentSize, fork)) {
+      // A server that holds the newer timeline's history in its own pg_wal is on that timeline's
+      // side (the promoted server archiving the old timeline's last segment, a standby that
+      // followed it with archive_mode = always); an old primary never has it.
+      if (!existsSync(path.join(path.dirname(sourcePath), historyName(fork.newer)))) throw fencedError(ctx.namespace, name, fork);
+      ctx.log.info(`${name} reaches past where timeline ${fork.newer} branched off, and this server has ${historyName(fork.newer)}: archiving it`);
+    }
     if (!identity && header) {
       // First segment of this namespace: record whose it is (or learn another writer beat us to it).
       const recorded = await establishIdentity(ctx.store, ctx.namespace, identityFromHeader(header, name));

@@ -100,7 +100,7 @@ export async function findFork(store: Store, namespace: string, timeline: number
     if (typeof entries === 'string') {
       throw new WalbridgeError(
         'fenced',
-        `${name} in namespace "${namespace}" shows that a newer timeline exists, but it cannot be read (${entries}): refusing timeline ${timeline}'s WAL until it can`,
+        `${name} in namespace "${namespace}" shows that a newer timeline exists, but it cannot be read (${entries}): where timeline ${timeline} ended cannot be told, so its WAL is neither archived nor waited for until it can (repair the object, or give its key)`,
       );
     }
     const own = entries.find((e) => e.parent === timeline);

@@ -18,7 +18,7 @@ import type { FailoverRequest } from './failover.js';
 import { serverGone, type FetchOutcome } from './hold.js';
 import type { ClusterIdentity } from './identity.js';
 import { walFileKey } from './layout.js';
-import { deadBranch, findFork, historyName, pastFork, type Fork } from './timelines.js';
+import { findFork, historyName, pastFork, type Fork } from './timelines.js';
 import { NotForBackground, restoreWithPrefetch } from './prefetch.js';
 import { isSpooled } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
@@ -106,11 +106,12 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
     if (readTriggers) triggersReadAt = Date.now();
     trigger = fresh;
     fork = newer;
-    // Past the point where another standby was promoted, this timeline has nothing to give: a
-    // segment that starts there is an old primary's dead branch even if stored, and one that
-    // reaches past it and is not stored never will be (archive-push refuses it). A trigger (for
-    // every standby, say) does not make this one a second primary either.
-    if (fork && identity && (deadBranch([name], identity.segmentSize, fork).length > 0 || (!present && pastFork(file, identity.segmentSize, fork)))) {
+    // Past the point where another standby was promoted this timeline has nothing to give: a
+    // segment that reaches past it is, beyond that point, the old primary's (even if stored); the
+    // newer timeline's copy of the segment holds this timeline's WAL up to the fork. (Seen once
+    // the newer history is in the archive: before that, a trigger for every standby still
+    // promotes each one that reaches it.)
+    if (fork && identity && pastFork(file, identity.segmentSize, fork)) {
       return followNewTimeline(ctx, name, fork, signal);
     }
     const restoredUpTo = dataDir ? (await readStandbyState(dataDir)).restoredUpTo : undefined;

@@ -7,6 +7,7 @@ import { copyFile, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { sealBuffer } from '../../src/codec/envelope.js';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
@@ -151,6 +152,28 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     const dest = path.join(dir, 'RECOVERYXLOG');
     expect((await fetch(path.basename(newer), dest)).status).toBe(0);
     expect((await readFile(dest)).equals(bytes)).toBe(true);
+  });
+
+  it('fences a timeline past where a newer one branched off (exit 16, nothing stored), unless this server holds the newer history', async () => {
+    expect((await push(wal.segments[0]!)).status).toBe(0);
+    const dir = await mkdtemp(path.join(work, 'fence-'));
+    const name = path.basename(wal.segments[1]!);
+    await copyFile(wal.segments[1]!, path.join(dir, name));
+    // Timeline 2 branched off timeline 1 just inside this segment.
+    const start = BigInt(parseInt(name.slice(8, 16), 16)) * 0x1_0000_0000n + BigInt(parseInt(name.slice(16), 16)) * 16n * 1024n * 1024n;
+    const switchpoint = start + 0x28n;
+    const history = `1\t${(switchpoint >> 32n).toString(16).toUpperCase()}/${(switchpoint & 0xffffffffn).toString(16).toUpperCase()}\tno recovery target specified\n`;
+    await repo.store().putIfAbsent(`ns${namespace}/history/00000002.history`, sealBuffer(Buffer.from(history)));
+    const refused = await push(path.join(dir, name));
+    expect(refused.status, refused.stderr).toBe(ExitCode.fenced);
+    expect(refused.stderr).toMatch(new RegExp(`refusing ${name}: timeline 1 ended at [0-9A-F]+/[0-9A-F]+ when timeline 2 was promoted from it \\(00000002\\.history in namespace "ns${namespace}"\\)`));
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(await repo.store().head(`ns${namespace}/wal/${name}`)).toBeUndefined();
+    // The promoted server (or a standby that followed it, archive_mode = always) has the history in its pg_wal.
+    await writeFile(path.join(dir, '00000002.history'), history);
+    const allowed = await push(path.join(dir, name));
+    expect(allowed.status, allowed.stderr).toBe(0);
+    expect(await repo.store().head(`ns${namespace}/wal/${name}`)).toBeDefined();
   });
 
   it('refuses files whose names PostgreSQL would never archive', async () => {
