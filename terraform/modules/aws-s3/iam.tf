@@ -77,7 +77,7 @@ data "aws_iam_policy_document" "primary" {
 
   statement {
     # Reading back what is there. The multipart actions let a large upload be aborted and resumed.
-    sid     = "ReadWal"
+    sid = "ReadWal"
     actions = [
       "s3:GetObject",
       "s3:AbortMultipartUpload",
@@ -145,7 +145,7 @@ data "aws_iam_policy_document" "primary" {
     # deleted once the segment is archived whole (DeleteObjects needs s3:DeleteObject on each key).
     # Delete is granted here only: a chunk is a copy of part of a segment that wal/ holds once it
     # is archived. (No s3:DeleteObjectVersion: with versioning, a delete leaves a noncurrent version.)
-    sid     = "StreamChunks"
+    sid = "StreamChunks"
     actions = [
       "s3:GetObject",
       "s3:PutObject",

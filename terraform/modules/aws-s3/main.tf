@@ -187,9 +187,9 @@ data "aws_iam_policy_document" "bucket" {
   source_policy_documents = var.bucket_policy_documents
 
   statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
     resources = [
       aws_s3_bucket.this.arn,
       "${aws_s3_bucket.this.arn}/*",
@@ -208,9 +208,9 @@ data "aws_iam_policy_document" "bucket" {
   }
 
   statement {
-    sid       = "DenyTlsOlderThan12"
-    effect    = "Deny"
-    actions   = ["s3:*"]
+    sid     = "DenyTlsOlderThan12"
+    effect  = "Deny"
+    actions = ["s3:*"]
     resources = [
       aws_s3_bucket.this.arn,
       "${aws_s3_bucket.this.arn}/*",
