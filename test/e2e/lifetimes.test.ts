@@ -81,17 +81,37 @@ function onlyOne<T>(list: T[]): T | undefined {
   return list.length === 1 ? list[0] : undefined;
 }
 
-/** Milliseconds until `list()` is empty; throws naming what is left after `timeoutMs`. */
-async function msUntilGone(what: string, list: () => ProcInfo[], timeoutMs: number): Promise<number> {
+/** Milliseconds until `list()` is empty; throws naming what is left after `timeoutMs` (and what `explain` adds). */
+async function msUntilGone(what: string, list: () => ProcInfo[], timeoutMs: number, explain?: () => Promise<string>): Promise<number> {
   const started = Date.now();
   for (;;) {
     const left = list();
     if (left.length === 0) return Date.now() - started;
     if (Date.now() - started > timeoutMs) {
-      throw new Error(`${what}: still running after ${timeoutMs} ms:\n${left.map((p) => `  ${p.pid} (cwd ${p.cwd}) ${p.argv.join(' ')}`).join('\n')}`);
+      const lines = left.map((p) => `  ${p.pid} (cwd ${p.cwd}; ${ancestry(p.pid)}) ${p.argv.join(' ')}`).join('\n');
+      throw new Error(`${what}: still running after ${timeoutMs} ms:\n${lines}${explain ? `\n${await explain()}` : ''}`);
     }
     await sleep(50);
   }
+}
+
+/** `pid`'s state and its parents up to init ("S sh <- S postgres <- ..."), from /proc: where a process that should have gone hangs on. */
+function ancestry(pid: number): string {
+  const steps: string[] = [];
+  for (let p = pid, hops = 0; p > 1 && hops < 10; hops++) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      steps.push(`${p} gone`);
+      break;
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    steps.push(`${p} ${state} ${comm}`);
+    p = Number(ppid);
+  }
+  return steps.join(' <- ');
 }
 
 /** The archive-fetch call named in pg_wal/walbridge/waiting.pid, if it runs. */
@@ -170,7 +190,10 @@ describe('lifetimes with real PostgreSQL 15', () => {
     const runtimeDir = path.dirname(await waitUntil('the fetcher to listen', () => listeningSocket(fetcher!.pid), 15_000));
 
     const postmaster = await standby.crashPostmaster();
-    const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 10_000);
+    const explain = async () =>
+      `the call waiting before the crash: ${call.pid}; postmaster.pid now: ${(await readFile(path.join(standby.dataDir, 'postmaster.pid'), 'utf8').catch(() => '-')).split('\n')[0]}\n` +
+      `--- fetcher.log ---\n${(await readFile(path.join(standby.walDir, 'walbridge', 'fetcher.log'), 'utf8').catch(() => '')).slice(-3000)}\n--- server log tail ---\n${await standby.logTail(30)}`;
+    const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 10_000, explain);
     // What is left of the server (the startup process sits in system() until the call ends) goes with it.
     const serverMs = await msUntilGone('processes in the crashed standby data directory', () => procsIn(standby.dataDir), 10_000);
     console.log(`kill -9 of postmaster ${postmaster}: waiting call ${call.pid} and fetcher ${fetcher!.pid} gone after ${(walbridgeMs / 1000).toFixed(1)} s, every process of the standby after ${((walbridgeMs + serverMs) / 1000).toFixed(1)} s`);
