@@ -9,6 +9,12 @@ import { defineConfig } from 'vitest/config';
 const HEAVY = ['test/e2e/standby-holds.test.ts', 'test/e2e/lifetimes.test.ts', 'test/e2e/demo.test.ts'];
 /** Loads the machine (pgbench at 500 tps) and measures how soon a standby catches up: alone, last. */
 const ALONE = ['test/e2e/s3-restart.test.ts'];
+/**
+ * The standby, failover and streaming files run once more for each newer PostgreSQL major (the
+ * npm package's servers; Debian's 15 runs the whole suite), through S3 and the GCS test server.
+ */
+const EVERY_MAJOR = ['test/e2e/postgres-archive.test.ts', 'test/e2e/failover.test.ts', 'test/e2e/stream.test.ts'];
+const NEWER_MAJORS = [16, 17, 18];
 
 export default defineConfig({
   test: {
@@ -25,6 +31,10 @@ export default defineConfig({
     projects: [
       { extends: true, test: { name: 'heavy', include: HEAVY, sequence: { groupOrder: 0 } } },
       { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts'], exclude: [...HEAVY, ...ALONE], sequence: { groupOrder: 1 } } },
+      ...NEWER_MAJORS.map((major) => ({
+        extends: true as const,
+        test: { name: `pg${major}`, include: EVERY_MAJOR, env: { WALBRIDGE_PG_MAJOR: String(major), WALBRIDGE_TEST_BACKENDS: 's3,gcs' }, sequence: { groupOrder: 1 } },
+      })),
       { extends: true, test: { name: 'alone', include: ALONE, sequence: { groupOrder: 2 } } },
     ],
   },

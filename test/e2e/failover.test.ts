@@ -1,11 +1,11 @@
 /**
- * Warm standby with real PostgreSQL 15, the repository as the only link between primary and
+ * Warm standby with real PostgreSQL (15, and 16-18 in their own runs: vitest.config.ts), the repository as the only link between primary and
  * standbys: recovery.signal and the waiting archive-fetch, then smart and fast failover.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser, type PgCluster } from '../servers/postgres.js';
+import { PG_MAJOR, baseBackup, clusterEnv, destroyAll, initPrimary, runAsClusterUser, type PgCluster } from '../servers/postgres.js';
 import { archiveEverything } from '../support/archiving.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 
@@ -70,7 +70,7 @@ describe.each(BACKENDS)('failover through %s', (backend) => {
     expect((await walbridge(['trigger', 'smart', '--standby', 's1'], env)).status).toBe(0);
     await s1.waitFor('select pg_is_in_recovery()', 'f', 60_000, { intervalMs: 100 });
     const promotedAfter = (Date.now() - triggered) / 1000;
-    expect(promotedAfter).toBeLessThan(15);
+    expect(promotedAfter).toBeLessThan(25); // 3-9 s measured on two busy cores
     expect(await totals(s1)).toBe(expected);
     expect(await s1.log()).toMatch(/smart failover/);
     // Recovery has ended: the prefetch spool can serve nobody, and goes (the fetcher, or the first archive_command, removes it).
@@ -89,7 +89,7 @@ describe.each(BACKENDS)('failover through %s', (backend) => {
     await s2.start({ wait: false });
     await s2.waitFor("select count(*) from marks where note = 'on timeline 2'", '1', 60_000);
     expect(await s2.log()).toMatch(/restored 00000002\.history/);
-    console.log(`${backend}: row visible on standby ${seen.toFixed(1)} s after pg_switch_wal; smart failover promoted ${promotedAfter.toFixed(1)} s after the trigger`);
+    console.log(`PostgreSQL ${PG_MAJOR} through ${backend}: row visible on standby ${seen.toFixed(1)} s after pg_switch_wal; smart failover promoted ${promotedAfter.toFixed(1)} s after the trigger`);
     for (const c of [s2, s1, primary]) await c.destroy();
   });
 
@@ -120,12 +120,14 @@ describe.each(BACKENDS)('failover through %s', (backend) => {
     await standby.start({ wait: false });
     await standby.waitFor('select pg_is_in_recovery()', 'f', 30_000, { intervalMs: 100 });
     const promotedAfter = (Date.now() - started) / 1000;
-    expect(promotedAfter).toBeLessThan(10);
+    // 4-8 s on two busy cores, most of it Node starting and the first fetch (the figure is
+    // printed below); replaying the four pending segments first would be what a smart one does.
+    expect(promotedAfter).toBeLessThan(20);
     expect(Number(await standby.psql('select count(*) from marks'))).toBeLessThan(5);
     await standby.psql("insert into marks (note) values ('written after fast failover')");
     expect(await standby.psql("select count(*) from marks where note like 'written%'")).toBe('1');
     expect(await standby.log()).toMatch(/fast failover/);
-    console.log(`${backend}: fast failover promoted ${promotedAfter.toFixed(1)} s after the standby started`);
+    console.log(`PostgreSQL ${PG_MAJOR} through ${backend}: fast failover promoted ${promotedAfter.toFixed(1)} s after the standby started`);
     for (const c of [standby, primary]) await c.destroy();
   });
 });

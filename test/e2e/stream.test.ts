@@ -1,5 +1,6 @@
 /**
- * Record-based log shipping with real PostgreSQL 15: `walbridge stream` ships the segment the
+ * Record-based log shipping with real PostgreSQL (15; 16-18 in their own runs, vitest.config.ts,
+ * the kill -9 case through S3 and GCS only): `walbridge stream` ships the segment the
  * primary is writing; after kill -9 of the primary, a smart failover restores the commits that
  * were only in that unfinished segment. Restart of the streamer mid-segment and a segment switch
  * while streaming are part of the run; so are a streamer started while the archiver is behind, a
@@ -17,7 +18,7 @@ import { retryPolicy } from '../../src/storage/retry.js';
 import type { Store } from '../../src/storage/store.js';
 import { parseWalFileName } from '../../src/wal/names.js';
 import { startFaultProxy } from '../servers/fault-proxy.js';
-import { baseBackup, clusterEnv, destroyAll, generateWalSegments, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { PG_MAJOR, baseBackup, clusterEnv, destroyAll, generateWalSegments, initPrimary, runAsClusterUser } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 import { startStream, stopAllStreamers } from '../support/streamer.js';
@@ -111,7 +112,10 @@ describe.each(BACKENDS)('walbridge stream through %s', (backend) => {
   }, 240_000);
 });
 
-describe('walbridge stream, faults and fast failover', () => {
+/** walbridge's own logic, not the server's: once, on Debian's PostgreSQL 15. */
+const ONCE = PG_MAJOR === 15;
+
+describe.runIf(ONCE)('walbridge stream, faults and fast failover', () => {
   it('a store that resets every connection for a while: the streamer catches up, nothing is lost', async () => {
     const repo = await createRepo('s3');
     const endpoint = new URL(repo.env['AWS_ENDPOINT_URL_S3']!);
@@ -212,7 +216,7 @@ describe('walbridge stream, faults and fast failover', () => {
   }, 240_000);
 });
 
-describe('a streamed part whose chunks vanish while a failover reads them', () => {
+describe.runIf(ONCE)('a streamed part whose chunks vanish while a failover reads them', () => {
   it('is the archived segment if it landed meanwhile, else unusable; nothing is written', async () => {
     const wal = await generateWalSegments(2);
     const repo = await createRepo('file');

