@@ -14,7 +14,7 @@ import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.
 import { boundedSink } from '../util/bounded-sink.js';
 import { historyProblems, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
 import { deadBranch, formatTimeline, historyName, parseHistory, readStoredText, type Fork } from './timelines.js';
-import { namespacePrefix } from './layout.js';
+import { namespacePrefix, namespaceProblem } from './layout.js';
 import { listTriggers, type Trigger } from './trigger.js';
 
 /** PostgreSQL's default segment size, for listing a namespace that has no identity yet. */
@@ -38,6 +38,40 @@ export async function namespaceStatus(store: Store, namespace: string): Promise<
 async function listAll(store: Store, namespace: string): Promise<ListedWithTime[]> {
   const out: ListedWithTime[] = [];
   for await (const object of store.list(namespacePrefix(namespace))) out.push(object);
+  return out;
+}
+
+export interface RepositoryNamespace {
+  readonly namespace: string;
+  /** The cluster whose WAL it holds; undefined before its first push. */
+  readonly identity: ClusterIdentity | undefined;
+  /** Why its identity.json cannot be used (damaged, or another tool's file). */
+  readonly problem?: string;
+}
+
+/**
+ * Every namespace of the repository and the cluster it holds, in name order: after a
+ * major-version upgrade (a new system identifier, a new namespace) or with many primaries in one
+ * bucket, which namespace is whose. Top-level prefixes that cannot be namespaces are left out.
+ */
+export async function repositoryNamespaces(store: Store): Promise<readonly RepositoryNamespace[]> {
+  const prefixes = await store.listPrefixes('');
+  if (prefixes.length === 0) await store.checkBucket(); // an empty listing may be a missing bucket
+  const names = prefixes.map((p) => p.slice(0, -1)).filter((n) => namespaceProblem(n) === undefined);
+  const out: RepositoryNamespace[] = new Array(names.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < names.length; i = next++) {
+      const namespace = names[i]!;
+      try {
+        out[i] = { namespace, identity: await loadIdentity(store, namespace) };
+      } catch (err) {
+        if (err instanceof StoreError) throw err; // the store failing is the command's failure, not the namespace's
+        out[i] = { namespace, identity: undefined, problem: (err as Error).message };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, names.length) }, worker));
   return out;
 }
 

@@ -1,6 +1,6 @@
-/** `walbridge status [--json]`: what a namespace holds and how fresh it is. */
+/** `walbridge status [--json] [--all]`: what a namespace holds and how fresh it is, or which namespace holds which cluster. */
 import { Command, Option } from 'commander';
-import type { NamespaceStatus } from '../archive/inspect.js';
+import type { NamespaceStatus, RepositoryNamespace } from '../archive/inspect.js';
 import { ALL_STANDBYS } from '../archive/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, formatAge, formatBytes } from '../log.js';
@@ -13,23 +13,51 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
     .description(
       "Show the namespace's cluster identity, per timeline the segments archived (first, newest, the newest one's age, gaps), " +
         '.partial and .backup files, timeline history files, and failover triggers. --json prints the same for monitoring. ' +
-        `Exits ${ExitCode.notFound} if the namespace holds no WAL and no identity (is --namespace right?), 0 otherwise.`,
+        `Exits ${ExitCode.notFound} if the namespace holds no WAL and no identity (is --namespace right?), 0 otherwise. ` +
+        `--all lists every namespace of the repository with its cluster instead (exit ${ExitCode.notFound} if there is none).`,
     )
-    .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'));
+    .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'))
+    .addOption(new Option('--all', 'list every namespace of the repository with the cluster it holds (no --namespace needed)'));
   addSettingOptions(command, 'status').action(async () => {
     const log = createLogger('walbridge status');
-    const settings = await settingsFrom(command, 'status');
+    const { json, all } = command.opts<{ json?: boolean; all?: boolean }>();
+    const settings = await settingsFrom(command, 'status', { wholeRepository: all });
     const { store } = await openRepository(settings, log);
+    if (all) {
+      const { repositoryNamespaces } = await import('../archive/inspect.js');
+      const namespaces = await repositoryNamespaces(store);
+      process.stdout.write(json ? `${JSON.stringify(namespacesJson(store.location, namespaces), null, 2)}\n` : namespacesText(store.location, namespaces));
+      if (namespaces.length === 0) log.error(`no namespace in ${store.location}: is --repo right?`);
+      return done(namespaces.length === 0 ? ExitCode.notFound : ExitCode.ok);
+    }
     const { emptyNamespace, namespaceStatus } = await import('../archive/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);
     const now = new Date();
-    process.stdout.write(command.opts<{ json?: boolean }>().json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));
+    process.stdout.write(json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));
     // A mistyped namespace must not look like a healthy one that is merely new: "not in the archive".
     const empty = emptyNamespace(status);
     if (empty) log.error(empty);
     done(empty ? ExitCode.notFound : ExitCode.ok);
   });
   return command;
+}
+
+function namespacesJson(location: string, namespaces: readonly RepositoryNamespace[]) {
+  return { location, namespaces: namespaces.map((n) => ({ namespace: n.namespace, identity: n.identity ?? null, problem: n.problem ?? null })) };
+}
+
+function namespacesText(location: string, namespaces: readonly RepositoryNamespace[]): string {
+  const width = Math.max(0, ...namespaces.map((n) => n.namespace.length));
+  const lines = [`${namespaces.length} namespace${namespaces.length === 1 ? '' : 's'} in ${location}`];
+  for (const { namespace, identity: id, problem } of namespaces) {
+    const cluster = problem
+      ? `UNREADABLE identity (${problem})`
+      : id
+        ? `system identifier ${id.systemIdentifier}, PostgreSQL ${id.pgVersion ?? 'unknown'}, ${formatBytes(id.segmentSize)} segments, recorded ${id.createdAt} from ${id.recordedFrom}`
+        : 'no cluster recorded yet (nothing archived)';
+    lines.push(`${namespace.padEnd(width)}  ${cluster}`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 const ageSeconds = (at: Date | undefined, now: Date) => (at ? Math.max(0, Math.round((now.getTime() - at.getTime()) / 1000)) : null);

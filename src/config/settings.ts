@@ -16,6 +16,7 @@ export type S3SseAlgorithm = 'AES256' | 'aws:kms';
 
 export interface Settings {
   readonly repo: RepoLocation;
+  /** '' only for a command on the whole repository given none (ResolveInput.wholeRepository). */
   readonly namespace: string;
   readonly compress: CodecName;
   readonly compressLevel: number | undefined;
@@ -211,6 +212,8 @@ export interface ResolveInput {
    * others keep their defaults. Every command when absent.
    */
   readonly command?: CommandName;
+  /** A command on every namespace (`status --all`): no namespace needed; Settings.namespace is then '' unless one is set. */
+  readonly wholeRepository?: boolean;
 }
 
 /** A raw value and where it came from: a file can be mended under a running process, a flag or the environment cannot. */
@@ -225,7 +228,7 @@ interface Raw {
  * restore_command resolves again at every attempt, so mending a file resumes it). A failure is
  * a WalbridgeError 'config' that is mendableOutside when its cause is in one of those files.
  */
-export async function resolveSettings({ flags, env, command }: ResolveInput): Promise<Settings> {
+export async function resolveSettings({ flags, env, command, wholeRepository = false }: ResolveInput): Promise<Settings> {
   const configPath = str(flags['config']) ?? env[CONFIG_ENV];
   const file = configPath ? await readConfigFile(configPath) : {};
   const takes = (def: SettingDef) => command === undefined || def.commands === undefined || def.commands.includes(command);
@@ -251,9 +254,9 @@ export async function resolveSettings({ flags, env, command }: ResolveInput): Pr
   if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`, repoRaw);
 
   const nsRaw = raw('namespace');
-  if (!nsRaw) throw missing("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
-  const namespace = String(nsRaw.value);
-  const nsProblem = namespaceProblem(namespace);
+  if (!nsRaw && !wholeRepository) throw missing("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
+  const namespace = nsRaw ? String(nsRaw.value) : '';
+  const nsProblem = nsRaw && namespaceProblem(namespace);
   if (nsProblem) throw configError(`bad ${nsRaw.from}: ${nsProblem}`, nsRaw);
 
   const codecRaw = raw('compress')!;

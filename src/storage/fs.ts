@@ -146,6 +146,23 @@ export class FsStore implements Store {
     }
   }
 
+  async listPrefixes(prefix: string): Promise<readonly string[]> {
+    const dir = this.pathOf(prefix);
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const mapped = mapFsError(err, dir);
+      if (mapped.kind === 'not-found') return [];
+      throw mapped;
+    }
+    // As walk(): walbridge's temp directory and hidden entries are no part of the repository.
+    return entries
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+      .map((e) => `${prefix}${e.name}/`)
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
   async deleteMany(keys: readonly string[]): Promise<void> {
     const dirs = new Set<string>();
     for (const key of keys) {

@@ -156,6 +156,29 @@ export class GcsStore implements Store {
     } while (pageToken);
   }
 
+  async listPrefixes(prefix: string): Promise<readonly string[]> {
+    const out: string[] = [];
+    let pageToken: string | undefined;
+    do {
+      let next: { pageToken?: string } | null | undefined;
+      let response: { prefixes?: string[] } | undefined;
+      try {
+        [, next, response] = (await this.bucket.getFiles({
+          prefix: this.fullKey(prefix),
+          delimiter: '/',
+          autoPaginate: false,
+          maxResults: this.opts.pageSize ?? 1000,
+          pageToken,
+        })) as unknown as [File[], { pageToken?: string } | null, { prefixes?: string[] }];
+      } catch (err) {
+        throw this.mapError(err, prefix);
+      }
+      for (const p of response?.prefixes ?? []) out.push(this.relativeKey(p));
+      pageToken = next?.pageToken;
+    } while (pageToken);
+    return out;
+  }
+
   async deleteMany(keys: readonly string[]): Promise<void> {
     const queue = [...keys];
     const worker = async () => {

@@ -75,6 +75,7 @@ export function withRetries(store: Store, policy: RetryPolicy): Store {
     deleteMany: (keys: readonly string[]) => retryTransient(policy, `delete ${keys.length} objects`, () => store.deleteMany(keys)),
     checkBucket: () => retryTransient(policy, 'check the bucket', () => store.checkBucket()),
     list: (prefix: string, startAfter?: string) => listWithRetries(store, policy, prefix, startAfter),
+    listPrefixes: (prefix: string) => retryTransient(policy, `list the prefixes under ${JSON.stringify(prefix)}`, () => store.listPrefixes(prefix)),
     ...(store.leftovers && { leftovers: (prefix: string) => retryTransient(policy, `look for leftovers under ${prefix}`, () => store.leftovers!(prefix)) }),
   };
 }

@@ -273,6 +273,25 @@ export class S3Store implements Store {
     } while (token);
   }
 
+  async listPrefixes(prefix: string): Promise<readonly string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.fullKey(prefix), Delimiter: '/', ContinuationToken: token, MaxKeys: this.opts.pageSize ?? 1000 }),
+          this.abortable(),
+        );
+      } catch (err) {
+        throw this.mapError(err, prefix);
+      }
+      for (const p of page.CommonPrefixes ?? []) if (p.Prefix) out.push(this.relativeKey(p.Prefix));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
   async deleteMany(keys: readonly string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);

@@ -62,6 +62,12 @@ export interface Store {
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Objects whose key starts with `prefix`, in key order, strictly after `startAfter` if given. */
   list(prefix: string, startAfter?: string): AsyncIterable<ListedObject>;
+  /**
+   * The "directories" right under `prefix` ('' or a key prefix ending in '/'): each distinct
+   * `prefix + name + '/'` that some key starts with, in key order (S3's and GCS's delimited
+   * listing). `walbridge status --all` lists the namespaces of a repository with it.
+   */
+  listPrefixes(prefix: string): Promise<readonly string[]>;
   /** Deletes these keys; absent keys are not an error. */
   deleteMany(keys: readonly string[]): Promise<void>;
   /** Confirms the bucket (or directory) exists and is reachable; throws StoreError otherwise. */

@@ -84,6 +84,16 @@ describe.each(BACKENDS)('store contract: %s', (backend) => {
     expect(await keys(store, 'nothing-here/')).toEqual([]);
   });
 
+  it('lists the prefixes right under a prefix, in key order, across pages, under its own prefix', async () => {
+    const own = await createRepo(backend, { prefix: 'prefixes' });
+    for (const key of ['b/wal/1', 'a/identity.json', 'a/wal/2', 'a/history/3', 'a-b/x', 'top-level-object']) await put(own.store(), key, Buffer.from(key));
+    const paged = own.store({ pageSize: 1 });
+    expect(await paged.listPrefixes('')).toEqual(['a-b/', 'a/', 'b/']);
+    expect(await paged.listPrefixes('a/')).toEqual(['a/history/', 'a/wal/']);
+    expect(await own.store().listPrefixes('nothing-here/')).toEqual([]);
+    await own.cleanup();
+  });
+
   it('deletes many, ignoring keys that are already gone', async () => {
     for (const n of ['1', '2', '3']) await put(store, `del/${n}`, Buffer.from(n));
     await store.deleteMany(['del/1', 'del/3', 'del/never-existed']);

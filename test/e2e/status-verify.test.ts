@@ -13,8 +13,10 @@ import { stopPushWhileWriting } from '../support/stopped-push.js';
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let wal: GeneratedWal;
+/** WAL of another cluster (its own system identifier, 1 MiB segments). */
+let otherWal: GeneratedWal;
 beforeAll(async () => {
-  wal = await generateWalSegments(5);
+  [wal, otherWal] = await Promise.all([generateWalSegments(5), generateWalSegments(1, { walSegSizeMb: 1 })]);
 }, 180_000);
 
 describe.each(BACKENDS)('status and verify through %s', (backend) => {
@@ -48,6 +50,42 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     expect(json.timelines).toMatchObject([{ timeline: 1, segments: 5, newest: names()[4], missingSegments: 0 }]);
     expect(json.timelines[0]!.newestAgeSeconds).toBeLessThan(120);
     expect(json.triggers.map((t) => t.mode)).toEqual(['smart']);
+  });
+
+  it('status --all lists every namespace with the cluster it holds, in name order, a damaged identity as such; --json the same; none at all exits 1', async () => {
+    const own = await createRepo(backend);
+    const envOf = (namespace?: string) => ({ WALBRIDGE_REPO: own.url, ...(namespace && { WALBRIDGE_NAMESPACE: namespace }), ...own.env });
+    const empty = await runCli('walbridge', ['status', '--all'], envOf());
+    expect(empty.status).toBe(ExitCode.notFound);
+    expect(empty.stderr).toMatch(/no namespace in .*: is --repo right\?/);
+
+    expect((await runCli('archive-push', [wal.segments[0]!], envOf('pg15-old'))).status).toBe(0);
+    expect((await runCli('archive-push', [otherWal.segments[0]!], envOf('pg15-new'))).status).toBe(0);
+    await own.putForeign('broken/identity.json', Buffer.from('not json'));
+    await own.putForeign('notes.txt', Buffer.from('a top-level object is no namespace'));
+    await own.putForeign('-not-a-namespace/x', Buffer.from('x'));
+    const [oldId, newId] = [wal.systemIdentifier, otherWal.systemIdentifier];
+    expect(oldId).not.toBe(newId);
+
+    // A namespace set in the environment changes nothing: --all is the whole repository.
+    const text = await runCli('walbridge', ['status', '--all'], envOf('pg15-old'));
+    expect(text.status).toBe(0);
+    const lines = text.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^3 namespaces in /);
+    expect(lines.slice(1).map((l) => l.split(' ')[0])).toEqual(['broken', 'pg15-new', 'pg15-old']);
+    expect(lines[1]).toMatch(/^broken {4}UNREADABLE identity \(.+\)$/);
+    expect(lines[2]).toMatch(new RegExp(`^pg15-new  system identifier ${newId}, PostgreSQL 15, 1\\.0 MiB segments, recorded \\S+ from ${otherWal.segments[0]!.split('/').pop()}$`));
+    expect(lines[3]).toMatch(new RegExp(`^pg15-old  system identifier ${oldId}, PostgreSQL 15, 16\\.0 MiB segments`));
+
+    const json = JSON.parse((await runCli('walbridge', ['status', '--all', '--json'], envOf())).stdout) as {
+      namespaces: { namespace: string; identity: { systemIdentifier: string; segmentSize: number } | null; problem: string | null }[];
+    };
+    expect(json.namespaces.map((n) => [n.namespace, n.identity?.systemIdentifier ?? null, n.problem !== null])).toEqual([
+      ['broken', null, true],
+      ['pg15-new', String(newId), false],
+      ['pg15-old', String(oldId), false],
+    ]);
+    await own.cleanup();
   });
 
   it('verify passes a healthy namespace, deep too; finds a gap, a foreign object and a corrupt one, exiting 14', async () => {
