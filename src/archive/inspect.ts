@@ -45,7 +45,7 @@ export interface RepositoryNamespace {
   readonly namespace: string;
   /** The cluster whose WAL it holds; undefined before its first push. */
   readonly identity: ClusterIdentity | undefined;
-  /** Why its identity.json cannot be used (damaged, or another tool's file). */
+  /** Why its identity.json cannot be used: damaged, another tool's file, or not readable with these credentials. */
   readonly problem?: string;
 }
 
@@ -57,7 +57,7 @@ export interface RepositoryNamespace {
 export async function repositoryNamespaces(store: Store): Promise<readonly RepositoryNamespace[]> {
   const prefixes = await store.listPrefixes('');
   if (prefixes.length === 0) await store.checkBucket(); // an empty listing may be a missing bucket
-  const names = prefixes.map((p) => p.slice(0, -1)).filter((n) => namespaceProblem(n) === undefined);
+  const names = [...new Set(prefixes.map((p) => p.slice(0, -1)))].filter((n) => namespaceProblem(n) === undefined).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const out: RepositoryNamespace[] = new Array(names.length);
   let next = 0;
   const worker = async () => {
@@ -66,8 +66,11 @@ export async function repositoryNamespaces(store: Store): Promise<readonly Repos
       try {
         out[i] = { namespace, identity: await loadIdentity(store, namespace) };
       } catch (err) {
-        if (err instanceof StoreError) throw err; // the store failing is the command's failure, not the namespace's
-        out[i] = { namespace, identity: undefined, problem: (err as Error).message };
+        // One namespace's record damaged, or kept from these credentials (a standby's may read its own
+        // namespace only), is that namespace's row; the store failing is the command's failure.
+        if (err instanceof WalbridgeError && err.kind === 'corrupt') out[i] = { namespace, identity: undefined, problem: err.message };
+        else if (err instanceof StoreError && err.kind === 'denied') out[i] = { namespace, identity: undefined, problem: `not readable with these credentials: ${err.message}` };
+        else throw err;
       }
     }
   };

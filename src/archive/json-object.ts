@@ -17,7 +17,13 @@ export async function readJsonObject(store: Store, key: string): Promise<unknown
     throw err;
   }
   const chunks: Buffer[] = [];
-  for await (const chunk of opened.body) chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of opened.body) chunks.push(chunk as Buffer);
+  } catch (err) {
+    // S3 hands on its socket's errors as they are: a reset is the store failing, to be retried or held, not a bug.
+    if (err instanceof StoreError || err instanceof WalbridgeError) throw err;
+    throw new StoreError('transient', `reading ${store.location}/${key} broke off: ${(err as Error).message}`, { cause: err });
+  }
   const data = Buffer.concat(chunks);
   const promised = describeContent(opened.info.metadata);
   if (typeof promised === 'string' || promised.sha256 !== sha256Hex(data)) {

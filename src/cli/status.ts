@@ -51,10 +51,10 @@ function namespacesText(location: string, namespaces: readonly RepositoryNamespa
   const lines = [`${namespaces.length} namespace${namespaces.length === 1 ? '' : 's'} in ${location}`];
   for (const { namespace, identity: id, problem } of namespaces) {
     const cluster = problem
-      ? `UNREADABLE identity (${problem})`
+      ? `UNREADABLE identity.json (${problem})`
       : id
         ? `system identifier ${id.systemIdentifier}, PostgreSQL ${id.pgVersion ?? 'unknown'}, ${formatBytes(id.segmentSize)} segments, recorded ${id.createdAt} from ${id.recordedFrom}`
-        : 'no cluster recorded yet (nothing archived)';
+        : 'no identity.json (nothing archived yet)';
     lines.push(`${namespace.padEnd(width)}  ${cluster}`);
   }
   return `${lines.join('\n')}\n`;

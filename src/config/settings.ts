@@ -16,7 +16,7 @@ export type S3SseAlgorithm = 'AES256' | 'aws:kms';
 
 export interface Settings {
   readonly repo: RepoLocation;
-  /** '' only for a command on the whole repository given none (ResolveInput.wholeRepository). */
+  /** '' for a command on the whole repository (ResolveInput.wholeRepository), which uses none. */
   readonly namespace: string;
   readonly compress: CodecName;
   readonly compressLevel: number | undefined;
@@ -212,7 +212,7 @@ export interface ResolveInput {
    * others keep their defaults. Every command when absent.
    */
   readonly command?: CommandName;
-  /** A command on every namespace (`status --all`): no namespace needed; Settings.namespace is then '' unless one is set. */
+  /** A command on every namespace (`status --all`): no namespace is read or needed; Settings.namespace is ''. */
   readonly wholeRepository?: boolean;
 }
 
@@ -253,7 +253,8 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
   const repo = parseRepoUrl(String(repoRaw.value));
   if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`, repoRaw);
 
-  const nsRaw = raw('namespace');
+  // A command on every namespace ignores the one set (WALBRIDGE_NAMESPACE is often in the environment anyway).
+  const nsRaw = wholeRepository ? undefined : raw('namespace');
   if (!nsRaw && !wholeRepository) throw missing("no namespace: set --namespace or WALBRIDGE_NAMESPACE to this primary's name");
   const namespace = nsRaw ? String(nsRaw.value) : '';
   const nsProblem = nsRaw && namespaceProblem(namespace);

