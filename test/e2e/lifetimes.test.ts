@@ -193,9 +193,11 @@ describe('lifetimes with real PostgreSQL 15', () => {
     const explain = async () =>
       `the call waiting before the crash: ${call.pid}; postmaster.pid now: ${(await readFile(path.join(standby.dataDir, 'postmaster.pid'), 'utf8').catch(() => '-')).split('\n')[0]}\n` +
       `--- fetcher.log ---\n${(await readFile(path.join(standby.walDir, 'walbridge', 'fetcher.log'), 'utf8').catch(() => '')).slice(-3000)}\n--- server log tail ---\n${await standby.logTail(30)}`;
-    const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 10_000, explain);
+    // 0.2-1 s measured; the bound is for a machine whose disk is saturated by the heavy files run
+    // beside this one (an exiting process waits on its last unlink there): outliving is what fails.
+    const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 30_000, explain);
     // What is left of the server (the startup process sits in system() until the call ends) goes with it.
-    const serverMs = await msUntilGone('processes in the crashed standby data directory', () => procsIn(standby.dataDir), 10_000);
+    const serverMs = await msUntilGone('processes in the crashed standby data directory', () => procsIn(standby.dataDir), 30_000);
     console.log(`kill -9 of postmaster ${postmaster}: waiting call ${call.pid} and fetcher ${fetcher!.pid} gone after ${(walbridgeMs / 1000).toFixed(1)} s, every process of the standby after ${((walbridgeMs + serverMs) / 1000).toFixed(1)} s`);
     expect(existsSync(path.join(standby.walDir, 'RECOVERYXLOG'))).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false); // the socket's directory went with the last process listening there
@@ -208,7 +210,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
     await standby.waitFor(`select count(*) from t where note = '${note}'`, '1', 60_000);
     expect(backgroundProcs(standby.walDir, 'fetcher').map((p) => p.pid)).not.toContain(fetcher!.pid);
     await standby.destroy();
-  });
+  }, 180_000);
 
   it('clean stop of a standby and of a primary whose pusher runs (S3): nothing of them runs after 10 s, rm -rf of the data directory stays done', async () => {
     const s3 = await createRepo('s3');
