@@ -1,6 +1,6 @@
 /** `walbridge cleanup %r`: archive_cleanup_command, as pg_archivecleanup does it. */
 import { Command, Option } from 'commander';
-import { cleanupBefore } from '../archive/cleanup.js';
+import { cleanupBefore } from '../archive/repo/cleanup.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';

@@ -5,8 +5,8 @@ import type { Settings } from '../config/settings.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { formatServer, parseServer } from '../wal/server.js';
-import { fingerprint } from '../archive/background-link.js';
-import { restoreCall } from '../archive/restore-call.js';
+import { fingerprint } from '../archive/background/client.js';
+import { restoreCall } from '../archive/restore/call.js';
 import { repositoryId } from '../storage/open.js';
 import { addSettingOptions, settingsFrom } from './options.js';
 import { startBackground } from './background.js';
@@ -84,8 +84,8 @@ export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
     const configuration = fingerprint(settings, process.env, server && formatServer(server));
     const [{ openRepository }, { fetchAhead }, { tellingConnectedCalls }] = await Promise.all([
       import('../storage/open.js'),
-      import('../archive/fetcher.js'),
-      import('../archive/background-server.js'),
+      import('../archive/restore/fetcher.js'),
+      import('../archive/background/server.js'),
     ]);
     const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
     const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch, keys: settings.encryption };

@@ -4,7 +4,7 @@
  * restore_command's caller reads as "file not found".
  */
 import { Command, CommanderError } from 'commander';
-import { stopServer, waitsUnderRecoverySignal } from '../archive/hold.js';
+import { stopServer, waitsUnderRecoverySignal } from '../archive/restore/hold.js';
 import { ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { removeTempFilesSync } from '../util/temp-files.js';

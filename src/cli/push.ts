@@ -1,11 +1,11 @@
 /** `archive-push %p` / `walbridge push %p`: PostgreSQL's archive_command. */
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { confirmPushed } from '../archive/markers.js';
-import { answerWaitMs, ask, failureOf, fingerprint, noAnswer } from '../archive/background-link.js';
+import { confirmPushed } from '../archive/push/markers.js';
+import { answerWaitMs, ask, failureOf, fingerprint, noAnswer } from '../archive/background/client.js';
 import { backgroundSocket, prefetchDir, walDirOf } from '../archive/local-layout.js';
-import type { PushAnswer } from '../archive/lookahead.js';
-import type { PushContext } from '../archive/push.js';
+import type { PushAnswer } from '../archive/push/pusher.js';
+import type { PushContext } from '../archive/push/push.js';
 import type { Settings } from '../config/settings.js';
 import type { RetryPolicy } from '../storage/retry.js';
 import type { Store } from '../storage/store.js';
@@ -55,7 +55,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
       if (answer?.status === 'declined') log.info(`the background pusher declined (${answer.reason}); pushing directly`);
     }
     // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
-    const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/lookahead.js'), import('./background.js')]);
+    const [{ pushWithLookahead }, { startBackground }] = await Promise.all([import('../archive/push/pusher.js'), import('./background.js')]);
     const { store, retry } = await openRepository(settings, log);
     const ctx = pushContext(settings, store, retry, log);
     const startPusher = () => {
@@ -74,7 +74,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
 async function removeLeftoverSpool(walDir: string): Promise<void> {
   const { stat } = await import('node:fs/promises');
   if (!(await stat(prefetchDir(walDir)).then(() => true, () => false))) return;
-  const { removeSpoolAfterRecovery } = await import('../archive/spool.js');
+  const { removeSpoolAfterRecovery } = await import('../archive/restore/spool.js');
   await removeSpoolAfterRecovery(walDir);
 }
 
@@ -92,7 +92,7 @@ export function pushAheadCommand(done: (status: ExitStatus) => void): Command {
     const scope = { repository: repositoryId(settings), namespace: settings.namespace };
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env, server && formatServer(server));
-    const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/lookahead.js'), import('../archive/background-server.js')]);
+    const [{ pushAhead }, { tellingConnectedCalls }] = await Promise.all([import('../archive/push/pusher.js'), import('../archive/background/server.js')]);
     const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
     const ctx = pushContext(settings, store, retry, log);
     await pushAhead(ctx, scope, path.resolve(walDir), {

@@ -7,7 +7,7 @@
  * that arrive before a command's own handler, so that an early request is not lost), and never
  * Node's inspector: the executables start Node with an inspector address that cannot be bound.
  */
-import { failoverSwitch } from '../archive/failover.js';
+import { failoverSwitch } from '../archive/restore/failover.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
 
 /** What bin/launch.js leaves on globalThis: its SIGUSR1 listener and the signals it caught. */

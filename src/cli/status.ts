@@ -1,7 +1,7 @@
 /** `walbridge status [--json] [--all]`: what a namespace holds and how fresh it is, or which namespace holds which cluster. */
 import { Command, Option } from 'commander';
-import type { NamespaceStatus, RepositoryNamespace } from '../archive/inspect.js';
-import { ALL_STANDBYS } from '../archive/trigger.js';
+import type { NamespaceStatus, RepositoryNamespace } from '../archive/repo/inspect.js';
+import { ALL_STANDBYS } from '../archive/repo/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, formatAge, formatBytes } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
@@ -24,13 +24,13 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
     const settings = await settingsFrom(command, 'status', { wholeRepository: all });
     const { store } = await openRepository(settings, log);
     if (all) {
-      const { repositoryNamespaces } = await import('../archive/inspect.js');
+      const { repositoryNamespaces } = await import('../archive/repo/inspect.js');
       const namespaces = await repositoryNamespaces(store);
       process.stdout.write(json ? `${JSON.stringify(namespacesJson(store.location, namespaces), null, 2)}\n` : namespacesText(store.location, namespaces));
       if (namespaces.length === 0) log.error(`no namespace in ${store.location}: is --repo right?`);
       return done(namespaces.length === 0 ? ExitCode.notFound : ExitCode.ok);
     }
-    const { emptyNamespace, namespaceStatus } = await import('../archive/inspect.js');
+    const { emptyNamespace, namespaceStatus } = await import('../archive/repo/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);
     const now = new Date();
     process.stdout.write(json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));

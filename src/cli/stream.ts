@@ -57,9 +57,9 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
     });
 
     const [{ SegmentStreamer }, { connectPrimary }, { loadIdentity }] = await Promise.all([
-      import('../archive/stream.js'),
+      import('../archive/stream/streamer.js'),
       import('../wal/primary.js'),
-      import('../archive/identity.js'),
+      import('../archive/repo/identity.js'),
     ]);
     const { store, retry } = await openRepository(settings, log);
     let primary: Awaited<ReturnType<typeof connectPrimary>> | undefined;

@@ -1,6 +1,6 @@
 /** `walbridge trigger smart|fast|clear|status`: failover by trigger object. */
 import { Argument, Command } from 'commander';
-import { ALL_STANDBYS, clearTrigger, listTriggers, setTrigger, type TriggerMode } from '../archive/trigger.js';
+import { ALL_STANDBYS, clearTrigger, listTriggers, setTrigger, type TriggerMode } from '../archive/repo/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';

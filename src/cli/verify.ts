@@ -23,7 +23,7 @@ export function verifyCommand(done: (status: ExitStatus) => void): Command {
     const flags = command.opts<{ deep?: boolean; json?: boolean }>();
     const settings = await settingsFrom(command, 'verify');
     const { store } = await openRepository(settings, log);
-    const { verifyNamespace } = await import('../archive/inspect.js');
+    const { verifyNamespace } = await import('../archive/repo/inspect.js');
     const bar = process.stderr.isTTY && !flags.json ? progressBar() : undefined;
     const report = await verifyNamespace(store, settings.namespace, { deep: !!flags.deep, progress: bar, keys: settings.encryption });
     bar?.(-1, 0);

@@ -5,7 +5,7 @@
  */
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { WalbridgeError } from '../errors.js';
-import { namespaceProblem } from '../archive/layout.js';
+import { namespaceProblem } from '../archive/repo/layout.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import { readSmallFile } from '../util/small-file.js';
 import { parseRepoUrl, type RepoLocation } from './repo-url.js';

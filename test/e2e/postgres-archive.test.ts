@@ -4,7 +4,7 @@
  * own, fed only by archive-fetch through the repository.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadIdentity } from '../../src/archive/identity.js';
+import { loadIdentity } from '../../src/archive/repo/identity.js';
 import { PG_MAJOR, baseBackup, destroyAll, initPrimary } from '../servers/postgres.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 

@@ -5,7 +5,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { prefetchWindow } from '../../src/archive/spool.js';
+import { prefetchWindow } from '../../src/archive/restore/spool.js';
 import { parseWalFileName } from '../../src/wal/names.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';

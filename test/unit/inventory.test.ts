@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { findGaps, historyProblems, takeInventory } from '../../src/archive/inventory.js';
-import { parseHistory } from '../../src/archive/timelines.js';
+import { findGaps, historyProblems, takeInventory } from '../../src/archive/repo/inventory.js';
+import { parseHistory } from '../../src/archive/repo/timelines.js';
 
 const MiB16 = 16 * 1024 * 1024;
 const at = (s: string) => new Date(`2026-11-24T${s}Z`);

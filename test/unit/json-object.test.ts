@@ -1,7 +1,7 @@
 /** Small JSON records (identity.json, triggers): what a failing read is taken for. */
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readJsonObject } from '../../src/archive/json-object.js';
+import { readJsonObject } from '../../src/archive/repo/json-object.js';
 import { sealBuffer } from '../../src/codec/envelope.js';
 import { StoreError } from '../../src/errors.js';
 import type { Store } from '../../src/storage/store.js';

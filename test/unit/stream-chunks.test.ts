@@ -1,6 +1,6 @@
 /** Streamed chunk names and the choice of chunks that rebuild a segment's prefix. */
 import { describe, expect, it } from 'vitest';
-import { chainEnd, chunkKey, longestPrefixChain, parseChunkKey } from '../../src/archive/stream-chunks.js';
+import { chainEnd, chunkKey, longestPrefixChain, parseChunkKey } from '../../src/archive/repo/stream-chunks.js';
 import { parseLsn } from '../../src/wal/primary.js';
 
 describe('streamed chunks', () => {

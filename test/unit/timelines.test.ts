@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sealBuffer } from '../../src/codec/envelope.js';
-import { deadBranch, fencedError, findFork, pastFork, type Fork } from '../../src/archive/timelines.js';
+import { deadBranch, fencedError, findFork, pastFork, type Fork } from '../../src/archive/repo/timelines.js';
 import { FsStore } from '../../src/storage/fs.js';
 import { parseWalFileName } from '../../src/wal/names.js';
 

@@ -13,12 +13,12 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { WalbridgeError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { fsyncDir } from '../util/durable.js';
-import { readRecoverySignal } from '../wal/datadir.js';
-import { formatServer, parseServer, processRunning, runningServer, thisProcess } from '../wal/server.js';
-import { pidFile, walbridgeDir } from './local-layout.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { fsyncDir } from '../../util/durable.js';
+import { readRecoverySignal } from '../../wal/datadir.js';
+import { formatServer, parseServer, processRunning, runningServer, thisProcess } from '../../wal/server.js';
+import { pidFile, walbridgeDir } from '../local-layout.js';
 
 /** Names this call in `waiting.pid` while it runs (best effort: the promote file is what counts). */
 export async function registerWaitingCall(walDir: string, log: Logger): Promise<void> {

@@ -11,16 +11,16 @@
  */
 import { readFile, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { WalbridgeError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { StoreError } from '../storage/store.js';
-import { receiveLines, sendLine } from '../util/json-lines.js';
-import { trimStderrLog } from '../util/log-file.js';
-import { ensureRuntimeDir, clusterRuntime, socketIn } from '../util/runtime-dir.js';
-import { takeInstanceLock } from '../util/single-instance.js';
-import { processRunning, type ServerProcess } from '../wal/server.js';
-import type { BackgroundMessage, BackgroundRequest, LogLine } from './background-link.js';
-import { pidFile, walbridgeDir, type BackgroundRole } from './local-layout.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { StoreError } from '../../storage/store.js';
+import { receiveLines, sendLine } from '../../util/json-lines.js';
+import { trimStderrLog } from '../../util/log-file.js';
+import { ensureRuntimeDir, clusterRuntime, socketIn } from '../../util/runtime-dir.js';
+import { takeInstanceLock } from '../../util/single-instance.js';
+import { processRunning, type ServerProcess } from '../../wal/server.js';
+import type { BackgroundMessage, BackgroundRequest, LogLine } from './client.js';
+import { pidFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
 
 /** One call being served. */
 export interface Call {

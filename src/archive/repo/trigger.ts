@@ -11,8 +11,8 @@
  * host is compared with another's.
  */
 import { hostname, userInfo } from 'node:os';
-import { WalbridgeError } from '../errors.js';
-import type { Store } from '../storage/store.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Store } from '../../storage/store.js';
 import { createJsonObject, readJsonObject } from './json-object.js';
 import { triggerKey, triggerPrefix } from './layout.js';
 

@@ -4,11 +4,11 @@
  * WAL of two clusters can never mix under one namespace.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { WalbridgeError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { LONG_HEADER_SIZE, describeMagic, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
-import type { WalFileName } from '../wal/names.js';
-import type { Store } from '../storage/store.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { LONG_HEADER_SIZE, describeMagic, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../../wal/header.js';
+import type { WalFileName } from '../../wal/names.js';
+import type { Store } from '../../storage/store.js';
 import { identityKey } from './layout.js';
 
 export interface ClusterIdentity {

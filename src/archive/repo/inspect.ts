@@ -3,15 +3,15 @@
  * `walbridge verify` (whether a standby could replay it: gaps, timeline histories, foreign
  * objects, and with `deep` every object's content against its recorded hash and header).
  */
-import { describeContent, unseal, type ContentDescription } from '../codec/envelope.js';
-import type { KeyRing } from '../codec/keys.js';
-import { WalbridgeError } from '../errors.js';
-import { formatAge, formatBytes } from '../log.js';
-import { StoreError, type Store } from '../storage/store.js';
-import { LONG_HEADER_SIZE, formatLsn, headerMismatch, parseLongPageHeader } from '../wal/header.js';
-import { parseWalFileName } from '../wal/names.js';
+import { describeContent, unseal, type ContentDescription } from '../../codec/envelope.js';
+import type { KeyRing } from '../../codec/keys.js';
+import { WalbridgeError } from '../../errors.js';
+import { formatAge, formatBytes } from '../../log.js';
+import { StoreError, type Store } from '../../storage/store.js';
+import { LONG_HEADER_SIZE, formatLsn, headerMismatch, parseLongPageHeader } from '../../wal/header.js';
+import { parseWalFileName } from '../../wal/names.js';
 import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
-import { boundedSink } from '../util/bounded-sink.js';
+import { boundedSink } from '../../util/bounded-sink.js';
 import { historyProblems, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
 import { deadBranch, formatTimeline, historyName, parseHistory, readStoredText, type Fork } from './timelines.js';
 import { namespacePrefix, namespaceProblem } from './layout.js';

@@ -6,19 +6,19 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { Settings } from '../config/settings.js';
-import { ExitCode } from '../errors.js';
-import type { Logger } from '../log.js';
-import { repositoryId } from '../storage/open.js';
-import type { Store } from '../storage/store.js';
-import { dataDirOfWalPath, readRecoverySignal } from '../wal/datadir.js';
-import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../wal/server.js';
-import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from './background-link.js';
+import type { Settings } from '../../config/settings.js';
+import { ExitCode } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { repositoryId } from '../../storage/open.js';
+import type { Store } from '../../storage/store.js';
+import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
+import { parseRequestedName, type WalFileName } from '../../wal/names.js';
+import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
+import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from '../background/client.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer } from './fetcher.js';
 import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
-import { backgroundSocket, walDirOf } from './local-layout.js';
+import { backgroundSocket, walDirOf } from '../local-layout.js';
 import { registerWaitingCall } from './promote.js';
 import { serveSpooled } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
@@ -86,9 +86,9 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
       }
     }
     const [{ openRepository }, { fetchWalFile, waitForWalFile }, { sweepDeadTempFiles }] = await Promise.all([
-      import('../storage/open.js'),
+      import('../../storage/open.js'),
       import('./wait.js'),
-      import('../util/temp-files.js'),
+      import('../../util/temp-files.js'),
     ]);
     await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
     const { store, retry } = await openRepository(settings, log);
@@ -184,7 +184,7 @@ async function cleanupAfterRestore(store: Store, namespace: string, call: Restor
   const state = dataDir ? await readStandbyState(dataDir) : {};
   if (state.cleanedUpTo === restart) return;
   try {
-    const { cleanupBefore } = await import('./cleanup.js');
+    const { cleanupBefore } = await import('../repo/cleanup.js');
     await cleanupBefore(store, namespace, restart, { includeBackup: call.includeBackup, dryRun: false }, log);
     if (dataDir) await writeStandbyState(dataDir, { ...(await readStandbyState(dataDir)), cleanedUpTo: restart });
   } catch (err) {

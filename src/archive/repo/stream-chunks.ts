@@ -5,7 +5,7 @@
  * new object; flushed WAL never changes, so chunks that overlap (two streamers, a restart) agree
  * on their common bytes, and any chain of chunks from offset 0 is a true prefix of the segment.
  */
-import type { Store } from '../storage/store.js';
+import type { Store } from '../../storage/store.js';
 import { streamSegmentPrefix } from './layout.js';
 
 export interface ChunkRange {

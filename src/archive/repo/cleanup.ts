@@ -3,10 +3,10 @@
  * before the restart file's, whatever their timeline. Never `.history` files (timeline selection
  * needs them); `.backup` files only when asked.
  */
-import { WalbridgeError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { Store } from '../storage/store.js';
-import { parseWalFileName, precedesRestartPoint } from '../wal/names.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { Store } from '../../storage/store.js';
+import { parseWalFileName, precedesRestartPoint } from '../../wal/names.js';
 import { walPrefix } from './layout.js';
 
 export interface CleanupOptions {

@@ -8,21 +8,21 @@
  * failure's own status) is hold.ts's rule, which waits again from the start: --max-wait
  * counts only time in which a new segment could have been seen.
  */
-import { ExitCode, WalbridgeError } from '../errors.js';
-import { withinTimeout } from '../storage/retry.js';
-import { dataDirOfWalPath, promoteRequested, readRecoverySignal, type RecoverySignal } from '../wal/datadir.js';
-import { formatLsn } from '../wal/header.js';
-import { parseRequestedName, type WalFileName } from '../wal/names.js';
-import { namespaceIdentity, restoreStreamed, streamedChain, type FetchContext } from './fetch.js';
+import { ExitCode, WalbridgeError } from '../../errors.js';
+import { withinTimeout } from '../../storage/retry.js';
+import { dataDirOfWalPath, promoteRequested, readRecoverySignal, type RecoverySignal } from '../../wal/datadir.js';
+import { formatLsn } from '../../wal/header.js';
+import { parseRequestedName, type WalFileName } from '../../wal/names.js';
+import { namespaceIdentity, restoreStreamed, streamedChain, type FetchContext } from './download.js';
 import type { FailoverRequest } from './failover.js';
 import { serverGone, type FetchOutcome } from './hold.js';
-import type { ClusterIdentity } from './identity.js';
-import { walFileKey } from './layout.js';
-import { findFork, historyName, pastFork, type Fork } from './timelines.js';
+import type { ClusterIdentity } from '../repo/identity.js';
+import { walFileKey } from '../repo/layout.js';
+import { findFork, historyName, pastFork, type Fork } from '../repo/timelines.js';
 import { NotForBackground, restoreWithPrefetch } from './prefetch.js';
 import { isSpooled } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
-import { ALL_STANDBYS, choose, readTrigger, triggerId, type Trigger } from './trigger.js';
+import { ALL_STANDBYS, choose, readTrigger, triggerId, type Trigger } from '../repo/trigger.js';
 
 export type { FetchOutcome } from './hold.js';
 

@@ -22,11 +22,11 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ExitCode, WalbridgeError, describeFailure } from '../errors.js';
-import type { Logger } from '../log.js';
-import { StoreError } from '../storage/store.js';
-import { dataDirOfWalPath } from '../wal/datadir.js';
-import { calledBy } from '../wal/server.js';
+import { ExitCode, WalbridgeError, describeFailure } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { StoreError } from '../../storage/store.js';
+import { dataDirOfWalPath } from '../../wal/datadir.js';
+import { calledBy } from '../../wal/server.js';
 import type { FailoverRequest } from './failover.js';
 
 export type FetchOutcome = 'restored' | 'not-found';

@@ -6,21 +6,21 @@
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { describeContent, sealFile } from '../codec/envelope.js';
-import type { CodecName } from '../codec/codecs.js';
-import type { KeyRing } from '../codec/keys.js';
-import { codecAvailable } from '../codec/compression.js';
-import { WalbridgeError } from '../errors.js';
-import { formatBytes, type Logger } from '../log.js';
-import { withinTimeout, type RetryPolicy } from '../storage/retry.js';
-import { bodySize, type ObjectInfo, type Store } from '../storage/store.js';
-import { dataDirOfWalPath, readControlSystemIdentifier } from '../wal/datadir.js';
-import { KNOWN_WAL_VERSIONS, LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../wal/header.js';
-import { parseWalFileName, type WalFileName } from '../wal/names.js';
-import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from './identity.js';
-import { walFileKey } from './layout.js';
-import { fencedError, findFork, historyName, pastFork } from './timelines.js';
-import { fileIdentity, type FileIdentity } from '../util/file-identity.js';
+import { describeContent, sealFile } from '../../codec/envelope.js';
+import type { CodecName } from '../../codec/codecs.js';
+import type { KeyRing } from '../../codec/keys.js';
+import { codecAvailable } from '../../codec/compression.js';
+import { WalbridgeError } from '../../errors.js';
+import { formatBytes, type Logger } from '../../log.js';
+import { withinTimeout, type RetryPolicy } from '../../storage/retry.js';
+import { bodySize, type ObjectInfo, type Store } from '../../storage/store.js';
+import { dataDirOfWalPath, readControlSystemIdentifier } from '../../wal/datadir.js';
+import { KNOWN_WAL_VERSIONS, LONG_HEADER_SIZE, headerMismatch, parseLongPageHeader, type LongPageHeader } from '../../wal/header.js';
+import { parseWalFileName, type WalFileName } from '../../wal/names.js';
+import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, type ClusterIdentity } from '../repo/identity.js';
+import { walFileKey } from '../repo/layout.js';
+import { fencedError, findFork, historyName, pastFork } from '../repo/timelines.js';
+import { fileIdentity, type FileIdentity } from '../../util/file-identity.js';
 
 export interface PushContext {
   readonly store: Store;

@@ -11,14 +11,14 @@
  * never reported to PostgreSQL: the archiver's call for that file meets them itself.
  */
 import path from 'node:path';
-import { ExitCode } from '../errors.js';
-import { sweepDeadTempFiles } from '../util/temp-files.js';
-import { readyWalFiles } from '../wal/archive-status.js';
-import { parseWalFileName } from '../wal/names.js';
-import { processRunning, type ServerProcess } from '../wal/server.js';
-import { backgroundRunning, failedAnswer, type BackgroundRequest, type FailedAnswer } from './background-link.js';
-import { reportable, runBackground } from './background-server.js';
-import { walDirOf } from './local-layout.js';
+import { ExitCode } from '../../errors.js';
+import { sweepDeadTempFiles } from '../../util/temp-files.js';
+import { readyWalFiles } from '../../wal/archive-status.js';
+import { parseWalFileName } from '../../wal/names.js';
+import { processRunning, type ServerProcess } from '../../wal/server.js';
+import { backgroundRunning, failedAnswer, type BackgroundRequest, type FailedAnswer } from '../background/client.js';
+import { reportable, runBackground } from '../background/server.js';
+import { walDirOf } from '../local-layout.js';
 import { confirmPushed, listMarkers, prepareMarkers, removeMarker, writeMarker, type MarkerScope } from './markers.js';
 import { pushWalFile, type PushContext, type PushResult } from './push.js';
 

@@ -2,10 +2,10 @@
  * Small JSON records in the repository (the namespace identity, triggers): stored with a
  * content hash like any WAL file, so a damaged record is refused instead of misread.
  */
-import { describeContent, sealBuffer } from '../codec/envelope.js';
-import { sha256Hex } from '../codec/hash.js';
-import { WalbridgeError } from '../errors.js';
-import { StoreError, type Store } from '../storage/store.js';
+import { describeContent, sealBuffer } from '../../codec/envelope.js';
+import { sha256Hex } from '../../codec/hash.js';
+import { WalbridgeError } from '../../errors.js';
+import { StoreError, type Store } from '../../storage/store.js';
 
 /** The parsed record, or undefined if there is none. Throws 'corrupt' if it cannot be trusted. */
 export async function readJsonObject(store: Store, key: string): Promise<unknown> {

@@ -14,13 +14,13 @@
  * that the window moves on.
  */
 import path from 'node:path';
-import { parseRequestedName, parseWalFileName } from '../wal/names.js';
-import type { ServerProcess } from '../wal/server.js';
-import { failedAnswer, type BackgroundRequest, type FailedAnswer } from './background-link.js';
-import { reportable, runBackground } from './background-server.js';
+import { parseRequestedName, parseWalFileName } from '../../wal/names.js';
+import type { ServerProcess } from '../../wal/server.js';
+import { failedAnswer, type BackgroundRequest, type FailedAnswer } from '../background/client.js';
+import { reportable, runBackground } from '../background/server.js';
 import { failoverSwitch } from './failover.js';
-import { namespaceIdentity, type FetchContext } from './fetch.js';
-import type { ClusterIdentity } from './identity.js';
+import { namespaceIdentity, type FetchContext } from './download.js';
+import type { ClusterIdentity } from '../repo/identity.js';
 import { NotForBackground, refillSpool, type SpoolJobs } from './prefetch.js';
 import { prefetchWindow, removeSpoolAfterRecovery, spoolDir } from './spool.js';
 import { fetchWalFile, waitForWalFile, type WaitOptions } from './wait.js';

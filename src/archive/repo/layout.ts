@@ -11,7 +11,7 @@
  *
  * Keys are relative to the repository root (the prefix in the repo URL).
  */
-import type { WalFileName } from '../wal/names.js';
+import type { WalFileName } from '../../wal/names.js';
 
 const NAMESPACE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 

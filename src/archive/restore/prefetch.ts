@@ -15,13 +15,13 @@
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from '../log.js';
-import { outsideDeadline } from '../storage/deadline.js';
-import { parseWalFileName, type WalFileName } from '../wal/names.js';
-import { restoreIfPresent, type FetchContext } from './fetch.js';
+import type { Logger } from '../../log.js';
+import { outsideDeadline } from '../../storage/deadline.js';
+import { parseWalFileName, type WalFileName } from '../../wal/names.js';
+import { restoreIfPresent, type FetchContext } from './download.js';
 import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, serveSpooled, spoolDir } from './spool.js';
-import type { ClusterIdentity } from './identity.js';
-import { walFileKey, walPrefix } from './layout.js';
+import type { ClusterIdentity } from '../repo/identity.js';
+import { walFileKey, walPrefix } from '../repo/layout.js';
 
 /** After the requested file is restored, how long prefetches may still hold up the answer. */
 const PREFETCH_GRACE_MS = 10_000;

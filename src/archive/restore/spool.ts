@@ -7,14 +7,14 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WalbridgeError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { fsyncDir } from '../util/durable.js';
-import { processAlive } from '../util/temp-files.js';
-import { dataDirOfWalPath, readRecoverySignal } from '../wal/datadir.js';
-import { nextSegmentName, type WalFileName } from '../wal/names.js';
-import { checkRestoredSegment, type ClusterIdentity } from './identity.js';
-import { prefetchDir, walDirOf, walbridgeDir } from './local-layout.js';
+import { WalbridgeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { fsyncDir } from '../../util/durable.js';
+import { processAlive } from '../../util/temp-files.js';
+import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
+import { nextSegmentName, type WalFileName } from '../../wal/names.js';
+import { checkRestoredSegment, type ClusterIdentity } from '../repo/identity.js';
+import { prefetchDir, walDirOf, walbridgeDir } from '../local-layout.js';
 
 /** Disk the spool may use, whatever the segment size. */
 const SPOOL_BYTES = 1024 * 1024 * 1024;

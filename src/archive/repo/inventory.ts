@@ -3,8 +3,8 @@
  * backup files, history files and the newest object; and the keys that are not walbridge's.
  * Pure logic, for `walbridge status` and `walbridge verify`.
  */
-import { formatLsn } from '../wal/header.js';
-import { formatSegmentName, parseWalFileName, segmentNumber, type WalFileName } from '../wal/names.js';
+import { formatLsn } from '../../wal/header.js';
+import { formatSegmentName, parseWalFileName, segmentNumber, type WalFileName } from '../../wal/names.js';
 import { historyPrefix, identityKey, streamPrefix, triggerPrefix, walPrefix } from './layout.js';
 import { parseChunkKey } from './stream-chunks.js';
 import { formatTimeline, type HistoryEntry } from './timelines.js';

@@ -11,19 +11,19 @@
  */
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { sealFile } from '../codec/envelope.js';
-import type { CodecName } from '../codec/codecs.js';
-import type { KeyRing } from '../codec/keys.js';
-import { WalbridgeError } from '../errors.js';
-import { formatBytes, type Logger } from '../log.js';
-import { retryTransient, type RetryPolicy } from '../storage/retry.js';
-import type { Store } from '../storage/store.js';
-import { formatLsn, headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../wal/header.js';
-import { readyWalFiles } from '../wal/archive-status.js';
-import { formatSegmentName, parseWalFileName, segmentNumber } from '../wal/names.js';
-import { streamPrefix, streamSegmentPrefix, walFileKey } from './layout.js';
-import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from './stream-chunks.js';
-import { fencedError, findFork, type Fork } from './timelines.js';
+import { sealFile } from '../../codec/envelope.js';
+import type { CodecName } from '../../codec/codecs.js';
+import type { KeyRing } from '../../codec/keys.js';
+import { WalbridgeError } from '../../errors.js';
+import { formatBytes, type Logger } from '../../log.js';
+import { retryTransient, type RetryPolicy } from '../../storage/retry.js';
+import type { Store } from '../../storage/store.js';
+import { formatLsn, headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../../wal/header.js';
+import { readyWalFiles } from '../../wal/archive-status.js';
+import { formatSegmentName, parseWalFileName, segmentNumber } from '../../wal/names.js';
+import { streamPrefix, streamSegmentPrefix, walFileKey } from '../repo/layout.js';
+import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from '../repo/stream-chunks.js';
+import { fencedError, findFork, type Fork } from '../repo/timelines.js';
 
 export interface StreamContext {
   readonly store: Store;

@@ -12,13 +12,13 @@
  * `N+1.history`, `N+2.history`, … until one is absent. A healthy primary pays one lookup of an
  * absent object per push, made alongside its other lookups.
  */
-import { describeContent, unseal, type ContentDescription } from '../codec/envelope.js';
-import type { KeyRing } from '../codec/keys.js';
-import { WalbridgeError } from '../errors.js';
-import { StoreError, type Store } from '../storage/store.js';
-import { boundedSink } from '../util/bounded-sink.js';
-import { formatLsn } from '../wal/header.js';
-import { parseWalFileName, segmentNumber, type WalFileName } from '../wal/names.js';
+import { describeContent, unseal, type ContentDescription } from '../../codec/envelope.js';
+import type { KeyRing } from '../../codec/keys.js';
+import { WalbridgeError } from '../../errors.js';
+import { StoreError, type Store } from '../../storage/store.js';
+import { boundedSink } from '../../util/bounded-sink.js';
+import { formatLsn } from '../../wal/header.js';
+import { parseWalFileName, segmentNumber, type WalFileName } from '../../wal/names.js';
 import { historyPrefix } from './layout.js';
 
 /** One line of a timeline history file: the parent timeline and where this one branched off it. */

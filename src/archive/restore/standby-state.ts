@@ -8,7 +8,7 @@
  */
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WalbridgeError } from '../errors.js';
+import { WalbridgeError } from '../../errors.js';
 
 export interface StandbyState {
   /** Log/segment part (16 hex digits) of the newest segment restored. */

@@ -15,13 +15,13 @@ import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { WalbridgeError, describeFailure, kindOfStatus } from '../errors.js';
-import type { Logger } from '../log.js';
-import { StoreError } from '../storage/store.js';
-import { receiveLines, sendLine } from '../util/json-lines.js';
-import { instanceLockHeld } from '../util/single-instance.js';
-import { verdictOn } from './hold.js';
-import { instanceName, type BackgroundRole } from './local-layout.js';
+import { WalbridgeError, describeFailure, kindOfStatus } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { StoreError } from '../../storage/store.js';
+import { receiveLines, sendLine } from '../../util/json-lines.js';
+import { instanceLockHeld } from '../../util/single-instance.js';
+import { verdictOn } from '../restore/hold.js';
+import { instanceName, type BackgroundRole } from '../local-layout.js';
 
 /** Whether a background process of `role` runs for this pg_wal. */
 export async function backgroundRunning(walDir: string, role: BackgroundRole): Promise<boolean> {

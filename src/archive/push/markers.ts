@@ -16,10 +16,10 @@
  */
 import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from '../log.js';
-import { fileIdentity, sameFile, type FileIdentity } from '../util/file-identity.js';
-import { parseWalFileName } from '../wal/names.js';
-import { markerDir, walDirOf } from './local-layout.js';
+import type { Logger } from '../../log.js';
+import { fileIdentity, sameFile, type FileIdentity } from '../../util/file-identity.js';
+import { parseWalFileName } from '../../wal/names.js';
+import { markerDir, walDirOf } from '../local-layout.js';
 
 /** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
 export interface MarkerScope {
