@@ -4,7 +4,7 @@ import { cleanupBefore } from '../archive/repo/cleanup.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../storage/open.js';
+import { openRepository } from '../archive/repo/open.js';
 
 export function cleanupCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('cleanup')

@@ -7,7 +7,7 @@ import { createLogger } from '../log.js';
 import { formatServer, parseServer } from '../wal/server.js';
 import { fingerprint } from '../archive/background/client.js';
 import { restoreCall } from '../archive/restore/call.js';
-import { repositoryId } from '../storage/open.js';
+import { repositoryId } from '../archive/repo/open.js';
 import { addSettingOptions, settingsFrom } from './options.js';
 import { startBackground } from './background.js';
 import { installSignalHandlers } from './signals.js';
@@ -83,7 +83,7 @@ export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env, server && formatServer(server));
     const [{ openRepository }, { fetchAhead }, { tellingConnectedCalls }] = await Promise.all([
-      import('../storage/open.js'),
+      import('../archive/repo/open.js'),
       import('../archive/restore/fetcher.js'),
       import('../archive/background/server.js'),
     ]);

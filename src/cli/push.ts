@@ -14,7 +14,7 @@ import { createLogger, type Logger } from '../log.js';
 import { dataDirOfWalPath } from '../wal/datadir.js';
 import { formatServer, parseServer, runningServer } from '../wal/server.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository, repositoryId } from '../storage/open.js';
+import { openRepository, repositoryId } from '../archive/repo/open.js';
 import { removeTempFilesOnSignals } from './signals.js';
 import { meterCall, meterWalFile } from './metrics.js';
 

@@ -5,7 +5,7 @@ import { ALL_STANDBYS } from '../archive/repo/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, formatAge, formatBytes } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../storage/open.js';
+import { openRepository } from '../archive/repo/open.js';
 
 export function statusCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('status')

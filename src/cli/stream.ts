@@ -5,7 +5,7 @@ import { instanceName, pidFile, walbridgeDir } from '../archive/local-layout.js'
 import { EXIT_CODE_HELP, ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../storage/open.js';
+import { openRepository } from '../archive/repo/open.js';
 import { reportFailure } from './failure.js';
 
 /** A failure being waited out is logged again after this long. */

@@ -4,7 +4,7 @@ import { ALL_STANDBYS, clearTrigger, listTriggers, setTrigger, type TriggerMode 
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../storage/open.js';
+import { openRepository } from '../archive/repo/open.js';
 
 export function triggerCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('trigger')

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../storage/open.js';
+import { openRepository } from '../archive/repo/open.js';
 import { statusJson } from './status.js';
 
 export function verifyCommand(done: (status: ExitStatus) => void): Command {

@@ -4,15 +4,12 @@
  * flags, the environment names, the config keys and the help texts cannot disagree.
  */
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
-import { WalbridgeError } from '../errors.js';
-import { namespaceProblem } from '../archive/repo/layout.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
+import type { DriverSetting, RepoLocation } from '../storage/driver.js';
+import { driverFor, drivers, parseRepoUrl } from '../storage/drivers.js';
 import { readSmallFile } from '../util/small-file.js';
-import { parseRepoUrl, type RepoLocation } from './repo-url.js';
-
-export type S3ChecksumMode = 'when-required' | 'when-supported';
-/** S3 server-side encryption: SSE-S3 or SSE-KMS (x-amz-server-side-encryption). */
-export type S3SseAlgorithm = 'AES256' | 'aws:kms';
+import { absolutePath, boolean, configError, integer, optional, seconds, type RawValue } from '../util/setting-values.js';
+import { namespaceProblem } from './namespace.js';
 
 export interface Settings {
   readonly repo: RepoLocation;
@@ -22,11 +19,8 @@ export interface Settings {
   readonly compressLevel: number | undefined;
   /** Seconds a command may spend retrying a store before it gives up. */
   readonly timeout: number;
-  readonly s3PathStyle: boolean;
-  readonly s3Checksum: S3ChecksumMode;
-  readonly s3Endpoint: string | undefined;
-  readonly s3Region: string | undefined;
-  readonly gcsEndpoint: string | undefined;
+  /** The repository driver's own options, from its settings (storage/drivers/). */
+  readonly storage: unknown;
   /** This standby's name, for triggers that name one standby. */
   readonly standby: string | undefined;
   /** Files one push uploads at once (the one asked for and the next ready ones). */
@@ -48,12 +42,6 @@ export interface Settings {
   readonly streamInterval: number;
   /** walbridge stream: how to connect to the primary (libpq's PG* variables otherwise). */
   readonly conninfo: string | undefined;
-  /** S3: server-side encryption asked for on every object written; undefined = the bucket's default. */
-  readonly s3Sse: S3SseAlgorithm | undefined;
-  /** S3: the KMS key for SSE-KMS; undefined = the bucket's default key or AWS's aws/s3. */
-  readonly s3SseKmsKeyId: string | undefined;
-  /** GCS: the Cloud KMS key (CMEK) every object written is encrypted with; undefined = the bucket's default. */
-  readonly gcsKmsKeyName: string | undefined;
 }
 
 /** The commands a setting matters to (its flag appears only there). */
@@ -71,8 +59,11 @@ interface SettingDef {
   readonly commands?: readonly CommandName[];
 }
 
-export const SETTINGS: readonly SettingDef[] = [
-  { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: 'repository: s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir' },
+/** The commands that write objects: only they take a driver's settings for writing (server-side encryption). */
+const WRITING: readonly CommandName[] = ['push', 'trigger', 'stream'];
+
+const CORE_SETTINGS: readonly SettingDef[] = [
+  { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: `repository: ${repoForms()}` },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
   { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push', 'stream'] },
@@ -162,40 +153,20 @@ export const SETTINGS: readonly SettingDef[] = [
     commands: ['stream'],
   },
   { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'how long one operation (a push, a fetch without waiting, one store request of a waiting fetch, one chunk of walbridge stream) may take, retries included', default: '60' },
-  { key: 's3-path-style', env: 'WALBRIDGE_S3_PATH_STYLE', description: 'S3: path-style addressing (most S3-compatible servers need it)', default: 'false' },
-  {
-    key: 's3-checksum',
-    env: 'WALBRIDGE_S3_CHECKSUM',
-    value: '<mode>',
-    description: "S3: the SDK's checksum mode, when-required (works with S3-compatible stores; walbridge always sends Content-MD5) or when-supported (the SDK's CRC32 default, AWS only)",
-    default: 'when-required',
-  },
-  { key: 's3-endpoint', env: 'WALBRIDGE_S3_ENDPOINT', value: '<url>', description: 'S3: endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)' },
-  { key: 's3-region', env: 'WALBRIDGE_S3_REGION', value: '<region>', description: 'S3: region (default: AWS_REGION / the AWS profile, else us-east-1)' },
-  { key: 'gcs-endpoint', env: 'WALBRIDGE_GCS_ENDPOINT', value: '<url>', description: 'GCS: API endpoint (default: STORAGE_EMULATOR_HOST, else Google)' },
-  // Server-side encryption: only push and trigger write objects. Each write is checked to be stored as asked.
-  {
-    key: 's3-sse',
-    env: 'WALBRIDGE_S3_SSE',
-    value: '<algorithm>',
-    description: "S3: server-side encryption of new objects, AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)",
-    commands: ['push', 'trigger', 'stream'],
-  },
-  {
-    key: 's3-sse-kms-key-id',
-    env: 'WALBRIDGE_S3_SSE_KMS_KEY_ID',
-    value: '<key>',
-    description: 'S3: KMS key (id, ARN or alias) for SSE-KMS; implies --s3-sse aws:kms',
-    commands: ['push', 'trigger', 'stream'],
-  },
-  {
-    key: 'gcs-kms-key-name',
-    env: 'WALBRIDGE_GCS_KMS_KEY_NAME',
-    value: '<name>',
-    description: "GCS: Cloud KMS key (CMEK) for new objects, projects/P/locations/L/keyRings/R/cryptoKeys/K (default: the bucket's)",
-    commands: ['push', 'trigger', 'stream'],
-  },
 ];
+
+/** A driver's row in the settings table. */
+function driverRow(row: DriverSetting): SettingDef {
+  return { key: row.key, env: row.env, value: row.value, description: row.description, default: row.default, commands: row.forWrites ? WRITING : undefined };
+}
+
+/** Every setting: the core rows, then each driver's. */
+export const SETTINGS: readonly SettingDef[] = [...CORE_SETTINGS, ...drivers().flatMap((d) => d.settings.map(driverRow))];
+
+function repoForms(): string {
+  const forms = drivers().map((d) => d.urlForm);
+  return `${forms.slice(0, -1).join(', ')} or ${forms[forms.length - 1]}`;
+}
 
 export const CONFIG_ENV = 'WALBRIDGE_CONFIG';
 
@@ -216,12 +187,7 @@ export interface ResolveInput {
   readonly wholeRepository?: boolean;
 }
 
-/** A raw value and where it came from: a file can be mended under a running process, a flag or the environment cannot. */
-interface Raw {
-  readonly value: string | boolean;
-  readonly from: string;
-  readonly inFile: boolean;
-}
+type Raw = RawValue;
 
 /**
  * Resolves the settings. Reads the config file and the key file (each time: a waiting
@@ -249,7 +215,7 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     throw configError('refusing to run with NODE_TLS_REJECT_UNAUTHORIZED=0 (no TLS certificate checks): name the CA in NODE_EXTRA_CA_CERTS instead');
   }
   const repoRaw = raw('repo');
-  if (!repoRaw) throw missing('no repository: set --repo or WALBRIDGE_REPO (s3://bucket/prefix, gs://bucket/prefix or file:///dir)');
+  if (!repoRaw) throw missing(`no repository: set --repo or WALBRIDGE_REPO (${repoForms()})`);
   const repo = parseRepoUrl(String(repoRaw.value));
   if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`, repoRaw);
 
@@ -270,10 +236,13 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     if (!range) throw configError(`${levelRaw.from} is set, but codec ${compress} has no levels`, levelRaw);
     compressLevel = integer(levelRaw, range[0], range[1]);
   }
-  const checksumRaw = raw('s3-checksum')!;
-  const s3Checksum = String(checksumRaw.value);
-  if (s3Checksum !== 'when-required' && s3Checksum !== 'when-supported') {
-    throw configError(`bad ${checksumRaw.from} "${s3Checksum}": use when-required or when-supported`, checksumRaw);
+  const driver = driverFor(repo.scheme)!;
+  // A setting for writing that another scheme's driver owns would silently do nothing here.
+  for (const other of drivers().filter((d) => d !== driver)) {
+    for (const row of other.settings.filter((r) => r.forWrites)) {
+      const r = raw(row.key);
+      if (r && r.from !== `default ${row.key}`) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${other.scheme}:// repositories only`, r);
+    }
   }
   return {
     repo,
@@ -281,11 +250,7 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     compress,
     compressLevel,
     timeout: integer(raw('timeout')!, 1, 86_400),
-    s3PathStyle: boolean(raw('s3-path-style')!),
-    s3Checksum,
-    s3Endpoint: url(raw('s3-endpoint')),
-    s3Region: optional(raw('s3-region')),
-    gcsEndpoint: url(raw('gcs-endpoint')),
+    storage: driver.options(raw, repo),
     standby: standbyName(raw('standby')),
     pushConcurrency: integer(raw('push-concurrency')!, 1, 64),
     metricsFile: absolutePath(raw('metrics-file')),
@@ -297,7 +262,6 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     encryption: await keyRing(raw('encryption-key-file'), takes(SETTINGS.find((d) => d.key === 'encryption-key-file')!) ? env[KEY_ENV] : undefined, boolean(raw('encryption-allow-plaintext')!)),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
-    ...serverEncryption(repo, raw('s3-sse'), raw('s3-sse-kms-key-id'), raw('gcs-kms-key-name')),
   };
 }
 
@@ -318,33 +282,6 @@ async function keyRing(fileRaw: Raw | undefined, envKeys: string | undefined, ac
   if (typeof keys === 'string') throw configError(`bad ${KEY_ENV}: ${keys}`);
   return new KeyRing({ env: KEY_ENV }, keys, acceptsPlaintext);
 }
-
-/**
- * Server-side encryption settings, refused when they do not fit the repository: an encryption
- * setting that silently did nothing would leave the archive unencrypted.
- */
-function serverEncryption(repo: RepoLocation, sseRaw: Raw | undefined, kmsKeyRaw: Raw | undefined, gcsKeyRaw: Raw | undefined): Pick<Settings, 's3Sse' | 's3SseKmsKeyId' | 'gcsKmsKeyName'> {
-  for (const [r, scheme] of [[sseRaw, 's3'], [kmsKeyRaw, 's3'], [gcsKeyRaw, 'gs']] as const) {
-    if (r && repo.scheme !== scheme) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${scheme}:// repositories only`, r);
-  }
-  const sse = sseRaw === undefined ? undefined : String(sseRaw.value);
-  if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') throw configError(`bad ${sseRaw!.from} ${JSON.stringify(sse)}: use AES256 (SSE-S3) or aws:kms (SSE-KMS)`, sseRaw);
-  const s3SseKmsKeyId = kmsKeyRaw === undefined ? undefined : String(kmsKeyRaw.value);
-  if (s3SseKmsKeyId !== undefined) {
-    // Key ids, ARNs and aliases on AWS; S3-compatible servers take other names. It travels in a header.
-    if (!/^[\x21-\x7e]{1,2048}$/.test(s3SseKmsKeyId)) throw configError(`bad ${kmsKeyRaw!.from} ${JSON.stringify(s3SseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`, kmsKeyRaw);
-    if (sse === 'AES256') throw configError(`${kmsKeyRaw!.from} names a KMS key, but ${sseRaw!.from} is AES256: use aws:kms or leave it unset`, kmsKeyRaw);
-  }
-  const gcsKmsKeyName = gcsKeyRaw === undefined ? undefined : String(gcsKeyRaw.value);
-  if (gcsKmsKeyName !== undefined && !CRYPTO_KEY_NAME.test(gcsKmsKeyName)) {
-    const version = /\/cryptoKeyVersions\//.test(gcsKmsKeyName) ? ' without /cryptoKeyVersions/N (Cloud Storage uses the primary version)' : '';
-    throw configError(`bad ${gcsKeyRaw!.from} ${JSON.stringify(gcsKmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`, gcsKeyRaw);
-  }
-  return { s3Sse: s3SseKmsKeyId !== undefined ? 'aws:kms' : (sse as S3SseAlgorithm | undefined), s3SseKmsKeyId, gcsKmsKeyName };
-}
-
-/** A Cloud KMS crypto key's resource name (project ids may be domain-scoped: example.com:proj). */
-const CRYPTO_KEY_NAME = /^projects\/[a-z0-9][a-z0-9.:-]*\/locations\/[a-z0-9-]+\/keyRings\/[A-Za-z0-9_-]{1,63}\/cryptoKeys\/[A-Za-z0-9_-]{1,63}$/;
 
 /**
  * A config file: `key = value` lines, `#` comments, keys as the long flags without `--`.
@@ -376,43 +313,8 @@ function parseConfigText(text: string, file: string): Record<string, string> {
   return values;
 }
 
-/** A settings error; mendable from outside when its cause is in a file walbridge reads again. */
-function configError(message: string, cause?: { readonly inFile: boolean }): WalbridgeError {
-  return new WalbridgeError('config', message, { mendableOutside: cause?.inFile ?? false });
-}
-
 function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
-}
-
-function optional(r: Raw | undefined): string | undefined {
-  return r === undefined ? undefined : String(r.value);
-}
-
-function url(r: Raw | undefined): string | undefined {
-  if (!r) return undefined;
-  const value = String(r.value);
-  if (!/^https?:\/\/[^\s/]+/.test(value)) throw configError(`bad ${r.from} "${value}": expected an http:// or https:// URL`, r);
-  return value;
-}
-
-function integer(r: Raw, min: number, max: number): number {
-  const n = Number(r.value);
-  if (!Number.isInteger(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected an integer from ${min} to ${max}`, r);
-  return n;
-}
-
-function seconds(r: Raw, min: number, max: number): number {
-  const n = Number(r.value);
-  if (!Number.isFinite(n) || n < min || n > max) throw configError(`bad ${r.from} "${String(r.value)}": expected seconds from ${min} to ${max}`, r);
-  return n;
-}
-
-function absolutePath(r: Raw | undefined): string | undefined {
-  if (!r) return undefined;
-  const file = String(r.value);
-  if (!file.startsWith('/')) throw configError(`bad ${r.from} "${file}": give an absolute path`, r);
-  return file;
 }
 
 function conninfo(r: Raw | undefined): string | undefined {
@@ -442,12 +344,4 @@ function standbyName(r: Raw | undefined): string | undefined {
     throw configError(`bad ${r.from} "${name}": a standby name is 1-63 characters of A-Z a-z 0-9 . _ - (and not "all")`, r);
   }
   return name;
-}
-
-function boolean(r: Raw): boolean {
-  if (typeof r.value === 'boolean') return r.value;
-  const v = r.value.toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  throw configError(`bad ${r.from} "${r.value}": expected true or false`, r);
 }

@@ -1,6 +1,6 @@
 /**
  * The driver contract: every driver behaves the same to the commands. Runs against the local
- * directory, Ceph radosgw and the GCS test server.
+ * directory, Ceph radosgw, the GCS test server and the in-memory driver the unit tests use.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir } from 'node:fs/promises';
@@ -23,7 +23,7 @@ async function keys(store: Store, prefix: string, after?: string): Promise<strin
   return out;
 }
 
-describe.each(BACKENDS)('store contract: %s', (backend) => {
+describe.each([...BACKENDS, 'memory' as const])('store contract: %s', (backend) => {
   let repo: TestRepo;
   let store: Store;
   beforeAll(async () => {

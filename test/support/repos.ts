@@ -10,10 +10,13 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { FsStore } from '../../src/storage/fs.js';
 import { GcsStore } from '../../src/storage/gcs.js';
+import { md5 } from '../../src/codec/hash.js';
+import { createMemoryBucket, MemoryStore, removeMemoryBucket } from '../../src/storage/memory.js';
 import { S3Store, type S3ServerSideEncryption } from '../../src/storage/s3.js';
 import type { Store } from '../../src/storage/store.js';
 
-export type Backend = 'file' | 's3' | 'gcs';
+/** 'memory' (the in-process driver) serves the contract suite and unit tests only: a walbridge child process cannot reach it. */
+export type Backend = 'file' | 's3' | 'gcs' | 'memory';
 const ALL_BACKENDS: readonly Backend[] = ['file', 's3', 'gcs'];
 /** The backends a file runs its cases through: all three, or those WALBRIDGE_TEST_BACKENDS names (vitest.config.ts's runs on newer PostgreSQL majors). */
 export const BACKENDS: readonly Backend[] = process.env.WALBRIDGE_TEST_BACKENDS ? ALL_BACKENDS.filter((b) => process.env.WALBRIDGE_TEST_BACKENDS!.split(',').includes(b)) : ALL_BACKENDS;
@@ -80,6 +83,28 @@ export function s3Client(): S3Client {
 export async function createRepo(backend: Backend, opts: { prefix?: string } = {}): Promise<TestRepo> {
   const prefix = opts.prefix ?? 'walbridge';
   switch (backend) {
+    case 'memory': {
+      const bucket = uniqueName();
+      createMemoryBucket(bucket);
+      const store = (o: StoreOptions = {}) => new MemoryStore({ bucket: o.bucket ?? bucket, prefix, pageSize: o.pageSize });
+      const put = (key: string, data: Buffer, metadata: Record<string, string>) => store().putIfAbsent(key, { body: data, md5: md5(data), metadata });
+      return {
+        backend,
+        url: `memory://${bucket}/${prefix}`,
+        env: {},
+        store,
+        putForeign: async (key, data) => void (await put(key, data, {})),
+        tamper: async (key, change) => {
+          const { info, body } = await store().get(key);
+          const chunks: Buffer[] = [];
+          for await (const c of body) chunks.push(c as Buffer);
+          await store().deleteMany([key]);
+          await put(key, change(Buffer.concat(chunks)), { ...info.metadata });
+        },
+        atRest: async () => undefined,
+        cleanup: async () => removeMemoryBucket(bucket),
+      };
+    }
     case 'file': {
       const dir = await mkdtemp(path.join(tmpdir(), 'wb-repo-'));
       // PostgreSQL's archive_command runs as another user in the end-to-end tests.

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseRepoUrl } from '../../src/config/repo-url.js';
+import { parseRepoUrl } from '../../src/storage/drivers.js';
 import { resolveSettings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
 
@@ -72,17 +72,20 @@ describe('resolveSettings', () => {
 
   it('has safe defaults for everything but repo and namespace', async () => {
     const s = (await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} }));
-    expect(s).toMatchObject({ compress: 'zstd', timeout: 60, s3PathStyle: false, s3Checksum: 'when-required' });
+    expect(s).toMatchObject({ compress: 'zstd', timeout: 60, storage: { pathStyle: false, checksum: 'when-required' } });
   });
 
   it('reads booleans from flags and the environment', async () => {
-    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n', 's3-path-style': true }, env: {} })).s3PathStyle).toBe(true);
-    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } })).s3PathStyle).toBe(true);
+    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n', 's3-path-style': true }, env: {} })).storage).toMatchObject({ pathStyle: true });
+    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } })).storage).toMatchObject({ pathStyle: true });
   });
 
   it.each([
     [{}, {}, /no repository/],
     [{ repo: 'ftp://x' }, {}, /bad repository/],
+    // The in-memory driver is for tests: a repository that vanishes with the process would lose WAL.
+    [{ repo: 'memory://bkt', namespace: 'n' }, {}, /unknown scheme "memory:\/\/"/],
+    [{ repo: 'file:///r', namespace: 'n', 's3-sse': 'AES256' }, {}, /applies to s3:\/\/ repositories only/],
     [{ repo: 's3://bkt' }, {}, /no namespace/],
     [{ repo: 's3://bkt', namespace: '../x' }, {}, /namespace/],
     [{ repo: 's3://bkt', namespace: 'n', compress: 'brotli' }, {}, /compress/],
@@ -103,23 +106,23 @@ describe('resolveSettings', () => {
     const KEY = 'projects/my-project/locations/europe-west1/keyRings/wal/cryptoKeys/wal-key';
 
     it('asks for nothing unless told: the bucket default applies', async () => {
-      expect((await resolveSettings({ flags: s3, env: {} }))).toMatchObject({ s3Sse: undefined, s3SseKmsKeyId: undefined, gcsKmsKeyName: undefined });
+      expect((await resolveSettings({ flags: s3, env: {} }))).toMatchObject({ storage: { sse: undefined, sseKmsKeyId: undefined } });
     });
 
     it('takes SSE-S3, SSE-KMS with or without a key, and a KMS key alone as SSE-KMS', async () => {
-      expect((await resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} }))).toMatchObject({ s3Sse: 'AES256', s3SseKmsKeyId: undefined });
-      expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: undefined });
+      expect((await resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} }))).toMatchObject({ storage: { sse: 'AES256', sseKmsKeyId: undefined } });
+      expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: undefined } });
       for (const keyId of ['1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'alias/wal', 'minio-key']) {
-        expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: keyId });
+        expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: keyId } });
       }
       const config = configFile(`repo = s3://bkt\nnamespace = n\ns3-sse = aws:kms\ns3-sse-kms-key-id = alias/wal\n`);
-      expect((await resolveSettings({ flags: { config }, env: {} }))).toMatchObject({ s3Sse: 'aws:kms', s3SseKmsKeyId: 'alias/wal' });
+      expect((await resolveSettings({ flags: { config }, env: {} }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: 'alias/wal' } });
     });
 
     it('takes a Cloud KMS crypto key name for GCS, also a domain-scoped project', async () => {
-      expect((await resolveSettings({ flags: { ...gs, 'gcs-kms-key-name': KEY }, env: {} })).gcsKmsKeyName).toBe(KEY);
+      expect((await resolveSettings({ flags: { ...gs, 'gcs-kms-key-name': KEY }, env: {} })).storage).toMatchObject({ kmsKeyName: KEY });
       const scoped = 'projects/example.com:wal-prod/locations/us/keyRings/r/cryptoKeys/k';
-      expect((await resolveSettings({ flags: gs, env: { WALBRIDGE_GCS_KMS_KEY_NAME: scoped } })).gcsKmsKeyName).toBe(scoped);
+      expect((await resolveSettings({ flags: gs, env: { WALBRIDGE_GCS_KMS_KEY_NAME: scoped } })).storage).toMatchObject({ kmsKeyName: scoped });
     });
 
     it.each([

@@ -17,6 +17,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WalbridgeError, describeFailure, kindOfStatus } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { drivers } from '../../storage/drivers.js';
 import { StoreError } from '../../storage/store.js';
 import { receiveLines, sendLine } from '../../util/json-lines.js';
 import { instanceLockHeld } from '../../util/single-instance.js';
@@ -89,9 +90,12 @@ export interface BackgroundRequest {
  * server the calls come from (a restarted server's calls are not served by the old server's
  * process). Hashed: the socket never carries a secret.
  */
+/** What every driver's connections also depend on: Node's options, TLS, proxies, the home directory (SDK config files). */
+const RUNTIME_ENVIRONMENT = /^(NODE_|SSL_|HTTPS?_PROXY$|NO_PROXY$|HOME$)/i;
+
 export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv, server: string | undefined): string {
   const relevant = Object.keys(env)
-    .filter((k) => /^(AWS_|GOOGLE_|GCLOUD_|CLOUDSDK_|NODE_|SSL_|HTTPS?_PROXY$|NO_PROXY$)/i.test(k) || k === 'STORAGE_EMULATOR_HOST' || k === 'HOME')
+    .filter((k) => RUNTIME_ENVIRONMENT.test(k) || drivers().some((d) => d.environment.test(k)))
     .sort()
     .map((k) => [k, env[k]]);
   return createHash('sha256').update(JSON.stringify({ build: buildId(), settings, env: relevant, server })).digest('hex');

@@ -13,15 +13,8 @@
  */
 import type { WalFileName } from '../../wal/names.js';
 
-const NAMESPACE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-/** Returns a reason the namespace is unusable, or undefined if it is fine. */
-export function namespaceProblem(namespace: string): string | undefined {
-  if (!NAMESPACE.test(namespace) || namespace.includes('..')) {
-    return `namespace ${JSON.stringify(namespace)} must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit`;
-  }
-  return undefined;
-}
+// A namespace is a setting first: its rule lives with the settings, and the key layout relies on it.
+export { namespaceProblem } from '../../config/namespace.js';
 
 export function namespacePrefix(namespace: string): string {
   return `${namespace}/`;

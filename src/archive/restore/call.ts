@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Settings } from '../../config/settings.js';
 import { ExitCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { repositoryId } from '../../storage/open.js';
+import { repositoryId } from '../repo/open.js';
 import type { Store } from '../../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../../wal/names.js';
@@ -86,7 +86,7 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
       }
     }
     const [{ openRepository }, { fetchWalFile, waitForWalFile }, { sweepDeadTempFiles }] = await Promise.all([
-      import('../../storage/open.js'),
+      import('../repo/open.js'),
       import('./wait.js'),
       import('../../util/temp-files.js'),
     ]);
