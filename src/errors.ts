@@ -106,6 +106,15 @@ export class WalbridgeError extends Error {
   }
 }
 
+/**
+ * Whether something outside the process may mend `err` while a process waits and tries again:
+ * a store's failure, or a WalbridgeError that says so (restore/hold.ts holds on these).
+ */
+export function mendableOutside(err: unknown): boolean {
+  if (err instanceof StoreError) return true;
+  return err instanceof WalbridgeError && err.mendableOutside;
+}
+
 /** A table of exit statuses for --help texts and the README. */
 export const EXIT_CODE_HELP = `Exit status:
   0   done (archived and verified / restored and verified)

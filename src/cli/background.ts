@@ -1,39 +1,43 @@
-/** Starting walbridge's background processes (the pusher, the fetcher) from a call. */
-import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import type { Command } from 'commander';
-import { backgroundLogFile, walbridgeDir, type BackgroundRole } from '../archive/local-layout.js';
-import { LOG_LIMIT } from '../util/log-file.js';
-import { formatServer, type ServerProcess } from '../wal/server.js';
-import { settingsEnvironment } from './options.js';
+/** `walbridge pusher|fetcher <pg_wal>`: the background processes the calls start (not for direct use). */
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import { fingerprint } from '../archive/background/client.js';
+import type { BackgroundRole } from '../archive/local-layout.js';
+import { ExitCode, type ExitStatus } from '../errors.js';
+import { createLogger } from '../log.js';
+import { formatServer, parseServer } from '../wal/server.js';
+import { addSettingOptions, settingsFrom } from './options.js';
+import { installSignalHandlers, removeTempFilesOnSignals } from './signals.js';
 
-const WALBRIDGE_BIN = fileURLToPath(new URL('../../bin/walbridge', import.meta.url));
+const ROLES = {
+  pusher: {
+    settingsOf: 'push',
+    description: 'Background pusher started by archive-push: stores the files marked .ready in <pg_wal>; exits when idle or when its server stops.',
+    run: async () => (await import('../archive/push/pusher.js')).runPusher,
+  },
+  fetcher: {
+    settingsOf: 'fetch',
+    description: 'Background fetcher started by archive-fetch: serves its calls for <pg_wal> and keeps the prefetch spool filled; exits when idle or when its server stops.',
+    run: async () => (await import('../archive/restore/fetcher.js')).runFetcher,
+  },
+} as const satisfies Record<BackgroundRole, unknown>;
 
-/** The walbridge subcommand each background process runs. */
-const SUBCOMMAND: Readonly<Record<BackgroundRole, string>> = { pusher: 'push-ahead', fetcher: 'fetch-ahead' };
-
-/**
- * Starts `walbridge push-ahead|fetch-ahead <walDir>` detached, with the calling command's
- * settings, the environment the call was given, and the server it serves (it stops when that
- * postmaster does). It runs from `/`, so that it never holds the data directory's file system
- * busy. Its log goes to `pg_wal/walbridge/<role>.log`: a detached process holding PostgreSQL's
- * stderr pipe open would outlive the call that started it there. This call, a live child of a
- * live server, makes `pg_wal/walbridge/`; the background process never does.
- */
-export function startBackground(role: BackgroundRole, walDir: string, command: Command, callEnv: NodeJS.ProcessEnv, server: ServerProcess | undefined): void {
-  const logFile = backgroundLogFile(walDir, role);
-  mkdirSync(walbridgeDir(walDir), { mode: 0o700, recursive: true });
-  const logFd = openSync(logFile, (statSync(logFile, { throwIfNoEntry: false })?.size ?? 0) > LOG_LIMIT ? 'w' : 'a');
-  try {
-    const child = spawn(process.execPath, [...process.execArgv, WALBRIDGE_BIN, SUBCOMMAND[role], ...(server ? ['--server', formatServer(server)] : []), walDir], {
-      detached: true, // outlives this call, in its own session: PostgreSQL's signals to the call are not its own
-      cwd: '/',
-      stdio: ['ignore', 'ignore', logFd],
-      env: { ...callEnv, ...settingsEnvironment(command) },
-    });
-    child.unref();
-  } finally {
-    closeSync(logFd);
-  }
+export function backgroundCommand(role: BackgroundRole, done: (status: ExitStatus) => void): Command {
+  const { settingsOf, description, run } = ROLES[role];
+  const command = new Command(role)
+    .description(description)
+    .argument('<pg_wal>', 'the pg_wal directory')
+    .addOption(new Option('--server <pid:start>', 'the postmaster whose call started it: it stops when that postmaster does').hideHelp());
+  addSettingOptions(command, settingsOf).action(async (walDir: string) => {
+    const log = createLogger(`walbridge ${role}`);
+    if (role === 'pusher') removeTempFilesOnSignals();
+    else installSignalHandlers();
+    const settings = await settingsFrom(command, settingsOf);
+    const server = parseServer(command.opts<{ server?: string }>().server ?? '');
+    // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
+    const configuration = fingerprint(settings, process.env, server && formatServer(server));
+    await (await run())(settings, path.resolve(walDir), server, configuration, log);
+    done(ExitCode.ok);
+  });
+  return command;
 }

@@ -1,15 +1,10 @@
 /** `archive-fetch %f %p %r` / `walbridge fetch %f %p %r`: PostgreSQL's restore_command. */
-import path from 'node:path';
 import { Command, Option } from 'commander';
 import type { Settings } from '../config/settings.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
-import { formatServer, parseServer } from '../wal/server.js';
-import { fingerprint } from '../archive/background/client.js';
 import { restoreCall } from '../archive/restore/call.js';
-import { repositoryId } from '../archive/repo/open.js';
-import { addSettingOptions, settingsFrom } from './options.js';
-import { startBackground } from './background.js';
+import { addSettingOptions, settingsEnvironment, settingsFrom } from './options.js';
 import { installSignalHandlers } from './signals.js';
 import { meterCall, meterWalFile } from './metrics.js';
 
@@ -40,6 +35,8 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const log = createLogger(invocation);
     const flags = command.opts<{ wait: boolean; cleanup?: boolean; includeBackup?: boolean }>();
     const failover = installSignalHandlers();
+    // As the call got it (a driver may add variables of its own), with its flags for a fetcher it starts.
+    const env = { ...process.env, ...settingsEnvironment(command) };
     let metered = false;
     const settings = async (): Promise<Settings> => {
       const resolved = await settingsFrom(command, 'fetch');
@@ -50,57 +47,8 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
       metered = true;
       return resolved;
     };
-    const callEnv = { ...process.env }; // as the call got it: drivers may add variables of their own
-    const outcome = await restoreCall({
-      walFile,
-      destination,
-      restart,
-      wait: flags.wait,
-      cleanup: !!flags.cleanup,
-      includeBackup: !!flags.includeBackup,
-      log,
-      failover,
-      settings,
-      env: callEnv,
-      startFetcher: (walDir, server) => startBackground('fetcher', walDir, command, callEnv, server),
-    });
+    const outcome = await restoreCall({ walFile, destination, restart, wait: flags.wait, cleanup: !!flags.cleanup, includeBackup: !!flags.includeBackup, log, failover, settings, env });
     done(outcome === 'restored' ? ExitCode.ok : ExitCode.notFound);
-  });
-  return command;
-}
-
-/** `walbridge fetch-ahead <pg_wal>`: the background fetcher archive-fetch starts (not for direct use). */
-export function fetchAheadCommand(done: (status: ExitStatus) => void): Command {
-  const command = new Command('fetch-ahead')
-    .description('Background fetcher started by archive-fetch: serves its calls for <pg_wal> and keeps the prefetch spool filled; exits when idle or when its server stops.')
-    .argument('<pg_wal>', 'the pg_wal directory')
-    .addOption(new Option('--server <pid:start>', 'the postmaster whose call started it: the fetcher stops when it does').hideHelp());
-  addSettingOptions(command, 'fetch').action(async (walDir: string) => {
-    const log = createLogger('walbridge fetch-ahead');
-    installSignalHandlers();
-    const settings = await settingsFrom(command, 'fetch');
-    const server = parseServer(command.opts<{ server?: string }>().server ?? '');
-    // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
-    const configuration = fingerprint(settings, process.env, server && formatServer(server));
-    const [{ openRepository }, { fetchAhead }, { tellingConnectedCalls }] = await Promise.all([
-      import('../archive/repo/open.js'),
-      import('../archive/restore/fetcher.js'),
-      import('../archive/background/server.js'),
-    ]);
-    const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
-    const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
-    await fetchAhead(ctx, path.resolve(walDir), {
-      idleMs: settings.backgroundIdle * 1000,
-      fingerprint: configuration,
-      server,
-      wait: {
-        pollIntervalMs: settings.pollInterval * 1000,
-        maxPollIntervalMs: settings.maxPollInterval * 1000,
-        maxWaitMs: settings.maxWait * 1000,
-        standby: settings.standby,
-      },
-    });
-    done(ExitCode.ok);
   });
   return command;
 }

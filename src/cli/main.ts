@@ -52,7 +52,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand, pushAheadCommand }, { fetchCommand, fetchAheadCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }, { promoteCommand }] = await Promise.all([
+    const [{ pushCommand }, { fetchCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }, { promoteCommand }, { backgroundCommand }] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),
@@ -61,6 +61,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       import('./verify.js'),
       import('./stream.js'),
       import('./promote.js'),
+      import('./background.js'),
     ]);
     program = new Command('walbridge')
       .version(await packageVersion(), '-V, --version')
@@ -73,8 +74,8 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(verifyCommand(done))
       .addCommand(streamCommand(done))
       .addCommand(promoteCommand(done))
-      .addCommand(pushAheadCommand(done), { hidden: true })
-      .addCommand(fetchAheadCommand(done), { hidden: true });
+      .addCommand(backgroundCommand('pusher', done), { hidden: true })
+      .addCommand(backgroundCommand('fetcher', done), { hidden: true });
   }
   return configure(program);
 }

@@ -39,3 +39,10 @@ export function installSignalHandlers(): ReturnType<typeof failoverSwitch> {
   removeTempFilesOnSignals();
   return failover;
 }
+
+/** walbridge stream: SIGTERM and SIGINT ask it to stop cleanly (one more pass, then exit 0). */
+export function stopSwitch(): ReturnType<typeof failoverSwitch> {
+  const stop = failoverSwitch();
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => stop.request());
+  return stop;
+}

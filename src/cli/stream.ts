@@ -1,15 +1,10 @@
-/** `walbridge stream <pgdata>`: record-based log shipping beside the primary (see archive/stream.ts). */
+/** `walbridge stream <pgdata>`: record-based log shipping beside the primary (see archive/stream/run.ts). */
 import path from 'node:path';
 import { Command } from 'commander';
-import { instanceName, pidFile, walbridgeDir } from '../archive/local-layout.js';
-import { EXIT_CODE_HELP, ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
+import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { addSettingOptions, settingsFrom } from './options.js';
-import { openRepository } from '../archive/repo/open.js';
-import { reportFailure } from './failure.js';
-
-/** A failure being waited out is logged again after this long. */
-const FAILURE_LOG_EVERY_MS = 60_000;
+import { stopSwitch } from './signals.js';
 
 export function streamCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('stream')
@@ -24,136 +19,11 @@ export function streamCommand(done: (status: ExitStatus) => void): Command {
     .addHelpText('after', `\n${EXIT_CODE_HELP}`);
   addSettingOptions(command, 'stream').action(async (pgdata: string) => {
     const log = createLogger('walbridge stream');
+    const stop = stopSwitch(); // SIGTERM, SIGINT
     const settings = await settingsFrom(command, 'stream');
-    const dataDir = path.resolve(pgdata);
-    const walDir = path.join(dataDir, 'pg_wal');
-    const [{ takeInstanceLock }, { readControlSystemIdentifier }, { mkdir, writeFile, unlink }] = await Promise.all([
-      import('../util/single-instance.js'),
-      import('../wal/datadir.js'),
-      import('node:fs/promises'),
-    ]);
-    const systemIdentifier = await readControlSystemIdentifier(dataDir);
-    if (!systemIdentifier) throw new WalbridgeError('config', `${dataDir} is not a PostgreSQL data directory (no readable global/pg_control)`);
-    const lockName = instanceName(walDir, 'stream');
-    const lock = lockName && (await takeInstanceLock(lockName));
-    if (!lock) throw new WalbridgeError('config', `another walbridge stream runs for ${dataDir} (see ${pidFile(walDir, 'stream')})`);
-    await mkdir(walbridgeDir(walDir), { mode: 0o700, recursive: true });
-    await writeFile(pidFile(walDir, 'stream'), `${process.pid}\n`);
-
-    let stopping = false;
-    let wake = () => undefined as void;
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      process.on(signal, () => {
-        stopping = true;
-        wake();
-      });
-    }
-    const sleep = (ms: number) => new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-
-    const [{ SegmentStreamer }, { connectPrimary }, { loadIdentity }] = await Promise.all([
-      import('../archive/stream/streamer.js'),
-      import('../wal/primary.js'),
-      import('../archive/repo/identity.js'),
-    ]);
-    const { store, retry } = await openRepository(settings, log);
-    let primary: Awaited<ReturnType<typeof connectPrimary>> | undefined;
-    let streamer: InstanceType<typeof SegmentStreamer> | undefined;
-    let failingSince: number | undefined;
-    let lastFailureLog = 0;
-    let inRecoveryLogged = false;
-    const intervalMs = settings.streamInterval * 1000;
-    try {
-      for (;;) {
-        const last = stopping; // after a stop request: one more pass ships what was flushed by then
-        try {
-          if (!primary) {
-            primary = await connectPrimary(settings.conninfo, Math.min(settings.timeout * 1000, 10_000));
-            // The same cluster is not enough: a standby of it, or whatever a VIP points at, has
-            // the same system identifier, but its WAL is not the pg_wal read here.
-            const local = await runningPostmaster(dataDir);
-            const server = { startedAt: primary.info.startedAt, port: primary.info.port };
-            // postmaster.pid takes its time first, pg_postmaster_start_time() once shared memory and
-            // preloaded libraries are set up: seconds later on a big server.
-            const lag = local ? server.startedAt - local.startedAt : NaN;
-            if (!local || local.port !== server.port || !(lag >= -1 && lag <= 60)) {
-              const describe = (p: typeof server) => `port ${p.port}, started ${new Date(p.startedAt * 1000).toISOString()}`;
-              throw new WalbridgeError(
-                'config',
-                `the server that --conninfo (or libpq's PG* variables) reaches is not the one running in ${dataDir} (${describe(server)}; ${local ? `${dataDir}'s: ${describe(local)}` : `${dataDir} has no postmaster.pid`}): connect to the local primary`,
-              );
-            }
-            if (primary.info.systemIdentifier !== systemIdentifier) {
-              throw new WalbridgeError('foreignCluster', `the server at --conninfo is the cluster with system identifier ${primary.info.systemIdentifier}, but ${dataDir} belongs to ${systemIdentifier}: connect to the primary whose data directory this is`);
-            }
-            const identity = await loadIdentity(store, settings.namespace);
-            if (identity && identity.systemIdentifier !== systemIdentifier) {
-              throw new WalbridgeError('foreignCluster', `namespace "${settings.namespace}" belongs to system identifier ${identity.systemIdentifier}, not to this primary (${systemIdentifier})`);
-            }
-            if (!streamer) {
-              streamer = new SegmentStreamer({
-                store,
-                namespace: settings.namespace,
-                walDir,
-                segmentSize: primary.info.segmentSize,
-                codec: settings.compress,
-                level: settings.compressLevel,
-                encryption: settings.encryption,
-                retry,
-                log,
-              });
-              await streamer.discoverLeftovers();
-            }
-            log.info(`connected to the primary (system identifier ${systemIdentifier}); shipping flushed WAL every ${settings.streamInterval} s`);
-          }
-          const position = await primary.flushPosition();
-          if (position === 'in-recovery') {
-            if (!inRecoveryLogged) log.info('the server is in recovery (a standby): nothing to stream until it is promoted');
-            inRecoveryLogged = true;
-          } else {
-            inRecoveryLogged = false;
-            await streamer!.advance(position);
-          }
-          if (failingSince !== undefined) log.info(`streaming again after ${Math.round((Date.now() - failingSince) / 1000)} s`);
-          failingSince = undefined;
-        } catch (err) {
-          if (err instanceof WalbridgeError && ['config', 'foreignCluster', 'notWal', 'encryptionKey', 'fenced'].includes(err.kind)) throw err;
-          // The primary restarting, the store failing: keep trying, say so now and then.
-          await primary?.close();
-          primary = undefined;
-          failingSince ??= Date.now();
-          if (Date.now() - lastFailureLog >= FAILURE_LOG_EVERY_MS) {
-            lastFailureLog = Date.now();
-            log.error(`cannot stream: ${(err as Error).message}; retrying every ${settings.streamInterval} s (at ${streamer?.describe() ?? 'nothing yet'})`);
-          }
-        }
-        if (last) break;
-        await sleep(intervalMs);
-      }
-      await streamer?.cleanUp(true).catch(() => undefined);
-      log.info(`stopped (at ${streamer?.describe() ?? 'nothing yet'})`);
-      done(ExitCode.ok);
-    } catch (err) {
-      done(reportFailure(err, log));
-    } finally {
-      await primary?.close();
-      await unlink(pidFile(walDir, 'stream')).catch(() => undefined);
-      await lock.release();
-    }
+    const { streamWal } = await import('../archive/stream/run.js'); // pg and the codecs: only for this command
+    await streamWal(settings, path.resolve(pgdata), log, stop);
+    done(ExitCode.ok);
   });
   return command;
-}
-
-/** The start time (epoch seconds) and port postmaster.pid records, or undefined without a running server. */
-async function runningPostmaster(dataDir: string): Promise<{ startedAt: number; port: number } | undefined> {
-  const { readFile } = await import('node:fs/promises');
-  const lines = (await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n');
-  const startedAt = Number(lines[2]);
-  const port = Number(lines[3]);
-  return Number.isInteger(startedAt) && startedAt > 0 && Number.isInteger(port) && port > 0 ? { startedAt, port } : undefined;
 }

@@ -6,9 +6,9 @@
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import type { DriverSetting, RepoLocation } from '../storage/driver.js';
-import { driverFor, drivers, parseRepoUrl } from '../storage/drivers.js';
+import { driverFor, drivers, parseRepoUrl } from '../storage/registry.js';
 import { readSmallFile } from '../util/small-file.js';
-import { absolutePath, boolean, configError, integer, optional, seconds, type RawValue } from '../util/setting-values.js';
+import { absolutePath, boolean, configError, integer, seconds, type RawValue } from '../util/setting-values.js';
 import { namespaceProblem } from './namespace.js';
 
 export interface Settings {

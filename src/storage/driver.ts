@@ -2,7 +2,7 @@
  * What a storage driver tells the rest of walbridge about itself, without loading its SDK: its
  * URL scheme, its settings, the environment its SDK reads, the endpoint that identifies its
  * repository, and how to open a Store. Every call resolves settings, so a driver's description
- * stays light; its Store (and SDK) is imported only by open(). The registry is drivers.ts.
+ * stays light; its Store (and SDK) is imported only by open(). The registry is registry.ts.
  */
 import type { RawValue } from '../util/setting-values.js';
 import type { Store } from './store.js';

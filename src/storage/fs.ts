@@ -108,7 +108,7 @@ export class FsStore implements Store {
     const file = this.pathOf(key);
     const fh = await openForReading(file);
     try {
-      const { info, bodyOffset } = await readObjectHeader(fh, file, key);
+      const { info, bodyOffset } = await readObjectHeader(fh, key);
       return { info, body: bodyStream(fh, bodyOffset, file) };
     } catch (err) {
       await fh.close().catch(() => undefined);
@@ -126,7 +126,7 @@ export class FsStore implements Store {
       throw err;
     }
     try {
-      return (await readObjectHeader(fh, file, key)).info;
+      return (await readObjectHeader(fh, key)).info;
     } catch (err) {
       throw mapFsError(err, file);
     } finally {
@@ -314,7 +314,7 @@ async function openForReading(file: string): Promise<FileHandle> {
  * someone else (a README, a `.gz`): like an object another tool wrote into a bucket, it is an
  * object without metadata, all of it body, so listing goes on and verify and fetch refuse it.
  */
-async function readObjectHeader(fh: FileHandle, file: string, key: string): Promise<{ info: ObjectInfo; bodyOffset: number }> {
+async function readObjectHeader(fh: FileHandle, key: string): Promise<{ info: ObjectInfo; bodyOffset: number }> {
   const found = await readHeader(fh);
   if (found) return { info: { key, size: found.header.size, metadata: found.header.metadata }, bodyOffset: found.bodyOffset };
   const { size } = await fh.stat();

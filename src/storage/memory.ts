@@ -2,11 +2,11 @@
  * memory://bucket/prefix: buckets in this process's memory, for tests of the archive logic
  * without a server. It passes the same contract suite as the other drivers (test/contract/).
  * It is not in the registry a command sees (a repository that vanishes with the process would
- * lose WAL): tests register it (drivers.ts registerDriver).
+ * lose WAL): tests register it (registry.ts registerDriver).
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { md5 } from '../codec/hash.js';
 import { formatBucketLocation, parseBucketLocation, type Driver } from './driver.js';
 import { StoreError, joinKey, type ListedObject, type ObjectInfo, type ObjectMetadata, type PutRequest, type Store } from './store.js';
 
@@ -61,7 +61,7 @@ export class MemoryStore implements Store {
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
     const objects = await this.objects('put', key);
     const data = Buffer.isBuffer(request.body) ? Buffer.from(request.body) : await readFile(request.body.path);
-    if (!md5(data).equals(request.md5)) throw new StoreError('permanent', `${this.location}/${key}: the body does not match its Content-MD5`);
+    if (!createHash('md5').update(data).digest().equals(request.md5)) throw new StoreError('permanent', `${this.location}/${key}: the body does not match its Content-MD5`);
     if (objects.has(this.full(key))) return 'exists';
     objects.set(this.full(key), { data, metadata: { ...request.metadata }, lastModified: new Date() });
     return 'created';

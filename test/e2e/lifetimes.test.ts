@@ -306,7 +306,7 @@ describe('lifetimes with real PostgreSQL 15', () => {
       const primaryLog = await p.log();
       const servedByPusher =
         /archive-push: [0-9A-F]{24} was archived (ahead of time|by the background pusher)/.test(primaryLog) ||
-        [...pusherLog.matchAll(/walbridge push-ahead: archived ([0-9A-F]{24})/g)].some((m) => primaryLog.includes(`archive-push: archived ${m[1]}`));
+        [...pusherLog.matchAll(/walbridge pusher: archived ([0-9A-F]{24})/g)].some((m) => primaryLog.includes(`archive-push: archived ${m[1]}`));
       expect(servedByPusher).toBe(true);
 
       const s = await waitingStandby(p, sName, { parentDir });
@@ -519,7 +519,7 @@ describe('SIGUSR1', () => {
         await mkdir(path.join(walDir, 'walbridge'), { mode: 0o700 });
         await mkdir(path.join(walDir, 'archive_status'));
         const e = env(role === 'pusher' ? `usr1-pusher-${i}` : 'usr1');
-        const bg = start('walbridge', [role === 'pusher' ? 'push-ahead' : 'fetch-ahead', walDir], e, '/');
+        const bg = start('walbridge', [role, walDir], e, '/');
         const stop = watchListeners(() => [bg.pid]);
         const at = await usr1At(bg, delay);
         const socket = await waitUntil(`the ${role}`, () => (bg.running() ? listeningSocket(bg.pid) : 'ended'), 15_000, 20);
@@ -530,10 +530,10 @@ describe('SIGUSR1', () => {
             await link(segment, path.join(walDir, name));
             await writeFile(path.join(walDir, 'archive_status', `${name}.ready`), '');
             const r = await start('archive-push', [`pg_wal/${name}`], e, pg.dir).exited;
-            served = r.status === 0 && bg.stderr().includes(`walbridge push-ahead: archived ${name}`);
+            served = r.status === 0 && bg.stderr().includes(`walbridge pusher: archived ${name}`);
           } else {
             const r = await start('archive-fetch', ['--no-wait', name, 'pg_wal/RECOVERYXLOG'], e, pg.dir).exited;
-            served = r.status === 0 && bg.stderr().includes(`walbridge fetch-ahead: fetched ${name}`);
+            served = r.status === 0 && bg.stderr().includes(`walbridge fetcher: fetched ${name}`);
           }
           served &&= bg.running();
           bg.child.kill('SIGTERM');
@@ -602,7 +602,7 @@ describe('one background process per pg_wal', () => {
       // Stale pid files, as a killed process leaves them (not in round 0): the race must not depend on them.
       if (round > 0) for (const role of ['pusher', 'fetcher']) await writeFile(path.join(walDir, 'walbridge', `${role}.pid`), '999999\n');
       const started = Date.now();
-      const all = Array.from({ length: 16 }, (_, i) => start('walbridge', [i % 2 ? 'fetch-ahead' : 'push-ahead', walDir], e, '/'));
+      const all = Array.from({ length: 16 }, (_, i) => start('walbridge', [i % 2 ? 'fetcher' : 'pusher', walDir], e, '/'));
       const alive = (role: 'pusher' | 'fetcher') => all.filter((p, i) => (i % 2 ? 'fetcher' : 'pusher') === role && p.running());
       await waitUntil('all but one of each role to step down', () => alive('pusher').length <= 1 && alive('fetcher').length <= 1, 30_000);
       const settledMs = Date.now() - started;

@@ -13,7 +13,7 @@
  * Meanwhile the standby's waiting archive-fetch (recovery.signal: a failure status would promote
  * it) waits the outages out.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, expect, inject, it } from 'vitest';

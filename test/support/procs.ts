@@ -67,8 +67,8 @@ export function procsIn(dir: string): ProcInfo[] {
 
 /** The background pusher or fetcher processes of the pg_wal `walDir`. */
 export function backgroundProcs(walDir: string, role: 'pusher' | 'fetcher'): ProcInfo[] {
-  const sub = role === 'pusher' ? 'push-ahead' : 'fetch-ahead';
-  return allProcs().filter((p) => isWalbridge(p) && p.argv.includes(sub) && p.argv.includes(walDir));
+  // The subcommand is the role's name.
+  return allProcs().filter((p) => isWalbridge(p) && p.argv.includes(role) && p.argv.includes(walDir));
 }
 
 /** Inodes of the sockets `pid` has open. */

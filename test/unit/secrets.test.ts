@@ -27,7 +27,7 @@ describe('secret leak check', () => {
     rememberBackgroundLogs([path.join(pgWal, '000000010000000000000001'), 'not-a-path'], env, ['file-key-material']);
     expect(backgroundLogLeaks()).toEqual([]); // no log yet
     await mkdir(path.join(pgWal, 'walbridge'));
-    await writeFile(path.join(pgWal, 'walbridge', 'pusher.log'), 'walbridge push-ahead: using wJalrXUtnFEMI/K7MDENG and file-key-material\n');
+    await writeFile(path.join(pgWal, 'walbridge', 'pusher.log'), 'walbridge pusher: using wJalrXUtnFEMI/K7MDENG and file-key-material\n');
     expect(backgroundLogLeaks()).toEqual([`${path.join(pgWal, 'walbridge', 'pusher.log')} holds the value of AWS_SECRET_ACCESS_KEY, secret #1 of the test`]);
     await rm(pgWal, { recursive: true }); // or this file's own end-of-file check would find it
   });

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseRepoUrl } from '../../src/storage/drivers.js';
+import { parseRepoUrl } from '../../src/storage/registry.js';
 import { resolveSettings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
 

@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPrefix, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/repo/layout.js';
 import { chunkKey, listChunks } from '../../src/archive/repo/stream-chunks.js';
-import { formatRepo, parseRepoUrl } from '../../src/storage/drivers.js';
+import { formatRepo, parseRepoUrl } from '../../src/storage/registry.js';
 import { SETTINGS } from '../../src/config/settings.js';
 import { SINGLE_REQUEST_LIMIT } from '../../src/storage/body.js';
 import { S3Store } from '../../src/storage/s3.js';

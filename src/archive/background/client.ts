@@ -4,30 +4,38 @@
  * pusher and the background fetcher keep the SDK loaded and connections open, so a call they
  * serve pays neither the SDK's start-up nor a TLS handshake.
  *
- * The protocol: the call sends one request line (JSON), may send more lines (a failover
- * request), and receives its log lines as they happen, then one answer. The call repeats the
- * log lines as its own, so PostgreSQL's log reads as if the call had done the work. No pusher,
- * a pusher with other settings, a lost connection or no answer in time: `ask` returns
- * undefined and the call does the work itself. This module stays free of heavy imports: every
+ * The protocol: the call sends one request line (JSON: its type, its configuration's
+ * fingerprint, its arguments), may send more lines (a failover request), and receives its log
+ * lines as they happen, then one answer. The call repeats the log lines as its own, so
+ * PostgreSQL's log reads as if the call had done the work. The rule for what the call does with
+ * the answer is askBackground's, for every role. This module stays free of heavy imports: every
  * call loads it.
  */
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { WalbridgeError, describeFailure, kindOfStatus } from '../../errors.js';
+import { ExitCode, WalbridgeError, describeFailure, kindOfStatus, mendableOutside } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { drivers } from '../../storage/drivers.js';
+import { drivers } from '../../storage/registry.js';
 import { StoreError } from '../../storage/store.js';
 import { receiveLines, sendLine } from '../../util/json-lines.js';
 import { instanceLockHeld } from '../../util/single-instance.js';
-import { verdictOn } from '../restore/hold.js';
-import { instanceName, type BackgroundRole } from '../local-layout.js';
+import { backgroundSocket, instanceName, type BackgroundRole } from '../local-layout.js';
 
 /** Whether a background process of `role` runs for this pg_wal. */
 export async function backgroundRunning(walDir: string, role: BackgroundRole): Promise<boolean> {
   const name = instanceName(walDir, role);
   return name !== undefined && (await instanceLockHeld(name));
+}
+
+/** Every request names its type and the configuration of the call; a background process serves only its own. */
+export interface BackgroundRequest {
+  readonly walbridge: 1;
+  readonly type: string;
+  readonly fingerprint: string;
+  /** The WAL file the request is about, for log lines. */
+  readonly name: string;
 }
 
 export interface LogLine {
@@ -40,8 +48,8 @@ export type BackgroundMessage<A> = { readonly log: LogLine } | { readonly answer
 
 /**
  * A failure as a background process answers it. The call reports it as its own (or holds on
- * it, hold.ts): the background process says it only in its own log, so that a call that holds
- * and asks again does not repeat it in PostgreSQL's log at every attempt.
+ * it, restore/hold.ts): the background process says it only in its own log, so that a call that
+ * holds and asks again does not repeat it in PostgreSQL's log at every attempt.
  */
 export interface FailedAnswer {
   readonly status: 'failed';
@@ -50,37 +58,76 @@ export interface FailedAnswer {
   readonly mendableOutside: boolean;
 }
 
+/** The background process will not do this work (another configuration, stopping, not its kind of request): the call does it. */
+export interface DeclinedAnswer {
+  readonly status: 'declined';
+  readonly reason: string;
+}
+
+/** Every answer: a role's own statuses, or one of these two. */
+export type Answer<A> = A | FailedAnswer | DeclinedAnswer;
+
 export function failedAnswer(err: unknown): FailedAnswer {
   const { status, message } = describeFailure(err);
-  return { status: 'failed', exitCode: status, message, mendableOutside: verdictOn(err) === 'hold' };
+  return { status: 'failed', exitCode: status, message, mendableOutside: mendableOutside(err) };
 }
 
 /** The failure a FailedAnswer stands for, in the call. */
-export function failureOf(answer: FailedAnswer): WalbridgeError {
+function failureOf(answer: FailedAnswer): WalbridgeError {
   return new WalbridgeError(kindOfStatus(answer.exitCode), String(answer.message), { mendableOutside: answer.mendableOutside === true });
 }
 
 /** Beyond --timeout: the background process's aborted attempt unwinding, and the answer's way back. */
 const ANSWER_MARGIN_MS = 2_000;
 
+export interface AskBackgroundOptions {
+  /**
+   * The request is one operation (`what`: a push, a fetch without waiting), which the background
+   * process runs within its own --timeout of `seconds`: the call waits that long and a margin. No
+   * answer by then is the store failing to answer in time as far as the call can tell: the call
+   * does not start the same work again by itself, which would take another --timeout.
+   * Undefined: the request waits (a waiting fetch) as long as `keepWaiting` says.
+   */
+  readonly timeout?: { readonly seconds: number; readonly what: string };
+  /** Called once connected, with a way to send further lines (a failover request). */
+  readonly connected?: (send: (value: unknown) => void) => void;
+  /** Checked every 200 ms while waiting: false gives up (the call's own server is gone, say). */
+  readonly keepWaiting?: () => boolean;
+}
+
 /**
- * How long a call waits for the answer to a request that is one operation (a push, a fetch
- * without waiting): the background process runs it under its own --timeout deadline and answers
- * by then. No answer by then is the store failing to answer in time as far as the call can tell
- * (noAnswer): the call does not start the same work again by itself, which would take another --timeout.
+ * Asks the background `role` of `walDir` to do a call's work, with the one rule for its answer:
+ * a failure is the call's own (thrown), except access refused, which may be the background
+ * process's stale credentials (the call tries with its own); no answer within the time bound is
+ * the store's failure to answer in time (thrown); no process, a lost connection, or a decline:
+ * undefined, and the call does the work itself.
  */
-export function answerWaitMs(timeoutSeconds: number): number {
-  return timeoutSeconds * 1000 + ANSWER_MARGIN_MS;
-}
-
-export function noAnswer(role: BackgroundRole, what: string, timeoutSeconds: number): StoreError {
-  return new StoreError('transient', `${what} did not complete within --timeout ${timeoutSeconds} s: the background ${role} did not answer in time`);
-}
-
-/** Every request names the configuration of the call; a background process serves only its own. */
-export interface BackgroundRequest {
-  readonly walbridge: 1;
-  readonly fingerprint: string;
+export async function askBackground<A extends { readonly status: string }>(
+  role: BackgroundRole,
+  walDir: string,
+  request: BackgroundRequest & Record<string, unknown>,
+  log: Logger,
+  opts: AskBackgroundOptions = {},
+): Promise<A | undefined> {
+  const waitMs = opts.timeout && opts.timeout.seconds * 1000 + ANSWER_MARGIN_MS;
+  const asked = Date.now();
+  const answer = await ask<Answer<A>>(backgroundSocket(walDir, role), request, log, { ...opts, timeoutMs: waitMs });
+  if (answer === undefined) {
+    if (opts.timeout && Date.now() - asked >= waitMs!) {
+      throw new StoreError('transient', `${opts.timeout.what} did not complete within --timeout ${opts.timeout.seconds} s: the background ${role} did not answer in time`);
+    }
+    return undefined;
+  }
+  if (answer.status === 'failed') {
+    const failed = answer as FailedAnswer;
+    if (failed.exitCode !== ExitCode.storeAccess) throw failureOf(failed);
+    return undefined;
+  }
+  if (answer.status === 'declined') {
+    log.info(`the background ${role} declined (${String((answer as DeclinedAnswer).reason)}); doing the work directly`);
+    return undefined;
+  }
+  return answer as A;
 }
 
 /**
@@ -111,7 +158,7 @@ function buildId(): string {
   }
 }
 
-export interface AskOptions {
+interface AskOptions {
   /** No answer by then: give up on the background process (the call does the work itself). */
   readonly timeoutMs?: number;
   /** Called once connected, with a way to send further lines (a failover request). */
@@ -121,7 +168,7 @@ export interface AskOptions {
 }
 
 /** The background process's answer to `request`, its log lines written to `log` meanwhile; undefined if there is none. */
-export function ask<A>(socketPath: string | undefined, request: BackgroundRequest & Record<string, unknown>, log: Logger, opts: AskOptions = {}): Promise<A | undefined> {
+function ask<A>(socketPath: string | undefined, request: BackgroundRequest & Record<string, unknown>, log: Logger, opts: AskOptions = {}): Promise<A | undefined> {
   return new Promise((resolve) => {
     if (socketPath === undefined) return resolve(undefined);
     const socket = connect(socketPath);

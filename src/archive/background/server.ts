@@ -1,6 +1,8 @@
 /**
- * The listening side of background-link.ts, and the life of a background process: the
- * background pusher and fetcher share it (runBackground) and differ only in their work.
+ * The listening side of client.ts, and the life of a background process: one server loop for
+ * every role (runBackground), which serves each request with the role's handler for its type,
+ * declines requests of another configuration, and answers failures the same way for all. The
+ * roles (push/pusher.ts, restore/fetcher.ts) differ only in their handlers and their own work.
  *
  * A background process lives only as long as what it serves: it stops within a second or two
  * when its server (the postmaster that ran the call which started it) is gone, when
@@ -11,7 +13,7 @@
  */
 import { readFile, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { WalbridgeError } from '../../errors.js';
+import { WalbridgeError, ExitCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { StoreError } from '../../storage/store.js';
 import { receiveLines, sendLine } from '../../util/json-lines.js';
@@ -19,7 +21,7 @@ import { trimStderrLog } from '../../util/log-file.js';
 import { ensureRuntimeDir, clusterRuntime, socketIn } from '../../util/runtime-dir.js';
 import { takeInstanceLock } from '../../util/single-instance.js';
 import { processRunning, type ServerProcess } from '../../wal/server.js';
-import type { BackgroundMessage, BackgroundRequest, LogLine } from './client.js';
+import { failedAnswer, type BackgroundMessage, type BackgroundRequest, type DeclinedAnswer, type FailedAnswer, type LogLine } from './client.js';
 import { pidFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
 
 /** One call being served. */
@@ -74,7 +76,7 @@ async function listenForCalls(socketPath: string, base: Logger, handle: (call: C
       (value) => {
         if (call) return handlers.forEach((h) => h(value));
         const request = value as Call['request'];
-        if (request?.walbridge !== 1 || typeof request.fingerprint !== 'string') return socket.destroy();
+        if (request?.walbridge !== 1 || typeof request.fingerprint !== 'string' || typeof request.type !== 'string') return socket.destroy();
         connectedCalls.add(tell);
         call = {
           request,
@@ -127,56 +129,107 @@ async function stopListening(server: Server | undefined, socketPath: string, soc
 }
 
 /** Failures that are the archive's answer (a store error, a refused file), as opposed to trouble of this process. */
-export function reportable(err: unknown): boolean {
+function reportable(err: unknown): boolean {
   return (err instanceof WalbridgeError && err.kind !== 'internal') || err instanceof StoreError;
 }
+
+/** Thrown by a handler for a request this process cannot serve (the spool cannot take it, say): the call does its own work. */
+export class Declined extends Error {}
 
 /** How often the role's work runs, and how often the process checks that it should live on. */
 const TICK_MS = 100;
 const LIFE_CHECK_MS = 1_000;
 
 export interface BackgroundOptions {
-  readonly role: BackgroundRole;
   readonly walDir: string;
   /** The postmaster whose call started the process; undefined outside a running server (a copied pg_wal, tests). */
   readonly server: ServerProcess | undefined;
   readonly idleMs: number;
   readonly log: Logger;
+  /** fingerprint() of the process's own configuration: a request of another configuration is declined, and the process retires. */
+  readonly fingerprint: string;
 }
 
-/** What a role does; the life around it is runBackground's. */
-export interface BackgroundWork {
-  /** Serves one call (answers it through `call.answer`). */
-  handle(call: Call): Promise<void>;
-  /** The role's own work, every TICK_MS (the pusher's scan of .ready files). */
-  tick?(): Promise<void>;
+/** The store failures a fresh process may not meet: credentials, a region or an endpoint mended outside. */
+const STORE_FAILURES: ReadonlySet<number> = new Set([ExitCode.storeUnavailable, ExitCode.storeAccess, ExitCode.storeMissing, ExitCode.storeError]);
+
+/** What a role does; the life around it, the protocol and the failures are runBackground's. */
+export interface Role {
+  readonly name: BackgroundRole;
+  /** Serves one request of its type, and returns the answer (a role's own status). */
+  readonly handlers: Readonly<Record<string, (call: Call) => Promise<{ readonly status: string }>>>;
+  /**
+   * Whether a failure answered to a call ends this process: its clients, caches and settings date
+   * from its start, and the call's next try must not meet them again. Every failure when absent.
+   */
+  retireAfter?(answer: FailedAnswer): boolean;
+  /** The role's own work, every TICK_MS (the pusher's scan of .ready files); `retiring`: take no new work. */
+  tick?(retiring: boolean): Promise<void>;
   /** Work in flight: it keeps the process from counting as idle. */
   busy(): boolean;
   /** Settles when work in flight finishes: the next tick comes then rather than after TICK_MS. */
   settled?(): Promise<unknown>;
-  /** The role wants to stop (its callers are configured otherwise now, or its credentials were refused). */
-  retiring(): boolean;
   /** A reason of the role's own to stop now (the fetcher: recovery ended), checked every LIFE_CHECK_MS. */
   mustStop?(): Promise<string | undefined>;
   /** Last: wait for the work in flight, or abandon it (its server is gone: nobody needs it). */
   finish(abandon: boolean): Promise<void>;
 }
 
+/** A failure retires the process only when a fresh one could fare better. */
+export const retireOnStoreFailures = (answer: FailedAnswer): boolean => STORE_FAILURES.has(answer.exitCode);
+
 /** Runs a background process until it has no reason to live on. */
-export async function runBackground(opts: BackgroundOptions, work: BackgroundWork): Promise<void> {
-  const { role, walDir, server, log } = opts;
+export async function runBackground(opts: BackgroundOptions, role: Role): Promise<void> {
+  const { walDir, server, log } = opts;
   const runtime = clusterRuntime(walDir);
-  const socketPath = runtime && socketIn(runtime, `${role}.sock`);
+  const socketPath = runtime && socketIn(runtime, `${role.name}.sock`);
   const home = await stat(walbridgeDir(walDir)).catch(() => undefined);
   if (!runtime || !socketPath || !home) return; // nothing to serve (pg_wal/walbridge/ is gone already)
-  const lock = await takeInstanceLock(`${runtime.id}-${role}`);
+  const lock = await takeInstanceLock(`${runtime.id}-${role.name}`);
   if (!lock) return; // another one serves this pg_wal
-  const pid = pidFile(walDir, role);
+  const pid = pidFile(walDir, role.name);
   let listening: Server | undefined;
   let socketIno: number | undefined;
   let abandon = false;
   let calls = 0;
+  let retiring = false;
   let lastWork = Date.now();
+
+  const declined = (reason: string): DeclinedAnswer => ({ status: 'declined', reason });
+  const serve = async (call: Call): Promise<{ readonly status: string }> => {
+    const { request } = call;
+    if (retiring) return declined(`the background ${role.name} is stopping`);
+    if (request.fingerprint !== opts.fingerprint) {
+      retiring = true; // configured otherwise (or another server) since this process started: let a new one take over
+      return declined(`the background ${role.name} runs with other settings; it stops after its current work`);
+    }
+    const handler = Object.hasOwn(role.handlers, request.type) ? role.handlers[request.type] : undefined;
+    if (!handler) return declined(`the background ${role.name} does not serve ${JSON.stringify(request.type)} requests`);
+    try {
+      return await handler(call);
+    } catch (err) {
+      const what = String(request.name);
+      if (!call.connected) {
+        log.info(`stopped serving ${what}: ${(err as Error).message}`);
+        return declined('the call has gone');
+      }
+      if (err instanceof Declined) {
+        log.info(`declined ${what}: ${err.message}`);
+        return declined(err.message);
+      }
+      if (!reportable(err)) {
+        // Not the archive's answer but this process's trouble (the spool, a bug): the call does its own work.
+        log.error(`cannot serve ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        return declined(`the background ${role.name} failed`);
+      }
+      const answer = failedAnswer(err);
+      const retire = role.retireAfter?.(answer) ?? true;
+      log.error(`${what}: ${answer.message}${retire ? '; stopping, so that the next try starts afresh' : ''}`);
+      if (retire) retiring = true;
+      return answer;
+    }
+  };
+
   try {
     await writeFile(pid, `${process.pid}\n`);
     listening = await listenForCalls(
@@ -185,7 +238,7 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
       async (call) => {
         calls++;
         try {
-          await work.handle(call);
+          call.answer(await serve(call));
         } finally {
           calls--;
           lastWork = Date.now();
@@ -199,7 +252,7 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
       if (Date.now() - lastCheck >= LIFE_CHECK_MS) {
         lastCheck = Date.now();
         const serverGone = server !== undefined && !processRunning(server);
-        const reason = serverGone ? `its server (postmaster pid ${server.pid}) is gone` : ((await moved(walDir, home.ino, socketPath, socketIno)) ?? (await work.mustStop?.()));
+        const reason = serverGone ? `its server (postmaster pid ${server.pid}) is gone` : ((await moved(walDir, home.ino, socketPath, socketIno)) ?? (await role.mustStop?.()));
         if (reason) {
           log.info(`stopping: ${reason}`);
           abandon = serverGone;
@@ -207,11 +260,11 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
         }
       }
       if (tick % 300 === 0) trimStderrLog();
-      await work.tick?.();
-      if (calls > 0 || work.busy()) lastWork = Date.now();
-      else if (work.retiring() || Date.now() - lastWork > opts.idleMs) return;
+      await role.tick?.(retiring);
+      if (calls > 0 || role.busy()) lastWork = Date.now();
+      else if (retiring || Date.now() - lastWork > opts.idleMs) return;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, TICK_MS))), ...(work.settled ? [work.settled()] : [])]);
+      await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, TICK_MS))), ...(role.settled ? [role.settled()] : [])]);
       clearTimeout(timer);
     }
   } catch (err) {
@@ -222,7 +275,7 @@ export async function runBackground(opts: BackgroundOptions, work: BackgroundWor
     // process listens there), or every cluster and test data directory ever served would leave one
     // in /tmp/walbridge-<uid>/. A process about to listen there makes it again (listenForCalls).
     await rmdir(runtime.dir).catch(() => undefined);
-    await work.finish(abandon);
+    await role.finish(abandon);
     if ((await readFile(pid, 'utf8').catch(() => '')).trim() === String(process.pid)) await unlink(pid).catch(() => undefined);
     await lock.release();
   }

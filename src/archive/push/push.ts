@@ -3,6 +3,7 @@
  * these bytes under its name. PostgreSQL deletes or recycles the file once we exit 0, so a
  * false success loses WAL; a false failure only makes the archiver try again.
  */
+import type { Settings } from '../../config/settings.js';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
@@ -40,6 +41,11 @@ export interface PushResult {
   readonly sha256: string;
   readonly size: number;
   readonly source: FileIdentity;
+}
+
+/** A push's context from a command's settings. */
+export function pushContext(settings: Settings, store: Store, retry: RetryPolicy, log: Logger): PushContext {
+  return { store, namespace: settings.namespace, codec: settings.compress, level: settings.compressLevel, encryption: settings.encryption, log, retry };
 }
 
 /** Stores one WAL file, within --timeout from the start: every request, retry and wait included. */

@@ -3,7 +3,7 @@
  * `walbridge verify` (whether a standby could replay it: gaps, timeline histories, foreign
  * objects, and with `deep` every object's content against its recorded hash and header).
  */
-import { describeContent, unseal, type ContentDescription } from '../../codec/envelope.js';
+import { describeContent, unseal } from '../../codec/envelope.js';
 import type { KeyRing } from '../../codec/keys.js';
 import { WalbridgeError } from '../../errors.js';
 import { formatAge, formatBytes } from '../../log.js';

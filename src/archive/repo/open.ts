@@ -1,12 +1,12 @@
 /**
- * Opens the repository a command's settings name: its driver (storage/drivers.ts), behind the
+ * Opens the repository a command's settings name: its driver (storage/registry.ts), behind the
  * one retry layer that keeps every operation within --timeout (storage/retry.ts). A driver's
  * SDK is imported only when its scheme is used: every WAL file pays Node's start-up, and loading
  * an SDK that is not needed costs tens of ms.
  */
 import type { Settings } from '../../config/settings.js';
 import type { Logger } from '../../log.js';
-import { driverFor, formatRepo } from '../../storage/drivers.js';
+import { driverFor, formatRepo } from '../../storage/registry.js';
 import type { RetryPolicy } from '../../storage/retry.js';
 import type { Store } from '../../storage/store.js';
 

@@ -7,18 +7,17 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Settings } from '../../config/settings.js';
-import { ExitCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { repositoryId } from '../repo/open.js';
 import type { Store } from '../../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../../wal/names.js';
-import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
-import { answerWaitMs, ask, backgroundRunning, failureOf, fingerprint, noAnswer, tell } from '../background/client.js';
+import { calledBy, formatServer, processRunning, runningServer } from '../../wal/server.js';
+import { askBackground, backgroundRunning, fingerprint, tell } from '../background/client.js';
 import type { failoverSwitch } from './failover.js';
-import type { FetchAnswer } from './fetcher.js';
+import type { FetchAnswer, FetchRequest, ServedNote } from './fetcher.js';
 import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
 import { backgroundSocket, walDirOf } from '../local-layout.js';
+import { repositoryId } from '../repo/open.js';
 import { registerWaitingCall } from './promote.js';
 import { serveSpooled } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
@@ -39,10 +38,8 @@ export interface RestoreCall {
   readonly failover: ReturnType<typeof failoverSwitch>;
   /** The settings as they are now (flags, environment, config file, key file), read at every attempt. */
   readonly settings: () => Promise<Settings>;
-  /** The call's environment as it got it (the fetcher's fingerprint). */
+  /** The environment the call got, with its settings flags as variables: what a fetcher it starts is given. */
   readonly env: NodeJS.ProcessEnv;
-  /** Starts the background fetcher for `walDir`, with this call's settings. */
-  readonly startFetcher: (walDir: string, server: ServerProcess | undefined) => void;
 }
 
 export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
@@ -66,43 +63,40 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
     const settings = await call.settings();
     const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
     const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !rewinding && file.kind === 'segment';
-    const request = { walbridge: 1, fingerprint: fingerprint(settings, call.env, server && formatServer(server)) } as const;
+    const configuration = fingerprint(settings, call.env, server && formatServer(server));
     // Without waiting there is no trigger to consult: a prefetched segment is answered from
     // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)
     if (!call.wait && !call.cleanup && (await serveSpooled(scope, file, destination))) {
-      if (viaFetcher) await tell(backgroundSocket(walDir, 'fetcher'), { ...request, served: file.name, destination: path.resolve(destination) });
+      const note: ServedNote = { walbridge: 1, type: 'served', fingerprint: configuration, name: file.name, destination: path.resolve(destination) };
+      if (viaFetcher) await tell(backgroundSocket(walDir, 'fetcher'), { ...note });
       return 'restored';
     }
     if (viaFetcher) {
+      const request: FetchRequest = { walbridge: 1, type: 'fetch', fingerprint: configuration, name: call.walFile, destination: path.resolve(destination), wait: call.wait };
       const answered = await throughFetcher(call, walDir, file, request, settings, alive);
       if (answered) return answered;
       // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
       if (!(await backgroundRunning(walDir, 'fetcher'))) {
         try {
-          call.startFetcher(walDir, server);
+          const { startBackground } = await import('../background/spawn.js');
+          startBackground('fetcher', walDir, call.env, server);
         } catch (err) {
           log.warn(`could not start the background fetcher: ${(err as Error).message}`);
         }
       }
     }
-    const [{ openRepository }, { fetchWalFile, waitForWalFile }, { sweepDeadTempFiles }] = await Promise.all([
+    const [{ openRepository }, { fetchWalFile, waitForWalFile, waitOptions }, { toDestination }, { sweepDeadTempFiles }] = await Promise.all([
       import('../repo/open.js'),
       import('./wait.js'),
+      import('./prefetch.js'),
       import('../../util/temp-files.js'),
     ]);
     await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
     const { store, retry } = await openRepository(settings, log);
     const ctx = { ...scope, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
     const outcome = call.wait
-      ? await waitForWalFile(ctx, call.walFile, destination, {
-          pollIntervalMs: settings.pollInterval * 1000,
-          maxPollIntervalMs: settings.maxPollInterval * 1000,
-          maxWaitMs: settings.maxWait * 1000,
-          standby: settings.standby,
-          failover: call.failover,
-          alive,
-        })
-      : await fetchWalFile(ctx, call.walFile, destination);
+      ? await waitForWalFile(ctx, call.walFile, destination, { ...waitOptions(settings), failover: call.failover, alive }, toDestination)
+      : await fetchWalFile(ctx, call.walFile, destination, toDestination);
     if (outcome === 'restored' && call.cleanup) await cleanupAfterRestore(store, settings.namespace, call, log);
     return outcome;
   };
@@ -129,7 +123,7 @@ async function throughFetcher(
   call: RestoreCall,
   walDir: string,
   file: WalFileName,
-  request: { walbridge: 1; fingerprint: string },
+  request: FetchRequest,
   settings: Settings,
   alive: () => boolean,
 ): Promise<FetchOutcome | undefined> {
@@ -143,17 +137,13 @@ async function throughFetcher(
     // The fetcher acts on a failover within a poll; if it does not, this call answers itself.
     return failoverAt === undefined || Date.now() - failoverAt < 3_000;
   };
-  // Without waiting, the fetcher fetches within its own --timeout deadline: the call waits little longer.
-  const waitMs = call.wait ? undefined : answerWaitMs(settings.timeout);
-  const asked = Date.now();
-  const answer = await ask<FetchAnswer>(
-    backgroundSocket(walDir, 'fetcher'),
-    { ...request, walFile: call.walFile, destination: path.resolve(destination), wait: call.wait },
-    log,
-    { connected: (send) => failover.whenRequested(() => send({ failover: true })), keepWaiting, timeoutMs: waitMs },
-  );
+  const answer = await askBackground<FetchAnswer>('fetcher', walDir, { ...request }, log, {
+    connected: (send) => failover.whenRequested(() => send({ failover: true })),
+    keepWaiting,
+    // Without waiting, the fetcher fetches within its own --timeout deadline: the call waits little longer.
+    timeout: call.wait ? undefined : { seconds: settings.timeout, what: `fetch of ${call.walFile}` },
+  });
   if (!alive()) throw serverGone(call.walFile);
-  if (answer === undefined && waitMs !== undefined && Date.now() - asked >= waitMs) throw noAnswer('fetcher', `fetch of ${call.walFile}`, settings.timeout);
   if (answer?.status === 'spooled') {
     try {
       if (await serveSpooled({ repository: repositoryId(settings), namespace: settings.namespace, log }, file, destination)) {
@@ -167,9 +157,6 @@ async function throughFetcher(
     }
   }
   if (answer?.status === 'not-found') return 'not-found';
-  // The fetcher stops after a failure (its state dates from its start): the next try goes without it.
-  // Access refused may be its stale credentials: this call tries with its own at once.
-  if (answer?.status === 'failed' && answer.exitCode !== ExitCode.storeAccess) throw failureOf(answer);
   return undefined;
 }
 

@@ -1,123 +1,175 @@
 /**
  * The background fetcher: one per pg_wal of a standby, started by a restore_command call,
- * serving the next calls over a socket (background-link.ts) with its SDK loaded and its
- * connections open, and keeping the prefetch spool filled ahead of recovery. Its life is
- * background-server.ts's; it also stops, removing the spool, when recovery has ended.
+ * serving the next calls over a socket (background/) with its SDK loaded and its connections
+ * open, and keeping the prefetch spool filled ahead of recovery. Its life, protocol and answers
+ * to failures are background/server.ts's; it also stops, removing the spool, when recovery has ended.
  *
- * A call's request runs the same code a call runs by itself (fetchWalFile, or waitForWalFile
- * with its triggers, failover rules and waits), with one difference: the segment is delivered
+ * A call's request runs the same code a call runs by itself (fetchWalFile, or waitForWalFile with
+ * its triggers, failover rules and waits), with one difference, its delivery: the segment goes
  * into the spool, and the call publishes it to `%p` itself (serveSpooled: header and identity
  * checked again, atomic rename). So only a live call ever writes `%p`: a call that PostgreSQL
  * ended leaves nothing behind, and the fetcher stops waiting for it. SIGUSR1 to the call is
- * passed on as a message. A failure is answered to the call, which holds on it or reports it
- * (hold.ts). A call whose spool hit needed no request tells the fetcher which segment went, so
- * that the window moves on.
+ * passed on as a message. A call whose spool hit needed no request tells the fetcher which
+ * segment went, so that the window moves on.
  */
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { parseRequestedName, parseWalFileName } from '../../wal/names.js';
+import type { Settings } from '../../config/settings.js';
+import type { Logger } from '../../log.js';
+import { outsideDeadline } from '../../storage/deadline.js';
+import { parseRequestedName, parseWalFileName, type WalFileName } from '../../wal/names.js';
 import type { ServerProcess } from '../../wal/server.js';
-import { failedAnswer, type BackgroundRequest, type FailedAnswer } from '../background/client.js';
-import { reportable, runBackground } from '../background/server.js';
-import { failoverSwitch } from './failover.js';
-import { namespaceIdentity, type FetchContext } from './download.js';
+import type { BackgroundRequest } from '../background/client.js';
+import { Declined, runBackground, tellingConnectedCalls, type Call, type Role } from '../background/server.js';
 import type { ClusterIdentity } from '../repo/identity.js';
-import { NotForBackground, refillSpool, type SpoolJobs } from './prefetch.js';
-import { prefetchWindow, removeSpoolAfterRecovery, spoolDir } from './spool.js';
-import { fetchWalFile, waitForWalFile, type WaitOptions } from './wait.js';
+import { openRepository, repositoryId } from '../repo/open.js';
+import type { Delivery } from './delivery.js';
+import { namespaceIdentity, restoreIfPresent, type FetchContext } from './download.js';
+import { failoverSwitch } from './failover.js';
+import { archivedAmong } from './prefetch.js';
+import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, removeSpoolAfterRecovery, spoolDir } from './spool.js';
+import { fetchWalFile, waitForWalFile, waitOptions } from './wait.js';
 
 /** A call's request: `%f` and `%p`, waiting or not. */
 export interface FetchRequest extends BackgroundRequest {
-  readonly walFile: string;
+  readonly type: 'fetch';
   readonly destination: string;
   readonly wait: boolean;
 }
 
-/** A call's note that it served `served` from the spool by itself. */
+/** A call's note that it served `name` from the spool by itself. */
 export interface ServedNote extends BackgroundRequest {
-  readonly served: string;
+  readonly type: 'served';
   readonly destination: string;
 }
 
-export type FetchAnswer = { readonly status: 'spooled' } | { readonly status: 'not-found' } | FailedAnswer | { readonly status: 'declined'; readonly reason: string };
+/** The fetcher's own answers (failures and declines are the server's). */
+export type FetchAnswer = { readonly status: 'spooled' } | { readonly status: 'not-found' } | { readonly status: 'noted' };
 
-export interface FetcherOptions {
-  readonly idleMs: number;
-  /** fingerprint() of the fetcher's own configuration: calls configured otherwise are declined. */
-  readonly fingerprint: string;
-  /** The postmaster whose call started the fetcher, if any. */
-  readonly server: ServerProcess | undefined;
-  /** The waiting fetch's settings, as the calls have them (they share the fingerprint). */
-  readonly wait: Omit<WaitOptions, 'failover' | 'alive'>;
+/** Runs the background fetcher for `walDir` with these settings until it has no reason to live on. */
+export async function runFetcher(settings: Settings, walDir: string, server: ServerProcess | undefined, fingerprint: string, log: Logger): Promise<void> {
+  const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
+  const ctx: FetchContext = {
+    repository: repositoryId(settings),
+    namespace: settings.namespace,
+    log,
+    store,
+    retry,
+    prefetch: settings.prefetch,
+    keys: settings.encryption,
+    // A namespace's identity is written once (create-if-absent) and never changes: read from the store until found.
+    identityCache: {},
+  };
+  await runBackground({ walDir, server, idleMs: settings.backgroundIdle * 1000, log, fingerprint }, fetcher(ctx, walDir, settings));
 }
 
-export async function fetchAhead(ctx: FetchContext, walDir: string, opts: FetcherOptions): Promise<void> {
-  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), refilling: false };
-  const identityCache: { value?: ClusterIdentity } = {};
-  const background: FetchContext = { ...ctx, background: jobs, identityCache };
-  let retiring = false;
+/** Downloads into the spool, shared by every call the fetcher serves. */
+interface SpoolJobs {
+  /** The fetcher's own log: downloads ahead outlive the call that started them. */
+  readonly log: Logger;
+  readonly downloads: Map<string, Promise<'restored' | 'absent'>>;
+  /** A refill of the window is under way (one at a time). */
+  refilling: boolean;
+}
 
-  const ours = (request: BackgroundRequest & { destination?: unknown }): string | undefined => {
-    if (request.fingerprint !== opts.fingerprint) {
-      retiring = true; // configured otherwise (or another server) since this fetcher started: let a new one take over
-      return 'the background fetcher runs with other settings; it stops after its current work';
-    }
-    if (typeof request.destination !== 'string' || path.dirname(request.destination) !== walDir) return 'not a destination in this pg_wal';
-    return undefined;
+function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
+  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), refilling: false };
+  const delivery = intoSpool(jobs);
+  const inThisWalDir = (destination: unknown): destination is string => typeof destination === 'string' && path.dirname(destination) === walDir;
+
+  const fetch = async (call: Call): Promise<FetchAnswer> => {
+    const request = call.request as unknown as FetchRequest;
+    if (!inThisWalDir(request.destination)) throw new Declined('not a destination in this pg_wal');
+    if (parseRequestedName(request.name).kind !== 'segment') throw new Declined('only segments go through the spool');
+    const failover = failoverSwitch();
+    call.onMessage((message) => {
+      if ((message as { failover?: unknown }).failover === true) failover.request();
+    });
+    const perCall = { ...ctx, log: call.log };
+    const outcome = request.wait
+      ? await waitForWalFile(perCall, request.name, request.destination, { ...waitOptions(settings), failover, alive: () => call.connected }, delivery)
+      : await fetchWalFile(perCall, request.name, request.destination, delivery);
+    return { status: outcome === 'restored' ? 'spooled' : 'not-found' };
   };
 
-  await runBackground(
-    { role: 'fetcher', walDir, server: opts.server, idleMs: opts.idleMs, log: ctx.log },
-    {
-      handle: async (call) => {
-        const request = call.request as unknown as FetchRequest | ServedNote;
-        if (retiring) return call.answer({ status: 'declined', reason: 'the background fetcher is stopping' } satisfies FetchAnswer);
-        const refused = ours(request);
-        if ('served' in request) {
-          // A hint only: move the window on past what the call served by itself.
-          call.answer({ status: 'ok' });
-          const file = typeof request.served === 'string' ? parseWalFileName(request.served) : undefined;
-          const spool = refused ? undefined : spoolDir(ctx, request.destination);
-          const identity = await namespaceIdentity(background).catch(() => undefined);
-          if (file?.kind === 'segment' && spool && identity) {
-            await refillSpool(ctx, jobs, spool, file, prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch)), identity).catch(() => undefined);
-          }
-          return;
-        }
-        if (refused) return call.answer({ status: 'declined', reason: refused } satisfies FetchAnswer);
-        const failover = failoverSwitch();
-        call.onMessage((message) => {
-          if ((message as { failover?: unknown }).failover === true) failover.request();
-        });
-        const perCall = { ...background, log: call.log };
-        try {
-          if (parseRequestedName(request.walFile).kind !== 'segment') throw new NotForBackground('only segments go through the spool');
-          const outcome = request.wait
-            ? await waitForWalFile(perCall, request.walFile, request.destination, { ...opts.wait, failover, alive: () => call.connected })
-            : await fetchWalFile(perCall, request.walFile, request.destination);
-          call.answer({ status: outcome === 'restored' ? 'spooled' : 'not-found' } satisfies FetchAnswer);
-        } catch (err) {
-          if (!call.connected) ctx.log.info(`stopped serving ${request.walFile}: ${(err as Error).message}`);
-          else if (!reportable(err)) {
-            // Not the archive's answer but this process's trouble (the spool, a bug): the call does its own work.
-            if (err instanceof NotForBackground) ctx.log.info(`declined ${request.walFile}: ${err.message}`);
-            else ctx.log.error(`cannot serve ${request.walFile}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-            call.answer({ status: 'declined', reason: err instanceof NotForBackground ? err.message : 'the background fetcher failed' } satisfies FetchAnswer);
-          } else {
-            const answer = failedAnswer(err);
-            ctx.log.error(`${request.walFile}: ${answer.message}; stopping, so that the next try starts afresh`);
-            // Whatever failed may be mended outside (credentials, a region, a file): this process's
-            // clients, caches and settings date from its start, so the call's next try must not meet them again.
-            retiring = true;
-            call.answer(answer satisfies FetchAnswer);
-          }
-        }
-      },
-      busy: () => jobs.downloads.size > 0,
-      retiring: () => retiring,
-      mustStop: async () => ((await removeSpoolAfterRecovery(walDir)) ? 'recovery has ended (the prefetch spool is removed)' : undefined),
-      finish: async (abandon) => {
-        if (!abandon) await Promise.allSettled(jobs.downloads.values());
-      },
+  // A hint only: move the window on past what the call served by itself.
+  const served = async (call: Call): Promise<FetchAnswer> => {
+    const request = call.request as unknown as ServedNote;
+    const file = parseWalFileName(request.name);
+    const spool = inThisWalDir(request.destination) ? spoolDir(ctx, request.destination) : undefined;
+    const identity = await namespaceIdentity(ctx).catch(() => undefined);
+    if (file?.kind === 'segment' && spool && identity) {
+      void refillSpool(ctx, jobs, spool, file, prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch)), identity).catch(() => undefined);
+    }
+    return { status: 'noted' };
+  };
+
+  return {
+    name: 'fetcher',
+    handlers: { fetch, served },
+    busy: () => jobs.downloads.size > 0,
+    mustStop: async () => ((await removeSpoolAfterRecovery(walDir)) ? 'recovery has ended (the prefetch spool is removed)' : undefined),
+    finish: async (abandon) => {
+      if (!abandon) await Promise.allSettled(jobs.downloads.values());
     },
-  );
+  };
+}
+
+/** The fetcher's delivery: into the spool, for the call to publish; the window after it refilled without waiting. */
+function intoSpool(jobs: SpoolJobs): Delivery {
+  return {
+    async restore(ctx, file, destination, identity) {
+      const spool = spoolDir(ctx, destination);
+      if (!spool || file.kind !== 'segment' || !identity) throw new Declined(`${file.name} cannot go through the prefetch spool`);
+      // The window holds at least the segment asked for: the call publishes it from here.
+      const budget = await affordableSegments(path.dirname(destination), identity.segmentSize);
+      const window = prefetchWindow(file, identity.segmentSize, Math.max(1, Math.min(ctx.prefetch, budget)));
+      let spooled: Set<string>;
+      try {
+        spooled = await prepareSpool(spool, window, identity, 'home-exists');
+      } catch (err) {
+        throw new Declined(`cannot prepare ${spool}: ${(err as Error).message}`);
+      }
+      // Downloads ahead serve later calls: operations of their own, not bounded by this call's --timeout.
+      void outsideDeadline(() => refillSpool({ ...ctx, log: jobs.log }, jobs, spool, file, window, identity));
+      if (spooled.has(file.name)) return 'restored';
+      return download(ctx, jobs, spool, file, identity, 'fetched').catch(async (err: unknown) => {
+        if (!diskFull(err)) throw err;
+        // Full: the segment asked for comes first. Without room even then, the call restores it by itself into pg_wal.
+        await Promise.allSettled(jobs.downloads.values());
+        await emptySpool(spool);
+        throw new Declined(`the disk is full: emptied the prefetch spool; the call restores ${file.name} itself`);
+      });
+    },
+    restoreStreamed(_ctx, file) {
+      // Only a live call writes %p, and the spool holds archived segments only.
+      throw new Declined(`the streamed part of ${file.name} is restored by the call itself`);
+    },
+    // The call records the segment once it has published %p.
+    delivered: async () => undefined,
+  };
+}
+
+/** Downloads the archived segments of `window` (after `file`) that the spool lacks, in the background. */
+async function refillSpool(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, window: readonly string[], identity: ClusterIdentity): Promise<void> {
+  if (jobs.refilling) return;
+  jobs.refilling = true;
+  try {
+    const present = new Set(await readdir(spool).catch(() => [] as string[]));
+    const wanted = window.slice(1).filter((name) => !present.has(name) && !jobs.downloads.has(name));
+    const archived = await archivedAmong(ctx, file, wanted);
+    for (const name of wanted.filter((n) => archived.has(n))) void download(ctx, jobs, spool, parseWalFileName(name)!, identity, 'prefetched').catch(() => undefined);
+  } finally {
+    jobs.refilling = false;
+  }
+}
+
+/** One download into the spool, shared by whoever asks for the same segment meanwhile. */
+function download(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity, verb: string): Promise<'restored' | 'absent'> {
+  let job = jobs.downloads.get(file.name);
+  if (!job) {
+    job = restoreIfPresent(ctx, file, path.join(spool, file.name), identity, verb).finally(() => jobs.downloads.delete(file.name));
+    jobs.downloads.set(file.name, job);
+  }
+  return job;
 }

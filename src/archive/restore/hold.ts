@@ -22,9 +22,8 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { ExitCode, WalbridgeError, describeFailure } from '../../errors.js';
+import { ExitCode, WalbridgeError, describeFailure, mendableOutside } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { StoreError } from '../../storage/store.js';
 import { dataDirOfWalPath } from '../../wal/datadir.js';
 import { calledBy } from '../../wal/server.js';
 import type { FailoverRequest } from './failover.js';
@@ -39,9 +38,7 @@ export type FetchOutcome = 'restored' | 'not-found';
  * and fails as a mendable WalbridgeError).
  */
 export function verdictOn(err: unknown): 'hold' | 'stop' {
-  if (err instanceof StoreError) return 'hold';
-  if (err instanceof WalbridgeError) return err.mendableOutside ? 'hold' : 'stop';
-  return 'stop';
+  return mendableOutside(err) ? 'hold' : 'stop';
 }
 
 /** The failure that stops the server instead of promoting it (exit 200), saying why. */

@@ -11,7 +11,7 @@ import { WalbridgeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/durable.js';
 import { processAlive } from '../../util/temp-files.js';
-import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
+import { readRecoverySignal } from '../../wal/datadir.js';
 import { nextSegmentName, type WalFileName } from '../../wal/names.js';
 import { checkRestoredSegment, type ClusterIdentity } from '../repo/identity.js';
 import { prefetchDir, walDirOf, walbridgeDir } from '../local-layout.js';

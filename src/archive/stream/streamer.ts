@@ -21,7 +21,7 @@ import type { Store } from '../../storage/store.js';
 import { formatLsn, headerMismatch, parseLongPageHeader, LONG_HEADER_SIZE } from '../../wal/header.js';
 import { readyWalFiles } from '../../wal/archive-status.js';
 import { formatSegmentName, parseWalFileName, segmentNumber } from '../../wal/names.js';
-import { streamPrefix, streamSegmentPrefix, walFileKey } from '../repo/layout.js';
+import { streamPrefix, walFileKey } from '../repo/layout.js';
 import { chainEnd, chunkKey, chunkName, listChunks, longestPrefixChain } from '../repo/stream-chunks.js';
 import { fencedError, findFork, type Fork } from '../repo/timelines.js';
 

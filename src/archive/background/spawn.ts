@@ -1,0 +1,35 @@
+/** Starting walbridge's background processes (the pusher, the fetcher) from a call. */
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { LOG_LIMIT } from '../../util/log-file.js';
+import { formatServer, type ServerProcess } from '../../wal/server.js';
+import { backgroundLogFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
+
+// Resolved from where this code runs: the bundle, dist/bundle/ (as cli/main.ts finds package.json).
+const WALBRIDGE_BIN = fileURLToPath(new URL('../../bin/walbridge', import.meta.url));
+
+/**
+ * Starts `walbridge <role> <walDir>` (the subcommand is the role's name) detached, in `env`: the
+ * environment the call was given and its settings. It serves `server` (it stops when that
+ * postmaster does), and runs from `/`, so that it never holds the data directory's file system
+ * busy. Its log goes to `pg_wal/walbridge/<role>.log`: a detached process holding PostgreSQL's
+ * stderr pipe open would outlive the call that started it there. This call, a live child of a
+ * live server, makes `pg_wal/walbridge/`; the background process never does.
+ */
+export function startBackground(role: BackgroundRole, walDir: string, env: NodeJS.ProcessEnv, server: ServerProcess | undefined): void {
+  const logFile = backgroundLogFile(walDir, role);
+  mkdirSync(walbridgeDir(walDir), { mode: 0o700, recursive: true });
+  const logFd = openSync(logFile, (statSync(logFile, { throwIfNoEntry: false })?.size ?? 0) > LOG_LIMIT ? 'w' : 'a');
+  try {
+    const child = spawn(process.execPath, [...process.execArgv, WALBRIDGE_BIN, role, ...(server ? ['--server', formatServer(server)] : []), walDir], {
+      detached: true, // outlives this call, in its own session: PostgreSQL's signals to the call are not its own
+      cwd: '/',
+      stdio: ['ignore', 'ignore', logFd],
+      env,
+    });
+    child.unref();
+  } finally {
+    closeSync(logFd);
+  }
+}
