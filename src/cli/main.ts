@@ -83,7 +83,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
 /** Usage errors exit through main (status 2), on one line. */
 function configure(command: Command): Command {
   command.exitOverride().configureOutput({
-    outputError: (text, write) => write(text.replace(/\n+$/, '').replace(/\n/g, ' ') + '\n'),
+    outputError: (text, write) => write(`${text.replace(/\n+$/, '').replace(/\n/g, ' ')}\n`),
   });
   for (const sub of command.commands) configure(sub);
   return command;

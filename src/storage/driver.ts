@@ -61,5 +61,5 @@ export function parseBucketLocation(rest: string): { bucket: string; prefix: str
 }
 
 export function formatBucketLocation(location: RepoLocation): string {
-  return `${location.scheme}://${location['bucket']}${location['prefix'] ? '/' + location['prefix'] : ''}`;
+  return `${location.scheme}://${location['bucket']}${location['prefix'] ? `/${location['prefix']}` : ''}`;
 }

@@ -81,7 +81,7 @@ export class FsStore implements Store {
     try {
       const fh = await this.createTemp(temp, tempDir);
       try {
-        await writeAll(fh, Buffer.from(JSON.stringify(header) + '\n'));
+        await writeAll(fh, Buffer.from(`${JSON.stringify(header)}\n`));
         // Like a server checking Content-MD5: what we store must be what the caller hashed.
         const hash = createHash('md5');
         for await (const part of bodyParts(request.body, COPY_PART_BYTES)) {
@@ -225,7 +225,7 @@ export class FsStore implements Store {
       if (entry.name.startsWith('.')) continue; // walbridge's temp directory, older versions' temp files, hidden files
       const key = dirKey + entry.name;
       if (entry.isDirectory()) {
-        const sub = key + '/';
+        const sub = `${key}/`;
         if (sub.startsWith(prefix) || prefix.startsWith(sub)) await this.walk(sub, prefix, out);
       } else if (entry.isFile() && key.startsWith(prefix)) {
         const [info, stats] = await Promise.all([this.head(key), stat(this.pathOf(key)).catch(() => undefined)]);

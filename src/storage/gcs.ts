@@ -42,7 +42,7 @@ export class GcsStore implements Store {
   private readonly bucket: Bucket;
 
   constructor(private readonly opts: GcsStoreOptions) {
-    this.location = `gs://${opts.bucket}${opts.prefix ? '/' + opts.prefix : ''}`;
+    this.location = `gs://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}`;
     const storage = new Storage({
       ...(opts.endpoint ? { apiEndpoint: opts.endpoint, useAuthWithCustomEndpoint: true } : {}),
       retryOptions: { autoRetry: false, maxRetries: 0 },

@@ -77,7 +77,7 @@ export class S3Store implements Store {
   private readonly client: S3Client;
 
   constructor(private readonly opts: S3StoreOptions) {
-    this.location = `s3://${opts.bucket}${opts.prefix ? '/' + opts.prefix : ''}`;
+    this.location = `s3://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}`;
     const mode = opts.checksum === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
     // The SDK's multi-line Node-version notice would land in PostgreSQL's log once per WAL file.
     process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';

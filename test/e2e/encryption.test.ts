@@ -36,7 +36,7 @@ function newKey(): TestKey {
 
 async function keyFile(...keys: TestKey[]): Promise<string> {
   const file = path.join(work, `keys-${randomBytes(4).toString('hex')}`);
-  await writeFile(file, keys.map((k) => k.text).join('\n') + '\n', { mode: 0o600 });
+  await writeFile(file, `${keys.map((k) => k.text).join('\n')}\n`, { mode: 0o600 });
   return file;
 }
 

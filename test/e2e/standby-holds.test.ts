@@ -147,7 +147,7 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
     const creds = path.join(shared, 'aws-credentials');
     const awsCreds = (secret: string) => owned(creds, `[default]\naws_access_key_id = ${s3.accessKey}\naws_secret_access_key = ${secret}\n`);
     await awsCreds(s3.secretKey);
-    let configs: Record<string, string> = {};
+    const configs: Record<string, string> = {};
     const rewrite = async (name: string, text: string) => void (await configFile(name, text));
 
     cases.push(

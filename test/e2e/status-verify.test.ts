@@ -10,7 +10,7 @@ import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { stopPushWhileWriting } from '../support/stopped-push.js';
 
-const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let wal: GeneratedWal;
 /** WAL of another cluster (its own system identifier, 1 MiB segments). */
@@ -172,7 +172,7 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
       const dead = await runCli('walbridge', ['verify'], env(namespace));
       expect(dead.status).toBe(ExitCode.problems);
       expect(dead.stdout).toMatch(
-        new RegExp(`^PROBLEM \\(leftover\\): ${escape(stopped.temp)}: temp file \\([\\d.]+ (B|KiB|MiB), last written \\d+ s ago\\) of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host ${escape(host)}, which is gone: remove it \\(rm "${escape(stopped.temp)}"\\)`, 'm'),
+        new RegExp(`^PROBLEM \\(leftover\\): ${escapeRegExp(stopped.temp)}: temp file \\([\\d.]+ (B|KiB|MiB), last written \\d+ s ago\\) of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host ${escapeRegExp(host)}, which is gone: remove it \\(rm "${escapeRegExp(stopped.temp)}"\\)`, 'm'),
       );
 
       // The same writer's name with another host (idle an hour), and with a live pid (this test's).

@@ -25,6 +25,7 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON answers of the server under test, looked into freely
 type Json = Record<string, any>;
 /** fetch's BodyInit wants an ArrayBuffer-backed view (TS 5.9 lib types); Buffers may be pool-backed. */
 const copy = (b: Uint8Array) => new Uint8Array(b);

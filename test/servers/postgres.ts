@@ -239,7 +239,7 @@ export function runAsClusterUser(cmd: string, args: string[], o: RunOptions = {}
 function check(r: RunResult, what?: string): RunResult {
   if (r.code !== 0) {
     const msg = (r.stderr.trim() || r.stdout.trim() || '(no output)').slice(-4000);
-    throw new Error(`${what ? what + ': ' : ''}${r.command} exited with ${r.code ?? r.signal}\n${msg}`);
+    throw new Error(`${what ? `${what}: ` : ''}${r.command} exited with ${r.code ?? r.signal}\n${msg}`);
   }
   return r;
 }
@@ -301,7 +301,7 @@ rm -f -- "$list"
 
 function writeReaperList(): void {
   if (!reaper) return;
-  writeFileSync(reaper.listFile, [...registeredDirs].map((d) => d + '\n').join(''));
+  writeFileSync(reaper.listFile, [...registeredDirs].map((d) => `${d}\n`).join(''));
 }
 
 function ensureReaper(): void {
@@ -890,7 +890,7 @@ class Cluster implements PgCluster {
       this.destroyed = true;
       await rm(this.rootDir, { recursive: true, force: true });
       unregisterDir(this.rootDir);
-      if (!this.socketDir.startsWith(this.rootDir + '/')) {
+      if (!this.socketDir.startsWith(`${this.rootDir}/`)) {
         await rm(this.socketDir, { recursive: true, force: true });
         unregisterDir(this.socketDir);
       }

@@ -45,7 +45,7 @@ export function allProcs(): ProcInfo[] {
   return out;
 }
 
-const BIN = path.join(REPO_ROOT, 'bin') + '/';
+const BIN = `${path.join(REPO_ROOT, 'bin')}/`;
 
 /** A process running one of this checkout's executables (a call or a background process). */
 export function isWalbridge(p: ProcInfo): boolean {
@@ -57,12 +57,12 @@ export function isWalbridge(p: ProcInfo): boolean {
  * them in the data directory) and background processes (their command line names its pg_wal).
  */
 export function walbridgeProcsOf(dataDir: string): ProcInfo[] {
-  return allProcs().filter((p) => isWalbridge(p) && (p.cwd === dataDir || p.argv.some((a) => a === dataDir || a.startsWith(dataDir + '/'))));
+  return allProcs().filter((p) => isWalbridge(p) && (p.cwd === dataDir || p.argv.some((a) => a === dataDir || a.startsWith(`${dataDir}/`))));
 }
 
 /** Every process whose working directory is `dir` (a server's processes, the `sh -c` of its commands, ...). */
 export function procsIn(dir: string): ProcInfo[] {
-  return allProcs().filter((p) => p.cwd === dir || p.cwd?.startsWith(dir + '/'));
+  return allProcs().filter((p) => p.cwd === dir || p.cwd?.startsWith(`${dir}/`));
 }
 
 /** The background pusher or fetcher processes of the pg_wal `walDir`. */

@@ -26,7 +26,10 @@ async function run(input: Buffer, stage: NodeJS.ReadWriteStream, pieces = 7): Pr
   // Odd-sized pieces, so chunk boundaries never line up with writes.
   const step = Math.max(1, Math.ceil(input.length / pieces));
   const parts = input.length === 0 ? [] : Array.from({ length: Math.ceil(input.length / step) }, (_, i) => input.subarray(i * step, (i + 1) * step));
-  await pipeline(Readable.from(parts), stage, new Writable({ write: (c: Buffer, _e, done) => (out.push(c), done()) }));
+  await pipeline(Readable.from(parts), stage, new Writable({ write: (c: Buffer, _e, done) => {
+        out.push(c);
+        done();
+      }, }));
   return Buffer.concat(out);
 }
 

@@ -38,5 +38,5 @@ export async function readJsonObject(store: Store, key: string): Promise<unknown
 
 /** Creates the record unless one exists; 'exists' leaves the existing one untouched. */
 export async function createJsonObject(store: Store, key: string, value: unknown): Promise<'created' | 'exists'> {
-  return store.putIfAbsent(key, sealBuffer(Buffer.from(JSON.stringify(value, null, 2) + '\n')));
+  return store.putIfAbsent(key, sealBuffer(Buffer.from(`${JSON.stringify(value, null, 2)}\n`)));
 }

@@ -53,7 +53,7 @@ export async function writeStandbyState(dataDir: string, state: StandbyState): P
   const target = path.join(dataDir, FILE);
   const temp = `${target}.${process.pid}`;
   try {
-    await writeFile(temp, JSON.stringify(state) + '\n', { mode: 0o600 });
+    await writeFile(temp, `${JSON.stringify(state)}\n`, { mode: 0o600 });
     await rename(temp, target);
   } catch (err) {
     await unlink(temp).catch(() => undefined);

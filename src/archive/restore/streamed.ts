@@ -90,7 +90,10 @@ async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkR
   const parts: Buffer[] = [];
   let seen;
   try {
-    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) }), { fileName: chunk.key, keys: ctx.keys, requireEncryption: true });
+    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => {
+          parts.push(c);
+          cb();
+        }, }), { fileName: chunk.key, keys: ctx.keys, requireEncryption: true });
   } catch (err) {
     opened.body.destroy();
     throw classifyStreamError(err, file, where);

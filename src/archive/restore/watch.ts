@@ -48,7 +48,8 @@ export class Watch {
   ) {}
 
   async look(): Promise<Sight> {
-    const { ctx, file } = this;
+    const ctx = this.ctx;
+    const file = this.file;
     this.identity ??= await namespaceIdentity(ctx);
     // Only segments are worth waiting for: anything else answers at once (a waiting .history
     // lookup would hang promotion), and no trigger changes that answer.
@@ -67,7 +68,7 @@ export class Watch {
   }
 
   private async triggerToObey(): Promise<Trigger | undefined> {
-    const { ctx } = this;
+    const ctx = this.ctx;
     const targets = this.standby.name ? [this.standby.name, ALL_STANDBYS] : [ALL_STANDBYS];
     const found = (await Promise.all(targets.map((t) => readTrigger(ctx.store, ctx.namespace, t)))).filter((t): t is Trigger => t !== undefined);
     const { obey, leftovers } = choose(found, await this.leftoverTriggers(found));
