@@ -40,7 +40,12 @@ export default defineConfig({
       { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts'], exclude: [...HEAVY, ...ALONE], sequence: { groupOrder: 1 } } },
       ...NEWER_MAJORS.map((major) => ({
         extends: true as const,
-        test: { name: `pg${major}`, include: EVERY_MAJOR, env: { WALBRIDGE_PG_MAJOR: String(major), WALBRIDGE_TEST_BACKENDS: 's3,gcs' }, sequence: { groupOrder: 1 } },
+        test: {
+          name: `pg${major}`,
+          include: EVERY_MAJOR,
+          env: { WALBRIDGE_PG_MAJOR: String(major), WALBRIDGE_TEST_BACKENDS: 's3,gcs' },
+          sequence: { groupOrder: 1 },
+        },
       })),
       { extends: true, test: { name: 'alone', include: ALONE, sequence: { groupOrder: 2 } } },
     ],

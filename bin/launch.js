@@ -39,10 +39,13 @@ async function holdUntilLoadable(executable, why, dataDir, early) {
   const parent = process.ppid;
   const server = postmaster(dataDir);
   for (let attempt = 0; ; attempt++) {
-    if (attempt % 30 === 0) process.stderr.write(`${executable}: ERROR: ${why}; holding: under recovery.signal any other answer would end recovery and promote this standby\n`);
+    if (attempt % 30 === 0)
+      process.stderr.write(`${executable}: ERROR: ${why}; holding: under recovery.signal any other answer would end recovery and promote this standby\n`);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     if (early.count > 0 || existsSync(path.join(dataDir, 'promote'))) {
-      process.stderr.write(`${executable}: WARNING: failover requested (SIGUSR1, walbridge promote or pg_ctl promote) while walbridge cannot be loaded: answering "not found" so that recovery ends\n`);
+      process.stderr.write(
+        `${executable}: WARNING: failover requested (SIGUSR1, walbridge promote or pg_ctl promote) while walbridge cannot be loaded: answering "not found" so that recovery ends\n`,
+      );
       process.exit(1);
     }
     if (process.ppid !== parent || (server && !running(server))) process.exit(STOP_SERVER); // whoever asked is gone

@@ -147,9 +147,15 @@ export function describeFailure(err: unknown): { status: ExitStatus; message: st
   if (err instanceof StoreError) {
     switch (err.kind) {
       case 'transient':
-        return { status: ExitCode.storeUnavailable, message: `store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout bounds each operation)` };
+        return {
+          status: ExitCode.storeUnavailable,
+          message: `store unreachable or failing: ${err.message} (check the endpoint and the network; --timeout bounds each operation)`,
+        };
       case 'denied':
-        return { status: ExitCode.storeAccess, message: `access denied: ${err.message} (check the credentials and the bucket's permissions for this namespace)` };
+        return {
+          status: ExitCode.storeAccess,
+          message: `access denied: ${err.message} (check the credentials and the bucket's permissions for this namespace)`,
+        };
       case 'no-bucket':
         return { status: ExitCode.storeMissing, message: `${err.message}: create it (see terraform/) or fix --repo / WALBRIDGE_REPO` };
       case 'not-found':
@@ -158,7 +164,10 @@ export function describeFailure(err: unknown): { status: ExitStatus; message: st
     }
   }
   if (moduleMissing(err)) {
-    return { status: ExitCode.internal, message: `walbridge's installation is incomplete (${(err as Error).message.split('\n')[0]}): finish or repeat the install ("npm ci")` };
+    return {
+      status: ExitCode.internal,
+      message: `walbridge's installation is incomplete (${(err as Error).message.split('\n')[0]}): finish or repeat the install ("npm ci")`,
+    };
   }
   return { status: ExitCode.internal, message: `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}` };
 }

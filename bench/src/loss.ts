@@ -55,7 +55,12 @@ export async function lossWindow(bench: Bench, runs: number, loadSeconds: number
       bench.log(`loss: ${JSON.stringify(results[results.length - 1])}`);
     }
   }
-  return { runs: results, streamIntervalSeconds: STREAM_INTERVAL, loadSeconds, load: `${PROBES} probe clients committing every ~${PROBE_PAUSE_MS} ms, pgbench -c 2 -R ${PGBENCH_TPS}` };
+  return {
+    runs: results,
+    streamIntervalSeconds: STREAM_INTERVAL,
+    loadSeconds,
+    load: `${PROBES} probe clients committing every ~${PROBE_PAUSE_MS} ms, pgbench -c 2 -R ${PGBENCH_TPS}`,
+  };
 }
 
 async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: number): Promise<LossRun> {
@@ -72,7 +77,12 @@ async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: num
     const current = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
     await primary.psql('select pg_switch_wal()');
     await primary.waitFor('select last_archived_wal from pg_stat_archiver', (out) => out >= current, 60_000);
-    standby = await baseBackup(primary, { name: `${id}-s`, recovery: { restoreCommand: 'archive-fetch %f %p %r', signal: 'recovery' }, conf: { archive_command: '' }, start: { wait: false } });
+    standby = await baseBackup(primary, {
+      name: `${id}-s`,
+      recovery: { restoreCommand: 'archive-fetch %f %p %r', signal: 'recovery' },
+      conf: { archive_command: '' },
+      start: { wait: false },
+    });
     await standby.waitFor('select count(*) from acks', '0', 120_000);
     if (mode === 'stream') {
       streamer = startStream(primary, env, STREAM_INTERVAL);
@@ -99,7 +109,9 @@ async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: num
       await client.end().catch(() => undefined);
     };
     const probes = Array.from({ length: PROBES }, (_, n) => probe(n + 1));
-    const load = primary.pgbench(['-c', '2', '-j', '2', '-R', String(PGBENCH_TPS), '-T', String(Math.ceil(loadSeconds) + 30)], { timeoutMs: 180_000 }).catch(() => undefined);
+    const load = primary
+      .pgbench(['-c', '2', '-j', '2', '-R', String(PGBENCH_TPS), '-T', String(Math.ceil(loadSeconds) + 30)], { timeoutMs: 180_000 })
+      .catch(() => undefined);
     await sleep(loadSeconds * 1000);
     const killedAt = Date.now();
     await primary.kill9();
@@ -112,7 +124,12 @@ async function oneRun(bench: Bench, mode: LossMode, id: string, loadSeconds: num
     if (trigger.code !== 0) throw new Error(`walbridge trigger smart: ${trigger.stderr}`);
     await standby.waitFor('select pg_is_in_recovery()', 'f', 180_000, { intervalMs: 100 });
     const failoverSeconds = (Date.now() - triggered) / 1000;
-    const present = new Set((await standby.psql('select id from acks')).split('\n').filter((l) => l !== '').map(Number));
+    const present = new Set(
+      (await standby.psql('select id from acks'))
+        .split('\n')
+        .filter((l) => l !== '')
+        .map(Number),
+    );
     const missing = [...acked.entries()].filter(([rowId]) => !present.has(rowId));
     const oldest = Math.min(...missing.map(([, at]) => at));
     return { mode, acknowledged: acked.size, missing: missing.length, windowMs: missing.length ? killedAt - oldest : 0, failoverSeconds };

@@ -150,7 +150,9 @@ async function main(): Promise<void> {
   let s3: BenchS3 | undefined;
   try {
     const walbridge = await probeWalbridge(REPO_ROOT, workDir);
-    log(`walbridge ${walbridge.version}: codecs ${walbridge.codecs.join(', ')}; --push-concurrency ${walbridge.pushConcurrency ? 'yes' : 'missing'}; --prefetch ${walbridge.prefetch ? 'yes' : 'missing'}`);
+    log(
+      `walbridge ${walbridge.version}: codecs ${walbridge.codecs.join(', ')}; --push-concurrency ${walbridge.pushConcurrency ? 'yes' : 'missing'}; --prefetch ${walbridge.prefetch ? 'yes' : 'missing'}`,
+    );
 
     log('starting radosgw (TLS) and generating WAL');
     const rgwStarted = startRadosgw({ tls: true, memstoreBytes: (opts.quick ? 3 : 8) * 1024 ** 3 });
@@ -176,7 +178,10 @@ async function main(): Promise<void> {
       push[i]!.stored = await storedBytes(bench, row, names, row.tool === 'floor' ? pushRows.floorArchive : undefined);
     }
     const keptForRestore = new Set(['wb-zstd', 'pgb-zst', 'barman-none']);
-    await dropBuckets(bench, pushRows.rows.filter((r) => !keptForRestore.has(r.id)));
+    await dropBuckets(
+      bench,
+      pushRows.rows.filter((r) => !keptForRestore.has(r.id)),
+    );
 
     // --- restore, from what the push phase stored
     log('phase 2/5: restore');
@@ -187,7 +192,10 @@ async function main(): Promise<void> {
       restored.push(await restore(row, names, originals));
       await waitForDetached(bench, row);
     }
-    await dropBuckets(bench, pushRows.rows.filter((r) => keptForRestore.has(r.id)));
+    await dropBuckets(
+      bench,
+      pushRows.rows.filter((r) => keptForRestore.has(r.id)),
+    );
 
     // --- bursts, one row at a time (a background uploader must not get other rows' time for free)
     log('phase 3/5: burst');
@@ -236,7 +244,10 @@ async function main(): Promise<void> {
     for (const r of [...push, ...bursts, ...restored]) r.command = r.command.split(workDir).join('$WORK');
     const markdown = renderMarkdown(results);
     await mkdir(opts.outDir, { recursive: true });
-    const stamp = startedAt.toISOString().replace(/[:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const stamp = startedAt
+      .toISOString()
+      .replace(/[:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
     const base = join(opts.outDir, `${stamp}-${results.mode}`);
     await writeFile(`${base}.md`, markdown);
     await writeFile(`${base}.json`, JSON.stringify(results, null, 2));
@@ -278,7 +289,14 @@ async function makePushRows(bench: Bench): Promise<{ rows: Row[]; floorArchive: 
     ['none', undefined, 'pgBackRest sync, no compression'],
   ] as const) {
     const id = `pgb-${type}`;
-    const row = await pgbackrestRow(bench, { id, label, bucket: await prepareBucket(bench, `push-${id}`), dataDir: await dataDir(id), compressType: type, level });
+    const row = await pgbackrestRow(bench, {
+      id,
+      label,
+      bucket: await prepareBucket(bench, `push-${id}`),
+      dataDir: await dataDir(id),
+      compressType: type,
+      level,
+    });
     await createStanza(row);
     rows.push(row);
   }
@@ -293,7 +311,8 @@ async function makePushRows(bench: Bench): Promise<{ rows: Row[]; floorArchive: 
 }
 
 async function makeRestoreRows(bench: Bench, floorArchive: string, opts: Options): Promise<Row[]> {
-  const dataDir = async (id: string): Promise<string> => makeDataDir(bench, join(await ownedDir(join(bench.workDir, 'restore', id)), 'data'), { recoverySignal: true });
+  const dataDir = async (id: string): Promise<string> =>
+    makeDataDir(bench, join(await ownedDir(join(bench.workDir, 'restore', id)), 'data'), { recoverySignal: true });
   const wb = (id: string, label: string, prefetch?: number, waiting?: boolean): Promise<Row> =>
     dataDir(id).then((d) => walbridgeRow(bench, { id, label, bucket: 'push-wb-zstd', namespace: 'wb-zstd', dataDir: d, prefetch, waiting }));
   const pgb = (id: string, label: string, asyncProcessMax?: number): Promise<Row> =>
@@ -303,10 +322,20 @@ async function makeRestoreRows(bench: Bench, floorArchive: string, opts: Options
     await wb('wb-zstd', 'walbridge zstd, no prefetch', 0),
     await pgb('pgb-zst', 'pgBackRest archive-get sync (zst)'),
     await wb(`wb-zstd-prefetch${opts.prefetch}`, `walbridge zstd, --prefetch ${opts.prefetch}`, opts.prefetch),
-    await wb(`wb-zstd-wait-prefetch${opts.prefetch}`, `walbridge zstd, waiting (its default restore_command), --prefetch ${opts.prefetch}`, opts.prefetch, true),
+    await wb(
+      `wb-zstd-wait-prefetch${opts.prefetch}`,
+      `walbridge zstd, waiting (its default restore_command), --prefetch ${opts.prefetch}`,
+      opts.prefetch,
+      true,
+    ),
     await pgb('pgb-zst-async-pm2', 'pgBackRest archive-get async, process-max 2', 2),
     await pgb('pgb-zst-async-pm4', 'pgBackRest archive-get async, process-max 4', 4),
-    barmanRow(bench, { id: 'barman-none', label: 'barman-cloud-wal-restore (uncompressed)', bucket: 'push-barman-none', dataDir: await dataDir('barman-none') }),
+    barmanRow(bench, {
+      id: 'barman-none',
+      label: 'barman-cloud-wal-restore (uncompressed)',
+      bucket: 'push-barman-none',
+      dataDir: await dataDir('barman-none'),
+    }),
   ];
 }
 
@@ -323,14 +352,28 @@ function burstRowMakers(bench: Bench, opts: Options): Array<() => Promise<Row>> 
     return walbridgeRow(bench, { id, label, bucket: await bucket(id), namespace: id, dataDir: await dataDir(id), codec, pushConcurrency });
   };
   const pgb = (id: string, label: string, compressType: 'zst' | 'lz4', level: number, processMax: number) => async (): Promise<Row> => {
-    const row = await pgbackrestRow(bench, { id, label, bucket: await bucket(id), dataDir: await dataDir(id), compressType, level, asyncProcessMax: processMax });
+    const row = await pgbackrestRow(bench, {
+      id,
+      label,
+      bucket: await bucket(id),
+      dataDir: await dataDir(id),
+      compressType,
+      level,
+      asyncProcessMax: processMax,
+    });
     await createStanza(row);
     return row;
   };
   // Without lookahead a burst is the serial push of phase 1 again: worth its minute only as a stand-in.
   const serial = bench.walbridge.pushConcurrency ? [] : [wb('wb-zstd', 'walbridge zstd, no lookahead (this build has none)', 'zstd')];
   return [
-    async () => floorRow({ id: 'floor', label: 'cp + fsync to a local dir (floor)', dataDir: await dataDir('floor'), archiveDir: await ownedDir(join(bench.workDir, 'burst', 'floor-archive')) }),
+    async () =>
+      floorRow({
+        id: 'floor',
+        label: 'cp + fsync to a local dir (floor)',
+        dataDir: await dataDir('floor'),
+        archiveDir: await ownedDir(join(bench.workDir, 'burst', 'floor-archive')),
+      }),
     ...serial,
     pgb('pgb-lz4-async-pm2', 'pgBackRest async lz4, process-max 2', 'lz4', 1, 2),
     wb(`wb-zstd-lookahead${n}`, `walbridge zstd, --push-concurrency ${n}`, 'zstd', n),
@@ -338,7 +381,13 @@ function burstRowMakers(bench: Bench, opts: Options): Array<() => Promise<Row>> 
     wb(`wb-lz4-lookahead${n}`, `walbridge lz4, --push-concurrency ${n}`, 'lz4', n),
     pgb('pgb-zst-async-pm2', 'pgBackRest async zst, process-max 2', 'zst', 3, 2),
     pgb('pgb-zst-async-pm4', 'pgBackRest async zst, process-max 4', 'zst', 3, 4),
-    async () => barmanRow(bench, { id: 'barman-none', label: 'barman-cloud, no compression', bucket: await bucket('barman-none'), dataDir: await dataDir('barman-none') }),
+    async () =>
+      barmanRow(bench, {
+        id: 'barman-none',
+        label: 'barman-cloud, no compression',
+        bucket: await bucket('barman-none'),
+        dataDir: await dataDir('barman-none'),
+      }),
   ];
 }
 
@@ -413,7 +462,8 @@ async function waitForDetached(bench: Bench, row: Row): Promise<void> {
     }
     await sleep(100);
   }
-  if (Date.now() - started > 500) bench.log(`  ${row.id}: waited ${((Date.now() - started) / 1000).toFixed(1)} s for its background processes${signalled ? ' (stopped idle ones)' : ''}`);
+  if (Date.now() - started > 500)
+    bench.log(`  ${row.id}: waited ${((Date.now() - started) / 1000).toFixed(1)} s for its background processes${signalled ? ' (stopped idle ones)' : ''}`);
 }
 
 async function processesUnder(dir: string): Promise<number[]> {
@@ -459,9 +509,9 @@ function versions(walbridgeVersion: string): Record<string, string> {
 
 function notes(opts: Options): string[] {
   return [
-    'Burst and restore rows run one after another, not interleaved per segment: a background uploader or prefetcher would otherwise work during other rows\' calls for free. Each waits until the previous row\'s background processes are gone (idle ones are stopped after 3 s, once every call of the row has returned).',
+    "Burst and restore rows run one after another, not interleaved per segment: a background uploader or prefetcher would otherwise work during other rows' calls for free. Each waits until the previous row's background processes are gone (idle ones are stopped after 3 s, once every call of the row has returned).",
     'walbridge push rows run with its defaults: the first call starts the background pusher, which then serves the later calls over its socket (SDK loaded, connections open) and uploads ready files ahead; in the per-segment rows nothing is marked ready, so each call waits for its own upload.',
-    'Peak RSS is the command\'s own process (GNU time); pgBackRest\'s detached async process and walbridge\'s background pusher are not included.',
+    "Peak RSS is the command's own process (GNU time); pgBackRest's detached async process and walbridge's background pusher are not included.",
     `Restore "verified" compares each restored file's sha256 with the original segment.`,
     `walbridge lookahead / prefetch: --push-concurrency ${opts.pushConcurrency}, --prefetch ${opts.prefetch}; rows show "n/a (flag missing)" when this build lacks the flag.`,
     'The machine may be shared: compare rows within this run (the ratios), not absolute numbers across runs.',
@@ -469,7 +519,7 @@ function notes(opts: Options): string[] {
 }
 
 main().catch((err: unknown) => {
-  console.error(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  console.error(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   killAllRunning();
   process.exit(1);
 });

@@ -55,14 +55,27 @@ const MAX_FAILURES = 3;
 
 function newResult(row: Row, exampleSegment: string, kind: 'push' | 'fetch'): RowResult {
   const command = kind === 'push' ? row.pushCommand?.(exampleSegment) : row.fetchCommand?.(exampleSegment);
-  return { id: row.id, label: row.label, tool: row.tool, command: command ?? '', settings: row.settings, unavailable: row.unavailable, samples: [], failures: [], warnings: [] };
+  return {
+    id: row.id,
+    label: row.label,
+    tool: row.tool,
+    command: command ?? '',
+    settings: row.settings,
+    unavailable: row.unavailable,
+    samples: [],
+    failures: [],
+    warnings: [],
+  };
 }
 
 /** Keep warnings (not walbridge's per-file info lines) so that e.g. a codec fallback shows in the report. */
 function noteWarnings(result: RowResult, r: RunResult): void {
   for (const line of r.stderr.split('\n')) {
     if (!/warn|cannot be loaded|deprecat/i.test(line)) continue;
-    const text = line.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z?/g, '').trim().slice(0, 300);
+    const text = line
+      .replace(/\d{4}-\d\d-\d\dT[\d:.]+Z?/g, '')
+      .trim()
+      .slice(0, 300);
     if (result.warnings.length < 5 && !result.warnings.includes(text)) result.warnings.push(text);
   }
 }
@@ -239,7 +252,12 @@ export interface WaitingRows {
 const waitBeforeEventMs = (): number => 1000 + Math.random() * 400;
 
 export async function waitingFetch(rows: WaitingRows, names: readonly string[], tries: number): Promise<WaitingResult> {
-  const out: WaitingResult = { pickup: [], failover: [], failures: [], pollSettings: 'archive-fetch defaults (--poll-interval 0.05, --max-poll-interval 0.25)' };
+  const out: WaitingResult = {
+    pickup: [],
+    failover: [],
+    failures: [],
+    pollSettings: 'archive-fetch defaults (--poll-interval 0.05, --max-poll-interval 0.25)',
+  };
   const first = await run({ command: rows.failoverPush.pushCommand!(names[0]!), cwd: rows.failoverPush.dataDir, env: rows.failoverPush.env });
   if (first.exitCode !== 0) throw new Error(`waiting fetch setup: push into the failover namespace failed: ${failureText(first)}`);
   const absent = names[1]!;
@@ -273,7 +291,12 @@ export async function waitingFetch(rows: WaitingRows, names: readonly string[], 
     // recovery.signal rewritten now: this "standby" is set up before the trigger, so it obeys it.
     await writeFile(join(rows.failoverFetch.dataDir, 'recovery.signal'), '');
     await chownToClusterUser(join(rows.failoverFetch.dataDir, 'recovery.signal'));
-    const waiting = start({ command: rows.failoverFetch.fetchCommand!(absent), cwd: rows.failoverFetch.dataDir, env: rows.failoverFetch.env, timeoutMs: 60_000 });
+    const waiting = start({
+      command: rows.failoverFetch.fetchCommand!(absent),
+      cwd: rows.failoverFetch.dataDir,
+      env: rows.failoverFetch.env,
+      timeoutMs: 60_000,
+    });
     await sleep(waitBeforeEventMs());
     const fired = await trigger('fast');
     const ended = await waiting.done;

@@ -87,7 +87,11 @@ export function renderMarkdown(res: BenchResults): string {
       `Started ${res.startedAt}, ran ${(res.runtimeSeconds / 60).toFixed(1)} min; ` +
       `1-min load average ${m.loadAverage.map((l) => l.toFixed(1)).join(' at the start, ')} at the end (other work on the machine shows here).`,
   );
-  out.push(`Versions: ${Object.entries(res.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+  out.push(
+    `Versions: ${Object.entries(res.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}.`,
+  );
   out.push(`WAL: ${n} segments of 16 MiB (${n - res.wal.idleSegments} under load, ${res.wal.idleSegments} idle); ${res.wal.description}.`);
   out.push(
     'Server: Ceph radosgw (memstore OSD) on 127.0.0.1, TLS with a self-signed CA every client verifies; one bucket per row. ' +
@@ -120,7 +124,9 @@ export function renderMarkdown(res: BenchResults): string {
   out.push('| row | total s | ÷ best peer | per call p50 ms | peak RSS MiB | notes |');
   out.push('|---|---:|---:|---:|---:|---|');
   for (const r of res.burst) {
-    out.push(`| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestBurstPeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${status(r)} |`);
+    out.push(
+      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestBurstPeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${status(r)} |`,
+    );
   }
   out.push('');
 
@@ -132,7 +138,9 @@ export function renderMarkdown(res: BenchResults): string {
   out.push('|---|---:|---:|---:|---:|---:|---|');
   for (const r of res.restore) {
     const verified = r.verified === undefined ? '–' : `${r.verified}/${n}`;
-    out.push(`| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestRestorePeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${verified} | ${status(r)} |`);
+    out.push(
+      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestRestorePeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${verified} | ${status(r)} |`,
+    );
   }
   out.push('');
 
@@ -149,7 +157,9 @@ export function renderMarkdown(res: BenchResults): string {
       const ok = samples.filter((s) => s.ok);
       const v = ok.map(pick).filter((x): x is number => x !== undefined && !Number.isNaN(x));
       const rss = max(ok.map((s) => s.fetchPeakRssKiB ?? 0));
-      out.push(`| ${label} | ${fmt(median(v))} | ${fmt(quantile(v, 0.1))} | ${fmt(quantile(v, 0.9))} | ${ok.length}/${samples.length} | ${rss ? fmt(rss / 1024) : '–'} |`);
+      out.push(
+        `| ${label} | ${fmt(median(v))} | ${fmt(quantile(v, 0.1))} | ${fmt(quantile(v, 0.9))} | ${ok.length}/${samples.length} | ${rss ? fmt(rss / 1024) : '–'} |`,
+      );
     };
     line('pickup: push exits 0 → %p written', w.pickup, (s) => s.ms);
     line('pickup: push exits 0 → archive-fetch exits 0', w.pickup, (s) => s.exitMs);
@@ -169,7 +179,9 @@ export function renderMarkdown(res: BenchResults): string {
       `archive_timeout = 60 s; load: ${l.load} (each probe notes when each of its commits was acknowledged), for ~${l.loadSeconds}-${l.loadSeconds + 2} s, then kill -9 of the primary and \`walbridge trigger smart\`. "stream" adds \`walbridge stream\` (every ${l.streamIntervalSeconds} s). Loss window: from the oldest acknowledged commit missing on the promoted standby to the kill.`,
     );
     out.push('');
-    out.push('| mode | runs | acknowledged commits (median) | missing on the promoted standby (median / max) | loss window ms (median / max) | failover s (median) |');
+    out.push(
+      '| mode | runs | acknowledged commits (median) | missing on the promoted standby (median / max) | loss window ms (median / max) | failover s (median) |',
+    );
     out.push('|---|---:|---:|---:|---:|---:|');
     for (const mode of ['archive', 'stream'] as const) {
       const runs = l.runs.filter((r) => r.mode === mode && !r.error);
@@ -209,7 +221,11 @@ export function renderMarkdown(res: BenchResults): string {
   out.push('## Commands (as archive_command / restore_command would run them)');
   out.push('');
   const seen = new Set<string>();
-  for (const [phase, rows] of [['push', res.push], ['burst', res.burst], ['restore', res.restore]] as const) {
+  for (const [phase, rows] of [
+    ['push', res.push],
+    ['burst', res.burst],
+    ['restore', res.restore],
+  ] as const) {
     for (const r of rows) {
       const command = r.command.replace(/--config=\S+/, '--config=…').replace(/\/\S*\/bin\//, 'bin/');
       const line = command + (r.settings ? ` (config: ${r.settings})` : '');

@@ -105,7 +105,12 @@ export async function probeWalbridge(repoRoot: string, workDir: string): Promise
   const push = await help('archive-push');
   const fetch = await help('archive-fetch');
   const codecLine = /compression for new objects:\s*([a-z0-9,\s]+?)\s*[([]/.exec(push);
-  const codecs = codecLine ? codecLine[1]!.split(',').map((c) => c.trim()).filter(Boolean) : [];
+  const codecs = codecLine
+    ? codecLine[1]!
+        .split(',')
+        .map((c) => c.trim())
+        .filter(Boolean)
+    : [];
   const pkg = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
   return { codecs, pushConcurrency: /--push-concurrency\b/.test(push), prefetch: /--prefetch\b/.test(fetch), version: pkg.version };
 }

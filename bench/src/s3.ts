@@ -3,13 +3,7 @@
  * bucket per row, add up what each tool stored, and empty buckets between phases so that the
  * memstore OSD, which keeps every object in RAM, stays bounded.
  */
-import {
-  CreateBucketCommand,
-  DeleteBucketCommand,
-  DeleteObjectsCommand,
-  ListObjectsV2Command,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { Radosgw } from '../../test/servers/radosgw.js';
 
 export interface StoredObject {

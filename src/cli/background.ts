@@ -17,7 +17,8 @@ const ROLES = {
   },
   fetcher: {
     settingsOf: 'fetch',
-    description: 'Background fetcher started by archive-fetch: serves its calls for <pg_wal> and keeps the prefetch spool filled; exits when idle or when its server stops.',
+    description:
+      'Background fetcher started by archive-fetch: serves its calls for <pg_wal> and keeps the prefetch spool filled; exits when idle or when its server stops.',
     run: async () => (await import('../archive/restore/fetcher.js')).runFetcher,
   },
 } as const satisfies Record<BackgroundRole, unknown>;

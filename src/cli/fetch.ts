@@ -47,7 +47,18 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
       metered = true;
       return resolved;
     };
-    const outcome = await restoreCall({ walFile, destination, restart, wait: flags.wait, cleanup: !!flags.cleanup, includeBackup: !!flags.includeBackup, log, failover, settings, env });
+    const outcome = await restoreCall({
+      walFile,
+      destination,
+      restart,
+      wait: flags.wait,
+      cleanup: !!flags.cleanup,
+      includeBackup: !!flags.includeBackup,
+      log,
+      failover,
+      settings,
+      env,
+    });
     done(outcome === 'restored' ? ExitCode.ok : ExitCode.notFound);
   });
   return command;

@@ -37,7 +37,8 @@ export async function main(executable: Executable, argv: string[] = process.argv
     if (err instanceof CommanderError) {
       // --help and --version exit 0; help shown because a subcommand is missing is a usage error.
       status = err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
-      if (status !== ExitCode.ok && holding()) status = reportFailure(stopServer(new WalbridgeError('usage', `bad arguments: ${err.message.replace(/^error: /, '')}`)), log);
+      if (status !== ExitCode.ok && holding())
+        status = reportFailure(stopServer(new WalbridgeError('usage', `bad arguments: ${err.message.replace(/^error: /, '')}`)), log);
     } else {
       status = reportFailure(holding() ? stopServer(err) : err, log);
     }
@@ -52,7 +53,17 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
-    const [{ pushCommand }, { fetchCommand }, { triggerCommand }, { cleanupCommand }, { statusCommand }, { verifyCommand }, { streamCommand }, { promoteCommand }, { backgroundCommand }] = await Promise.all([
+    const [
+      { pushCommand },
+      { fetchCommand },
+      { triggerCommand },
+      { cleanupCommand },
+      { statusCommand },
+      { verifyCommand },
+      { streamCommand },
+      { promoteCommand },
+      { backgroundCommand },
+    ] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
       import('./trigger.js'),

@@ -98,7 +98,10 @@ async function takeLock(lock: string): Promise<boolean> {
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age > STALE_LOCK_MS) await unlink(lock).catch(() => undefined);
       else if (Date.now() > deadline) return false;
       else await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 10));
@@ -122,6 +125,12 @@ export function meterWalFile(walFile: string): void {
 /** Records the metered call (if any) with its exit status; the duration counts from process start. */
 export async function finishMetering(status: ExitStatus, log: Logger): Promise<void> {
   if (!metered) return;
-  const walBytes = status === ExitCode.ok && metered.walFile ? await stat(metered.walFile).then((s) => s.size, () => undefined) : undefined;
+  const walBytes =
+    status === ExitCode.ok && metered.walFile
+      ? await stat(metered.walFile).then(
+          (s) => s.size,
+          () => undefined,
+        )
+      : undefined;
   await recordCall(metered.file, { command: metered.command, status, seconds: process.uptime(), walBytes, at: Math.round(Date.now() / 1000) }, log);
 }

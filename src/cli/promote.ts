@@ -18,9 +18,10 @@ export function promoteCommand(done: (status: ExitStatus) => void): Command {
     .action(async (pgdata: string | undefined, opts: { wait: string }) => {
       const log = createLogger('walbridge promote');
       const dataDir = pgdata ?? process.env['PGDATA'];
-      if (!dataDir) throw new WalbridgeError('usage', 'give the standby\'s data directory (or set PGDATA)');
+      if (!dataDir) throw new WalbridgeError('usage', "give the standby's data directory (or set PGDATA)");
       const waitSeconds = Number(opts.wait);
-      if (!Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > 86_400) throw new WalbridgeError('usage', `bad --wait "${opts.wait}": expected seconds from 0 to 86400`);
+      if (!Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > 86_400)
+        throw new WalbridgeError('usage', `bad --wait "${opts.wait}": expected seconds from 0 to 86400`);
       const { promoteStandby } = await import('../archive/restore/promote.js');
       const outcome = await promoteStandby(path.resolve(dataDir), { waitMs: waitSeconds * 1000, log });
       if (outcome.promoted === false) {

@@ -117,6 +117,7 @@ function statusText(s: NamespaceStatus, now: Date): string {
   if (inv.streamChunks > 0) lines.push(`streamed chunks of unarchived segments: ${inv.streamChunks} (walbridge stream)`);
   if (inv.foreign.length > 0) lines.push(`foreign objects: ${inv.foreign.length} (run walbridge verify)`);
   if (s.triggers.length === 0) lines.push('triggers: none');
-  for (const t of s.triggers) lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);
+  for (const t of s.triggers)
+    lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);
   return `${lines.join('\n')}\n`;
 }

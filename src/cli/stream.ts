@@ -8,7 +8,7 @@ import { stopSwitch } from './signals.js';
 
 export function streamCommand(done: (status: ExitStatus) => void): Command {
   const command = new Command('stream')
-    .summary("ship the segment the primary is writing, as it is flushed (record-based log shipping)")
+    .summary('ship the segment the primary is writing, as it is flushed (record-based log shipping)')
     .description(
       "Runs beside the primary (in the foreground; SIGTERM stops it cleanly): every --stream-interval it reads the primary's WAL flush position " +
         'and stores the newly flushed bytes of the current segment as a chunk under <namespace>/stream/. A smart failover then restores ' +

@@ -25,7 +25,9 @@ export function triggerCommand(done: (status: ExitStatus) => void): Command {
       const triggers = await listTriggers(store, settings.namespace);
       if (triggers.length === 0) process.stdout.write(`no trigger in namespace "${settings.namespace}"\n`);
       for (const t of triggers) {
-        process.stdout.write(`${t.mode} trigger for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}\n`);
+        process.stdout.write(
+          `${t.mode} trigger for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}\n`,
+        );
       }
     } else if (action === 'clear') {
       const existed = await clearTrigger(store, settings.namespace, target);

@@ -29,12 +29,16 @@ export function verifyCommand(done: (status: ExitStatus) => void): Command {
     bar?.(-1, 0);
     const ok = report.problems.length === 0;
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ ok, deep: !!flags.deep, contentChecked: report.contentChecked, problems: report.problems, status: statusJson(report.status, new Date()) }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ ok, deep: !!flags.deep, contentChecked: report.contentChecked, problems: report.problems, status: statusJson(report.status, new Date()) }, null, 2)}\n`,
+      );
     } else {
       for (const p of report.problems) process.stdout.write(`PROBLEM (${p.kind}): ${p.message}\n`);
       const { inventory: inv } = report.status;
       const checked = flags.deep ? `, ${report.contentChecked} read and checked` : ' (names only; --deep reads every object)';
-      process.stdout.write(`${ok ? 'OK' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}: namespace "${settings.namespace}", ${inv.objects} objects, ${inv.timelines.length} timeline${inv.timelines.length === 1 ? '' : 's'}${checked}\n`);
+      process.stdout.write(
+        `${ok ? 'OK' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}: namespace "${settings.namespace}", ${inv.objects} objects, ${inv.timelines.length} timeline${inv.timelines.length === 1 ? '' : 's'}${checked}\n`,
+      );
     }
     done(ok ? ExitCode.ok : ExitCode.problems);
   });

@@ -148,7 +148,10 @@ class FrameDecoder extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.append(chunk);
-    this.decodeFrames().then(() => done(), (err: unknown) => done(asFrameError(err)));
+    this.decodeFrames().then(
+      () => done(),
+      (err: unknown) => done(asFrameError(err)),
+    );
   }
 
   override _flush(done: TransformCallback): void {

@@ -173,7 +173,7 @@ export class Decryptor extends Transform {
     if (this.pending.length < HEADER_BYTES) return false;
     const header = this.pending.take(HEADER_BYTES);
     const id = headerKeyId(header);
-    if (id === undefined) throw new DecryptionError('the body does not start with walbridge\'s encryption header');
+    if (id === undefined) throw new DecryptionError("the body does not start with walbridge's encryption header");
     if (id !== this.master.id) throw new DecryptionError(`the body names key ${id}, its metadata key ${this.master.id}`);
     this.chunkBytes = header.readUInt32BE(HEADER_BYTES - 4);
     if (this.chunkBytes === 0 || this.chunkBytes > MAX_CHUNK_BYTES) throw new DecryptionError(`bad chunk size ${this.chunkBytes} in the header`);

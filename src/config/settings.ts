@@ -66,8 +66,21 @@ const CORE_SETTINGS: readonly SettingDef[] = [
   { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: `repository: ${repoForms()}` },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
-  { key: 'compress', env: 'WALBRIDGE_COMPRESS', value: '<codec>', description: `compression for new objects: ${CODECS.join(', ')}`, default: 'zstd', commands: ['push', 'stream'] },
-  { key: 'compress-level', env: 'WALBRIDGE_COMPRESS_LEVEL', value: '<n>', description: "compression level (default: the codec's own)", commands: ['push', 'stream'] },
+  {
+    key: 'compress',
+    env: 'WALBRIDGE_COMPRESS',
+    value: '<codec>',
+    description: `compression for new objects: ${CODECS.join(', ')}`,
+    default: 'zstd',
+    commands: ['push', 'stream'],
+  },
+  {
+    key: 'compress-level',
+    env: 'WALBRIDGE_COMPRESS_LEVEL',
+    value: '<n>',
+    description: "compression level (default: the codec's own)",
+    commands: ['push', 'stream'],
+  },
   {
     key: 'push-concurrency',
     env: 'WALBRIDGE_PUSH_CONCURRENCY',
@@ -133,7 +146,8 @@ const CORE_SETTINGS: readonly SettingDef[] = [
   {
     key: 'encryption-allow-plaintext',
     env: 'WALBRIDGE_ENCRYPTION_ALLOW_PLAINTEXT',
-    description: 'with a key set, still accept WAL stored in the clear (archived before encryption was turned on); without it such objects are refused, as a replaced object would be',
+    description:
+      'with a key set, still accept WAL stored in the clear (archived before encryption was turned on); without it such objects are refused, as a replaced object would be',
     default: 'false',
     commands: ['fetch', 'verify'],
   },
@@ -152,7 +166,14 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     description: 'walbridge stream: the primary, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
     commands: ['stream'],
   },
-  { key: 'timeout', env: 'WALBRIDGE_TIMEOUT', value: '<seconds>', description: 'how long one operation (a push, a fetch without waiting, one store request of a waiting fetch, one chunk of walbridge stream) may take, retries included', default: '60' },
+  {
+    key: 'timeout',
+    env: 'WALBRIDGE_TIMEOUT',
+    value: '<seconds>',
+    description:
+      'how long one operation (a push, a fetch without waiting, one store request of a waiting fetch, one chunk of walbridge stream) may take, retries included',
+    default: '60',
+  },
 ];
 
 /** A driver's row in the settings table. */
@@ -241,7 +262,8 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
   for (const other of drivers().filter((d) => d !== driver)) {
     for (const row of other.settings.filter((r) => r.forWrites)) {
       const r = raw(row.key);
-      if (r && r.from !== `default ${row.key}`) throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${other.scheme}:// repositories only`, r);
+      if (r && r.from !== `default ${row.key}`)
+        throw configError(`${r.from} is set, but the repository is ${repo.scheme}://; it applies to ${other.scheme}:// repositories only`, r);
     }
   }
   return {
@@ -259,7 +281,11 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     pollInterval: seconds(raw('poll-interval')!, 0.001, 60),
     maxPollInterval: seconds(raw('max-poll-interval')!, 0.001, 600),
     maxWait: seconds(raw('max-wait')!, 0, 31_536_000),
-    encryption: await keyRing(raw('encryption-key-file'), takes(SETTINGS.find((d) => d.key === 'encryption-key-file')!) ? env[KEY_ENV] : undefined, boolean(raw('encryption-allow-plaintext')!)),
+    encryption: await keyRing(
+      raw('encryption-key-file'),
+      takes(SETTINGS.find((d) => d.key === 'encryption-key-file')!) ? env[KEY_ENV] : undefined,
+      boolean(raw('encryption-allow-plaintext')!),
+    ),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
   };
@@ -270,7 +296,8 @@ async function keyRing(fileRaw: Raw | undefined, envKeys: string | undefined, ac
   if (fileRaw && envKeys) throw configError(`both ${fileRaw.from} and ${KEY_ENV} are set: give the keys one way`, fileRaw);
   if (fileRaw) {
     // Never quoted: a key given where its file's path goes would be printed.
-    if (!String(fileRaw.value).startsWith('/')) throw configError(`bad ${fileRaw.from}: give the absolute path of the key file (the value is not shown: it may be a key)`, fileRaw);
+    if (!String(fileRaw.value).startsWith('/'))
+      throw configError(`bad ${fileRaw.from}: give the absolute path of the key file (the value is not shown: it may be a key)`, fileRaw);
     const file = String(fileRaw.value);
     const keys = await readKeyFile(file);
     // The key file can be mended (or finish being rotated) under a waiting call, wherever its path came from.

@@ -197,9 +197,15 @@ export function cleanUp<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Destroys `stream` (with DeadlineExpired) if the live deadline passes before the stream closes. */
-export function bindToDeadline<S extends NodeJS.ReadableStream & { destroy(error?: Error): unknown; once(event: 'close', listener: () => void): unknown }>(stream: S): S {
+export function bindToDeadline<S extends NodeJS.ReadableStream & { destroy(error?: Error): unknown; once(event: 'close', listener: () => void): unknown }>(
+  stream: S,
+): S {
   const deadline = liveDeadline();
-  if (deadline) stream.once('close', deadline.hold(() => stream.destroy(deadline.expired())));
+  if (deadline)
+    stream.once(
+      'close',
+      deadline.hold(() => stream.destroy(deadline.expired())),
+    );
   return stream;
 }
 
@@ -209,5 +215,8 @@ subscribe('http.client.request.start', (message) => {
   const deadline = liveDeadline();
   if (!deadline) return;
   const request = (message as { request: ClientRequest }).request;
-  request.once('close', deadline.hold(() => request.destroy(deadline.expired())));
+  request.once(
+    'close',
+    deadline.hold(() => request.destroy(deadline.expired())),
+  );
 });

@@ -206,7 +206,15 @@ export class FsStore implements Store {
         found.push({ path: file, key: undefined, host: undefined, pid: undefined, modified: info.mtime, size: info.size, writerAlive: undefined });
         continue;
       }
-      found.push({ path: file, key: top + writer.key, host: writer.host, pid: writer.pid, modified: info.mtime, size: info.size, writerAlive: writerAlive(writer) });
+      found.push({
+        path: file,
+        key: top + writer.key,
+        host: writer.host,
+        pid: writer.pid,
+        modified: info.mtime,
+        size: info.size,
+        writerAlive: writerAlive(writer),
+      });
     }
     return found.sort((a, b) => a.modified.getTime() - b.modified.getTime());
   }
@@ -270,7 +278,10 @@ export class FsStore implements Store {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EEXIST') return 'exists';
         if (code === 'EXDEV') {
-          throw new StoreError('permanent', `${target}: cannot link it from ${temp}: the repository directory must be one filesystem (is ${path.relative(this.root, dir)} another mount?)`);
+          throw new StoreError(
+            'permanent',
+            `${target}: cannot link it from ${temp}: the repository directory must be one filesystem (is ${path.relative(this.root, dir)} another mount?)`,
+          );
         }
         if (code !== 'ENOENT' || attempt > 0) throw err;
       }
@@ -339,7 +350,8 @@ async function readHeader(fh: FileHandle): Promise<{ header: FileHeader; bodyOff
       header = undefined;
     }
   }
-  if (!header || header.walbridge !== FORMAT || typeof header.size !== 'number' || typeof header.metadata !== 'object' || header.metadata === null) return undefined;
+  if (!header || header.walbridge !== FORMAT || typeof header.size !== 'number' || typeof header.metadata !== 'object' || header.metadata === null)
+    return undefined;
   return { header, bodyOffset: end + 1 };
 }
 

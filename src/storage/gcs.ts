@@ -84,12 +84,20 @@ export class GcsStore implements Store {
         [stored] = await file.getMetadata();
         // Do not rely on the server having checked md5Hash at finalization: compare what it computed.
         if (stored.md5Hash !== request.md5.toString('base64')) {
-          throw await takeBack(file, stored, `${key}: the server stored different bytes than were sent (MD5 ${stored.md5Hash} instead of ${request.md5.toString('base64')})`);
+          throw await takeBack(
+            file,
+            stored,
+            `${key}: the server stored different bytes than were sent (MD5 ${stored.md5Hash} instead of ${request.md5.toString('base64')})`,
+          );
         }
       }
       const problem = this.encryptionProblem(stored.kmsKeyName);
       if (problem) {
-        throw await takeBack(file, stored, `${this.location}: ${key}: the server does not store it encrypted as asked (${problem}). Does the server support CMEK? (setting gcs-kms-key-name)`);
+        throw await takeBack(
+          file,
+          stored,
+          `${this.location}: ${key}: the server does not store it encrypted as asked (${problem}). Does the server support CMEK? (setting gcs-kms-key-name)`,
+        );
       }
       return 'created';
     } catch (err) {

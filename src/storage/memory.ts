@@ -61,7 +61,8 @@ export class MemoryStore implements Store {
   async putIfAbsent(key: string, request: PutRequest): Promise<'created' | 'exists'> {
     const objects = await this.objects('put', key);
     const data = Buffer.isBuffer(request.body) ? Buffer.from(request.body) : await readFile(request.body.path);
-    if (!createHash('md5').update(data).digest().equals(request.md5)) throw new StoreError('permanent', `${this.location}/${key}: the body does not match its Content-MD5`);
+    if (!createHash('md5').update(data).digest().equals(request.md5))
+      throw new StoreError('permanent', `${this.location}/${key}: the body does not match its Content-MD5`);
     if (objects.has(this.full(key))) return 'exists';
     objects.set(this.full(key), { data, metadata: { ...request.metadata }, lastModified: new Date() });
     return 'created';

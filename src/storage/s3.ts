@@ -105,7 +105,10 @@ export class S3Store implements Store {
     // A one-key listing under our prefix needs only the list permission a role has anyway
     // (HeadBucket would need more), and a missing bucket answers NoSuchBucket.
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, MaxKeys: 1 }), this.abortable());
+      await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix ? `${this.opts.prefix}/` : undefined, MaxKeys: 1 }),
+        this.abortable(),
+      );
     } catch (err) {
       const mapped = this.mapError(err, `bucket ${this.opts.bucket}`);
       throw mapped.kind === 'not-found' ? new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`) : mapped;
@@ -163,7 +166,9 @@ export class S3Store implements Store {
    * push then finds it and refuses it as a duplicate that is not encrypted as asked.
    */
   private async takeBackUnencrypted(key: string, problem: string): Promise<StoreError> {
-    const removal = await cleanUp(`remove ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }), this.abortable())).then(
+    const removal = await cleanUp(`remove ${key}`, () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.fullKey(key) }), this.abortable()),
+    ).then(
       () => 'it was removed',
       (err: unknown) => `removing it failed (${(err as Error).name}): delete it by hand`,
     );
@@ -186,7 +191,13 @@ export class S3Store implements Store {
     const Bucket = this.opts.bucket;
     const Key = this.fullKey(key);
     const created = await this.client.send(
-      new CreateMultipartUploadCommand({ Bucket, Key, ContentType: 'application/octet-stream', Metadata: { ...request.metadata }, ...this.encryptionHeaders() }),
+      new CreateMultipartUploadCommand({
+        Bucket,
+        Key,
+        ContentType: 'application/octet-stream',
+        Metadata: { ...request.metadata },
+        ...this.encryptionHeaders(),
+      }),
       this.abortable(),
     );
     const { UploadId } = created;
@@ -204,7 +215,10 @@ export class S3Store implements Store {
         whole.update(part);
         const number = ++PartNumber;
         const upload = this.client
-          .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }), this.abortable())
+          .send(
+            new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: number, Body: part, ContentLength: part.length, ContentMD5: md5Base64(part) }),
+            this.abortable(),
+          )
           .then(
             (out) => void parts.push({ PartNumber: number, ETag: out.ETag! }),
             (err: unknown) => void (failure ??= err), // kept: a lost part must never go unnoticed
@@ -220,10 +234,15 @@ export class S3Store implements Store {
       if (parts.length !== PartNumber) throw new StoreError('permanent', `${key}: ${PartNumber - parts.length} of ${PartNumber} parts were not stored`);
       if (!whole.digest().equals(request.md5)) throw new StoreError('permanent', `${key}: the body changed while it was being uploaded (MD5 mismatch)`);
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
-      await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }), this.abortable());
+      await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*', MultipartUpload: { Parts: parts } }),
+        this.abortable(),
+      );
       return 'created';
     } catch (err) {
-      await cleanUp(`abort the upload of ${key}`, () => this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }), this.abortable())).catch(() => undefined);
+      await cleanUp(`abort the upload of ${key}`, () => this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }), this.abortable())).catch(
+        () => undefined,
+      );
       throw err;
     }
   }
@@ -280,7 +299,13 @@ export class S3Store implements Store {
       let page;
       try {
         page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.fullKey(prefix), Delimiter: '/', ContinuationToken: token, MaxKeys: this.opts.pageSize ?? 1000 }),
+          new ListObjectsV2Command({
+            Bucket: this.opts.bucket,
+            Prefix: this.fullKey(prefix),
+            Delimiter: '/',
+            ContinuationToken: token,
+            MaxKeys: this.opts.pageSize ?? 1000,
+          }),
           this.abortable(),
         );
       } catch (err) {
@@ -339,7 +364,8 @@ export class S3Store implements Store {
     const e = err as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number } };
     const status = httpStatus(err);
     const name = e.name ?? 'Error';
-    const detail = `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim() + this.kmsHint(`${name} ${e.message ?? ''}`);
+    const detail =
+      `${this.location}: ${what}: ${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}`.trim() + this.kmsHint(`${name} ${e.message ?? ''}`);
     const tls = untrustedCertificate(err);
     if (tls) return new StoreError('permanent', `${this.location}: ${tls}`, { cause: err });
     if (name === 'NoSuchBucket') return new StoreError('no-bucket', `bucket "${this.opts.bucket}" does not exist`, { cause: err });
@@ -356,7 +382,11 @@ export class S3Store implements Store {
     }
     if (/Region is missing/i.test(e.message ?? '')) {
       const profile = process.env['AWS_PROFILE'] || 'default';
-      return new StoreError('permanent', `no AWS region configured: set AWS_REGION or --s3-region (or region in profile "${profile}" of ${awsFile('AWS_CONFIG_FILE', 'config')})`, { cause: err });
+      return new StoreError(
+        'permanent',
+        `no AWS region configured: set AWS_REGION or --s3-region (or region in profile "${profile}" of ${awsFile('AWS_CONFIG_FILE', 'config')})`,
+        { cause: err },
+      );
     }
     if (status === undefined || status === 408 || status === 409 || status === 429 || status >= 500 || TRANSIENT.has(name)) {
       return new StoreError('transient', detail, { cause: err });

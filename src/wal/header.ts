@@ -114,4 +114,3 @@ export function describeMagic(magic: number): string {
 function isPowerOfTwo(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
-

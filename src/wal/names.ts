@@ -90,11 +90,7 @@ export function nextSegmentName(name: string, segmentSize: number): string | und
  * before the restart file's, whatever the timelines. Only segments and partials qualify;
  * `.backup` files qualify only when asked; `.history` files never do.
  */
-export function precedesRestartPoint(
-  name: string,
-  restart: WalFileName,
-  opts: { includeBackup?: boolean } = {},
-): boolean {
+export function precedesRestartPoint(name: string, restart: WalFileName, opts: { includeBackup?: boolean } = {}): boolean {
   const file = parseWalFileName(name);
   if (!file || file.position === undefined || restart.position === undefined) return false;
   if (file.kind === 'history') return false;
@@ -110,10 +106,7 @@ function hex8(n: number): string {
 export function parseRequestedName(name: string): WalFileName {
   const file = parseWalFileName(name);
   if (!file) {
-    throw new WalbridgeError(
-      'badName',
-      `refusing to restore ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
-    );
+    throw new WalbridgeError('badName', `refusing to restore ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`);
   }
   return file;
 }

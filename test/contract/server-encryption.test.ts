@@ -108,14 +108,16 @@ describe('GCS CMEK through the GCS test server', () => {
       expect((await readObject(store, key)).data.equals(data)).toBe(true);
     });
 
-    it("refuses a key the service agent cannot use: denied, naming the key and who needs it, nothing stored", async () => {
+    it('refuses a key the service agent cannot use: denied, naming the key and who needs it, nothing stored', async () => {
       const unknown = kmsKey.replace(/cryptoKeys\/.*/, 'cryptoKeys/no-such-key');
       const store = repo.store({ gcsKmsKeyName: unknown });
       const key = `unknown-key/${size}`;
       const err = await storeError(put(store, key, randomBytes(size)));
       expect(err.kind).toBe('denied');
       expect(err.message).toMatch(/Permission denied on Cloud KMS key/);
-      expect(err.message).toContain(`gcs-kms-key-name ${unknown}: the bucket project's Cloud Storage service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter`);
+      expect(err.message).toContain(
+        `gcs-kms-key-name ${unknown}: the bucket project's Cloud Storage service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter`,
+      );
       expect(await repo.store().head(key)).toBeUndefined();
     });
   });

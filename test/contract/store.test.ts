@@ -73,14 +73,7 @@ describe.each([...BACKENDS, 'memory' as const])('store contract: %s', (backend) 
     expect(await keys(paged, 'list/wal/')).toEqual(['list/wal/0001', 'list/wal/0002', 'list/wal/0003', 'list/wal/0004', 'list/wal/0010']);
     expect(await keys(paged, 'list/wal/', 'list/wal/0002')).toEqual(['list/wal/0003', 'list/wal/0004', 'list/wal/0010']);
     expect(await keys(paged, 'list/wal/000')).toEqual(['list/wal/0001', 'list/wal/0002', 'list/wal/0003', 'list/wal/0004']);
-    expect(await keys(store, 'list/')).toEqual([
-      'list/history/0001',
-      'list/wal/0001',
-      'list/wal/0002',
-      'list/wal/0003',
-      'list/wal/0004',
-      'list/wal/0010',
-    ]);
+    expect(await keys(store, 'list/')).toEqual(['list/history/0001', 'list/wal/0001', 'list/wal/0002', 'list/wal/0003', 'list/wal/0004', 'list/wal/0010']);
     expect(await keys(store, 'nothing-here/')).toEqual([]);
   });
 

@@ -36,7 +36,13 @@ let sha: Map<string, string>;
 beforeAll(async () => {
   wal = await generateWalSegments(2);
   sha = new Map();
-  for (const seg of wal.segments) sha.set(path.basename(seg), createHash('sha256').update(await readFile(seg)).digest('hex'));
+  for (const seg of wal.segments)
+    sha.set(
+      path.basename(seg),
+      createHash('sha256')
+        .update(await readFile(seg))
+        .digest('hex'),
+    );
 }, 180_000);
 
 /** Starts a command and kills it with SIGKILL after `ms` (or lets it finish first). */
@@ -90,55 +96,72 @@ describe.each(['file', 's3'] as Backend[])('kill -9 at random moments through %s
   });
   const env = (namespace: string) => ({ WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: namespace, WALBRIDGE_PUSH_CONCURRENCY: '1', ...repo.env });
 
-  it(`push: ${TRIALS} trials (seed ${SEED}); the store has nothing or the verified object, and a retry succeeds`, async () => {
-    const random = prng(SEED);
-    const outcomes = { killed: 0, finished: 0, storedAfterKill: 0 };
-    const span = await duration((i) => runCli('archive-push', [wal.segments[0]!], env(`crash-push-timing-${i}`)));
-    for (let trial = 0; trial < TRIALS; trial++) {
-      const namespace = `crash-push-${trial}`;
-      const segment = wal.segments[trial % wal.segments.length]!;
-      const name = path.basename(segment);
-      const ms = Math.floor(random() * span * 1.1); // anywhere in a push: start-up, reading, upload, verification
-      const run = await runAndKill('archive-push', [segment], env(namespace), ms);
-      if (run.killed) outcomes.killed++;
-      else outcomes.finished++;
-      const after = await storedSha(repo, `${namespace}/wal/${name}`);
-      if (run.killed && after) outcomes.storedAfterKill++;
-      if (after !== undefined) expect(after, `trial ${trial} (kill after ${ms} ms)`).toBe(sha.get(name));
-      if (!run.killed) expect(run.status, `trial ${trial}`).toBe(0);
-      const retry = await runCli('archive-push', [segment], env(namespace));
-      expect(retry.status, `trial ${trial} retry: ${retry.stderr}`).toBe(0);
-      expect(await storedSha(repo, `${namespace}/wal/${name}`)).toBe(sha.get(name));
-    }
-    // The sample must really have killed pushes midway, not only before or after.
-    expect(outcomes.killed).toBeGreaterThan(TRIALS / 3);
-  }, 60_000 + TRIALS * 4_000);
+  it(
+    `push: ${TRIALS} trials (seed ${SEED}); the store has nothing or the verified object, and a retry succeeds`,
+    async () => {
+      const random = prng(SEED);
+      const outcomes = { killed: 0, finished: 0, storedAfterKill: 0 };
+      const span = await duration((i) => runCli('archive-push', [wal.segments[0]!], env(`crash-push-timing-${i}`)));
+      for (let trial = 0; trial < TRIALS; trial++) {
+        const namespace = `crash-push-${trial}`;
+        const segment = wal.segments[trial % wal.segments.length]!;
+        const name = path.basename(segment);
+        const ms = Math.floor(random() * span * 1.1); // anywhere in a push: start-up, reading, upload, verification
+        const run = await runAndKill('archive-push', [segment], env(namespace), ms);
+        if (run.killed) outcomes.killed++;
+        else outcomes.finished++;
+        const after = await storedSha(repo, `${namespace}/wal/${name}`);
+        if (run.killed && after) outcomes.storedAfterKill++;
+        if (after !== undefined) expect(after, `trial ${trial} (kill after ${ms} ms)`).toBe(sha.get(name));
+        if (!run.killed) expect(run.status, `trial ${trial}`).toBe(0);
+        const retry = await runCli('archive-push', [segment], env(namespace));
+        expect(retry.status, `trial ${trial} retry: ${retry.stderr}`).toBe(0);
+        expect(await storedSha(repo, `${namespace}/wal/${name}`)).toBe(sha.get(name));
+      }
+      // The sample must really have killed pushes midway, not only before or after.
+      expect(outcomes.killed).toBeGreaterThan(TRIALS / 3);
+    },
+    60_000 + TRIALS * 4_000,
+  );
 
-  it(`fetch: ${TRIALS} trials (seed ${SEED}); %p is absent or complete, no temp file stays, and a retry succeeds`, async () => {
-    const random = prng(SEED + 1);
-    const namespace = 'crash-fetch';
-    for (const seg of wal.segments) expect((await runCli('archive-push', [seg], env(namespace))).status).toBe(0);
-    let killed = 0;
-    const span = await duration(() => runCli('archive-fetch', ['--no-wait', path.basename(wal.segments[0]!), path.join(work, 'timing')], env(namespace)));
-    for (let trial = 0; trial < TRIALS; trial++) {
-      const dir = await mkdtemp(path.join(work, `fetch-${trial}-`));
-      const segment = wal.segments[trial % wal.segments.length]!;
-      const name = path.basename(segment);
-      const dest = path.join(dir, 'RECOVERYXLOG');
-      const ms = Math.floor(random() * span * 1.1);
-      const run = await runAndKill('archive-fetch', ['--no-wait', name, dest], env(namespace), ms);
-      if (run.killed) killed++;
-      const entries = await readdir(dir);
-      if (entries.includes('RECOVERYXLOG')) {
-        expect(createHash('sha256').update(await readFile(dest)).digest('hex'), `trial ${trial} (kill after ${ms} ms)`).toBe(sha.get(name));
-      } else expect(run.killed, `trial ${trial}: no %p, yet not killed`).toBe(true);
-      // A killed download leaves at most its own temp file (a dot file, never %p); the next
-      // call in the directory removes it.
-      const retry = await runCli('archive-fetch', ['--no-wait', name, dest], env(namespace));
-      expect(retry.status, `trial ${trial} retry: ${retry.stderr}`).toBe(0);
-      expect(createHash('sha256').update(await readFile(dest)).digest('hex')).toBe(sha.get(name));
-      expect(await readdir(dir), `trial ${trial}`).toEqual(['RECOVERYXLOG']);
-    }
-    expect(killed).toBeGreaterThan(TRIALS / 3);
-  }, 60_000 + TRIALS * 4_000);
+  it(
+    `fetch: ${TRIALS} trials (seed ${SEED}); %p is absent or complete, no temp file stays, and a retry succeeds`,
+    async () => {
+      const random = prng(SEED + 1);
+      const namespace = 'crash-fetch';
+      for (const seg of wal.segments) expect((await runCli('archive-push', [seg], env(namespace))).status).toBe(0);
+      let killed = 0;
+      const span = await duration(() => runCli('archive-fetch', ['--no-wait', path.basename(wal.segments[0]!), path.join(work, 'timing')], env(namespace)));
+      for (let trial = 0; trial < TRIALS; trial++) {
+        const dir = await mkdtemp(path.join(work, `fetch-${trial}-`));
+        const segment = wal.segments[trial % wal.segments.length]!;
+        const name = path.basename(segment);
+        const dest = path.join(dir, 'RECOVERYXLOG');
+        const ms = Math.floor(random() * span * 1.1);
+        const run = await runAndKill('archive-fetch', ['--no-wait', name, dest], env(namespace), ms);
+        if (run.killed) killed++;
+        const entries = await readdir(dir);
+        if (entries.includes('RECOVERYXLOG')) {
+          expect(
+            createHash('sha256')
+              .update(await readFile(dest))
+              .digest('hex'),
+            `trial ${trial} (kill after ${ms} ms)`,
+          ).toBe(sha.get(name));
+        } else expect(run.killed, `trial ${trial}: no %p, yet not killed`).toBe(true);
+        // A killed download leaves at most its own temp file (a dot file, never %p); the next
+        // call in the directory removes it.
+        const retry = await runCli('archive-fetch', ['--no-wait', name, dest], env(namespace));
+        expect(retry.status, `trial ${trial} retry: ${retry.stderr}`).toBe(0);
+        expect(
+          createHash('sha256')
+            .update(await readFile(dest))
+            .digest('hex'),
+        ).toBe(sha.get(name));
+        expect(await readdir(dir), `trial ${trial}`).toEqual(['RECOVERYXLOG']);
+      }
+      expect(killed).toBeGreaterThan(TRIALS / 3);
+    },
+    60_000 + TRIALS * 4_000,
+  );
 });

@@ -32,7 +32,9 @@ function runDemo(primaryPort: number, standbyPort: number): Promise<DemoRun> {
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, output, ms: Date.now() - started, work: /file:\/\/(\/tmp\/walbridge-demo\.[A-Za-z0-9]+)\/repo/.exec(output)?.[1] }));
+    child.on('close', (code) =>
+      resolve({ code, output, ms: Date.now() - started, work: /file:\/\/(\/tmp\/walbridge-demo\.[A-Za-z0-9]+)\/repo/.exec(output)?.[1] }),
+    );
   });
 }
 

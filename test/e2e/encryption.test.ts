@@ -40,7 +40,11 @@ async function keyFile(...keys: TestKey[]): Promise<string> {
   return file;
 }
 
-const exists = (file: string) => access(file).then(() => true, () => false);
+const exists = (file: string) =>
+  access(file).then(
+    () => true,
+    () => false,
+  );
 
 describe.each(BACKENDS)('client-side encryption through %s', (backend) => {
   let repo: TestRepo;
@@ -50,8 +54,7 @@ describe.each(BACKENDS)('client-side encryption through %s', (backend) => {
   const secrets = [first.text, second.text];
   const env = (extra: Record<string, string> = {}) => ({ WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: `crypt${n}`, ...repo.env, ...extra });
   const push = (file: string, extra: Record<string, string>) => runCli('archive-push', [file], env(extra), { secrets });
-  const fetch = (name: string, dest: string, extra: Record<string, string>) =>
-    runCli('archive-fetch', ['--no-wait', name, dest], env(extra), { secrets });
+  const fetch = (name: string, dest: string, extra: Record<string, string>) => runCli('archive-fetch', ['--no-wait', name, dest], env(extra), { secrets });
   const withKeys = async (...keys: TestKey[]) => ({ WALBRIDGE_ENCRYPTION_KEY_FILE: await keyFile(...keys) });
   const segmentKey = (file: string) => `crypt${n}/wal/${path.basename(file)}`;
 
@@ -139,7 +142,9 @@ describe.each(BACKENDS)('client-side encryption through %s', (backend) => {
     expect((await push(plainOne, {})).status).toBe(0);
     const refused = await fetch(path.basename(plainOne), path.join(dir, 'plain'), rotated);
     expect(refused.status).toBe(ExitCode.corrupt);
-    expect(refused.stderr).toMatch(/it is stored unencrypted, but an encryption key is set \(a replaced object\?\); if it was archived before encryption was turned on, set encryption-allow-plaintext/);
+    expect(refused.stderr).toMatch(
+      /it is stored unencrypted, but an encryption key is set \(a replaced object\?\); if it was archived before encryption was turned on, set encryption-allow-plaintext/,
+    );
     expect(await exists(path.join(dir, 'plain'))).toBe(false);
     expect((await fetch(path.basename(plainOne), path.join(dir, 'plain'), { ...rotated, WALBRIDGE_ENCRYPTION_ALLOW_PLAINTEXT: '1' })).status).toBe(0);
   });

@@ -89,7 +89,9 @@ describe.each(BACKENDS)('failover through %s', (backend) => {
     await s2.start({ wait: false });
     await s2.waitFor("select count(*) from marks where note = 'on timeline 2'", '1', 60_000);
     expect(await s2.log()).toMatch(/restored 00000002\.history/);
-    console.log(`PostgreSQL ${PG_MAJOR} through ${backend}: row visible on standby ${seen.toFixed(1)} s after pg_switch_wal; smart failover promoted ${promotedAfter.toFixed(1)} s after the trigger`);
+    console.log(
+      `PostgreSQL ${PG_MAJOR} through ${backend}: row visible on standby ${seen.toFixed(1)} s after pg_switch_wal; smart failover promoted ${promotedAfter.toFixed(1)} s after the trigger`,
+    );
     for (const c of [s2, s1, primary]) await c.destroy();
   });
 

@@ -225,7 +225,10 @@ const OP_MARGIN_MS = 3_000;
 type Backend = 's3' | 'gcs';
 type Faults = readonly (readonly [string, Fault])[];
 const trickle = (bytesPerSecond: number): readonly [string, Fault] => [`its answers trickle in at ${bytesPerSecond} B/s`, { kind: 'trickle', bytesPerSecond }];
-const uploadCut: readonly [string, Fault] = ['the upload is cut off after 80 KiB sent at 32 KiB/s', { kind: 'trickle', upstream: true, bytesPerSecond: 32 * 1024, resetAfter: 80 * 1024 }];
+const uploadCut: readonly [string, Fault] = [
+  'the upload is cut off after 80 KiB sent at 32 KiB/s',
+  { kind: 'trickle', upstream: true, bytesPerSecond: 32 * 1024, resetAfter: 80 * 1024 },
+];
 
 /*
  * Where answers trickle in, the rate is chosen so that each answer's headers still arrive within
@@ -281,7 +284,8 @@ describe.each([
     t.proxy.resetAll();
   };
   const heal = () => inject({ kind: 'none' });
-  const pushDirect = (namespace: string, i: number, ...flags: string[]) => runCli('archive-push', ['--push-concurrency', '1', ...flags, wal.segments[i]!], env(namespace));
+  const pushDirect = (namespace: string, i: number, ...flags: string[]) =>
+    runCli('archive-push', ['--push-concurrency', '1', ...flags, wal.segments[i]!], env(namespace));
   // Setting the stage, and what follows a healed fault, is not what is measured: a healthy call
   // gets a --timeout a busy machine cannot miss (a Node start, the SDK and a 16 MiB fetch can take
   // 3 s on two loaded cores).
@@ -358,12 +362,15 @@ describe.each([
     await restoresIntact(ns, 1);
   });
 
-  it.each(fetchFaults)('a fetch --no-wait served by the background fetcher gives up in time when %s: no destination file, nothing half in the spool', async (label, fault) => {
+  it.each(
+    fetchFaults,
+  )('a fetch --no-wait served by the background fetcher gives up in time when %s: no destination file, nothing half in the spool', async (label, fault) => {
     const ns = `dlfetcher${++n}`;
     await seed(ns, 0);
     const standby = await fakeDataDir('standby');
     const walDir = path.join(standby.dir, 'pg_wal');
-    const fetch = (i: number, ...flags: string[]) => runCli('archive-fetch', ['--no-wait', ...flags, name(i), 'pg_wal/RECOVERYXLOG'], env(ns), { cwd: standby.dir });
+    const fetch = (i: number, ...flags: string[]) =>
+      runCli('archive-fetch', ['--no-wait', ...flags, name(i), 'pg_wal/RECOVERYXLOG'], env(ns), { cwd: standby.dir });
     // The first call restores by itself and starts the fetcher; the next one is served by it.
     expect((await fetch(0)).status).toBe(0);
     await rm(standby.destination);
@@ -390,7 +397,17 @@ describe.each([
     const file = parseWalFileName(name(0))!;
     const start = segmentNumber(file, segmentSize) * BigInt(segmentSize);
     const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-    const streamer = new SegmentStreamer({ store, namespace: ns, walDir: path.dirname(wal.segments[0]!), segmentSize, codec: 'zstd', level: undefined, encryption: undefined, retry, log: quiet });
+    const streamer = new SegmentStreamer({
+      store,
+      namespace: ns,
+      walDir: path.dirname(wal.segments[0]!),
+      segmentSize,
+      codec: 'zstd',
+      level: undefined,
+      encryption: undefined,
+      retry,
+      log: quiet,
+    });
     const shipped = async () => chainEnd(longestPrefixChain(await listChunks(t.direct, ns, name(0))));
     heal();
     await streamer.advance({ timeline: file.timeline, lsn: start + 64n * 1024n });
@@ -406,7 +423,10 @@ describe.each([
     heal();
     timings.push(`${backend} stream shipment (in process), ${label}: ${ms} ms`);
     expect(failure).toBeInstanceOf(StoreError);
-    expect(failure).toMatchObject({ kind: 'transient', message: expect.stringMatching(new RegExp(`store ${name(0)}.* did not complete within --timeout ${OP_TIMEOUT_S} s`)) });
+    expect(failure).toMatchObject({
+      kind: 'transient',
+      message: expect.stringMatching(new RegExp(`store ${name(0)}.* did not complete within --timeout ${OP_TIMEOUT_S} s`)),
+    });
     expect(ms).toBeLessThan(OP_TIMEOUT_S * 1000 + OP_MARGIN_MS);
     expect([64 * 1024, 2 * 1024 * 1024]).toContain(await shipped());
     await streamer.advance({ timeline: file.timeline, lsn: start + 2n * 1024n * 1024n });

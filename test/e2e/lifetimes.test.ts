@@ -31,15 +31,7 @@ import {
 } from '../servers/postgres.js';
 import { archiveEverything } from '../support/archiving.js';
 import { BIN_DIR } from '../support/cli.js';
-import {
-  backgroundProcs,
-  inspectorListeners,
-  listeningUnixSockets,
-  procInfo,
-  procsIn,
-  walbridgeProcsOf,
-  type ProcInfo,
-} from '../support/procs.js';
+import { backgroundProcs, inspectorListeners, listeningUnixSockets, procInfo, procsIn, walbridgeProcsOf, type ProcInfo } from '../support/procs.js';
 import { createRepo, type TestRepo } from '../support/repos.js';
 import { fakeDataDir } from '../support/standby-dir.js';
 
@@ -57,7 +49,7 @@ beforeAll(async () => {
   repo = await createRepo('file');
   const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'lifetimes' };
   [primary, wal] = await Promise.all([initPrimary({ name: 'lt-primary', env, archiveCommand: 'archive-push %p' }), generateWalSegments(2)]);
-  await primary.psql('create table t (id serial primary key, note text); insert into t (note) values (\'first\')');
+  await primary.psql("create table t (id serial primary key, note text); insert into t (note) values ('first')");
   await archiveEverything(primary);
 }, 180_000);
 
@@ -140,11 +132,15 @@ async function waitingStandby(from: PgCluster, name: string, opts: Partial<BaseB
   await s.waitFor('select count(*) > 0 from t', 't', 60_000);
   // Caught up: the call for the next segment has been waiting a moment (not one restoring a segment).
   let since: { pid: number; at: number } | undefined;
-  await waitUntil(`${name}: a waiting archive-fetch and its background fetcher`, () => {
-    const call = runningCall(s);
-    if (!call || call.pid !== since?.pid) since = call && { pid: call.pid, at: Date.now() };
-    return since !== undefined && Date.now() - since.at > 500 && backgroundProcs(s.walDir, 'fetcher').length === 1;
-  }, 30_000);
+  await waitUntil(
+    `${name}: a waiting archive-fetch and its background fetcher`,
+    () => {
+      const call = runningCall(s);
+      if (!call || call.pid !== since?.pid) since = call && { pid: call.pid, at: Date.now() };
+      return since !== undefined && Date.now() - since.at > 500 && backgroundProcs(s.walDir, 'fetcher').length === 1;
+    },
+    30_000,
+  );
   return s;
 }
 
@@ -198,10 +194,14 @@ describe('lifetimes with real PostgreSQL 15', () => {
     const walbridgeMs = await msUntilGone('walbridge processes of the crashed standby', () => walbridgeProcsOf(standby.dataDir), 30_000, explain);
     // What is left of the server (the startup process sits in system() until the call ends) goes with it.
     const serverMs = await msUntilGone('processes in the crashed standby data directory', () => procsIn(standby.dataDir), 30_000);
-    console.log(`kill -9 of postmaster ${postmaster}: waiting call ${call.pid} and fetcher ${fetcher!.pid} gone after ${(walbridgeMs / 1000).toFixed(1)} s, every process of the standby after ${((walbridgeMs + serverMs) / 1000).toFixed(1)} s`);
+    console.log(
+      `kill -9 of postmaster ${postmaster}: waiting call ${call.pid} and fetcher ${fetcher!.pid} gone after ${(walbridgeMs / 1000).toFixed(1)} s, every process of the standby after ${((walbridgeMs + serverMs) / 1000).toFixed(1)} s`,
+    );
     expect(existsSync(path.join(standby.walDir, 'RECOVERYXLOG'))).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false); // the socket's directory went with the last process listening there
-    expect(await readFile(path.join(standby.walDir, 'walbridge', 'fetcher.log'), 'utf8')).toContain(`stopping: its server (postmaster pid ${postmaster}) is gone`);
+    expect(await readFile(path.join(standby.walDir, 'walbridge', 'fetcher.log'), 'utf8')).toContain(
+      `stopping: its server (postmaster pid ${postmaster}) is gone`,
+    );
     expect(await standby.log()).toMatch(/archive-fetch: ERROR: the server that asked for [0-9A-F]{24} is gone; stopping without writing anything/);
 
     // "pre-existing shared memory block is still in use" while anything of the old server is attached.
@@ -224,7 +224,9 @@ describe('lifetimes with real PostgreSQL 15', () => {
     await archiveEverything(p);
     const pusher = await waitUntil('the pusher of the primary', () => onlyOne(backgroundProcs(p.walDir, 'pusher')), 15_000);
     const [fetcher] = backgroundProcs(s.walDir, 'fetcher');
-    const runtimeDirs = await Promise.all([pusher!, fetcher!].map(async (b) => path.dirname(await waitUntil(`${b.pid} to listen`, () => listeningSocket(b.pid), 15_000))));
+    const runtimeDirs = await Promise.all(
+      [pusher!, fetcher!].map(async (b) => path.dirname(await waitUntil(`${b.pid} to listen`, () => listeningSocket(b.pid), 15_000))),
+    );
 
     // Every background process of either cluster, sampled until they are gone: where they run.
     const cwds = new Map<number, Set<string>>();
@@ -252,7 +254,9 @@ describe('lifetimes with real PostgreSQL 15', () => {
         }),
       );
       for (const { c, stopMs, goneMs } of results) {
-        console.log(`${c.name}: pg_ctl stop -m fast took ${(stopMs / 1000).toFixed(1)} s; its walbridge processes were gone ${(goneMs / 1000).toFixed(1)} s later`);
+        console.log(
+          `${c.name}: pg_ctl stop -m fast took ${(stopMs / 1000).toFixed(1)} s; its walbridge processes were gone ${(goneMs / 1000).toFixed(1)} s later`,
+        );
       }
     } finally {
       clearInterval(sampler);
@@ -441,7 +445,9 @@ describe('SIGUSR1', () => {
     const segment = wal.segments[0]!;
     const name = path.basename(segment);
     const next = path.basename(wal.segments[1]!);
-    const setup = await runAsSelf(path.join(BIN_DIR, 'archive-push'), ['--push-concurrency', '1', segment], { env: { PATH: process.env['PATH']!, HOME: '/root', ...env('usr1') } });
+    const setup = await runAsSelf(path.join(BIN_DIR, 'archive-push'), ['--push-concurrency', '1', segment], {
+      env: { PATH: process.env['PATH']!, HOME: '/root', ...env('usr1') },
+    });
     expect(setup.code).toBe(0);
     const outcomes: Record<string, Record<string, number>> = {};
     /** The latest moment (wall ms after the start, CPU ms) at which a signal met the documented early behaviour. */
@@ -472,7 +478,8 @@ describe('SIGUSR1', () => {
         check(!DEBUGGER.test(r.stderr), `push #${i} (${delay} ms) printed: ${r.stderr}`);
         const detail = `exit ${r.status ?? r.signal}: ${r.stderr}`;
         if (!at.sent) check(r.status === 0, `push #${i} (no signal): ${detail}`);
-        else if (r.status === 0) record('archive-push', ABSORBED.test(r.stderr) ? 'archived (signal absorbed by Node)' : 'archived', ABSORBED.test(r.stderr), delay, at, detail);
+        else if (r.status === 0)
+          record('archive-push', ABSORBED.test(r.stderr) ? 'archived (signal absorbed by Node)' : 'archived', ABSORBED.test(r.stderr), delay, at, detail);
         else if (r.signal === 'SIGUSR1') record('archive-push', 'killed by SIGUSR1 before Node ran', true, delay, at, detail);
         else check(false, `push #${i}: SIGUSR1 at ${delay} ms: ${detail}`);
         if (!at.sent) (outcomes['archive-push'] ??= {})['done before the signal'] = (outcomes['archive-push']!['done before the signal'] ?? 0) + 1;
@@ -544,7 +551,8 @@ describe('SIGUSR1', () => {
         check(!DEBUGGER.test(r.stderr), `${role} #${i} (${delay} ms) printed: ${r.stderr}`);
         const detail = `${served ? 'served' : 'did not serve'}, exit ${r.status ?? r.signal}: ${r.stderr}`;
         check(at.sent, `${role} #${i} ended before the signal: ${detail}`);
-        if (served) record(role, ABSORBED.test(r.stderr) ? 'signal absorbed by Node, served' : 'signalled, kept serving', ABSORBED.test(r.stderr), delay, at, detail);
+        if (served)
+          record(role, ABSORBED.test(r.stderr) ? 'signal absorbed by Node, served' : 'signalled, kept serving', ABSORBED.test(r.stderr), delay, at, detail);
         else if (socket === 'ended' && r.signal === 'SIGUSR1') record(role, 'killed by SIGUSR1 before Node ran', true, delay, at, detail);
         else check(false, `${role} #${i}: SIGUSR1 at ${delay} ms: ${detail}`);
         await rm(pg.dir, { recursive: true, force: true });
@@ -572,7 +580,9 @@ describe('SIGUSR1', () => {
     const started = Date.now();
     process.kill(call.pid, 'SIGUSR1');
     const [, promoted] = await Promise.all([
-      a.waitFor('select pg_is_in_recovery()', 'f', 30_000, { intervalMs: 100 }).then(() => console.log(`SIGUSR1 to the waiting call: promoted after ${((Date.now() - started) / 1000).toFixed(1)} s`)),
+      a
+        .waitFor('select pg_is_in_recovery()', 'f', 30_000, { intervalMs: 100 })
+        .then(() => console.log(`SIGUSR1 to the waiting call: promoted after ${((Date.now() - started) / 1000).toFixed(1)} s`)),
       runAsClusterUser('walbridge', ['promote', b.dataDir], { env: clusterEnv(b.env) }).then((r) => {
         console.log(`walbridge promote: exit ${r.code} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
         return r;

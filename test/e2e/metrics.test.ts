@@ -45,7 +45,12 @@ describe('metrics textfile', () => {
   });
 
   it('refuses a relative metrics path as a settings error', async () => {
-    const r = await runCli('archive-push', [wal.segments[0]!], { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'metrics', WALBRIDGE_METRICS_FILE: 'walbridge.prom', ...repo.env });
+    const r = await runCli('archive-push', [wal.segments[0]!], {
+      WALBRIDGE_REPO: repo.url,
+      WALBRIDGE_NAMESPACE: 'metrics',
+      WALBRIDGE_METRICS_FILE: 'walbridge.prom',
+      ...repo.env,
+    });
     expect(r.status).toBe(3);
     expect(r.stderr).toMatch(/absolute path/);
   });

@@ -31,7 +31,7 @@ describe.each(BACKENDS)('PostgreSQL archiving through %s', (backend) => {
     await standby.waitFor('select count(*) from t', '1000', 60_000);
 
     await primary.psql("insert into t values (1001, 'after the backup'); select pg_switch_wal()");
-    await standby.waitFor("select note from t where id = 1001", 'after the backup', 30_000);
+    await standby.waitFor('select note from t where id = 1001', 'after the backup', 30_000);
 
     const stats = await primary.psql('select failed_count from pg_stat_archiver');
     expect(stats).toBe('0');

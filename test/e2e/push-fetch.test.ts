@@ -148,7 +148,9 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     await writeFile(newer, bytes);
     const pushed = await push(newer);
     expect(pushed.status, pushed.stderr).toBe(0);
-    expect(pushed.stderr).toMatch(/WAL page magic 0xD2A0 is not one this walbridge knows \(PostgreSQL 9\.5 to 19\); archiving it all the same: update walbridge/);
+    expect(pushed.stderr).toMatch(
+      /WAL page magic 0xD2A0 is not one this walbridge knows \(PostgreSQL 9\.5 to 19\); archiving it all the same: update walbridge/,
+    );
     const dest = path.join(dir, 'RECOVERYXLOG');
     expect((await fetch(path.basename(newer), dest)).status).toBe(0);
     expect((await readFile(dest)).equals(bytes)).toBe(true);
@@ -166,7 +168,11 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     await repo.store().putIfAbsent(`ns${namespace}/history/00000002.history`, sealBuffer(Buffer.from(history)));
     const refused = await push(path.join(dir, name));
     expect(refused.status, refused.stderr).toBe(ExitCode.fenced);
-    expect(refused.stderr).toMatch(new RegExp(`refusing ${name}: timeline 1 ended at [0-9A-F]+/[0-9A-F]+ when timeline 2 was promoted from it \\(00000002\\.history in namespace "ns${namespace}"\\)`));
+    expect(refused.stderr).toMatch(
+      new RegExp(
+        `refusing ${name}: timeline 1 ended at [0-9A-F]+/[0-9A-F]+ when timeline 2 was promoted from it \\(00000002\\.history in namespace "ns${namespace}"\\)`,
+      ),
+    );
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(await repo.store().head(`ns${namespace}/wal/${name}`)).toBeUndefined();
     // The promoted server (or a standby that followed it, archive_mode = always) has the history in its pg_wal.
@@ -191,7 +197,16 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     const dir = await mkdtemp(path.join(work, 'hostile-'));
     const dest = path.join(dir, 'sub', 'RECOVERYXLOG');
     const controls = ['00000001000000000000000\n1', '0000000100000000000000\u0001\u001b[31m', '000000010000000000000001\r'];
-    for (const name of ['../../x', '/etc/passwd', '00000001/0000000000000001', '..', '', '000000010000000000000001/../../../x', 'a'.repeat(5000), ...controls]) {
+    for (const name of [
+      '../../x',
+      '/etc/passwd',
+      '00000001/0000000000000001',
+      '..',
+      '',
+      '000000010000000000000001/../../../x',
+      'a'.repeat(5000),
+      ...controls,
+    ]) {
       const result = await fetch(name, dest);
       expect(result.status, name).toBe(ExitCode.badName);
     }
@@ -237,7 +252,12 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
     expect(bare.stderr).toMatch(/cannot be verified: it has no valid content hash/);
     // Walbridge's metadata, but the hash of other bytes.
     namespace++;
-    const wrong = { 'walbridge-format': '1', 'walbridge-sha256': createHash('sha256').update('other bytes').digest('hex'), 'walbridge-size': String(bytes.length), 'walbridge-codec': 'none' };
+    const wrong = {
+      'walbridge-format': '1',
+      'walbridge-sha256': createHash('sha256').update('other bytes').digest('hex'),
+      'walbridge-size': String(bytes.length),
+      'walbridge-codec': 'none',
+    };
     await repo.store().putIfAbsent(`ns${namespace}/wal/${name}`, { body: bytes, md5: createHash('md5').update(bytes).digest(), metadata: wrong });
     const mismatched = await fetch(name, path.join(dir, 'RECOVERYXLOG'));
     expect(mismatched.status).toBe(ExitCode.corrupt);
@@ -260,22 +280,29 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
       expect(await readdir(path.dirname(stopped.temp))).toEqual([]);
     });
 
-    it.skipIf(!canMount)('a disk read error in the repository while fetching is a store failure (exit 10), not a local write error, and writes nothing', async () => {
-      const disk = await failingDisk();
-      try {
-        const url = `file://${disk.dir}`;
-        const segment = wal.segments[1]!;
-        expect((await push(segment, { WALBRIDGE_REPO: url }, ['--push-concurrency', '1', '--compress', 'none'])).status).toBe(0);
-        await disk.breakInside(path.join(disk.dir, `ns${namespace}/wal/${path.basename(segment)}`));
-        const dir = await mkdtemp(path.join(work, 'eio-'));
-        const r = await runCli('archive-fetch', ['--no-wait', '--timeout', '2', '--prefetch', '0', path.basename(segment), path.join(dir, 'RECOVERYXLOG')], env({ WALBRIDGE_REPO: url }));
-        expect(r.status, r.stderr).toBe(ExitCode.storeUnavailable);
-        expect(r.stderr).toMatch(/store unreachable or failing: .*EIO/);
-        expect(await readdir(dir)).toEqual([]);
-      } finally {
-        await disk.cleanup();
-      }
-    });
+    it.skipIf(!canMount)(
+      'a disk read error in the repository while fetching is a store failure (exit 10), not a local write error, and writes nothing',
+      async () => {
+        const disk = await failingDisk();
+        try {
+          const url = `file://${disk.dir}`;
+          const segment = wal.segments[1]!;
+          expect((await push(segment, { WALBRIDGE_REPO: url }, ['--push-concurrency', '1', '--compress', 'none'])).status).toBe(0);
+          await disk.breakInside(path.join(disk.dir, `ns${namespace}/wal/${path.basename(segment)}`));
+          const dir = await mkdtemp(path.join(work, 'eio-'));
+          const r = await runCli(
+            'archive-fetch',
+            ['--no-wait', '--timeout', '2', '--prefetch', '0', path.basename(segment), path.join(dir, 'RECOVERYXLOG')],
+            env({ WALBRIDGE_REPO: url }),
+          );
+          expect(r.status, r.stderr).toBe(ExitCode.storeUnavailable);
+          expect(r.stderr).toMatch(/store unreachable or failing: .*EIO/);
+          expect(await readdir(dir)).toEqual([]);
+        } finally {
+          await disk.cleanup();
+        }
+      },
+    );
   }
 
   it('reports a missing bucket as such, for push and for fetch', async () => {
@@ -290,8 +317,19 @@ describe.each(BACKENDS)('push and fetch through %s', (backend) => {
 
 describe('refused credentials and unreachable stores', () => {
   it('--help of every command, with credentials in the environment, prints none of them (runCli checks every call)', async () => {
-    const env = { AWS_SECRET_ACCESS_KEY: 'help-must-not-show-this-secret', AWS_SESSION_TOKEN: 'help-must-not-show-this-token', WALBRIDGE_REPO: 's3://bucket-x/p', WALBRIDGE_NAMESPACE: 'n' };
-    for (const [bin, args] of [['archive-push', ['--help']], ['archive-fetch', ['--help']], ['walbridge', ['--help']], ['walbridge', ['status', '--help']], ['walbridge', ['verify', '--help']]] as const) {
+    const env = {
+      AWS_SECRET_ACCESS_KEY: 'help-must-not-show-this-secret',
+      AWS_SESSION_TOKEN: 'help-must-not-show-this-token',
+      WALBRIDGE_REPO: 's3://bucket-x/p',
+      WALBRIDGE_NAMESPACE: 'n',
+    };
+    for (const [bin, args] of [
+      ['archive-push', ['--help']],
+      ['archive-fetch', ['--help']],
+      ['walbridge', ['--help']],
+      ['walbridge', ['status', '--help']],
+      ['walbridge', ['verify', '--help']],
+    ] as const) {
       const r = await runCli(bin, [...args], env);
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Usage/);
@@ -346,7 +384,10 @@ describe('refused credentials and unreachable stores', () => {
     const dir = await mkdtemp(path.join(work, 'gcs-creds-'));
     // Every 10 characters of the key: a JSON parser's message quotes about that much of a file.
     const secrets = body.join('').match(/.{10}/g)!;
-    for (const [name, content] of [['damaged-key.json', serviceAccount(damaged)], ['pem-not-json.json', body.join('\n')]] as const) {
+    for (const [name, content] of [
+      ['damaged-key.json', serviceAccount(damaged)],
+      ['pem-not-json.json', body.join('\n')],
+    ] as const) {
       const file = path.join(dir, name);
       await writeFile(file, content, { mode: 0o600 });
       const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'creds', WALBRIDGE_GCS_ENDPOINT: inject('gcsUrl'), GOOGLE_APPLICATION_CREDENTIALS: file };
@@ -377,7 +418,13 @@ describe('refused credentials and unreachable stores', () => {
     ] as const) {
       const file = path.join(dir, name);
       await writeFile(file, content, { mode: 0o600 });
-      const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'creds', ...endpoint, AWS_SHARED_CREDENTIALS_FILE: file, AWS_CONFIG_FILE: path.join(dir, 'no-config') };
+      const env = {
+        WALBRIDGE_REPO: repo.url,
+        WALBRIDGE_NAMESPACE: 'creds',
+        ...endpoint,
+        AWS_SHARED_CREDENTIALS_FILE: file,
+        AWS_CONFIG_FILE: path.join(dir, 'no-config'),
+      };
       const r = await runCli('archive-push', ['--push-concurrency', '1', wal.segments[0]!], env, { secrets: [keyId, secret] });
       expect(r.status, r.stderr).toBe(ExitCode.storeAccess);
       expect(r.stderr).toContain(`AWS_SHARED_CREDENTIALS_FILE (${file})`);

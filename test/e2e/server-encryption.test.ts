@@ -45,7 +45,8 @@ const CASES: readonly Case[] = [
     withKey: () => ({ WALBRIDGE_GCS_KMS_KEY_NAME: inject('gcsKmsKey') }),
     storedUnder: () => `${inject('gcsKmsKey')}/cryptoKeyVersions/1`,
     refusedKey: () => ({ WALBRIDGE_GCS_KMS_KEY_NAME: 'projects/walbridge-test/locations/us/keyRings/walbridge/cryptoKeys/no-such-key' }),
-    refusal: /access denied: .*Permission denied on Cloud KMS key.*gcs-kms-key-name projects\/walbridge-test\/locations\/us\/keyRings\/walbridge\/cryptoKeys\/no-such-key: the bucket project's Cloud Storage service agent needs/,
+    refusal:
+      /access denied: .*Permission denied on Cloud KMS key.*gcs-kms-key-name projects\/walbridge-test\/locations\/us\/keyRings\/walbridge\/cryptoKeys\/no-such-key: the bucket project's Cloud Storage service agent needs/,
   },
 ];
 
@@ -98,16 +99,25 @@ describe.each(CASES)('server-side encryption through $backend', (c) => {
     expect((await push(wal.segments[0]!)).status).toBe(0); // before encryption was configured
     const again = await push(wal.segments[0]!, c.withKey());
     expect(again.status).toBe(ExitCode.storeError);
-    expect(again.stderr).toMatch(/refusing to count \w+ as archived: .* holds identical content under its name, but .* was asked for, the server reports (no server-side encryption|none);/);
+    expect(again.stderr).toMatch(
+      /refusing to count \w+ as archived: .* holds identical content under its name, but .* was asked for, the server reports (no server-side encryption|none);/,
+    );
   });
 });
 
 describe('a server that ignores the encryption asked for', () => {
   it('fails the push (radosgw 16 takes AES256 and stores plaintext): exit 13, nothing left', async () => {
     const repo = await createRepo('s3');
-    const pushed = await runCli('archive-push', [wal.segments[0]!], { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'aes', ...repo.env, WALBRIDGE_S3_SSE: 'AES256' });
+    const pushed = await runCli('archive-push', [wal.segments[0]!], {
+      WALBRIDGE_REPO: repo.url,
+      WALBRIDGE_NAMESPACE: 'aes',
+      ...repo.env,
+      WALBRIDGE_S3_SSE: 'AES256',
+    });
     expect(pushed.status).toBe(ExitCode.storeError);
-    expect(pushed.stderr).toMatch(/does not store it encrypted as asked \(AES256 was asked for, the server reports no server-side encryption\); it was removed/);
+    expect(pushed.stderr).toMatch(
+      /does not store it encrypted as asked \(AES256 was asked for, the server reports no server-side encryption\); it was removed/,
+    );
     const left: string[] = [];
     for await (const entry of repo.store().list('aes/')) left.push(entry.key);
     expect(left).toEqual([]);

@@ -158,14 +158,24 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
         mend: async () => undefined,
         unaffected: true,
       },
-      { name: 'bad-setting', config: fileBase, inject: () => rewrite('bad-setting', `${fileBase}timeout = abc\n`), mend: () => rewrite('bad-setting', fileBase) },
+      {
+        name: 'bad-setting',
+        config: fileBase,
+        inject: () => rewrite('bad-setting', `${fileBase}timeout = abc\n`),
+        mend: () => rewrite('bad-setting', fileBase),
+      },
       {
         name: 'bad-url',
         config: fileBase,
         inject: () => rewrite('bad-url', `repo = ${fileRepo.url}%zz\nnamespace = ${NAMESPACE}\n`),
         mend: () => rewrite('bad-url', fileBase),
       },
-      { name: 'key-unreadable', config: withKey('key-unreadable'), inject: () => chmod(keyFile('key-unreadable'), 0o000), mend: () => chmod(keyFile('key-unreadable'), 0o600) },
+      {
+        name: 'key-unreadable',
+        config: withKey('key-unreadable'),
+        inject: () => chmod(keyFile('key-unreadable'), 0o000),
+        mend: () => chmod(keyFile('key-unreadable'), 0o600),
+      },
       { name: 'key-empty', config: withKey('key-empty'), inject: () => owned(keyFile('key-empty'), ''), mend: () => owned(keyFile('key-empty'), `${KEY}\n`) },
       {
         // Without prefetch every call decodes by itself, as after the background fetcher was restarted by an upgrade.
@@ -175,7 +185,13 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
         inject: () => noZstd.removeZstd(),
         mend: () => noZstd.restoreZstd(),
       },
-      { name: 'no-bundle', config: fileBase, env: { PATH: pathWith(noBundle.binDir) }, inject: () => noBundle.removeBundle(), mend: () => noBundle.restoreBundle() },
+      {
+        name: 'no-bundle',
+        config: fileBase,
+        env: { PATH: pathWith(noBundle.binDir) },
+        inject: () => noBundle.removeBundle(),
+        mend: () => noBundle.restoreBundle(),
+      },
       {
         name: 'repo-denied',
         config: `repo = file://${path.join(gate, 'repo')}\nnamespace = ${NAMESPACE}\n`,
@@ -269,7 +285,8 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
       expect(await timeline(pg), `${c.name}: no new timeline`).toBe('1');
       const seen = await pg.psql("select count(*) from marks where note = 'fault-2'");
       expect(seen, `${c.name}: ${c.unaffected ? 'replays on' : 'holds'}`).toBe(c.unaffected ? '1' : '0');
-      if (!c.unaffected) expect(await pg.log(), c.name).toMatch(/holding: under recovery\.signal any other answer would (end recovery and )?promote this standby/);
+      if (!c.unaffected)
+        expect(await pg.log(), c.name).toMatch(/holding: under recovery\.signal any other answer would (end recovery and )?promote this standby/);
     }
     expect(await fileRepo.store().head(`${NAMESPACE}/history/00000002.history`)).toBeUndefined();
 
@@ -290,25 +307,29 @@ describe('a waiting standby under recovery.signal holds on every failure that ca
   it.each<[string, { restoreCommand?: string; env?: Record<string, string> }]>([
     ['an unknown option in restore_command', { restoreCommand: 'archive-fetch --no-such-option %f %p %r' }],
     ['a bad setting in the server environment', { env: { WALBRIDGE_TIMEOUT: 'abc' } }],
-  ])('%s stops the standby (exit 200) instead of promoting it', async (_what, how) => {
-    const pg = await baseBackup(primary, {
-      name: 'holds-stop',
-      env: how.env,
-      recovery: { restoreCommand: how.restoreCommand ?? 'archive-fetch %f %p %r', signal: 'recovery' },
-      conf: { archive_command: '' },
-    });
-    await pg.start({ wait: false }).catch(() => undefined);
-    const deadline = Date.now() + 30_000;
-    while (pg.isRunning() && Date.now() < deadline) await sleep(200);
-    expect(pg.isRunning()).toBe(false);
-    const log = await pg.log();
-    expect(log).toMatch(/exiting 200 so that PostgreSQL stops instead/);
-    expect(log).toMatch(/could not restore file .* child process exited with exit code 200/);
-    expect(log).not.toMatch(/selected new timeline ID/);
-    const control = await run(path.join(PG_BIN, 'pg_controldata'), [pg.dataDir], { env: { LANG: 'C' } });
-    expect(control.stdout).toMatch(/Latest checkpoint's TimeLineID:\s+1$/m);
-    await pg.destroy();
-  }, 120_000);
+  ])(
+    '%s stops the standby (exit 200) instead of promoting it',
+    async (_what, how) => {
+      const pg = await baseBackup(primary, {
+        name: 'holds-stop',
+        env: how.env,
+        recovery: { restoreCommand: how.restoreCommand ?? 'archive-fetch %f %p %r', signal: 'recovery' },
+        conf: { archive_command: '' },
+      });
+      await pg.start({ wait: false }).catch(() => undefined);
+      const deadline = Date.now() + 30_000;
+      while (pg.isRunning() && Date.now() < deadline) await sleep(200);
+      expect(pg.isRunning()).toBe(false);
+      const log = await pg.log();
+      expect(log).toMatch(/exiting 200 so that PostgreSQL stops instead/);
+      expect(log).toMatch(/could not restore file .* child process exited with exit code 200/);
+      expect(log).not.toMatch(/selected new timeline ID/);
+      const control = await run(path.join(PG_BIN, 'pg_controldata'), [pg.dataDir], { env: { LANG: 'C' } });
+      expect(control.stdout).toMatch(/Latest checkpoint's TimeLineID:\s+1$/m);
+      await pg.destroy();
+    },
+    120_000,
+  );
 });
 
 /** Puts the standby's pg_wal on a small volume of its own, as many set-ups have it. */

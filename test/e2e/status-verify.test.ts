@@ -74,7 +74,9 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     expect(lines[0]).toMatch(/^3 namespaces in /);
     expect(lines.slice(1).map((l) => l.split(' ')[0])).toEqual(['broken', 'pg15-new', 'pg15-old']);
     expect(lines[1]).toMatch(/^broken {4}UNREADABLE identity.json \(.+\)$/);
-    expect(lines[2]).toMatch(new RegExp(`^pg15-new  system identifier ${newId}, PostgreSQL 15, 1\\.0 MiB segments, recorded \\S+ from ${otherWal.segments[0]!.split('/').pop()}$`));
+    expect(lines[2]).toMatch(
+      new RegExp(`^pg15-new  system identifier ${newId}, PostgreSQL 15, 1\\.0 MiB segments, recorded \\S+ from ${otherWal.segments[0]!.split('/').pop()}$`),
+    );
     expect(lines[3]).toMatch(new RegExp(`^pg15-old  system identifier ${oldId}, PostgreSQL 15, 16\\.0 MiB segments`));
 
     const json = JSON.parse((await runCli('walbridge', ['status', '--all', '--json'], envOf())).stdout) as {
@@ -172,7 +174,10 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
       const dead = await runCli('walbridge', ['verify'], env(namespace));
       expect(dead.status).toBe(ExitCode.problems);
       expect(dead.stdout).toMatch(
-        new RegExp(`^PROBLEM \\(leftover\\): ${escapeRegExp(stopped.temp)}: temp file \\([\\d.]+ (B|KiB|MiB), last written \\d+ s ago\\) of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host ${escapeRegExp(host)}, which is gone: remove it \\(rm "${escapeRegExp(stopped.temp)}"\\)`, 'm'),
+        new RegExp(
+          `^PROBLEM \\(leftover\\): ${escapeRegExp(stopped.temp)}: temp file \\([\\d.]+ (B|KiB|MiB), last written \\d+ s ago\\) of an unfinished write of ${namespace}/wal/${names()[0]} by pid ${pid} on host ${escapeRegExp(host)}, which is gone: remove it \\(rm "${escapeRegExp(stopped.temp)}"\\)`,
+          'm',
+        ),
       );
 
       // The same writer's name with another host (idle an hour), and with a live pid (this test's).
@@ -197,7 +202,10 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
   }
 
   it('verify reports a namespace without a bucket as a store error, not as a clean namespace', async () => {
-    const r = await runCli('walbridge', ['verify'], { ...env('sv-missing'), WALBRIDGE_REPO: repo.url.replace(/(s3|gs):\/\/[^/]+/, '$1://walbridge-no-such-bucket').replace(/^file:\/\/.*/, 'file:///nonexistent/walbridge-repo') });
+    const r = await runCli('walbridge', ['verify'], {
+      ...env('sv-missing'),
+      WALBRIDGE_REPO: repo.url.replace(/(s3|gs):\/\/[^/]+/, '$1://walbridge-no-such-bucket').replace(/^file:\/\/.*/, 'file:///nonexistent/walbridge-repo'),
+    });
     expect(r.status).toBe(ExitCode.storeMissing);
   });
 });

@@ -205,13 +205,17 @@ describe.runIf(ONCE)('walbridge stream, faults and fast failover', () => {
     expect((await walbridge(['trigger', 'smart'], env)).status).toBe(ExitCode.ok);
     const streamed = await streamer.exited;
     expect(streamed.code, streamed.stderr).toBe(ExitCode.fenced);
-    expect(streamed.stderr).toMatch(/refusing to stream [0-9A-F]{24} up to [0-9A-F]+\/[0-9A-F]+: timeline 1 ended at 0\/1000000 when timeline 2 was promoted from it/);
+    expect(streamed.stderr).toMatch(
+      /refusing to stream [0-9A-F]{24} up to [0-9A-F]+\/[0-9A-F]+: timeline 1 ended at 0\/1000000 when timeline 2 was promoted from it/,
+    );
     for (let i = 0; standby.isRunning(); i++) {
       expect(i, 'the standby stopped').toBeLessThan(300);
       await sleep(100);
     }
     const log = await standby.log();
-    expect(log).toMatch(/timeline 2 was promoted from timeline 1 at 0\/1000000 \(00000002\.history\), so [0-9A-F]{24} will never be archived\. Under recovery\.signal .*exiting 200/);
+    expect(log).toMatch(
+      /timeline 2 was promoted from timeline 1 at 0\/1000000 \(00000002\.history\), so [0-9A-F]{24} will never be archived\. Under recovery\.signal .*exiting 200/,
+    );
     expect(log).not.toMatch(/selected new timeline ID|archive recovery complete|the streamed part of/);
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);

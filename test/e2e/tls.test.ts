@@ -45,7 +45,9 @@ describe('S3 over TLS', () => {
     const started = Date.now();
     const pushed = await runCli('archive-push', [wal.segments[1]!], env('tls-untrusted'));
     expect(pushed.status).toBe(ExitCode.storeError);
-    expect(pushed.stderr).toMatch(/TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\): give its CA certificate in NODE_EXTRA_CA_CERTS/);
+    expect(pushed.stderr).toMatch(
+      /TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\): give its CA certificate in NODE_EXTRA_CA_CERTS/,
+    );
     expect(pushed.stderr.trim().split('\n')).toHaveLength(1);
     expect(Date.now() - started).toBeLessThan(10_000); // not retried for the 20 s --timeout
     expect(await repo.store().head(`tls-untrusted/wal/${path.basename(wal.segments[1]!)}`)).toBeUndefined();

@@ -150,7 +150,9 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     const standby = await fakeDataDir('standby');
     const switching = await runCli('archive-fetch', [walName(1), standby.destination], env(), { timeoutMs: 20_000 });
     expect(switching.status, switching.stderr).toBe(ExitCode.notFound);
-    expect(switching.stderr).toMatch(/timeline 2 was promoted from timeline 1 at [0-9A-F]+\/[0-9A-F]+ \(00000002\.history\), so 0{7}1[0-9A-F]{16} will never be archived: answering "not found", so that PostgreSQL switches to timeline 2/);
+    expect(switching.stderr).toMatch(
+      /timeline 2 was promoted from timeline 1 at [0-9A-F]+\/[0-9A-F]+ \(00000002\.history\), so 0{7}1[0-9A-F]{16} will never be archived: answering "not found", so that PostgreSQL switches to timeline 2/,
+    );
     const waiting = await fakeDataDir('recovery');
     const stopping = await runCli('archive-fetch', [walName(1), waiting.destination], env(), { timeoutMs: 20_000 });
     expect(stopping.status, stopping.stderr).toBe(ExitCode.stopServer);
@@ -332,7 +334,12 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     for (const i of [0, 1, 2, 3]) expect((await push(wal.segments[i]!)).status).toBe(0);
     const dry = await runCli('walbridge', ['cleanup', '--dry-run', walName(2)], env());
     expect(dry.status).toBe(0);
-    expect(dry.stdout.trim().split('\n').map((k) => path.basename(k))).toEqual([walName(0), walName(1)]);
+    expect(
+      dry.stdout
+        .trim()
+        .split('\n')
+        .map((k) => path.basename(k)),
+    ).toEqual([walName(0), walName(1)]);
     const r = await runCli('archive-fetch', ['--cleanup', walName(3), pg.destination, walName(2)], env());
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/cleaned up 2 files/);
@@ -401,7 +408,10 @@ describe('waiting fetch while walbridge itself cannot be loaded (an install in p
       await copy.removeBundle();
       const standby = await fakeDataDir('standby');
       const r = await new Promise<{ status: number | null }>((resolve) => {
-        const child = spawn(path.join(copy.binDir, 'archive-fetch'), [walName(0), standby.destination], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, stdio: 'ignore' });
+        const child = spawn(path.join(copy.binDir, 'archive-fetch'), [walName(0), standby.destination], {
+          env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env },
+          stdio: 'ignore',
+        });
         child.on('exit', (status) => resolve({ status }));
       });
       expect(r.status).toBe(ExitCode.internal);

@@ -323,7 +323,14 @@ describe('GCS test server: raw JSON API protocol', () => {
     expect(await all(`prefix=wal%2F&maxResults=2&startOffset=wal%2F0002&endOffset=wal%2F0005`)).toEqual(['wal/0002', 'wal/0003', 'wal/0004']);
     // With a delimiter, a prefix counts as one entry and is never repeated across pages.
     expect(await all('prefix=wal%2F&delimiter=%2F&maxResults=2')).toEqual([
-      'wal/0001', 'wal/0002', 'wal/0003', 'wal/0004', 'wal/0005', 'P:wal/sub/', 'wal/\uffff', 'wal/\u{10000}',
+      'wal/0001',
+      'wal/0002',
+      'wal/0003',
+      'wal/0004',
+      'wal/0005',
+      'P:wal/sub/',
+      'wal/\uffff',
+      'wal/\u{10000}',
     ]);
     const top = await page('delimiter=%2F');
     expect(top.prefixes).toEqual(['wal/', 'x/']);
@@ -412,9 +419,7 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
   it('rejects a save whose md5Hash does not match (400), storing nothing', async () => {
     const file = bucket().file('seg/badmd5');
     for (const resumable of [false, true]) {
-      const err = await file
-        .save(Buffer.from('data'), { resumable, metadata: { md5Hash: md5(Buffer.from('other')) } })
-        .catch((e: unknown) => e);
+      const err = await file.save(Buffer.from('data'), { resumable, metadata: { md5Hash: md5(Buffer.from('other')) } }).catch((e: unknown) => e);
       expect((err as { code?: number }).code).toBe(400);
       expect(srv.objects('wal').has('seg/badmd5')).toBe(false);
     }
@@ -435,9 +440,7 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
     expect(srv.requests[0]!.url).toMatch(/^\/upload\/storage\/v1\/b\/wal\/o\?.*uploadType=resumable/);
     expect(srv.objects('wal').get('seg/big')!.data.equals(data)).toBe(true);
 
-    const err = await file
-      .save(Buffer.from('x'), { resumable: true, chunkSize: 8 * MiB, preconditionOpts: { ifGenerationMatch: 0 } })
-      .catch((e: unknown) => e);
+    const err = await file.save(Buffer.from('x'), { resumable: true, chunkSize: 8 * MiB, preconditionOpts: { ifGenerationMatch: 0 } }).catch((e: unknown) => e);
     expect((err as { code?: number }).code).toBe(412);
 
     const [md] = await file.getMetadata();
@@ -453,7 +456,9 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
 
   it('resumes correctly when the server keeps only part of a chunk (chunkSize not a 256 KiB multiple)', async () => {
     const data = pattern(1_000_000, 13);
-    await bucket().file('seg/odd').save(data, { resumable: true, chunkSize: 300 * KiB });
+    await bucket()
+      .file('seg/odd')
+      .save(data, { resumable: true, chunkSize: 300 * KiB });
     expect(srv.objects('wal').get('seg/odd')!.data.equals(data)).toBe(true);
   });
 
@@ -476,7 +481,10 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
   });
 
   it('getFiles pages with prefix, startOffset and maxResults', async () => {
-    for (let i = 1; i <= 7; i++) await bucket().file(`list/${String(i).padStart(4, '0')}`).save(`n${i}`, { resumable: false });
+    for (let i = 1; i <= 7; i++)
+      await bucket()
+        .file(`list/${String(i).padStart(4, '0')}`)
+        .save(`n${i}`, { resumable: false });
     await bucket().file('other/x').save('x', { resumable: false });
     const names: string[] = [];
     let query: Record<string, unknown> | null = { prefix: 'list/', startOffset: 'list/0003', maxResults: 2, autoPaginate: false };
@@ -496,7 +504,10 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
     const [left] = await bucket().getFiles({ prefix: 'list/' });
     expect(left).toHaveLength(0);
     await bucket().file('other/x').delete();
-    const err = await bucket().file('other/x').delete().catch((e: unknown) => e);
+    const err = await bucket()
+      .file('other/x')
+      .delete()
+      .catch((e: unknown) => e);
     expect((err as { code?: number }).code).toBe(404);
     expect(srv.objects('wal').has('other/x')).toBe(false);
   });
@@ -504,7 +515,11 @@ describe.each(['apiEndpoint', 'STORAGE_EMULATOR_HOST'] as const)('@google-cloud/
   it('a missing bucket is a 404 the SDK can detect', async () => {
     const [exists] = await storage.bucket('missing').exists();
     expect(exists).toBe(false);
-    const err = await storage.bucket('missing').file('a').getMetadata().catch((e: unknown) => e);
+    const err = await storage
+      .bucket('missing')
+      .file('a')
+      .getMetadata()
+      .catch((e: unknown) => e);
     expect((err as { code?: number }).code).toBe(404);
     expect((err as Error).message).toBe('The specified bucket does not exist.');
     const [there] = await bucket().exists();
@@ -551,7 +566,9 @@ describe('CMEK (Cloud KMS keys)', () => {
     expect(res.status).toBe(403);
     const { error } = (await res.json()) as Json;
     expect(error.errors[0]).toMatchObject({ domain: 'global', reason: 'forbidden' });
-    expect(error.message).toBe('Permission denied on Cloud KMS key. Please ensure that your Cloud Storage service account has been authorized to use this key.');
+    expect(error.message).toBe(
+      'Permission denied on Cloud KMS key. Please ensure that your Cloud Storage service account has been authorized to use this key.',
+    );
   };
 
   it('encrypts a media or multipart upload with the key named as a parameter or in the resource, and names its version', async () => {
@@ -592,7 +609,10 @@ describe('CMEK (Cloud KMS keys)', () => {
     for (const resumable of [false, true]) {
       const name = `sdk-${resumable}`;
       srv.requests.length = 0;
-      await storage.bucket('cmek').file(name, { kmsKeyName: KEY }).save(pattern(1000), { resumable, preconditionOpts: { ifGenerationMatch: 0 } });
+      await storage
+        .bucket('cmek')
+        .file(name, { kmsKeyName: KEY })
+        .save(pattern(1000), { resumable, preconditionOpts: { ifGenerationMatch: 0 } });
       const first = new URL(srv.requests[0]!.url, srv.url);
       expect(first.searchParams.get('uploadType')).toBe(resumable ? 'resumable' : 'multipart');
       expect(first.searchParams.get('kmsKeyName')).toBe(KEY);

@@ -71,16 +71,14 @@ describe('postgres harness: clusters', () => {
       expect(await pg.psql('select 1 + 1')).toBe('2');
       expect(await pg.psql("select current_setting('server_version_num')::int / 10000")).toBe('15');
       // Several statements run one by one; every result is printed.
-      expect(await pg.psql('create table t (a int, b text); insert into t values (1, \'x\'), (2, \'y\'); select * from t order by a')).toBe(
-        '1|x\n2|y',
-      );
+      expect(await pg.psql("create table t (a int, b text); insert into t values (1, 'x'), (2, 'y'); select * from t order by a")).toBe('1|x\n2|y');
       await expect(pg.psql('select * from no_such_table')).rejects.toThrow(/relation "no_such_table" does not exist/);
       expect(await pg.psql('show wal_level')).toBe('replica');
       expect(await pg.psql('show archive_mode')).toBe('on');
       expect(await pg.psql('show listen_addresses')).toBe('');
       expect(await pg.psql('show fsync')).toBe('off');
       expect(await pg.psql('show data_directory')).toBe(pg.dataDir);
-      expect(await pg.psql("select pg_current_logfile() is null")).toBe('t');
+      expect(await pg.psql('select pg_current_logfile() is null')).toBe('t');
       expect(await pg.isInRecovery()).toBe(false);
       expect(pg.walDir).toBe(join(pg.dataDir, 'pg_wal'));
       expect(existsSync(join(pg.socketDir, `.s.PGSQL.${pg.port}`))).toBe(true);
@@ -290,7 +288,7 @@ describe('postgres harness: standbys from base backups', () => {
       const primary = await initPrimary({ name: `prim-${wal}`, archiveCommand: atomicCopy(archive) });
       let standby: PgCluster | undefined;
       try {
-        await primary.psql("create table t (a int); insert into t values (1)");
+        await primary.psql('create table t (a int); insert into t values (1)');
         const endCommandMarker = join(archive, 'recovery-ended');
         standby = await baseBackup(primary, {
           name: `standby-${wal}`,

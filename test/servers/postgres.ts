@@ -29,19 +29,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  appendFile,
-  chmod,
-  chown,
-  copyFile,
-  mkdir,
-  mkdtemp,
-  readFile,
-  readdir,
-  rm,
-  stat,
-  writeFile,
-} from 'node:fs/promises';
+import { appendFile, chmod, chown, copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -64,10 +52,12 @@ export const EMBEDDED_MAJORS: readonly number[] = [16, 17, 18];
 export function embeddedServerBin(major: number): string {
   return join(REPO_ROOT, 'test', 'servers', 'majors', 'node_modules', `pg${major}`, 'native', 'bin');
 }
-if (PG_MAJOR !== 15 && !EMBEDDED_MAJORS.includes(PG_MAJOR)) throw new Error(`WALBRIDGE_PG_MAJOR=${PG_MAJOR}: the tests run 15 (Debian's) or ${EMBEDDED_MAJORS.join(', ')}`);
+if (PG_MAJOR !== 15 && !EMBEDDED_MAJORS.includes(PG_MAJOR))
+  throw new Error(`WALBRIDGE_PG_MAJOR=${PG_MAJOR}: the tests run 15 (Debian's) or ${EMBEDDED_MAJORS.join(', ')}`);
 /** initdb, pg_ctl and postgres of PG_MAJOR. */
 export const SERVER_BIN = PG_MAJOR === 15 ? PG_BIN : embeddedServerBin(PG_MAJOR);
-if (PG_MAJOR !== 15 && !existsSync(join(SERVER_BIN, 'postgres'))) throw new Error(`no PostgreSQL ${PG_MAJOR} server in ${SERVER_BIN}: run scripts/install-deps test`);
+if (PG_MAJOR !== 15 && !existsSync(join(SERVER_BIN, 'postgres')))
+  throw new Error(`no PostgreSQL ${PG_MAJOR} server in ${SERVER_BIN}: run scripts/install-deps test`);
 const SERVER_PROGRAMS = new Set(['initdb', 'pg_ctl', 'postgres']);
 /** The database superuser created by initdb (independent of the OS user). */
 export const PG_SUPERUSER = 'postgres';
@@ -103,10 +93,7 @@ export function clusterUser(): ClusterUser {
     .split('\n')
     .find((l) => l.startsWith(`${name}:`));
   if (!line) {
-    throw new Error(
-      `postgres harness: running as root but OS user "${name}" does not exist ` +
-        `(install postgresql-15, or set WALBRIDGE_PG_OS_USER)`,
-    );
+    throw new Error(`postgres harness: running as root but OS user "${name}" does not exist (install postgresql-15, or set WALBRIDGE_PG_OS_USER)`);
   }
   const f = line.split(':');
   cachedUser = { name, uid: Number(f[2]), gid: Number(f[3]), viaRunuser: true };
@@ -118,12 +105,7 @@ export function clusterUser(): ClusterUser {
  * archive_command / restore_command). `extra` wins over the defaults.
  */
 export function clusterEnv(extra: Record<string, string> = {}, home = tmpdir()): Record<string, string> {
-  const path = [
-    join(REPO_ROOT, 'bin'),
-    PG_BIN,
-    dirname(process.execPath),
-    process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-  ].join(':');
+  const path = [join(REPO_ROOT, 'bin'), PG_BIN, dirname(process.execPath), process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'].join(':');
   return { PATH: path, HOME: home, LANG: 'C.UTF-8', ...extra };
 }
 
@@ -527,12 +509,7 @@ export interface PgCluster {
   psql(sql: string, opts?: PsqlOptions): Promise<string>;
   /** Poll `sql` until its output equals `expected` (or the predicate holds). psql errors
    *  (e.g. "not yet accepting connections") are retried. Throws with last output and log tail. */
-  waitFor(
-    sql: string,
-    expected: string | ((out: string) => boolean),
-    timeoutMs?: number,
-    opts?: PsqlOptions & { intervalMs?: number },
-  ): Promise<void>;
+  waitFor(sql: string, expected: string | ((out: string) => boolean), timeoutMs?: number, opts?: PsqlOptions & { intervalMs?: number }): Promise<void>;
   /** pgbench against this cluster (connection args added); returns stdout+stderr. */
   pgbench(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
   /** Appends settings to postgresql.conf (later lines win). Does not reload: call reload() or restart(). */
@@ -656,8 +633,7 @@ class Cluster implements PgCluster {
 
   private async fail(what: string, detail: string): Promise<never> {
     throw new Error(
-      `postgres cluster "${this.name}" (${this.dataDir}): ${what}\n${detail.trim()}\n` +
-        `--- server log tail (${this.logFile}) ---\n${await this.logTail()}`,
+      `postgres cluster "${this.name}" (${this.dataDir}): ${what}\n${detail.trim()}\n` + `--- server log tail (${this.logFile}) ---\n${await this.logTail()}`,
     );
   }
 
@@ -668,11 +644,9 @@ class Cluster implements PgCluster {
     const timeoutMs = opts.timeoutMs ?? 60_000;
     for (let attempt = 1; ; attempt++) {
       const logStart = (await this.log()).length;
-      const r = await this.asUser(
-        'pg_ctl',
-        ['start', '-D', this.dataDir, '-l', this.logFile, wait ? '-w' : '-W', '-t', String(Math.ceil(timeoutMs / 1000))],
-        { timeoutMs: timeoutMs + 10_000 },
-      );
+      const r = await this.asUser('pg_ctl', ['start', '-D', this.dataDir, '-l', this.logFile, wait ? '-w' : '-W', '-t', String(Math.ceil(timeoutMs / 1000))], {
+        timeoutMs: timeoutMs + 10_000,
+      });
       if (r.code === 0 && wait) break;
       if (r.code === 0 && !wait) {
         // Wait for the postmaster to be up (pid file written early) or to die.
@@ -794,9 +768,7 @@ class Cluster implements PgCluster {
       timeoutMs: opts.timeoutMs ?? 60_000,
     });
     if (r.code !== 0) {
-      throw new Error(
-        `psql on "${this.name}" failed (exit ${r.code ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}\nSQL: ${sql}`,
-      );
+      throw new Error(`psql on "${this.name}" failed (exit ${r.code ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}\nSQL: ${sql}`);
     }
     return r.stdout.trim();
   }
@@ -1036,11 +1008,16 @@ async function pgBasebackup(primary: PgCluster, c: Cluster, wal: 'none' | 'fetch
   const r = await c.asUser(
     'pg_basebackup',
     [
-      '-D', c.dataDir,
-      '-h', (primary as Cluster).socketDir,
-      '-p', String((primary as Cluster).port),
-      '-U', PG_SUPERUSER,
-      '-X', wal,
+      '-D',
+      c.dataDir,
+      '-h',
+      (primary as Cluster).socketDir,
+      '-p',
+      String((primary as Cluster).port),
+      '-U',
+      PG_SUPERUSER,
+      '-X',
+      wal,
       '--checkpoint=fast',
       '--no-sync',
       '--no-manifest',
@@ -1060,7 +1037,16 @@ async function pgBasebackup(primary: PgCluster, c: Cluster, wal: 'none' | 'fetch
  * Low Level API"): the contents of these directories, and these files anywhere.
  */
 const BACKUP_EMPTIED_DIRS = new Set(['pg_wal', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_stat_tmp', 'pg_subtrans']);
-const BACKUP_SKIPPED_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'backup_label', 'tablespace_map', 'standby.signal', 'recovery.signal', 'promote', 'pg_internal.init']);
+const BACKUP_SKIPPED_FILES = new Set([
+  'postmaster.pid',
+  'postmaster.opts',
+  'backup_label',
+  'tablespace_map',
+  'standby.signal',
+  'recovery.signal',
+  'promote',
+  'pg_internal.init',
+]);
 
 /**
  * The low-level backup API, as pg_basebackup does it for -X: pg_backup_start, a copy of the data
@@ -1074,7 +1060,14 @@ const BACKUP_SKIPPED_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'back
 async function lowLevelBackup(primary: Cluster, c: Cluster, wal: 'none' | 'fetch' | 'stream'): Promise<void> {
   const { default: pg } = await import('pg');
   // Bounded as pg_basebackup was (300 s): archiving that never catches up fails the test, not hangs it.
-  const client = new pg.Client({ host: primary.socketDir, port: primary.port, user: PG_SUPERUSER, database: 'postgres', connectionTimeoutMillis: 30_000, statement_timeout: 300_000 });
+  const client = new pg.Client({
+    host: primary.socketDir,
+    port: primary.port,
+    user: PG_SUPERUSER,
+    database: 'postgres',
+    connectionTimeoutMillis: 30_000,
+    statement_timeout: 300_000,
+  });
   let lost: Error | undefined;
   client.on('error', (err) => (lost = err)); // the primary gone mid-copy: reported below, not an uncaught 'error'
   await client.connect();
@@ -1096,7 +1089,9 @@ async function lowLevelBackup(primary: Cluster, c: Cluster, wal: 'none' | 'fetch
       const segments = wanted.filter((f) => f.length === 24).sort();
       const expected = segmentsBetween(first, last);
       if (segments.join() !== expected.join()) {
-        throw new Error(`base backup of "${primary.name}": pg_wal holds ${segments.join(' ') || 'none'} of ${expected.join(' ')}\n--- primary log tail ---\n${await primary.logTail()}`);
+        throw new Error(
+          `base backup of "${primary.name}": pg_wal holds ${segments.join(' ') || 'none'} of ${expected.join(' ')}\n--- primary log tail ---\n${await primary.logTail()}`,
+        );
       }
       for (const f of wanted) {
         await copyFile(join(primary.walDir, f), join(c.walDir, f));

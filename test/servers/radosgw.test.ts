@@ -282,9 +282,7 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     let token: string | undefined;
     let pages = 0;
     do {
-      const page = await s3.send(
-        new ListObjectsV2Command({ Bucket: bucket, Prefix: 'p/', MaxKeys: 2, ContinuationToken: token }),
-      );
+      const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'p/', MaxKeys: 2, ContinuationToken: token }));
       pages++;
       expect(page.KeyCount).toBe(page.Contents?.length ?? 0);
       expect(page.KeyCount).toBeLessThanOrEqual(2);
@@ -333,7 +331,9 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     const [keyId] = rgw.kmsKeyIds;
     const body = randomBytes(10_000);
     const sse = { ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId } as const;
-    const put = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/a', Body: body, ContentMD5: md5(body).toString('base64'), IfNoneMatch: '*', ...sse }));
+    const put = await s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: 'kms/a', Body: body, ContentMD5: md5(body).toString('base64'), IfNoneMatch: '*', ...sse }),
+    );
     expect(put).toMatchObject(sse);
     expect(put.ETag).toBe(`"${md5(body).toString('hex')}"`);
     expect(await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/a' }))).toMatchObject({ ...sse, ETag: put.ETag });
@@ -341,20 +341,28 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     expect(got).toMatchObject(sse);
     expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
 
-    const bare = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/bare', Body: body, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: rgw.kmsKeyIds[1] }));
+    const bare = await s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: 'kms/bare', Body: body, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: rgw.kmsKeyIds[1] }),
+    );
     expect(bare.SSEKMSKeyId).toBe(rgw.kmsKeyIds[1]);
 
-    const damaged = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/damaged', Body: body, ContentMD5: md5(Buffer.from('x')).toString('base64'), ...sse })));
+    const damaged = await failure(
+      s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/damaged', Body: body, ContentMD5: md5(Buffer.from('x')).toString('base64'), ...sse })),
+    );
     expect(damaged.name).toBe('BadDigest');
   });
 
   it('SSE-KMS: an unknown key id is 403 InvalidAccessKeyId and stores nothing; no key id is 400', async () => {
-    const unknown = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/unknown', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })));
+    const unknown = await failure(
+      s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/unknown', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })),
+    );
     expect(unknown.$metadata?.httpStatusCode).toBe(403);
     expect(unknown.name).toBe('InvalidAccessKeyId');
     expect(unknown.message).toBe('Failed to retrieve the actual key, kms-keyid: no-such-key');
     expect((await failure(s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/unknown' })))).$metadata?.httpStatusCode).toBe(404);
-    const unknownParts = await failure(s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'kms/unknown', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })));
+    const unknownParts = await failure(
+      s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'kms/unknown', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: 'no-such-key' })),
+    );
     expect(unknownParts.name).toBe('InvalidAccessKeyId');
 
     const noKey = await failure(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'kms/no-key', Body: 'x', ServerSideEncryption: 'aws:kms' })));
@@ -367,10 +375,17 @@ describe.each(['http', 'https'] as const)('RGW S3 semantics over %s', (scheme) =
     const part = randomBytes(5 * 1024 * 1024);
     const created = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'kms/mp', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId }));
     expect(created).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });
-    const uploaded = await s3.send(new UploadPartCommand({ Bucket: bucket, Key: 'kms/mp', UploadId: created.UploadId, PartNumber: 1, Body: part, ContentMD5: md5(part).toString('base64') }));
+    const uploaded = await s3.send(
+      new UploadPartCommand({ Bucket: bucket, Key: 'kms/mp', UploadId: created.UploadId, PartNumber: 1, Body: part, ContentMD5: md5(part).toString('base64') }),
+    );
     expect(uploaded).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });
     const completed = await s3.send(
-      new CompleteMultipartUploadCommand({ Bucket: bucket, Key: 'kms/mp', UploadId: created.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: uploaded.ETag }] } }),
+      new CompleteMultipartUploadCommand({
+        Bucket: bucket,
+        Key: 'kms/mp',
+        UploadId: created.UploadId,
+        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: uploaded.ETag }] },
+      }),
     );
     expect(completed.ServerSideEncryption).toBeUndefined();
     expect(await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'kms/mp' }))).toMatchObject({ ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId });

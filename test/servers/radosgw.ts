@@ -293,12 +293,7 @@ class Instance {
   }
 }
 
-function runTool(
-  cmd: string,
-  args: string[],
-  timeoutMs: number,
-  logHint?: string,
-): Promise<string> {
+function runTool(cmd: string, args: string[], timeoutMs: number, logHint?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) {
@@ -408,13 +403,28 @@ async function makeCert(dir: string, timeoutMs: number): Promise<{ cert: string;
   await runTool(
     'openssl',
     [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '3650',
-      '-keyout', key, '-out', cert,
-      '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost',
-      '-addext', 'basicConstraints=critical,CA:TRUE',
-      '-addext', 'keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign',
-      '-addext', 'extendedKeyUsage=serverAuth',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-sha256',
+      '-days',
+      '3650',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign',
+      '-addext',
+      'extendedKeyUsage=serverAuth',
     ],
     timeoutMs,
   );
@@ -422,13 +432,7 @@ async function makeCert(dir: string, timeoutMs: number): Promise<{ cert: string;
 }
 
 /** Resolve when `probe` resolves true; reject on deadline or when a daemon dies. */
-async function waitFor(
-  what: string,
-  probe: () => Promise<boolean>,
-  deadline: number,
-  daemons: Daemon[],
-  logFiles: string[],
-): Promise<void> {
+async function waitFor(what: string, probe: () => Promise<boolean>, deadline: number, daemons: Daemon[], logFiles: string[]): Promise<void> {
   let lastErr = '';
   for (;;) {
     const dead = daemons.find((d) => d.exitInfo !== undefined);
@@ -574,7 +578,9 @@ export async function startRadosgw(opts: RadosgwOptions = {}): Promise<Radosgw> 
     const osdUuid = randomUUID();
     const cephCli = (args: string[]): Promise<string> =>
       runTool('ceph', ['-c', conf, '--connect-timeout', String(Math.ceil(remaining() / 1000)), ...args], remaining(), logOf(`mon.${MON_ID}`));
-    const osdId = (await Promise.race([cephCli(['osd', 'new', osdUuid]), mon.exited.then((why) => Promise.reject(new Error(`${why}\n${tailFile(mon.logFile)}`)))])).trim();
+    const osdId = (
+      await Promise.race([cephCli(['osd', 'new', osdUuid]), mon.exited.then((why) => Promise.reject(new Error(`${why}\n${tailFile(mon.logFile)}`)))])
+    ).trim();
     if (!/^\d+$/.test(osdId)) throw new Error(`radosgw harness: unexpected output of \`ceph osd new\`: ${osdId}`);
     await fsp.mkdir(path.join(dir, 'osd', osdId), { recursive: true });
     await runTool('ceph-osd', ['-c', conf, '-i', osdId, '--mkfs', '--osd-uuid', osdUuid], remaining(), logOf(`osd.${osdId}`));
@@ -702,7 +708,11 @@ export async function startGateway(cluster: GatewayCluster, opts: GatewayOptions
   // ceph.conf has no section for this name: the cluster gateway's settings, with paths of its own.
   // Without rgw_frontends it would listen on 0.0.0.0:7480.
   const args = [
-    '-c', cluster.confFile, '-n', name, '-f',
+    '-c',
+    cluster.confFile,
+    '-n',
+    name,
+    '-f',
     `--rgw_frontends=beast endpoint=127.0.0.1:${port}`,
     '--rgw_thread_pool_size=64',
     `--rgw_data=${dir}/data`,
@@ -730,7 +740,9 @@ export async function startGateway(cluster: GatewayCluster, opts: GatewayOptions
     process.kill(d.child.pid, signal);
     const exited = await Promise.race([d.exited.then(() => true), sleep(GATEWAY_EXIT_WAIT_MS).then(() => false)]);
     if (!exited) {
-      throw new Error(`radosgw harness: ${name} still running ${GATEWAY_EXIT_WAIT_MS} ms after ${signal}\n--- tail of ${d.logFile} ---\n${tailFile(d.logFile)}`);
+      throw new Error(
+        `radosgw harness: ${name} still running ${GATEWAY_EXIT_WAIT_MS} ms after ${signal}\n--- tail of ${d.logFile} ---\n${tailFile(d.logFile)}`,
+      );
     }
   };
 

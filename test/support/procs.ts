@@ -22,7 +22,9 @@ export function procInfo(pid: number): ProcInfo | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((a) => a !== '');
     let cwd: string | undefined;
     try {
       cwd = readlinkSync(`/proc/${pid}/cwd`).replace(/ \(deleted\)$/, '');

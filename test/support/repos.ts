@@ -19,7 +19,9 @@ import type { Store } from '../../src/storage/store.js';
 export type Backend = 'file' | 's3' | 'gcs' | 'memory';
 const ALL_BACKENDS: readonly Backend[] = ['file', 's3', 'gcs'];
 /** The backends a file runs its cases through: all three, or those WALBRIDGE_TEST_BACKENDS names (vitest.config.ts's runs on newer PostgreSQL majors). */
-export const BACKENDS: readonly Backend[] = process.env.WALBRIDGE_TEST_BACKENDS ? ALL_BACKENDS.filter((b) => process.env.WALBRIDGE_TEST_BACKENDS!.split(',').includes(b)) : ALL_BACKENDS;
+export const BACKENDS: readonly Backend[] = process.env.WALBRIDGE_TEST_BACKENDS
+  ? ALL_BACKENDS.filter((b) => process.env.WALBRIDGE_TEST_BACKENDS!.split(',').includes(b))
+  : ALL_BACKENDS;
 
 export interface TestRepo {
   readonly backend: Backend;

@@ -34,7 +34,9 @@ export async function stopPushWhileWriting(
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
       stdio: 'ignore',
     });
-    const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (status, signal) => resolve({ status, signal })));
+    const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (status, signal) => resolve({ status, signal })),
+    );
     const temp = await new Promise<string | undefined>((resolve) => {
       let caught = false;
       watcher.on('change', (_event, name) => {

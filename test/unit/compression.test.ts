@@ -27,10 +27,12 @@ function piecewise(data: Buffer, piece = 65_537): Readable {
 
 async function run(input: Readable, stage: NodeJS.ReadWriteStream | undefined): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  const sink = new Writable({ write: (c: Buffer, _e, done) => {
+  const sink = new Writable({
+    write: (c: Buffer, _e, done) => {
       chunks.push(c);
       done();
-    }, });
+    },
+  });
   if (stage) await pipeline(input, stage, sink);
   else await pipeline(input, sink);
   return Buffer.concat(chunks);

@@ -93,7 +93,19 @@ describe('what an operation leaves running is aborted at its deadline', () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
     const before = closed;
     const { error, ms } = await timed(() =>
-      retryTransient(policy, 'read x', () => new Promise((resolve, reject) => get(url, (res) => res.on('data', () => undefined).on('end', resolve).on('error', reject)).on('error', reject))),
+      retryTransient(
+        policy,
+        'read x',
+        () =>
+          new Promise((resolve, reject) =>
+            get(url, (res) =>
+              res
+                .on('data', () => undefined)
+                .on('end', resolve)
+                .on('error', reject),
+            ).on('error', reject),
+          ),
+      ),
     );
     expect(error).toMatchObject({ kind: 'transient', message: expect.stringMatching(/^read x did not complete within --timeout 0\.3 s/) });
     expect(ms).toBeLessThan(1_500);
@@ -102,9 +114,12 @@ describe('what an operation leaves running is aborted at its deadline', () => {
   });
 
   it('the body a get handed out, read after the get returned', async () => {
-    const endless = () => new Readable({ read() {
-      setTimeout(() => this.push(Buffer.alloc(1)), 20);
-    } });
+    const endless = () =>
+      new Readable({
+        read() {
+          setTimeout(() => this.push(Buffer.alloc(1)), 20);
+        },
+      });
     let body: Readable | undefined;
     const store = withRetries({ get: async () => ({ info: { key: 'k', size: 1, metadata: {} }, body: (body = endless()) }) } as unknown as Store, policy);
     const { error, ms } = await timed(() =>

@@ -26,10 +26,16 @@ async function run(input: Buffer, stage: NodeJS.ReadWriteStream, pieces = 7): Pr
   // Odd-sized pieces, so chunk boundaries never line up with writes.
   const step = Math.max(1, Math.ceil(input.length / pieces));
   const parts = input.length === 0 ? [] : Array.from({ length: Math.ceil(input.length / step) }, (_, i) => input.subarray(i * step, (i + 1) * step));
-  await pipeline(Readable.from(parts), stage, new Writable({ write: (c: Buffer, _e, done) => {
+  await pipeline(
+    Readable.from(parts),
+    stage,
+    new Writable({
+      write: (c: Buffer, _e, done) => {
         out.push(c);
         done();
-      }, }));
+      },
+    }),
+  );
   return Buffer.concat(out);
 }
 
@@ -84,7 +90,10 @@ describe('chunked AES-256-GCM', () => {
       ['not an encrypted body at all', randomBytes(5000), /does not start with walbridge's encryption header/],
     ];
     it.each(cases)('%s', async (_what, body, message) => {
-      const err = await decrypt(body, key).then(() => undefined, (e: unknown) => e);
+      const err = await decrypt(body, key).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(DecryptionError);
       expect((err as Error).message).toMatch(message);
     });

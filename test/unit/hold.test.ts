@@ -31,7 +31,11 @@ describe('verdictOn', () => {
     ['a name that is no WAL file', new WalbridgeError('badName', 'x'), 'stop'],
     ['a bug', new TypeError('undefined is not a function'), 'stop'],
     ['a codec package missing (an install in progress)', new WalbridgeError('config', 'codec zstd is unavailable', { mendableOutside: true }), 'hold'],
-    ['a module of walbridge missing (an upgrade under the call: Node keeps failed imports)', Object.assign(new Error('Cannot find module'), { code: 'ERR_MODULE_NOT_FOUND' }), 'stop'],
+    [
+      'a module of walbridge missing (an upgrade under the call: Node keeps failed imports)',
+      Object.assign(new Error('Cannot find module'), { code: 'ERR_MODULE_NOT_FOUND' }),
+      'stop',
+    ],
   ])('%s: %s', (_what, err, verdict) => {
     expect(verdictOn(err)).toBe(verdict);
   });
@@ -118,7 +122,9 @@ describe('holdingFailures', () => {
 describe('waitsUnderRecoverySignal', () => {
   it('finds the data directory from %p or the working directory, and honours --no-wait and standby.signal; bin/launch.js (which cannot load the bundle) agrees', async () => {
     // @ts-expect-error: plain JavaScript, outside the TypeScript project
-    const { waitingUnderRecoverySignal } = (await import('../../bin/launch.js')) as { waitingUnderRecoverySignal: (exe: string, argv: string[], cwd: string) => string | undefined };
+    const { waitingUnderRecoverySignal } = (await import('../../bin/launch.js')) as {
+      waitingUnderRecoverySignal: (exe: string, argv: string[], cwd: string) => string | undefined;
+    };
     const both = (argv: string[], cwd: string) => {
       const verdict = waitsUnderRecoverySignal(argv, cwd);
       expect(waitingUnderRecoverySignal('archive-fetch', argv, cwd) !== undefined, argv.join(' ')).toBe(verdict);

@@ -71,7 +71,17 @@ describe('timeline histories', () => {
       'timeline 2 has 000000020000000000000003, before it branched off at 0/5000000 (00000002.history)',
     ]);
     expect(historyProblems(2, [{ parent: 1, switchpoint: 0x3000000n }], inv, MiB16)).toEqual([]);
-    expect(historyProblems(3, [{ parent: 2, switchpoint: 5n }, { parent: 1, switchpoint: 6n }], inv, MiB16)).toHaveLength(1);
+    expect(
+      historyProblems(
+        3,
+        [
+          { parent: 2, switchpoint: 5n },
+          { parent: 1, switchpoint: 6n },
+        ],
+        inv,
+        MiB16,
+      ),
+    ).toHaveLength(1);
     expect(historyProblems(2, [{ parent: 2, switchpoint: 5n }], inv, MiB16)[0]).toMatch(/not older/);
     expect(historyProblems(2, [], inv, MiB16)).toEqual(['00000002.history lists no parent timeline']);
   });

@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  formatSegmentName,
-  nextSegmentName,
-  parseWalFileName,
-  precedesRestartPoint,
-  segmentNumber,
-  segmentFitsSize,
-} from '../../src/wal/names.js';
+import { formatSegmentName, nextSegmentName, parseWalFileName, precedesRestartPoint, segmentNumber, segmentFitsSize } from '../../src/wal/names.js';
 
 const MiB = 1024 * 1024;
 

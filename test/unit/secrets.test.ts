@@ -6,7 +6,12 @@ import { describe, expect, it } from 'vitest';
 import { backgroundLogLeaks, leakedSecrets, rememberBackgroundLogs } from '../support/cli.js';
 
 describe('secret leak check', () => {
-  const env = { AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG', AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE', WALBRIDGE_ENCRYPTION_KEY: 'c2VjcmV0LWtleS1ieXRlcw==', AWS_SESSION_TOKEN: 'FwoGZXIvYXdzEJr' };
+  const env = {
+    AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG',
+    AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE',
+    WALBRIDGE_ENCRYPTION_KEY: 'c2VjcmV0LWtleS1ieXRlcw==',
+    AWS_SESSION_TOKEN: 'FwoGZXIvYXdzEJr',
+  };
 
   it('finds secret values in output, by the variable that held them', () => {
     expect(leakedSecrets(env, 'ERROR: access denied for wJalrXUtnFEMI/K7MDENG')).toEqual(['AWS_SECRET_ACCESS_KEY']);

@@ -61,7 +61,7 @@ describe('resolveSettings', () => {
   it('prefers flags to the environment, and the environment to the config file', async () => {
     const config = configFile('repo = file:///from/file\nnamespace = filens\ncompress = gzip\n# comment\ntimeout = 7\n');
     const env = { WALBRIDGE_CONFIG: config, WALBRIDGE_NAMESPACE: 'envns' };
-    const s = (await resolveSettings({ flags: { namespace: 'flagns' }, env }));
+    const s = await resolveSettings({ flags: { namespace: 'flagns' }, env });
     expect(s.namespace).toBe('flagns');
     expect(s.repo).toEqual({ scheme: 'file', directory: '/from/file' });
     expect(s.compress).toBe('gzip');
@@ -71,13 +71,15 @@ describe('resolveSettings', () => {
   });
 
   it('has safe defaults for everything but repo and namespace', async () => {
-    const s = (await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} }));
+    const s = await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} });
     expect(s).toMatchObject({ compress: 'zstd', timeout: 60, storage: { pathStyle: false, checksum: 'when-required' } });
   });
 
   it('reads booleans from flags and the environment', async () => {
     expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n', 's3-path-style': true }, env: {} })).storage).toMatchObject({ pathStyle: true });
-    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } })).storage).toMatchObject({ pathStyle: true });
+    expect((await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: { WALBRIDGE_S3_PATH_STYLE: '1' } })).storage).toMatchObject({
+      pathStyle: true,
+    });
   });
 
   it.each([
@@ -106,17 +108,24 @@ describe('resolveSettings', () => {
     const KEY = 'projects/my-project/locations/europe-west1/keyRings/wal/cryptoKeys/wal-key';
 
     it('asks for nothing unless told: the bucket default applies', async () => {
-      expect((await resolveSettings({ flags: s3, env: {} }))).toMatchObject({ storage: { sse: undefined, sseKmsKeyId: undefined } });
+      expect(await resolveSettings({ flags: s3, env: {} })).toMatchObject({ storage: { sse: undefined, sseKmsKeyId: undefined } });
     });
 
     it('takes SSE-S3, SSE-KMS with or without a key, and a KMS key alone as SSE-KMS', async () => {
-      expect((await resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} }))).toMatchObject({ storage: { sse: 'AES256', sseKmsKeyId: undefined } });
-      expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: undefined } });
-      for (const keyId of ['1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'alias/wal', 'minio-key']) {
-        expect((await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: keyId } });
+      expect(await resolveSettings({ flags: { ...s3, 's3-sse': 'AES256' }, env: {} })).toMatchObject({ storage: { sse: 'AES256', sseKmsKeyId: undefined } });
+      expect(await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE: 'aws:kms' } })).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: undefined } });
+      for (const keyId of [
+        '1234abcd-12ab-34cd-56ef-1234567890ab',
+        'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+        'alias/wal',
+        'minio-key',
+      ]) {
+        expect(await resolveSettings({ flags: s3, env: { WALBRIDGE_S3_SSE_KMS_KEY_ID: keyId } })).toMatchObject({
+          storage: { sse: 'aws:kms', sseKmsKeyId: keyId },
+        });
       }
       const config = configFile(`repo = s3://bkt\nnamespace = n\ns3-sse = aws:kms\ns3-sse-kms-key-id = alias/wal\n`);
-      expect((await resolveSettings({ flags: { config }, env: {} }))).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: 'alias/wal' } });
+      expect(await resolveSettings({ flags: { config }, env: {} })).toMatchObject({ storage: { sse: 'aws:kms', sseKmsKeyId: 'alias/wal' } });
     });
 
     it('takes a Cloud KMS crypto key name for GCS, also a domain-scoped project', async () => {
@@ -128,11 +137,23 @@ describe('resolveSettings', () => {
     it.each([
       [{ ...s3, 's3-sse': 'aes256' }, {}, /^bad --s3-sse "aes256": use AES256 \(SSE-S3\) or aws:kms \(SSE-KMS\)$/],
       [s3, { WALBRIDGE_S3_SSE: 'aws:kms:dsse' }, /^bad WALBRIDGE_S3_SSE "aws:kms:dsse"/],
-      [s3, { WALBRIDGE_S3_SSE: 'AES256', WALBRIDGE_S3_SSE_KMS_KEY_ID: 'alias/wal' }, /^WALBRIDGE_S3_SSE_KMS_KEY_ID names a KMS key, but WALBRIDGE_S3_SSE is AES256: use aws:kms or leave it unset$/],
+      [
+        s3,
+        { WALBRIDGE_S3_SSE: 'AES256', WALBRIDGE_S3_SSE_KMS_KEY_ID: 'alias/wal' },
+        /^WALBRIDGE_S3_SSE_KMS_KEY_ID names a KMS key, but WALBRIDGE_S3_SSE is AES256: use aws:kms or leave it unset$/,
+      ],
       [{ ...s3, 's3-sse-kms-key-id': 'alias/my key' }, {}, /^bad --s3-sse-kms-key-id "alias\/my key": expected a KMS key id, key ARN or alias/],
       [{ ...s3, 's3-sse-kms-key-id': 'key\nX-Injected: 1' }, {}, /^bad --s3-sse-kms-key-id "key\\nX-Injected: 1"/],
-      [{ ...gs, 'gcs-kms-key-name': 'wal-key' }, {}, /^bad --gcs-kms-key-name "wal-key": expected projects\/PROJECT\/locations\/LOCATION\/keyRings\/RING\/cryptoKeys\/KEY$/],
-      [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: `${KEY}/cryptoKeyVersions/3` }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME ".*": expected .*cryptoKeys\/KEY without \/cryptoKeyVersions\/N/],
+      [
+        { ...gs, 'gcs-kms-key-name': 'wal-key' },
+        {},
+        /^bad --gcs-kms-key-name "wal-key": expected projects\/PROJECT\/locations\/LOCATION\/keyRings\/RING\/cryptoKeys\/KEY$/,
+      ],
+      [
+        gs,
+        { WALBRIDGE_GCS_KMS_KEY_NAME: `${KEY}/cryptoKeyVersions/3` },
+        /^bad WALBRIDGE_GCS_KMS_KEY_NAME ".*": expected .*cryptoKeys\/KEY without \/cryptoKeyVersions\/N/,
+      ],
       [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: 'projects/p/locations/us/keyRings/r' }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME/],
       [gs, { WALBRIDGE_GCS_KMS_KEY_NAME: `${KEY}/` }, /^bad WALBRIDGE_GCS_KMS_KEY_NAME/],
       [gs, { WALBRIDGE_S3_SSE: 'AES256' }, /^WALBRIDGE_S3_SSE is set, but the repository is gs:\/\/; it applies to s3:\/\/ repositories only$/],
@@ -158,7 +179,7 @@ describe('resolveSettings', () => {
     const base = { repo: 'file:///r', namespace: 'n' };
     const key = Buffer.alloc(32, 7).toString('base64');
     const good = configFile(`${key}\n`);
-    const fromFile = (await resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: {} }));
+    const fromFile = await resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: {} });
     expect(fromFile.encryption?.ids).toHaveLength(1);
     expect(JSON.stringify(fromFile)).not.toContain(key);
     expect((await resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: key } })).encryption?.ids).toEqual(fromFile.encryption?.ids);
@@ -167,14 +188,20 @@ describe('resolveSettings', () => {
     const secretish = 'hunter2-is-not-a-key';
     const bad = configFile(`${key}\n${secretish}\n`);
     const badFile = await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': bad }, env: {} }));
-    expect(badFile.message).toBe(`bad key file ${bad} (--encryption-key-file): line 2: not a key (expected 32 bytes as base64, e.g. from "openssl rand -base64 32", or 64 hex digits)`);
+    expect(badFile.message).toBe(
+      `bad key file ${bad} (--encryption-key-file): line 2: not a key (expected 32 bytes as base64, e.g. from "openssl rand -base64 32", or 64 hex digits)`,
+    );
     expect(badFile.kind).toBe('config');
     expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY: secretish } }))).message).not.toContain(secretish);
     expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': good }, env: { WALBRIDGE_ENCRYPTION_KEY: key } }))).message).toMatch(
       /both --encryption-key-file and WALBRIDGE_ENCRYPTION_KEY are set/,
     );
-    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} }))).message).toMatch(/cannot read it: ENOENT/);
-    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} }))).message).toMatch(/give the absolute path of the key file/);
+    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': path.join(dir, 'none') }, env: {} }))).message).toMatch(
+      /cannot read it: ENOENT/,
+    );
+    expect((await failure(() => resolveSettings({ flags: { ...base, 'encryption-key-file': 'keys' }, env: {} }))).message).toMatch(
+      /give the absolute path of the key file/,
+    );
     // A key given where its file's path goes is never printed back.
     const given = await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_ENCRYPTION_KEY_FILE: key } }));
     expect(given.message).toBe('bad WALBRIDGE_ENCRYPTION_KEY_FILE: give the absolute path of the key file (the value is not shown: it may be a key)');
@@ -187,10 +214,16 @@ describe('resolveSettings', () => {
     );
     const withPassword = await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u:s3cr3t-pw@db/postgres' }, env: {} }));
     expect(withPassword.message).toBe('bad --conninfo: it holds a password; put it in ~/.pgpass (or PGPASSFILE) instead');
-    expect((await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} }))).message).toMatch(/holds a password/);
+    expect(
+      (await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql:///postgres?user=u&password=s3cr3t-pw' }, env: {} }))).message,
+    ).toMatch(/holds a password/);
     // libpq's URL parser decodes parameter names too.
-    expect((await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} }))).message).toMatch(/holds a password/);
-    expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } }))).message).toMatch(/expected a postgresql:\/\/ URL/);
+    expect(
+      (await failure(() => resolveSettings({ flags: { ...base, conninfo: 'postgresql://u@/db?host=/tmp&pass%77ord=s3cr3t-pw' }, env: {} }))).message,
+    ).toMatch(/holds a password/);
+    expect((await failure(() => resolveSettings({ flags: base, env: { WALBRIDGE_CONNINFO: 'host=db user=u' } }))).message).toMatch(
+      /expected a postgresql:\/\/ URL/,
+    );
   });
 });
 
@@ -203,7 +236,9 @@ describe('what a waiting restore_command may do with a settings failure (archive
   });
 
   it('marks a failure whose cause is in the config or key file as mendable outside the process, one of a flag or the environment not', async () => {
-    const fromFile = await failure(() => resolveSettings({ flags: { config: configFile('repo = file:///r\nnamespace = n\ntimeout = abc\n') }, env: {}, command: 'fetch' }));
+    const fromFile = await failure(() =>
+      resolveSettings({ flags: { config: configFile('repo = file:///r\nnamespace = n\ntimeout = abc\n') }, env: {}, command: 'fetch' }),
+    );
     expect(fromFile.mendableOutside).toBe(true);
     const fromFlag = await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', timeout: 'abc' }, env: {}, command: 'fetch' }));
     expect(fromFlag.mendableOutside).toBe(false);
@@ -211,9 +246,13 @@ describe('what a waiting restore_command may do with a settings failure (archive
     expect(fromEnv.mendableOutside).toBe(false);
     // Missing from the file (it could be added there), a bad repository URL in it, an empty key file.
     expect((await failure(() => resolveSettings({ flags: { config: configFile('namespace = n\n') }, env: {} }))).mendableOutside).toBe(true);
-    expect((await failure(() => resolveSettings({ flags: { config: configFile('repo = file:///a%zz\nnamespace = n\n') }, env: {} }))).mendableOutside).toBe(true);
+    expect((await failure(() => resolveSettings({ flags: { config: configFile('repo = file:///a%zz\nnamespace = n\n') }, env: {} }))).mendableOutside).toBe(
+      true,
+    );
     const emptyKeys = configFile('');
-    expect((await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', 'encryption-key-file': emptyKeys }, env: {} }))).mendableOutside).toBe(true);
+    expect(
+      (await failure(() => resolveSettings({ flags: { repo: 'file:///r', namespace: 'n', 'encryption-key-file': emptyKeys }, env: {} }))).mendableOutside,
+    ).toBe(true);
     expect((await failure(() => resolveSettings({ flags: {}, env: {} }))).mendableOutside).toBe(false);
   });
 

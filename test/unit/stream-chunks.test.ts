@@ -10,12 +10,14 @@ describe('streamed chunks', () => {
     expect(parseChunkKey(key)).toEqual({ start: 0x2000, end: 0x2fe8 });
   });
 
-  it.each(['db1/stream/000000010000000000000003/00002000-00002000', 'db1/stream/x/2000-3000', 'db1/stream/000000010000000000000003/00003000-00002000', 'db1/wal/000000010000000000000003'])(
-    'ignores %s',
-    (key) => {
-      expect(parseChunkKey(key)).toBeUndefined();
-    },
-  );
+  it.each([
+    'db1/stream/000000010000000000000003/00002000-00002000',
+    'db1/stream/x/2000-3000',
+    'db1/stream/000000010000000000000003/00003000-00002000',
+    'db1/wal/000000010000000000000003',
+  ])('ignores %s', (key) => {
+    expect(parseChunkKey(key)).toBeUndefined();
+  });
 
   const c = (start: number, end: number) => ({ start, end });
 

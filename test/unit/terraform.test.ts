@@ -19,12 +19,23 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { getExpressionAst, parse } from '@cdktf/hcl2json';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { historyPrefix, identityKey, namespacePrefix, namespaceProblem, streamPrefix, triggerKey, triggerPrefix, walFileKey, walPrefix } from '../../src/archive/repo/layout.js';
+import {
+  historyPrefix,
+  identityKey,
+  namespacePrefix,
+  namespaceProblem,
+  streamPrefix,
+  triggerKey,
+  triggerPrefix,
+  walFileKey,
+  walPrefix,
+} from '../../src/archive/repo/layout.js';
 import { chunkKey, listChunks } from '../../src/archive/repo/stream-chunks.js';
 import { formatRepo, parseRepoUrl } from '../../src/storage/registry.js';
 import { SETTINGS } from '../../src/config/settings.js';
@@ -242,14 +253,21 @@ function bool(v: Value, what: string): boolean {
 
 function canonical(v: Value): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (isObject(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  if (isObject(v))
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(',')}}`;
   return JSON.stringify(v ?? null);
 }
 
 /** Collection entries as Terraform iterates them: lists by index, maps and objects by sorted key. */
 function entries(v: Value, what: string): [Value, Value][] {
   if (Array.isArray(v)) return v.map((x, i) => [i, x]);
-  if (isObject(v)) return Object.keys(v).sort().map((k) => [k, v[k]]);
+  if (isObject(v))
+    return Object.keys(v)
+      .sort()
+      .map((k) => [k, v[k]]);
   throw new Error(`${what}: cannot iterate over ${typeName(v)}`);
 }
 
@@ -283,7 +301,10 @@ const FUNCTIONS: Record<string, (args: Value[]) => Value> = {
   flatten: ([l]) => arr(l, 'flatten').flat(Infinity),
   floor: ([x]) => Math.floor(num(x, 'floor')),
   format: ([spec, ...args]) => format(str(spec, 'format'), args),
-  join: ([sep, l]) => arr(l, 'join').map((x) => tfString(x, 'join')).join(str(sep, 'join')),
+  join: ([sep, l]) =>
+    arr(l, 'join')
+      .map((x) => tfString(x, 'join'))
+      .join(str(sep, 'join')),
   jsondecode: ([s]) => JSON.parse(str(s, 'jsondecode')) as Value,
   jsonencode: ([x]) => JSON.stringify(x),
   keys: ([m]) => Object.keys(obj(m, 'keys')).sort(),
@@ -300,7 +321,10 @@ const FUNCTIONS: Record<string, (args: Value[]) => Value> = {
     if (!m) throw new Error(`regex: ${JSON.stringify(s)} does not match ${pattern}`);
     return m.length > 1 ? m.slice(1) : m[0];
   },
-  sort: ([l]) => arr(l, 'sort').map((x) => str(x, 'sort')).sort(),
+  sort: ([l]) =>
+    arr(l, 'sort')
+      .map((x) => str(x, 'sort'))
+      .sort(),
   split: ([sep, s]) => str(s, 'split').split(str(sep, 'split')),
   startswith: ([s, p]) => str(s, 'startswith').startsWith(str(p, 'startswith')),
   strcontains: ([s, p]) => str(s, 'strcontains').includes(str(p, 'strcontains')),
@@ -357,7 +381,7 @@ class Evaluator {
    */
   async body(body: JsonObject, scope: Scope = {}): Promise<Record<string, Value>> {
     const out: Record<string, Value> = {};
-    const blocks = (type: string): Value[] => ((out[type] ??= []) as Value[]);
+    const blocks = (type: string): Value[] => (out[type] ??= []) as Value[];
     for (const [key, v] of Object.entries(body)) {
       if (['for_each', 'count', 'depends_on', 'lifecycle', 'provider', 'providers', 'source'].includes(key)) continue;
       if (key === 'dynamic') {
@@ -733,13 +757,21 @@ function stubsFor(module: keyof typeof MODULES): Stubs {
     return {
       'aws_s3_bucket.this': { bucket: BUCKET, id: BUCKET, arn: BUCKET_ARN, region: 'eu-west-1' },
       'aws_kms_key.this': [{ arn: KMS_ARN }],
-      ...Object.fromEntries(['primary', 'standby', 'operator'].map((a) => [`data.aws_iam_policy_document.${a}`, new Proxy({}, { get: (_t, ns) => ({ json: `{"${a}":"${String(ns)}"}` }), has: () => true })])),
+      ...Object.fromEntries(
+        ['primary', 'standby', 'operator'].map((a) => [
+          `data.aws_iam_policy_document.${a}`,
+          new Proxy({}, { get: (_t, ns) => ({ json: `{"${a}":"${String(ns)}"}` }), has: () => true }),
+        ]),
+      ),
     };
   }
   return {
     'google_storage_bucket.this': { name: BUCKET, url: `gs://${BUCKET}` },
     'data.google_storage_project_service_account.this': [{ email_address: 'service-1234@gs-project-accounts.iam.gserviceaccount.com' }],
-    'google_service_account.this': new Proxy({}, { get: (_t, key) => ({ email: `${String(key).replace('/', '-').toLowerCase()}@${PROJECT}.iam.gserviceaccount.com` }), has: () => true }),
+    'google_service_account.this': new Proxy(
+      {},
+      { get: (_t, key) => ({ email: `${String(key).replace('/', '-').toLowerCase()}@${PROJECT}.iam.gserviceaccount.com` }), has: () => true },
+    ),
   };
 }
 
@@ -901,7 +933,11 @@ function statements(doc: Record<string, Value>): Statement[] {
       resources: arr(st['resources'], 'resources').map((r) => str(r, 'resource')),
       conditions: arr(st['condition'] ?? [], 'condition').map((c) => {
         const cond = obj(c, 'condition');
-        return { test: str(cond['test'], 'test'), variable: str(cond['variable'], 'variable'), values: arr(cond['values'], 'values').map((x) => str(x, 'value')) };
+        return {
+          test: str(cond['test'], 'test'),
+          variable: str(cond['variable'], 'variable'),
+          values: arr(cond['values'], 'values').map((x) => str(x, 'value')),
+        };
       }),
     };
   });
@@ -909,7 +945,10 @@ function statements(doc: Record<string, Value>): Statement[] {
 
 /** IAM's wildcards: `*` any run of characters (slashes included), `?` one character. */
 function globMatch(pattern: string, value: string, ignoreCase = false): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, ignoreCase ? 'is' : 's').test(value);
 }
 
@@ -970,7 +1009,12 @@ function recordingClient(requests: S3Request[]) {
         throw Object.assign(new Error('absent'), { name: 'NotFound', $metadata: { httpStatusCode: 404 } });
       }
       if (command instanceof PutObjectCommand) {
-        requests.push({ operation: 'PutObject', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(true, command.input.IfNoneMatch) });
+        requests.push({
+          operation: 'PutObject',
+          action: 's3:PutObject',
+          resource: object(command.input.Key),
+          context: creationContext(true, command.input.IfNoneMatch),
+        });
         return {};
       }
       if (command instanceof CreateMultipartUploadCommand) {
@@ -982,7 +1026,12 @@ function recordingClient(requests: S3Request[]) {
         return { ETag: `"part-${command.input.PartNumber}"` };
       }
       if (command instanceof CompleteMultipartUploadCommand) {
-        requests.push({ operation: 'CompleteMultipartUpload', action: 's3:PutObject', resource: object(command.input.Key), context: creationContext(true, command.input.IfNoneMatch) });
+        requests.push({
+          operation: 'CompleteMultipartUpload',
+          action: 's3:PutObject',
+          resource: object(command.input.Key),
+          context: creationContext(true, command.input.IfNoneMatch),
+        });
         return {};
       }
       if (command instanceof AbortMultipartUploadCommand) {
@@ -1027,7 +1076,9 @@ async function s3Requests(prefix: string, operations: (store: Store) => Promise<
 
 /** The primary's archive objects in a namespace, as IAM resources: wal/, history/ and exactly identity.json. */
 function archiveResources(prefix: string, namespace: string): string[] {
-  return [walPrefix(namespace), historyPrefix(namespace)].map((p) => `${BUCKET_ARN}/${joinKey(prefix, p)}*`).concat(`${BUCKET_ARN}/${joinKey(prefix, identityKey(namespace))}`);
+  return [walPrefix(namespace), historyPrefix(namespace)]
+    .map((p) => `${BUCKET_ARN}/${joinKey(prefix, p)}*`)
+    .concat(`${BUCKET_ARN}/${joinKey(prefix, identityKey(namespace))}`);
 }
 
 async function drain(it: AsyncIterable<unknown>): Promise<void> {
@@ -1090,7 +1141,8 @@ describe('module aws-s3', () => {
     db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2 },
     'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0 },
   };
-  const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { bucket_name: BUCKET, namespaces, ...inputs }), stubs);
+  const evaluatorFor = async (inputs: Record<string, Value>) =>
+    new Evaluator(mod, await variablesFor(mod, { bucket_name: BUCKET, namespaces, ...inputs }), stubs);
 
   it('blocks public access, enforces bucket ownership and encrypts by default', async () => {
     const ev = await evaluatorFor({});
@@ -1100,8 +1152,12 @@ describe('module aws-s3', () => {
     expect(ownership).toMatchObject({ rule: [{ object_ownership: 'BucketOwnerEnforced' }] });
     const [sse] = (await ev.instances('aws_s3_bucket_server_side_encryption_configuration.this')).values();
     expect(sse).toMatchObject({ rule: [{ apply_server_side_encryption_by_default: [{ sse_algorithm: 'AES256', kms_master_key_id: null }] }] });
-    const kms = await (await evaluatorFor({ encryption: 'SSE-KMS', kms_key_arn: KMS_ARN })).instances('aws_s3_bucket_server_side_encryption_configuration.this');
-    expect([...kms.values()][0]).toMatchObject({ rule: [{ apply_server_side_encryption_by_default: [{ sse_algorithm: 'aws:kms', kms_master_key_id: KMS_ARN }], bucket_key_enabled: true }] });
+    const kms = await (await evaluatorFor({ encryption: 'SSE-KMS', kms_key_arn: KMS_ARN })).instances(
+      'aws_s3_bucket_server_side_encryption_configuration.this',
+    );
+    expect([...kms.values()][0]).toMatchObject({
+      rule: [{ apply_server_side_encryption_by_default: [{ sse_algorithm: 'aws:kms', kms_master_key_id: KMS_ARN }], bucket_key_enabled: true }],
+    });
     expect((await (await evaluatorFor({ encryption: 'SSE-KMS' })).instances('aws_kms_key.this')).size).toBe(1);
     expect((await (await evaluatorFor({ encryption: 'SSE-KMS', kms_key_arn: KMS_ARN })).instances('aws_kms_key.this')).size).toBe(0);
   });
@@ -1109,7 +1165,9 @@ describe('module aws-s3', () => {
   it('denies every request made without TLS, to anyone', async () => {
     const ev = await evaluatorFor({});
     const [policy] = (await ev.instances('aws_iam_policy_document.bucket', 'data')).values();
-    const deny = arr(policy!['statement'], 'statement').map((s) => obj(s, 'statement')).find((s) => s['sid'] === 'DenyInsecureTransport');
+    const deny = arr(policy!['statement'], 'statement')
+      .map((s) => obj(s, 'statement'))
+      .find((s) => s['sid'] === 'DenyInsecureTransport');
     expect(deny).toMatchObject({
       effect: 'Deny',
       actions: ['s3:*'],
@@ -1150,7 +1208,8 @@ describe('module aws-s3', () => {
         }
       }
       const expires = (key: string) => [...expiring.keys()].some((p) => joinKey(prefix, key).startsWith(p));
-      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup, keysOf('db1').chunk, keysOf('db10').chunk]) expect(expires(key), key).toBe(true);
+      for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup, keysOf('db1').chunk, keysOf('db10').chunk])
+        expect(expires(key), key).toBe(true);
       for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').segment, keysOf('Orders.v2_b-1').chunk]) expect(expires(key), key).toBe(false);
       // Rules only on a namespace, its wal/ or its stream/, with distinct IDs.
       const allowedPrefixes = NAMESPACE_NAMES.flatMap((ns) => [namespacePrefix(ns), walPrefix(ns), streamPrefix(ns)].map((p) => joinKey(prefix, p)));
@@ -1189,9 +1248,15 @@ describe('module aws-s3', () => {
       const verdicts = async (actor: keyof typeof docs, ns: string, ops: (s: Store) => Promise<void>) =>
         (await s3Requests(prefix, ops)).map((r) => ({ ...r, allowed: s3Allowed(policy(actor, ns), bucketPolicy, r) }));
       const allAllowed = async (actor: keyof typeof docs, ns: string, ops: (s: Store) => Promise<void>) =>
-        expect((await verdicts(actor, ns, ops)).filter((v) => !v.allowed), `${actor} of ${ns}`).toEqual([]);
+        expect(
+          (await verdicts(actor, ns, ops)).filter((v) => !v.allowed),
+          `${actor} of ${ns}`,
+        ).toEqual([]);
       const denied = async (actor: keyof typeof docs, ns: string, what: string, ops: (s: Store) => Promise<void>) =>
-        expect((await verdicts(actor, ns, ops)).some((v) => !v.allowed), `${actor} of ${ns} must not ${what}`).toBe(true);
+        expect(
+          (await verdicts(actor, ns, ops)).some((v) => !v.allowed),
+          `${actor} of ${ns} must not ${what}`,
+        ).toBe(true);
 
       for (const [ns, cfg] of Object.entries(namespaces)) {
         const cleanup = 'standby_cleanup' in cfg && cfg.standby_cleanup === true;
@@ -1210,7 +1275,12 @@ describe('module aws-s3', () => {
         for (const key of [o.chunk, ...nearStream(ns)]) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
         await denied('primary', ns, 'stream into another namespace', (s) => s.putIfAbsent(o.chunk, PUT).then(() => undefined));
         await denied('primary', ns, 'write a trigger', (s) => s.putIfAbsent(k.triggerAll, PUT).then(() => undefined));
-        await denied('primary', ns, 'read another namespace', (s) => s.get(o.identity).then(() => undefined, () => undefined));
+        await denied('primary', ns, 'read another namespace', (s) =>
+          s.get(o.identity).then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
         await denied('primary', ns, 'write another namespace', (s) => s.putIfAbsent(o.segment, PUT).then(() => undefined));
         await denied('primary', ns, 'list another namespace', (s) => drain(s.list(namespacePrefix(other))));
 
@@ -1220,13 +1290,33 @@ describe('module aws-s3', () => {
         await denied('standby', ns, 'delete the identity', (s) => s.deleteMany([k.identity]));
         await denied('standby', ns, 'write a streamed chunk', (s) => s.putIfAbsent(k.chunk, PUT).then(() => undefined));
         await denied('standby', ns, 'delete a streamed chunk', (s) => s.deleteMany([k.chunk]));
-        await denied('standby', ns, "read another namespace's chunks", (s) => s.get(o.chunk).then(() => undefined, () => undefined));
-        await denied('standby', ns, 'read another namespace', (s) => s.get(o.segment).then(() => undefined, () => undefined));
+        await denied('standby', ns, "read another namespace's chunks", (s) =>
+          s.get(o.chunk).then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
+        await denied('standby', ns, 'read another namespace', (s) =>
+          s.get(o.segment).then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
         if (!cleanup) await denied('standby', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         if (!clear) await denied('standby', ns, 'delete triggers', (s) => s.deleteMany([k.triggerAll]));
 
-        await denied('operator', ns, 'read WAL', (s) => s.get(k.segment).then(() => undefined, () => undefined));
-        await denied('operator', ns, 'read streamed chunks', (s) => s.get(k.chunk).then(() => undefined, () => undefined));
+        await denied('operator', ns, 'read WAL', (s) =>
+          s.get(k.segment).then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
+        await denied('operator', ns, 'read streamed chunks', (s) =>
+          s.get(k.chunk).then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
         await denied('operator', ns, 'archive', (s) => s.putIfAbsent(k.segment, PUT).then(() => undefined));
         await denied('operator', ns, 'delete WAL', (s) => s.deleteMany([k.segment]));
         await denied('operator', ns, "trigger another namespace's failover", (s) => s.putIfAbsent(o.triggerAll, PUT).then(() => undefined));
@@ -1254,13 +1344,17 @@ describe('module aws-s3', () => {
               if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
                 // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix.
                 deletes++;
-                expect(s.actions.filter((a) => /delete/i.test(a)), `primary ${String(ns)}`).toEqual(['s3:DeleteObject']);
+                expect(
+                  s.actions.filter((a) => /delete/i.test(a)),
+                  `primary ${String(ns)}`,
+                ).toEqual(['s3:DeleteObject']);
                 expect(s.resources, `primary ${String(ns)}`).toEqual([`${BUCKET_ARN}/${joinKey(prefix, streamPrefix(String(ns)))}*`]);
               }
               for (const r of s.resources) {
                 const inBucket = r === BUCKET_ARN || (r.startsWith(`${BUCKET_ARN}/`) && r.length > BUCKET_ARN.length + 2);
                 expect(inBucket || (encryption === 'SSE-KMS' && r === KMS_ARN), `${actor} ${String(ns)} resource ${r}`).toBe(true);
-                if (r.startsWith(`${BUCKET_ARN}/`)) expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
+                if (r.startsWith(`${BUCKET_ARN}/`))
+                  expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
               }
             }
             if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks`).toBe(1);
@@ -1283,10 +1377,18 @@ describe('module aws-s3', () => {
       const multipart = (key: string, IfNoneMatch?: string) => [
         new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: full(key) }),
         new UploadPartCommand({ Bucket: BUCKET, Key: full(key), UploadId: 'u', PartNumber: 1, Body: 'x' }),
-        new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: full(key), UploadId: 'u', IfNoneMatch, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: '"e"' }] } }),
+        new CompleteMultipartUploadCommand({
+          Bucket: BUCKET,
+          Key: full(key),
+          UploadId: 'u',
+          IfNoneMatch,
+          MultipartUpload: { Parts: [{ PartNumber: 1, ETag: '"e"' }] },
+        }),
       ];
       const verdicts = async (policy: readonly Statement[], commands: readonly unknown[]) =>
-        (await commandRequests(commands)).map((r) => `${r.operation} ${r.resource.slice(BUCKET_ARN.length + 1)}: ${s3Allowed(policy, bucketPolicy, r) ? 'allowed' : 'denied'}`);
+        (await commandRequests(commands)).map(
+          (r) => `${r.operation} ${r.resource.slice(BUCKET_ARN.length + 1)}: ${s3Allowed(policy, bucketPolicy, r) ? 'allowed' : 'denied'}`,
+        );
 
       for (const ns of NAMESPACE_NAMES) {
         const primary = statements(primaryDocs.get(ns)!);
@@ -1294,15 +1396,26 @@ describe('module aws-s3', () => {
 
         // What the driver really sends, single requests and a multipart upload alike, is allowed.
         const sent = await s3Requests(prefix, ACTOR_OPERATIONS.primary(ns));
-        expect([...new Set(sent.flatMap((r) => r.operation ?? []))].sort(), ns).toEqual(['CompleteMultipartUpload', 'CreateMultipartUpload', 'PutObject', 'UploadPart']);
+        expect([...new Set(sent.flatMap((r) => r.operation ?? []))].sort(), ns).toEqual([
+          'CompleteMultipartUpload',
+          'CreateMultipartUpload',
+          'PutObject',
+          'UploadPart',
+        ]);
         expect(sent.filter((r) => r.operation === 'UploadPart').length, ns).toBe(3);
-        expect(sent.filter((r) => !s3Allowed(primary, bucketPolicy, r)), ns).toEqual([]);
+        expect(
+          sent.filter((r) => !s3Allowed(primary, bucketPolicy, r)),
+          ns,
+        ).toEqual([]);
         // So is aborting an upload that failed.
-        expect(await verdicts(primary, [new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: full(k.segment), UploadId: 'u' })]), ns).toEqual([`AbortMultipartUpload ${full(k.segment)}: allowed`]);
+        expect(await verdicts(primary, [new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: full(k.segment), UploadId: 'u' })]), ns).toEqual([
+          `AbortMultipartUpload ${full(k.segment)}: allowed`,
+        ]);
 
         for (const key of [k.identity, k.segment, k.partial, k.backup, k.history]) {
           const created = [put(key, '*'), ...multipart(key, '*')];
-          const expected = (verdict: string) => ['PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map((o) => `${o} ${full(key)}: ${verdict}`);
+          const expected = (verdict: string) =>
+            ['PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map((o) => `${o} ${full(key)}: ${verdict}`);
           expect(await verdicts(primary, created), key).toEqual(expected('allowed'));
           // Without If-None-Match, a PutObject or a multipart completion would replace an archived file.
           expect(await verdicts(primary, [put(key), ...multipart(key)]), key).toEqual([
@@ -1312,7 +1425,13 @@ describe('module aws-s3', () => {
             `CompleteMultipartUpload ${full(key)}: denied`,
           ]);
           // Each half holds alone: the allows grant nothing more without the deny...
-          expect(await verdicts(primary.filter((st) => st.effect === 'Allow'), [put(key), ...multipart(key)]), key).toEqual([
+          expect(
+            await verdicts(
+              primary.filter((st) => st.effect === 'Allow'),
+              [put(key), ...multipart(key)],
+            ),
+            key,
+          ).toEqual([
             `PutObject ${full(key)}: denied`,
             `CreateMultipartUpload ${full(key)}: allowed`,
             `UploadPart ${full(key)}: allowed`,
@@ -1384,8 +1503,18 @@ describe('module gcs', () => {
   const namespaces = {
     db1: { wal_retention_days: 14, members: { primary: [sa('pg-a')], standby: [sa('pg-b')], operator: ['group:dba@example.com'] } },
     // pg-b is also the primary of db10 (a promoted standby); db10's accounts are created too.
-    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2, members: { primary: [sa('pg-b')], standby: [sa('pg-c')] }, service_account_prefix: 'db10' },
-    'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0, members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] } },
+    db10: {
+      standby_cleanup: true,
+      standby_trigger_clear: false,
+      stream_retention_days: 2,
+      members: { primary: [sa('pg-b')], standby: [sa('pg-c')] },
+      service_account_prefix: 'db10',
+    },
+    'Orders.v2_b-1': {
+      wal_retention_days: 0,
+      stream_retention_days: 0,
+      members: { primary: [sa('pg-d')], standby: [sa('pg-e')], operator: ['group:dba@example.com'] },
+    },
   };
   const base = { project: PROJECT, location: 'EU', bucket_name: BUCKET, namespaces };
   const evaluatorFor = async (inputs: Record<string, Value>) => new Evaluator(mod, await variablesFor(mod, { ...base, ...inputs }), stubs);
@@ -1418,7 +1547,8 @@ describe('module gcs', () => {
           [[joinKey(prefix, streamPrefix('db10'))], 2],
         ].sort(),
       );
-      const deleted = (key: string) => liveDeletes.some((r) => arr(r.condition['matches_prefix'], 'matches_prefix').some((p) => joinKey(prefix, key).startsWith(str(p, 'prefix'))));
+      const deleted = (key: string) =>
+        liveDeletes.some((r) => arr(r.condition['matches_prefix'], 'matches_prefix').some((p) => joinKey(prefix, key).startsWith(str(p, 'prefix'))));
       for (const key of [keysOf('db1').chunk, keysOf('db10').chunk]) expect(deleted(key), key).toBe(true);
       for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').chunk]) expect(deleted(key), key).toBe(false);
       for (const ns of NAMESPACE_NAMES) {
@@ -1433,7 +1563,9 @@ describe('module gcs', () => {
       const namespaceRoots = NAMESPACE_NAMES.map((ns) => [joinKey(prefix, namespacePrefix(ns))]).sort();
       expect(byType('AbortIncompleteMultipartUpload').sort()).toEqual(namespaceRoots);
       // With versioning: noncurrent versions after noncurrent_version_retention_days, deleted chunks' after a day.
-      const archived = rules.filter((r) => r.condition['with_state'] === 'ARCHIVED').map((r) => [r.condition['matches_prefix'], r.condition['days_since_noncurrent_time']]);
+      const archived = rules
+        .filter((r) => r.condition['with_state'] === 'ARCHIVED')
+        .map((r) => [r.condition['matches_prefix'], r.condition['days_since_noncurrent_time']]);
       const streamRoots = NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, streamPrefix(ns))], 1]);
       expect(archived.sort()).toEqual(versioning ? [...namespaceRoots.map((p) => [p, 30]), ...streamRoots].sort() : []);
     });
@@ -1466,7 +1598,9 @@ describe('module gcs', () => {
       const object = (key: string) => ({ type: 'storage.googleapis.com/Object', name: `projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, key)}` });
       const bucket = { type: 'storage.googleapis.com/Bucket', name: `projects/_/buckets/${BUCKET}` };
       const allowed = (member: string, permission: string, resource: { type: string; name: string }) =>
-        bindings.some((b) => b.member === member && (permissions.get(b.role) ?? []).includes(permission) && (b.expression === null || celAllows(b.expression, resource)));
+        bindings.some(
+          (b) => b.member === member && (permissions.get(b.role) ?? []).includes(permission) && (b.expression === null || celAllows(b.expression, resource)),
+        );
 
       const created = (ns: string, actor: string) => `serviceAccount:${ns}-${actor}@${PROJECT}.iam.gserviceaccount.com`;
       const actors = {
@@ -1497,7 +1631,8 @@ describe('module gcs', () => {
           for (const key of nearStream(ns)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           if (m !== shared) {
             expect(allowed(m, 'storage.objects.get', object(o.identity)), `${m} reads another namespace`).toBe(false);
-            for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+            for (const [kind, key] of Object.entries(k))
+              if (kind !== 'chunk') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           }
           expect(allowed(m, 'storage.objects.create', object(o.segment)), `${m} writes another namespace`).toBe(false);
         }
@@ -1531,7 +1666,10 @@ describe('module gcs', () => {
       expect(primary.length).toBeGreaterThan(0);
       const deletes = primary.filter((g) => arr(obj(roles[str(g['role'], 'role')], 'role')['permissions'], 'permissions').includes('storage.objects.delete'));
       // One grant, conditioned on exactly the stream/ prefix (layout.ts) and nothing else.
-      expect(deletes.map((g) => g['expression']), ns).toEqual([`resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, streamPrefix(ns))}`)})`]);
+      expect(
+        deletes.map((g) => g['expression']),
+        ns,
+      ).toEqual([`resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, streamPrefix(ns))}`)})`]);
     }
   });
 
@@ -1556,7 +1694,9 @@ describe.each(Object.entries(EXAMPLES))('example %s', (name, dir) => {
     expect(call?.['source']).toBe(`../../modules/${name}`);
     const inputs = Object.keys(call ?? {}).filter((k) => !['source', 'depends_on', 'providers'].includes(k));
     expect(inputs.filter((i) => !(i in target.variables))).toEqual([]);
-    const required = Object.entries(target.variables).filter(([, v]) => !('default' in v)).map(([n]) => n);
+    const required = Object.entries(target.variables)
+      .filter(([, v]) => !('default' in v))
+      .map(([n]) => n);
     expect(required.filter((r) => !inputs.includes(r))).toEqual([]);
   });
 
@@ -1581,7 +1721,9 @@ describe.each(Object.entries(EXAMPLES))('example %s', (name, dir) => {
     expect(tfvars).toBeDefined();
     const keys = Object.keys(tfvars ?? {});
     expect(keys.filter((k) => !(k in example.variables))).toEqual([]);
-    const required = Object.entries(example.variables).filter(([, v]) => !('default' in v)).map(([n]) => n);
+    const required = Object.entries(example.variables)
+      .filter(([, v]) => !('default' in v))
+      .map(([n]) => n);
     expect(required.filter((r) => !keys.includes(r))).toEqual([]);
   });
 
@@ -1594,5 +1736,19 @@ describe.each(Object.entries(EXAMPLES))('example %s', (name, dir) => {
     await expect(problems(target, inputs)).resolves.toEqual([]);
     const namespaces = obj(inputs['namespaces'], 'namespaces');
     expect(Object.keys(namespaces).length).toBeGreaterThan(0);
+  });
+});
+
+/** Whether the terraform binary is on PATH: `terraform fmt` needs no provider, so it runs wherever terraform is installed. */
+const terraformInstalled = spawnSync('terraform', ['version'], { stdio: 'ignore', env: { ...process.env, TF_CLI_CONFIG_FILE: '/dev/null' } }).status === 0;
+
+describe('formatting', () => {
+  it.skipIf(!terraformInstalled)('every .tf file is as terraform fmt writes it', () => {
+    const checked = spawnSync('terraform', ['fmt', '-check', '-recursive', '-diff', TERRAFORM], {
+      encoding: 'utf8',
+      env: { ...process.env, TF_CLI_CONFIG_FILE: '/dev/null' },
+    });
+    expect(checked.stdout, 'run "terraform fmt -recursive terraform"').toBe('');
+    expect(checked.status).toBe(0);
   });
 });

@@ -13,7 +13,7 @@ const file = (name: string) => parseWalFileName(name)!;
 const fork: Fork = { timeline: 1, newer: 2, switchpoint: 0x5000028n };
 
 describe('the fence a newer timeline puts up', () => {
-  it('refuses the old timeline\'s segments that reach past the switch point, and only those', () => {
+  it("refuses the old timeline's segments that reach past the switch point, and only those", () => {
     expect(pastFork(file('000000010000000000000004'), MiB16, fork)).toBe(false);
     expect(pastFork(file('000000010000000000000005'), MiB16, fork)).toBe(true); // holds WAL after 0/5000028
     expect(pastFork(file('000000010000000000000006'), MiB16, fork)).toBe(true);
@@ -33,13 +33,22 @@ describe('the fence a newer timeline puts up', () => {
   });
 
   it('counts a stored dead branch from the first segment that starts at or after the switch point', () => {
-    const names = ['000000010000000000000004', '000000010000000000000005', '000000010000000000000006', '000000010000000000000007.partial', '000000020000000000000006', '00000002.history'];
+    const names = [
+      '000000010000000000000004',
+      '000000010000000000000005',
+      '000000010000000000000006',
+      '000000010000000000000007.partial',
+      '000000020000000000000006',
+      '00000002.history',
+    ];
     expect(deadBranch(names, MiB16, fork)).toEqual(['000000010000000000000006']);
   });
 
   it('names the promotion and what to do in one line', () => {
     const message = fencedError('prod', '000000010000000000000006', fork).message;
-    expect(message).toMatch(/^refusing 000000010000000000000006: timeline 1 ended at 0\/5000028 when timeline 2 was promoted from it \(00000002\.history in namespace "prod"\)/);
+    expect(message).toMatch(
+      /^refusing 000000010000000000000006: timeline 1 ended at 0\/5000028 when timeline 2 was promoted from it \(00000002\.history in namespace "prod"\)/,
+    );
     expect(message).not.toContain('\n');
     expect(fencedError('prod', 'x', fork).exitCode).toBe(16);
   });
@@ -76,6 +85,9 @@ describe('finding the fork in a store, as PostgreSQL probes timelines', () => {
 
   it('fails closed (exit 16) on a newer history it cannot read', async () => {
     const store = await storeWith({ '00000002.history': 'not a history\n' });
-    await expect(findFork(store, 'ns', 1, undefined)).rejects.toMatchObject({ kind: 'fenced', message: expect.stringMatching(/00000002\.history .* cannot be read/) });
+    await expect(findFork(store, 'ns', 1, undefined)).rejects.toMatchObject({
+      kind: 'fenced',
+      message: expect.stringMatching(/00000002\.history .* cannot be read/),
+    });
   });
 });

@@ -262,7 +262,11 @@ describe('a poll decides', () => {
     ['a fast trigger ends recovery, archived or not', sight({ present: true, trigger: trigger('fast') }), 'fast-failover'],
     ['a fast trigger still serves a segment restored before', sight({ present: true, trigger: trigger('fast'), restoredUpTo: segment.position }), 'restore'],
     ['a smart trigger restores what is archived', sight({ present: true, trigger: trigger('smart') }), 'restore'],
-    ['a segment past a fork follows the newer timeline, even if stored', sight({ present: true, fork: { timeline: 1, newer: 2, switchpoint: 0x100000n } as Sight['fork'] }), 'follow-fork'],
+    [
+      'a segment past a fork follows the newer timeline, even if stored',
+      sight({ present: true, fork: { timeline: 1, newer: 2, switchpoint: 0x100000n } as Sight['fork'] }),
+      'follow-fork',
+    ],
     ['a segment before the fork is restored', sight({ present: true, fork: { timeline: 1, newer: 2, switchpoint: 0x300000n } as Sight['fork'] }), 'restore'],
   ])('before restoring: %s', (_, s, step) => {
     expect(beforeRestoring(at(segment), s)).toBe(step);

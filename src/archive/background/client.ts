@@ -114,7 +114,10 @@ export async function askBackground<A extends { readonly status: string }>(
   const answer = await ask<Answer<A>>(backgroundSocket(walDir, role), request, log, { ...opts, timeoutMs: waitMs });
   if (answer === undefined) {
     if (opts.timeout && Date.now() - asked >= waitMs!) {
-      throw new StoreError('transient', `${opts.timeout.what} did not complete within --timeout ${opts.timeout.seconds} s: the background ${role} did not answer in time`);
+      throw new StoreError(
+        'transient',
+        `${opts.timeout.what} did not complete within --timeout ${opts.timeout.seconds} s: the background ${role} did not answer in time`,
+      );
     }
     return undefined;
   }
@@ -145,7 +148,9 @@ export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv, server: s
     .filter((k) => RUNTIME_ENVIRONMENT.test(k) || drivers().some((d) => d.environment.test(k)))
     .sort()
     .map((k) => [k, env[k]]);
-  return createHash('sha256').update(JSON.stringify({ build: buildId(), settings, env: relevant, server })).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ build: buildId(), settings, env: relevant, server }))
+    .digest('hex');
 }
 
 /** The running build: when this module's file was written (every build rewrites it). */
@@ -168,7 +173,12 @@ interface AskOptions {
 }
 
 /** The background process's answer to `request`, its log lines written to `log` meanwhile; undefined if there is none. */
-function ask<A>(socketPath: string | undefined, request: BackgroundRequest & Record<string, unknown>, log: Logger, opts: AskOptions = {}): Promise<A | undefined> {
+function ask<A>(
+  socketPath: string | undefined,
+  request: BackgroundRequest & Record<string, unknown>,
+  log: Logger,
+  opts: AskOptions = {},
+): Promise<A | undefined> {
   return new Promise((resolve) => {
     if (socketPath === undefined) return resolve(undefined);
     const socket = connect(socketPath);

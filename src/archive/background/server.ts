@@ -57,7 +57,12 @@ export function tellingConnectedCalls(base: Logger): Logger {
  * `makeDir` (re)makes the socket's directory: the other role's process removes it when it stops
  * and finds it empty, possibly between our making it and binding there.
  */
-async function listenForCalls(socketPath: string, base: Logger, handle: (call: Call) => Promise<void>, makeDir: () => Promise<void> = async () => undefined): Promise<Server | undefined> {
+async function listenForCalls(
+  socketPath: string,
+  base: Logger,
+  handle: (call: Call) => Promise<void>,
+  makeDir: () => Promise<void> = async () => undefined,
+): Promise<Server | undefined> {
   await unlink(socketPath).catch(() => undefined); // a dead process's: the caller holds the pid lock
   const server = createServer((socket) => {
     let call: Call | undefined;
@@ -124,7 +129,14 @@ async function listenForCalls(socketPath: string, base: Logger, handle: (call: C
 /** Stops taking calls (a call arriving now does its own work); calls being served still get their answers. */
 async function stopListening(server: Server | undefined, socketPath: string, socketIno: number | undefined): Promise<void> {
   // Only our own socket: a successor may listen at that path already.
-  if (socketIno !== undefined && (await stat(socketPath).then((s) => s.ino, () => undefined)) === socketIno) await unlink(socketPath).catch(() => undefined);
+  if (
+    socketIno !== undefined &&
+    (await stat(socketPath).then(
+      (s) => s.ino,
+      () => undefined,
+    )) === socketIno
+  )
+    await unlink(socketPath).catch(() => undefined);
   if (server) await new Promise((resolve) => server.close(resolve));
 }
 
@@ -252,7 +264,9 @@ export async function runBackground(opts: BackgroundOptions, role: Role): Promis
       if (Date.now() - lastCheck >= LIFE_CHECK_MS) {
         lastCheck = Date.now();
         const serverGone = server !== undefined && !processRunning(server);
-        const reason = serverGone ? `its server (postmaster pid ${server.pid}) is gone` : ((await moved(walDir, home.ino, socketPath, socketIno)) ?? (await role.mustStop?.()));
+        const reason = serverGone
+          ? `its server (postmaster pid ${server.pid}) is gone`
+          : ((await moved(walDir, home.ino, socketPath, socketIno)) ?? (await role.mustStop?.()));
         if (reason) {
           log.info(`stopping: ${reason}`);
           abandon = serverGone;
@@ -285,6 +299,13 @@ export async function runBackground(opts: BackgroundOptions, role: Role): Promis
 async function moved(walDir: string, homeIno: number, socketPath: string, socketIno: number | undefined): Promise<string | undefined> {
   const home = await stat(walbridgeDir(walDir)).catch(() => undefined);
   if (home?.ino !== homeIno) return `${walbridgeDir(walDir)} was removed`;
-  if (socketIno !== undefined && (await stat(socketPath).then((s) => s.ino, () => undefined)) !== socketIno) return `its socket ${socketPath} was removed`;
+  if (
+    socketIno !== undefined &&
+    (await stat(socketPath).then(
+      (s) => s.ino,
+      () => undefined,
+    )) !== socketIno
+  )
+    return `its socket ${socketPath} was removed`;
   return undefined;
 }

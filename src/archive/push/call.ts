@@ -36,7 +36,13 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
   if (lookahead) {
     // Or stored now by the pusher, which has the SDK loaded and connections open.
     const name = path.basename(walPath);
-    const request = { walbridge: 1, type: 'push', fingerprint: fingerprint(settings, env, server && formatServer(server)), name, path: path.resolve(walPath) } as const;
+    const request = {
+      walbridge: 1,
+      type: 'push',
+      fingerprint: fingerprint(settings, env, server && formatServer(server)),
+      name,
+      path: path.resolve(walPath),
+    } as const;
     if (await askBackground<PushAnswer>('pusher', walDir, request, log, { timeout: { seconds: settings.timeout, what: `push of ${name}` } })) return;
   }
   // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
@@ -62,7 +68,13 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
  * primary removes it if the background fetcher has not. One stat when there is none.
  */
 async function removeLeftoverSpool(walDir: string): Promise<void> {
-  if (!(await stat(prefetchDir(walDir)).then(() => true, () => false))) return;
+  if (
+    !(await stat(prefetchDir(walDir)).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
   const { removeSpoolAfterRecovery } = await import('../restore/spool.js');
   await removeSpoolAfterRecovery(walDir);
 }

@@ -55,7 +55,9 @@ export async function confirmPushed(scope: MarkerScope, walPath: string, log: Lo
   try {
     if (!inScope(marker, scope)) return false;
     if (!sameFile(fileIdentity(await stat(walPath)), marker.source)) return false;
-    log.info(`${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`);
+    log.info(
+      `${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`,
+    );
     return true;
   } catch {
     return false; // whatever went wrong, a full push decides
@@ -72,7 +74,14 @@ let writes = 0;
 
 export async function writeMarker(walDir: string, scope: MarkerScope, name: string, stored: StoredFile, log: Logger): Promise<void> {
   const dir = markerDir(walDir);
-  const marker: Marker = { walbridge: 1, repository: scope.repository, namespace: scope.namespace, sha256: stored.sha256, size: stored.size, source: stored.source };
+  const marker: Marker = {
+    walbridge: 1,
+    repository: scope.repository,
+    namespace: scope.namespace,
+    sha256: stored.sha256,
+    size: stored.size,
+    source: stored.source,
+  };
   const temp = path.join(dir, `.${name}.${process.pid}.${writes++}`);
   try {
     // No mkdir here: the pusher made the directory when it started, and must never re-create it under an rm -rf.
@@ -107,7 +116,11 @@ export async function prepareMarkers(walDir: string, scope: MarkerScope): Promis
   });
   for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
     const file = path.join(markerDir(walDir), entry);
-    const usable = !entry.startsWith('.') && (await readFile(file, 'utf8').then((text) => inScope(JSON.parse(text) as Marker, scope)).catch(() => false));
+    const usable =
+      !entry.startsWith('.') &&
+      (await readFile(file, 'utf8')
+        .then((text) => inScope(JSON.parse(text) as Marker, scope))
+        .catch(() => false));
     if (!usable) await unlink(file).catch(() => undefined);
   }
 }

@@ -58,16 +58,15 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
   const name = path.basename(sourcePath);
   const file = parseWalFileName(name);
   if (!file) {
-    throw new WalbridgeError(
-      'badName',
-      `refusing ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`,
-    );
+    throw new WalbridgeError('badName', `refusing ${JSON.stringify(name)}: not a WAL file name (a segment, .partial, .history or .backup file)`);
   }
   const source = await inspectSource(sourcePath);
   const header = file.kind === 'segment' || file.kind === 'partial' ? checkSegment(source, file) : undefined;
   if (header && header.pgVersion === undefined) {
     // A newer PostgreSQL than this build: every other check still applies, so it is archived.
-    ctx.log.warn(`${name}: WAL page magic 0x${header.magic.toString(16).toUpperCase()} is not one this walbridge knows (PostgreSQL ${KNOWN_WAL_VERSIONS}); archiving it all the same: update walbridge`);
+    ctx.log.warn(
+      `${name}: WAL page magic 0x${header.magic.toString(16).toUpperCase()} is not one this walbridge knows (PostgreSQL ${KNOWN_WAL_VERSIONS}); archiving it all the same: update walbridge`,
+    );
   }
 
   const objectKey = walFileKey(ctx.namespace, file);
@@ -79,7 +78,8 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
   );
   sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   // A newer timeline's fork fences this one's later WAL (timelines.ts); looked up alongside.
-  const fencing = file.kind === 'segment' || file.kind === 'backup' ? findFork(ctx.store, ctx.namespace, file.timeline, ctx.encryption) : Promise.resolve(undefined);
+  const fencing =
+    file.kind === 'segment' || file.kind === 'backup' ? findFork(ctx.store, ctx.namespace, file.timeline, ctx.encryption) : Promise.resolve(undefined);
   fencing.catch(() => undefined);
   let identity: ClusterIdentity | undefined;
   let existing: ObjectInfo | undefined;
@@ -87,7 +87,10 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
     [identity, existing] = await Promise.all([loadIdentity(ctx.store, ctx.namespace), ctx.store.head(objectKey)]);
     await checkCluster(ctx, identity, header, file, sourcePath);
   } catch (err) {
-    await sealing.then((s) => s.dispose(), () => undefined);
+    await sealing.then(
+      (s) => s.dispose(),
+      () => undefined,
+    );
     throw err;
   }
   const sealed = await sealing;
@@ -214,7 +217,10 @@ async function checkCluster(
 function confirmDuplicate(ctx: PushContext, existing: ObjectInfo, sha256: string, size: number, file: WalFileName): PushResult['outcome'] {
   const promised = describeContent(existing.metadata);
   if (typeof promised === 'string') {
-    throw new WalbridgeError('conflict', `refusing ${file.name}: ${ctx.store.location} already holds an object under this name and ${promised}; it was left untouched`);
+    throw new WalbridgeError(
+      'conflict',
+      `refusing ${file.name}: ${ctx.store.location} already holds an object under this name and ${promised}; it was left untouched`,
+    );
   }
   if (promised.size !== size || promised.sha256 !== sha256) {
     throw new WalbridgeError(

@@ -39,7 +39,10 @@ export async function runPusher(settings: Settings, walDir: string, server: Serv
   const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
   const ctx = pushContext(settings, store, retry, log);
   const scope = { repository: repositoryId(settings), namespace: settings.namespace };
-  await runBackground({ walDir, server, idleMs: settings.backgroundIdle * 1000, log, fingerprint }, pusher(ctx, scope, walDir, settings.pushConcurrency, server));
+  await runBackground(
+    { walDir, server, idleMs: settings.backgroundIdle * 1000, log, fingerprint },
+    pusher(ctx, scope, walDir, settings.pushConcurrency, server),
+  );
 }
 
 /**
@@ -71,7 +74,10 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
       return { status: 'stored' };
     }
     const job = pushWalFile({ ...ctx, log: call.log }, request.path);
-    inFlight.set(name, job.catch(() => undefined));
+    inFlight.set(
+      name,
+      job.catch(() => undefined),
+    );
     try {
       await job;
     } finally {

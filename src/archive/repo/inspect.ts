@@ -69,7 +69,8 @@ export async function repositoryNamespaces(store: Store): Promise<readonly Repos
         // One namespace's record damaged, or kept from these credentials (a standby's may read its own
         // namespace only), is that namespace's row; the store failing is the command's failure.
         if (err instanceof WalbridgeError && err.kind === 'corrupt') out[i] = { namespace, identity: undefined, problem: err.message };
-        else if (err instanceof StoreError && err.kind === 'denied') out[i] = { namespace, identity: undefined, problem: `not readable with these credentials: ${err.message}` };
+        else if (err instanceof StoreError && err.kind === 'denied')
+          out[i] = { namespace, identity: undefined, problem: `not readable with these credentials: ${err.message}` };
         else throw err;
       }
     }
@@ -121,12 +122,17 @@ export async function verifyNamespace(store: Store, namespace: string, opts: Ver
   if (empty) problems.push({ kind: 'empty', message: empty });
   const segmentSize = identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
   const walObjects = inventory.timelines.reduce((n, t) => n + t.segments + t.partials.length + t.backups.length, 0);
-  if (!identity && walObjects > 0) problems.push({ kind: 'identity', message: `namespace "${namespace}" holds WAL but no identity.json: fetch cannot check what it restores` });
+  if (!identity && walObjects > 0)
+    problems.push({ kind: 'identity', message: `namespace "${namespace}" holds WAL but no identity.json: fetch cannot check what it restores` });
   for (const t of inventory.timelines) {
     for (const gap of t.gaps) {
-      problems.push({ kind: 'gap', message: `timeline ${t.timeline}: ${gap.missing} segment${gap.missing === 1 ? '' : 's'} missing, ${gap.from}${gap.missing > 1 ? ` … ${gap.to}` : ''}: a standby stops there` });
+      problems.push({
+        kind: 'gap',
+        message: `timeline ${t.timeline}: ${gap.missing} segment${gap.missing === 1 ? '' : 's'} missing, ${gap.from}${gap.missing > 1 ? ` … ${gap.to}` : ''}: a standby stops there`,
+      });
     }
-    if (t.timeline > 1 && !t.hasHistory) problems.push({ kind: 'history', message: `timeline ${t.timeline} has WAL but no ${formatTimeline(t.timeline)}.history: standbys cannot follow it` });
+    if (t.timeline > 1 && !t.hasHistory)
+      problems.push({ kind: 'history', message: `timeline ${t.timeline} has WAL but no ${formatTimeline(t.timeline)}.history: standbys cannot follow it` });
   }
   const forks = new Map<number, Fork>();
   for (const history of inventory.histories) {
@@ -191,7 +197,8 @@ async function leftoverProblems(store: Store, namespace: string): Promise<string
     const what = `${l.path}: temp file (${formatBytes(l.size)}, last written ${formatAge(Math.max(0, Math.round(idle / 1000)))} ago) of an unfinished write${l.key ? ` of ${l.key}` : ''}`;
     const remove = `rm ${JSON.stringify(l.path)}`;
     if (l.pid === undefined) problems.push(`${what}, not named by walbridge: remove it (${remove})`);
-    else if (l.writerAlive === false) problems.push(`${what} by pid ${l.pid} on host ${l.host}, which is gone: remove it (${remove}), or let the next push on ${l.host} do it`);
+    else if (l.writerAlive === false)
+      problems.push(`${what} by pid ${l.pid} on host ${l.host}, which is gone: remove it (${remove}), or let the next push on ${l.host} do it`);
     else problems.push(`${what} by pid ${l.pid} on host ${l.host}: if no walbridge process ${l.pid} runs on ${l.host}, remove it (${remove})`);
   }
   return problems;

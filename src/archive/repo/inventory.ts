@@ -79,7 +79,11 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
     const inHistory = key.startsWith(historyPrefix(namespace));
     const file = inWal || inHistory ? parseWalFileName(key.slice(key.lastIndexOf('/') + 1)) : undefined;
     // A name in the wrong folder, or not a WAL name at all, was not written by walbridge.
-    if (!file || (file.kind === 'history') !== inHistory || key.slice(0, key.lastIndexOf('/') + 1) !== (inHistory ? historyPrefix(namespace) : walPrefix(namespace))) {
+    if (
+      !file ||
+      (file.kind === 'history') !== inHistory ||
+      key.slice(0, key.lastIndexOf('/') + 1) !== (inHistory ? historyPrefix(namespace) : walPrefix(namespace))
+    ) {
       foreign.push(key);
       continue;
     }
@@ -106,7 +110,11 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
         first: sorted[0]?.f.name,
         newest: sorted[sorted.length - 1]?.f.name,
         newestAt: e.newestAt,
-        gaps: findGaps(t, sorted.map((s) => s.n), segmentSize),
+        gaps: findGaps(
+          t,
+          sorted.map((s) => s.n),
+          segmentSize,
+        ),
         partials: e.partials.sort(),
         backups: e.backups.sort(),
         hasHistory: historyTimelines.has(t),

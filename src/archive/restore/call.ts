@@ -72,7 +72,14 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
       return 'restored';
     }
     if (viaFetcher) {
-      const request: FetchRequest = { walbridge: 1, type: 'fetch', fingerprint: configuration, name: call.walFile, destination: path.resolve(destination), wait: call.wait };
+      const request: FetchRequest = {
+        walbridge: 1,
+        type: 'fetch',
+        fingerprint: configuration,
+        name: call.walFile,
+        destination: path.resolve(destination),
+        wait: call.wait,
+      };
       const answered = await throughFetcher(call, walDir, file, request, settings, alive);
       if (answered) return answered;
       // No fetcher (or it could not help): this call does the work, and starts one for the next calls.

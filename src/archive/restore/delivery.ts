@@ -12,7 +12,13 @@ export interface Delivery {
   /** Restores `file`, archived; 'absent' if it is not (any more). */
   restore(ctx: FetchContext, file: WalFileName, destination: string, identity: ClusterIdentity | undefined): Promise<'restored' | 'absent'>;
   /** The streamed part of a segment never archived whole; 'archived' if it landed whole meanwhile. */
-  restoreStreamed(ctx: FetchContext, file: WalFileName, destination: string, identity: ClusterIdentity, chain: readonly (ChunkRange & { key: string })[]): Promise<'restored' | 'archived'>;
+  restoreStreamed(
+    ctx: FetchContext,
+    file: WalFileName,
+    destination: string,
+    identity: ClusterIdentity,
+    chain: readonly (ChunkRange & { key: string })[],
+  ): Promise<'restored' | 'archived'>;
   /** After a segment is delivered to `%p`: the standby's record of how far it got. */
   delivered(file: WalFileName, dataDir: string): Promise<void>;
 }

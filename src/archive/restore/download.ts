@@ -122,7 +122,14 @@ export function tempFileFor(file: WalFileName, destination: string): string {
 }
 
 /** Checks a complete temp file (a segment's header and cluster), makes it durable and renames it to `destination`. */
-export async function publish(ctx: FetchContext, file: WalFileName, temp: string, destination: string, identity: ClusterIdentity | undefined, where: string): Promise<void> {
+export async function publish(
+  ctx: FetchContext,
+  file: WalFileName,
+  temp: string,
+  destination: string,
+  identity: ClusterIdentity | undefined,
+  where: string,
+): Promise<void> {
   const fh = await open(temp, 'r');
   try {
     if (file.kind === 'segment' || file.kind === 'partial') await checkRestoredSegment(ctx, fh, file, identity, where);
@@ -146,7 +153,9 @@ export function classifyStreamError(err: unknown, file: WalFileName, where: stri
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (err instanceof CodecUnavailableError) {
     // An install may be under way (npm ci removes node_modules first): mended from outside.
-    return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`, { mendableOutside: true });
+    return new WalbridgeError('config', `cannot restore ${file.name}: ${err.message}; install walbridge with its optional codec packages on this machine`, {
+      mendableOutside: true,
+    });
   }
   if (err instanceof DecryptionError) {
     return new WalbridgeError('corrupt', `refusing to restore ${file.name}: ${where} does not decrypt: ${err.message}`);

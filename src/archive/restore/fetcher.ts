@@ -151,21 +151,36 @@ function intoSpool(jobs: SpoolJobs): Delivery {
 }
 
 /** Downloads the archived segments of `window` (after `file`) that the spool lacks, in the background. */
-async function refillSpool(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, window: readonly string[], identity: ClusterIdentity): Promise<void> {
+async function refillSpool(
+  ctx: FetchContext,
+  jobs: SpoolJobs,
+  spool: string,
+  file: WalFileName,
+  window: readonly string[],
+  identity: ClusterIdentity,
+): Promise<void> {
   if (jobs.refilling) return;
   jobs.refilling = true;
   try {
     const present = new Set(await readdir(spool).catch(() => [] as string[]));
     const wanted = window.slice(1).filter((name) => !present.has(name) && !jobs.downloads.has(name));
     const archived = await archivedAmong(ctx, file, wanted);
-    for (const name of wanted.filter((n) => archived.has(n))) void download(ctx, jobs, spool, parseWalFileName(name)!, identity, 'prefetched').catch(() => undefined);
+    for (const name of wanted.filter((n) => archived.has(n)))
+      void download(ctx, jobs, spool, parseWalFileName(name)!, identity, 'prefetched').catch(() => undefined);
   } finally {
     jobs.refilling = false;
   }
 }
 
 /** One download into the spool, shared by whoever asks for the same segment meanwhile. */
-function download(ctx: FetchContext, jobs: SpoolJobs, spool: string, file: WalFileName, identity: ClusterIdentity, verb: string): Promise<'restored' | 'absent'> {
+function download(
+  ctx: FetchContext,
+  jobs: SpoolJobs,
+  spool: string,
+  file: WalFileName,
+  identity: ClusterIdentity,
+  verb: string,
+): Promise<'restored' | 'absent'> {
   let job = jobs.downloads.get(file.name);
   if (!job) {
     job = restoreIfPresent(ctx, file, path.join(spool, file.name), identity, verb).finally(() => jobs.downloads.delete(file.name));

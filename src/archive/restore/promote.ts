@@ -56,7 +56,8 @@ export interface PromoteOutcome {
 export async function promoteStandby(dataDir: string, opts: { waitMs: number; log: Logger }): Promise<PromoteOutcome> {
   const signal = await readRecoverySignal(dataDir);
   const server = await runningServer(dataDir);
-  if (!server) throw new WalbridgeError('config', `no server runs in ${dataDir} (no live postmaster in postmaster.pid): start it, or give the standby's data directory`);
+  if (!server)
+    throw new WalbridgeError('config', `no server runs in ${dataDir} (no live postmaster in postmaster.pid): start it, or give the standby's data directory`);
   if (!signal) throw new WalbridgeError('config', `${dataDir} is not in recovery (no recovery.signal or standby.signal): there is nothing to promote`);
   // The request first, durably: whatever happens to the signals below, the next look sees it.
   const promote = path.join(dataDir, 'promote');

@@ -130,7 +130,12 @@ export async function isSpooled(scope: Pick<SpoolScope, 'repository' | 'namespac
  * spooled. Never creates pg_wal/walbridge/ itself (a background process must not re-create
  * what was removed): `home` says whether the caller, a live call, may.
  */
-export async function prepareSpool(spool: string, window: readonly string[], identity: ClusterIdentity, home: 'create-home' | 'home-exists'): Promise<Set<string>> {
+export async function prepareSpool(
+  spool: string,
+  window: readonly string[],
+  identity: ClusterIdentity,
+  home: 'create-home' | 'home-exists',
+): Promise<Set<string>> {
   const walDir = path.dirname(path.dirname(path.dirname(spool)));
   for (const dir of [...(home === 'create-home' ? [walbridgeDir(walDir)] : []), prefetchDir(walDir), spool]) {
     await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {

@@ -73,7 +73,9 @@ export async function restoreStreamed(
     await unlink(temp).catch(() => undefined);
     untrackTempFile(temp);
   }
-  ctx.log.warn(`restored the streamed part of ${file.name}: ${chainEnd(chain)} bytes in ${chain.length} chunk${chain.length === 1 ? '' : 's'} (it was never archived whole)`);
+  ctx.log.warn(
+    `restored the streamed part of ${file.name}: ${chainEnd(chain)} bytes in ${chain.length} chunk${chain.length === 1 ? '' : 's'} (it was never archived whole)`,
+  );
   return 'restored';
 }
 
@@ -85,15 +87,26 @@ async function downloadChunk(ctx: FetchContext, file: WalFileName, chunk: ChunkR
   const promised = describeContent(opened.info.metadata);
   if (typeof promised === 'string' || promised.size !== chunk.end - chunk.start) {
     opened.body.destroy();
-    throw new WalbridgeError('corrupt', `refusing to restore ${name}: ${where} cannot be verified: ${typeof promised === 'string' ? promised : `it holds ${promised.size} bytes, its name says ${chunk.end - chunk.start}`}`);
+    throw new WalbridgeError(
+      'corrupt',
+      `refusing to restore ${name}: ${where} cannot be verified: ${typeof promised === 'string' ? promised : `it holds ${promised.size} bytes, its name says ${chunk.end - chunk.start}`}`,
+    );
   }
   const parts: Buffer[] = [];
   let seen;
   try {
-    seen = await unseal(opened.body, promised, () => new Writable({ write: (c: Buffer, _e, cb) => {
-          parts.push(c);
-          cb();
-        }, }), { fileName: chunk.key, keys: ctx.keys, requireEncryption: true });
+    seen = await unseal(
+      opened.body,
+      promised,
+      () =>
+        new Writable({
+          write: (c: Buffer, _e, cb) => {
+            parts.push(c);
+            cb();
+          },
+        }),
+      { fileName: chunk.key, keys: ctx.keys, requireEncryption: true },
+    );
   } catch (err) {
     opened.body.destroy();
     throw classifyStreamError(err, file, where);

@@ -116,7 +116,8 @@ export async function waitForWalFile(ctx: FetchContext, name: string, destinatio
 async function failoverAskedHere(opts: WaitOptions, dataDir: string | undefined, name: string): Promise<string | undefined> {
   if (!opts.alive()) throw serverGone(name);
   if (opts.failover.requested) return `SIGUSR1 received while waiting for ${name}: fast failover, answering "not found" so that recovery ends`;
-  if (dataDir && (await promoteRequested(dataDir))) return `promotion requested (pg_ctl promote) while waiting for ${name}: answering "not found" so that recovery ends`;
+  if (dataDir && (await promoteRequested(dataDir)))
+    return `promotion requested (pg_ctl promote) while waiting for ${name}: answering "not found" so that recovery ends`;
   return undefined;
 }
 
@@ -138,7 +139,12 @@ export function beforeRestoring(file: WalFileName, sight: Sight): 'follow-fork' 
  * What a poll does when the file is not there: only segments are waited for; a smart trigger ends
  * recovery once every archived segment is restored; --max-wait without a new segment fails over.
  */
-export function whenAbsent(file: WalFileName, trigger: Trigger | undefined, waitedMs: number, maxWaitMs: number): 'not-archived' | 'smart-failover' | 'max-wait' | 'poll-again' {
+export function whenAbsent(
+  file: WalFileName,
+  trigger: Trigger | undefined,
+  waitedMs: number,
+  maxWaitMs: number,
+): 'not-archived' | 'smart-failover' | 'max-wait' | 'poll-again' {
   if (file.kind !== 'segment') return 'not-archived';
   if (trigger?.mode === 'smart') return 'smart-failover';
   if (maxWaitMs > 0 && waitedMs >= maxWaitMs) return 'max-wait';
@@ -166,7 +172,9 @@ async function smartFailover(ctx: FetchContext, file: WalFileName, destination: 
     });
     if (outcome !== 'unusable') return outcome;
   }
-  ctx.log.warn(`smart failover (${describeTrigger(sight.trigger!)}): every archived segment is restored, ${file.name} is not archived; answering "not found" so that recovery ends`);
+  ctx.log.warn(
+    `smart failover (${describeTrigger(sight.trigger!)}): every archived segment is restored, ${file.name} is not archived; answering "not found" so that recovery ends`,
+  );
   return 'not-found';
 }
 

@@ -65,11 +65,17 @@ export async function streamWal(settings: Settings, dataDir: string, log: Logger
             );
           }
           if (primary.info.systemIdentifier !== systemIdentifier) {
-            throw new WalbridgeError('foreignCluster', `the server at --conninfo is the cluster with system identifier ${primary.info.systemIdentifier}, but ${dataDir} belongs to ${systemIdentifier}: connect to the primary whose data directory this is`);
+            throw new WalbridgeError(
+              'foreignCluster',
+              `the server at --conninfo is the cluster with system identifier ${primary.info.systemIdentifier}, but ${dataDir} belongs to ${systemIdentifier}: connect to the primary whose data directory this is`,
+            );
           }
           const identity = await loadIdentity(store, settings.namespace);
           if (identity && identity.systemIdentifier !== systemIdentifier) {
-            throw new WalbridgeError('foreignCluster', `namespace "${settings.namespace}" belongs to system identifier ${identity.systemIdentifier}, not to this primary (${systemIdentifier})`);
+            throw new WalbridgeError(
+              'foreignCluster',
+              `namespace "${settings.namespace}" belongs to system identifier ${identity.systemIdentifier}, not to this primary (${systemIdentifier})`,
+            );
           }
           if (!streamer) {
             streamer = new SegmentStreamer({

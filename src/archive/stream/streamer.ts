@@ -83,7 +83,9 @@ export class SegmentStreamer {
     }
     if (segno < this.current.segno) {
       // Flushed WAL never moves back: this server lost some (restored from a copy?).
-      this.warnOnce(`the primary's flush position is in ${formatSegmentName(position.timeline, segno, this.ctx.segmentSize)}, behind ${this.current.name} streamed already: nothing is shipped until it passes that`);
+      this.warnOnce(
+        `the primary's flush position is in ${formatSegmentName(position.timeline, segno, this.ctx.segmentSize)}, behind ${this.current.name} streamed already: nothing is shipped until it passes that`,
+      );
       return 0;
     }
     let shipped = 0;
@@ -152,7 +154,9 @@ export class SegmentStreamer {
         encryption: this.ctx.encryption && { key: this.ctx.encryption.current, fileName: chunkKey(this.ctx.namespace, name, range) },
       });
       try {
-        await retryTransient(this.ctx.retry, `store ${chunkName(name, range)}`, () => this.ctx.store.putIfAbsent(chunkKey(this.ctx.namespace, name, range), sealed));
+        await retryTransient(this.ctx.retry, `store ${chunkName(name, range)}`, () =>
+          this.ctx.store.putIfAbsent(chunkKey(this.ctx.namespace, name, range), sealed),
+        );
       } finally {
         await sealed.dispose();
       }

@@ -31,7 +31,10 @@ export const gcsDriver: Driver<GcsOptions> = {
     const kmsKeyName = optional(keyRaw);
     if (kmsKeyName !== undefined && !CRYPTO_KEY_NAME.test(kmsKeyName)) {
       const version = /\/cryptoKeyVersions\//.test(kmsKeyName) ? ' without /cryptoKeyVersions/N (Cloud Storage uses the primary version)' : '';
-      throw configError(`bad ${keyRaw!.from} ${JSON.stringify(kmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`, keyRaw);
+      throw configError(
+        `bad ${keyRaw!.from} ${JSON.stringify(kmsKeyName)}: expected projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY${version}`,
+        keyRaw,
+      );
     }
     return { endpoint: httpUrl(raw('gcs-endpoint')), kmsKeyName };
   },
@@ -39,6 +42,12 @@ export const gcsDriver: Driver<GcsOptions> = {
   endpoint: (options) => options.endpoint,
   async open(location, options, { idleTimeoutMs }) {
     const { GcsStore } = await import('../gcs.js');
-    return new GcsStore({ bucket: location['bucket']!, prefix: location['prefix']!, endpoint: options.endpoint, idleTimeoutMs, kmsKeyName: options.kmsKeyName });
+    return new GcsStore({
+      bucket: location['bucket']!,
+      prefix: location['prefix']!,
+      endpoint: options.endpoint,
+      idleTimeoutMs,
+      kmsKeyName: options.kmsKeyName,
+    });
   },
 };

@@ -24,10 +24,16 @@ export const s3Driver: Driver<S3Options> = {
       key: 's3-checksum',
       env: 'WALBRIDGE_S3_CHECKSUM',
       value: '<mode>',
-      description: "S3: the SDK's checksum mode, when-required (works with S3-compatible stores; walbridge always sends Content-MD5) or when-supported (the SDK's CRC32 default, AWS only)",
+      description:
+        "S3: the SDK's checksum mode, when-required (works with S3-compatible stores; walbridge always sends Content-MD5) or when-supported (the SDK's CRC32 default, AWS only)",
       default: 'when-required',
     },
-    { key: 's3-endpoint', env: 'WALBRIDGE_S3_ENDPOINT', value: '<url>', description: 'S3: endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)' },
+    {
+      key: 's3-endpoint',
+      env: 'WALBRIDGE_S3_ENDPOINT',
+      value: '<url>',
+      description: 'S3: endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)',
+    },
     { key: 's3-region', env: 'WALBRIDGE_S3_REGION', value: '<region>', description: 'S3: region (default: AWS_REGION / the AWS profile, else us-east-1)' },
     // Server-side encryption: only the commands that write objects take it. Each write is checked to be stored as asked.
     {
@@ -52,7 +58,11 @@ export const s3Driver: Driver<S3Options> = {
     const sseKmsKeyId = optional(kmsKeyRaw);
     if (sseKmsKeyId !== undefined) {
       // Key ids, ARNs and aliases on AWS; S3-compatible servers take other names. It travels in a header.
-      if (!/^[\x21-\x7e]{1,2048}$/.test(sseKmsKeyId)) throw configError(`bad ${kmsKeyRaw!.from} ${JSON.stringify(sseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`, kmsKeyRaw);
+      if (!/^[\x21-\x7e]{1,2048}$/.test(sseKmsKeyId))
+        throw configError(
+          `bad ${kmsKeyRaw!.from} ${JSON.stringify(sseKmsKeyId)}: expected a KMS key id, key ARN or alias (printable ASCII, no spaces)`,
+          kmsKeyRaw,
+        );
       if (sse === 'AES256') throw configError(`${kmsKeyRaw!.from} names a KMS key, but ${sseRaw!.from} is AES256: use aws:kms or leave it unset`, kmsKeyRaw);
     }
     return {

@@ -82,7 +82,12 @@ const md5Base64 = (data: Uint8Array) => createHash('md5').update(data).digest('b
 
 /** Answered as {"error":{"code","message","errors":[{"domain":"global","reason","message"}]}}. */
 class GcsError extends Error {
-  constructor(readonly status: number, message: string, readonly reason: string, readonly headers: Record<string, string> = {}) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason: string,
+    readonly headers: Record<string, string> = {},
+  ) {
     super(message);
   }
 }
@@ -94,14 +99,22 @@ const FAULTS: Record<number, [reason: string, message: string]> = {
 const badRequest = (message: string, reason = 'invalid') => new GcsError(400, message, reason);
 // What Google answers when the service agent cannot use the key (or it does not exist: KMS does not tell them apart).
 const kmsKeyRefused = () =>
-  new GcsError(403, 'Permission denied on Cloud KMS key. Please ensure that your Cloud Storage service account has been authorized to use this key.', 'forbidden');
+  new GcsError(
+    403,
+    'Permission denied on Cloud KMS key. Please ensure that your Cloud Storage service account has been authorized to use this key.',
+    'forbidden',
+  );
 const notAllowed = () => new GcsError(405, 'Method Not Allowed', 'methodNotAllowed');
 
 // A non-final resumable chunk is persisted only in whole 256 KiB units (the documented chunk granularity);
 // the docs tell clients not to assume every byte sent was kept, and the 308 Range says where to resume.
 const UPLOAD_UNIT = 256 * 1024;
 
-interface Bucket { name: string; timeCreated: string; objects: Map<string, StoredObject> }
+interface Bucket {
+  name: string;
+  timeCreated: string;
+  objects: Map<string, StoredObject>;
+}
 /** What an upload brings besides its bytes: resource JSON, media type, query (preconditions), X-Goog-Hash. */
 interface Write {
   meta: Record<string, unknown>;
@@ -190,7 +203,10 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
     const md5 = md5Base64(data);
     const crc = crc32cBase64(data);
     const sent = parseHashHeader(hashHeader);
-    const checks = [['MD5 hash', md5, [meta.md5Hash, sent.md5]], ['CRC32C', crc, [meta.crc32c, sent.crc32c]]] as const;
+    const checks = [
+      ['MD5 hash', md5, [meta.md5Hash, sent.md5]],
+      ['CRC32C', crc, [meta.crc32c, sent.crc32c]],
+    ] as const;
     for (const [label, actual, provided] of checks) {
       for (const want of provided) {
         if (want === undefined || want === actual) continue;
@@ -201,8 +217,16 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
     checkPreconditions(query, b.objects.get(name), false);
     const now = new Date().toISOString();
     const obj: StoredObject = {
-      name, data, contentType: contentType || 'application/octet-stream', metadata: mergeMetadata({}, meta.metadata),
-      generation: nextGeneration(), metageneration: 1, md5Hash: md5, crc32c: crc, timeCreated: now, updated: now,
+      name,
+      data,
+      contentType: contentType || 'application/octet-stream',
+      metadata: mergeMetadata({}, meta.metadata),
+      generation: nextGeneration(),
+      metageneration: 1,
+      md5Hash: md5,
+      crc32c: crc,
+      timeCreated: now,
+      updated: now,
       ...(kmsKeyName ? { kmsKeyName } : {}),
     };
     b.objects.set(name, obj);
@@ -319,8 +343,13 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
           const contentType = (meta.contentType as string | undefined) ?? header(req, 'x-upload-content-type');
           encryptionKey({ meta, query: q }); // a key the service agent cannot use is refused before any data is sent
           sessions.set(id, {
-            bucket, name, write: { meta, contentType, query: new URLSearchParams(q), hashHeader: undefined },
-            declaredLength: declared === undefined ? undefined : Number(declared), chunks: [], persisted: 0, state: 'active',
+            bucket,
+            name,
+            write: { meta, contentType, query: new URLSearchParams(q), hashHeader: undefined },
+            declaredLength: declared === undefined ? undefined : Number(declared),
+            chunks: [],
+            persisted: 0,
+            state: 'active',
           });
           const session = new URLSearchParams({ uploadType: 'resumable', name, upload_id: id });
           const location = `${base}${prefix[0]}/b/${encodeURIComponent(bucket)}/o?${session}`;
@@ -504,7 +533,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       // A bug in this server, not a simulated fault: answer 500 with the reason so the test shows it.
-      const message = err instanceof Error ? err.stack ?? err.message : String(err);
+      const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json; charset=UTF-8' });
       res.end(JSON.stringify({ error: { code: 500, message, errors: [{ domain: 'global', reason: 'backendError', message }] } }));
     });
