@@ -30,7 +30,7 @@ export async function launch(executable, early) {
 }
 
 /**
- * src/archive/hold.ts's rule where the bundle cannot be loaded: a waiting restore_command under
+ * src/archive/restore/hold.ts's rule where the bundle cannot be loaded: a waiting restore_command under
  * recovery.signal must not exit 1-125 (the standby would promote) unless a failover was asked
  * for. It holds while an install may be under way, and tries the whole command again in a new
  * process each time (Node keeps a failed import for the life of a process).
@@ -59,7 +59,7 @@ async function holdUntilLoadable(executable, why, dataDir, early) {
   }
 }
 
-/** The data directory if `executable` is a restore_command waiting under recovery.signal (src/archive/hold.ts waitsUnderRecoverySignal). */
+/** The data directory if `executable` is a restore_command waiting under recovery.signal (src/archive/restore/hold.ts waitsUnderRecoverySignal). */
 export function waitingUnderRecoverySignal(executable, argv = process.argv.slice(2), cwd = process.cwd()) {
   if (!(executable === 'archive-fetch' || (executable === 'walbridge' && argv[0] === 'fetch')) || argv.includes('--no-wait')) return undefined;
   const walPath = argv.find((arg) => !arg.startsWith('-') && path.basename(path.dirname(path.resolve(arg))) === 'pg_wal');

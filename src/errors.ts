@@ -6,7 +6,7 @@
  * or death by a signal are FATAL for the server. So every failure here has its own status,
  * all below 126, and 1 is kept for "the file is not in the archive" — except stopServer (200),
  * which a waiting restore_command under recovery.signal uses where "not available" would
- * promote the standby (archive/hold.ts).
+ * promote the standby (archive/restore/hold.ts).
  */
 export const ExitCode = {
   ok: 0,
@@ -42,7 +42,7 @@ export const ExitCode = {
   encryptionKey: 15,
   /**
    * archive_command, walbridge stream: WAL of a timeline past the point where a newer timeline
-   * branched off it (an old primary after a promotion; archive/timelines.ts).
+   * branched off it (an old primary after a promotion; archive/repo/timelines.ts).
    */
   fenced: 16,
   /** A bug in walbridge. */

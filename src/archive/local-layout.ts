@@ -6,8 +6,8 @@
  *   pusher.pid, fetcher.pid, stream.pid   the running background pusher / fetcher / streamer
  *   pusher.log, fetcher.log               the background processes' logs
  *   waiting.pid                           the archive-fetch call waiting for a segment (walbridge promote)
- *   pushed/<file>                         markers of files the pusher archived ahead (markers.ts)
- *   prefetch/<namespace>-<repo hash>/     the prefetch spool (spool.ts)
+ *   pushed/<file>                         markers of files the pusher archived ahead (push/markers.ts)
+ *   prefetch/<namespace>-<repo hash>/     the prefetch spool (restore/spool.ts)
  *
  * Sockets never go there (pg_rewind and file-level backups fail on them): they live in a
  * private runtime directory outside the data directory (util/runtime-dir.ts).

@@ -22,7 +22,7 @@ export async function main(executable: Executable, argv: string[] = process.argv
   process.once('exit', removeTempFilesSync);
   const log = createLogger(executable === 'walbridge' && argv[0] === 'fetch' ? 'walbridge fetch' : executable);
   // A waiting restore_command under recovery.signal must never end with a status from 2 to 125:
-  // PostgreSQL would end recovery and promote (see archive/hold.ts). Whatever fails, even parsing
+  // PostgreSQL would end recovery and promote (see archive/restore/hold.ts). Whatever fails, even parsing
   // its arguments, ends it with 200 there.
   const holding = () => (executable === 'archive-fetch' || (executable === 'walbridge' && argv[0] === 'fetch')) && waitsUnderRecoverySignal(argv);
   // Node's own end for these is exit 1, "not found" to PostgreSQL: the same rule instead.

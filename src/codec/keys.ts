@@ -73,7 +73,7 @@ export class KeyRing {
 
   /**
    * The key with this id. (A key added to the key file reaches a waiting standby through its
-   * settings, read again at every try: see archive/hold.ts.)
+   * settings, read again at every try: see archive/restore/hold.ts.)
    */
   find(id: string): EncryptionKey | undefined {
     return this.keys.find((k) => k.id === id);

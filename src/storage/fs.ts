@@ -243,7 +243,7 @@ export class FsStore implements Store {
   }
 
   private pathOf(key: string): string {
-    // Keys come from archive/layout.ts only; this guard keeps a bug from escaping the root.
+    // Keys come from archive/repo/layout.ts only; this guard keeps a bug from escaping the root.
     if (key.split('/').some((part) => part === '..' || part === '.') || key.startsWith('/')) {
       throw new StoreError('permanent', `refusing key outside the repository: ${JSON.stringify(key)}`);
     }

@@ -3,7 +3,7 @@
  * nothing of WAL, and the commands know nothing of any SDK.
  *
  * Keys are relative to the repository root (the `prefix` of `s3://bucket/prefix`), use `/` as
- * separator and are produced only by archive/layout.ts.
+ * separator and are produced only by archive/repo/layout.ts.
  */
 import type { Readable } from 'node:stream';
 

@@ -1,4 +1,4 @@
-/** The rule for how a waiting restore_command may end under recovery.signal (src/archive/hold.ts). */
+/** The rule for how a waiting restore_command may end under recovery.signal (src/archive/restore/hold.ts). */
 import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

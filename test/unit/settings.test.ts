@@ -227,7 +227,7 @@ describe('resolveSettings', () => {
   });
 });
 
-describe('what a waiting restore_command may do with a settings failure (archive/hold.ts)', () => {
+describe('what a waiting restore_command may do with a settings failure (archive/restore/hold.ts)', () => {
   it("reads only the settings a command takes: a push-only typo in a shared file is not fetch's failure", async () => {
     const config = configFile('repo = file:///r\nnamespace = n\ncompress = zsdt\n');
     expect((await resolveSettings({ flags: { config }, env: {}, command: 'fetch' })).compress).toBe('zstd');

@@ -30,10 +30,10 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
   if (walDir) await removeLeftoverSpool(walDir);
   // Archived ahead by the background pusher: answered from its marker, without loading any SDK.
   if (await confirmPushed(scope, walPath, log)) return;
-  const lookahead = walDir !== undefined && settings.pushConcurrency > 1;
+  const viaPusher = walDir !== undefined && settings.pushConcurrency > 1;
   const dataDir = dataDirOfWalPath(walPath);
-  const server = dataDir && lookahead ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
-  if (lookahead) {
+  const server = dataDir && viaPusher ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
+  if (viaPusher) {
     // Or stored now by the pusher, which has the SDK loaded and connections open.
     const name = path.basename(walPath);
     const request = {
@@ -51,7 +51,7 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
     import('./push.js'),
     import('../background/spawn.js'),
   ]);
-  if (lookahead && !(await backgroundRunning(walDir, 'pusher'))) {
+  if (viaPusher && !(await backgroundRunning(walDir, 'pusher'))) {
     // The other ready files are stored by the pusher while the archiver works through them; this call waits only for its own.
     try {
       startBackground('pusher', walDir, env, server);

@@ -21,7 +21,7 @@ import { fileIdentity, sameFile, type FileIdentity } from '../../util/file-ident
 import { parseWalFileName } from '../../wal/names.js';
 import { markerDir, walDirOf } from '../local-layout.js';
 
-/** Which repository and namespace markers belong to (see cli/repository.ts repositoryId). */
+/** Which repository and namespace markers belong to (see repo/open.ts repositoryId). */
 export interface MarkerScope {
   readonly repository: string;
   readonly namespace: string;

@@ -77,7 +77,7 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
     sealFile(sourcePath, { codec, level: ctx.level, spoolDir: path.dirname(sourcePath), encryption: key && { key, fileName: name } }),
   );
   sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
-  // A newer timeline's fork fences this one's later WAL (timelines.ts); looked up alongside.
+  // A newer timeline's fork fences this one's later WAL (repo/timelines.ts); looked up alongside.
   const fencing =
     file.kind === 'segment' || file.kind === 'backup' ? findFork(ctx.store, ctx.namespace, file.timeline, ctx.encryption) : Promise.resolve(undefined);
   fencing.catch(() => undefined);

@@ -6,7 +6,7 @@
  * fast:  answer "not found" for anything not restored yet.
  *
  * Leftover rule: a trigger that was already there when a standby's recovery first looked is a
- * leftover of an earlier failover and never concerns it (wait.ts remembers which those were, per
+ * leftover of an earlier failover and never concerns it (restore/watch.ts remembers which those were, per
  * recovery, in standby-state.ts); a trigger written after that first look does. No clock of one
  * host is compared with another's.
  */

@@ -24,7 +24,7 @@ import { walFileKey } from '../repo/layout.js';
 
 export interface FetchContext {
   readonly store: Store;
-  /** The repository's name for local caches (see cli/repository.ts repositoryId). */
+  /** The repository's name for local caches (see repo/open.ts repositoryId). */
   readonly repository: string;
   readonly namespace: string;
   readonly log: Logger;

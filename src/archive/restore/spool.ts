@@ -63,7 +63,7 @@ async function tidySpool(spool: string, window: readonly string[]): Promise<Set<
   return spooled;
 }
 
-/** What a spool belongs to: the repository (see cli/repository.ts repositoryId) and namespace. */
+/** What a spool belongs to: the repository (see repo/open.ts repositoryId) and namespace. */
 export interface SpoolScope {
   readonly repository: string;
   readonly namespace: string;

@@ -2,7 +2,7 @@
  * What a standby's fetches remember between calls, in `<data directory>/walbridge.state`:
  * the newest segment restored (so a fast trigger still serves segments PostgreSQL re-reads),
  * the last `%r` cleaned up to (so cleanup lists the repository only when `%r` moves), and the
- * triggers that were there when this recovery first looked (leftovers, see trigger.ts).
+ * triggers that were there when this recovery first looked (leftovers, see repo/trigger.ts).
  * Losing the file is harmless: a fast trigger then serves less, cleanup lists once more, and
  * triggers present at the next look count as leftovers (ignored, and said so: never a promotion).
  */
