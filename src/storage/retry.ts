@@ -9,6 +9,9 @@
  * an attempt still running when the deadline passes is aborted, not waited for.
  */
 import { DeadlineExpired, bindToDeadline, withinDeadline, type Deadline } from './deadline.js';
+
+// The time bound's one home for the code above storage: operations, retries, and work outside them.
+export { outsideDeadline } from './deadline.js';
 import { StoreError, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface RetryPolicy {

@@ -16,7 +16,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Settings } from '../../config/settings.js';
 import type { Logger } from '../../log.js';
-import { outsideDeadline } from '../../storage/deadline.js';
+import { outsideDeadline } from '../../storage/retry.js';
 import { parseRequestedName, parseWalFileName, type WalFileName } from '../../wal/names.js';
 import type { ServerProcess } from '../../wal/server.js';
 import type { BackgroundRequest } from '../background/client.js';
