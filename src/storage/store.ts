@@ -6,6 +6,7 @@
  * separator and are produced only by archive/repo/layout.ts.
  */
 import type { Readable } from 'node:stream';
+import { StoreError } from '../errors.js';
 
 /** Custom metadata kept with an object. Keys are lower-case ASCII; values short ASCII strings. */
 export type ObjectMetadata = Readonly<Record<string, string>>;
@@ -95,6 +96,16 @@ export interface Leftover {
 
 // Failures of a store are one of the error kinds every command maps to an exit status (errors.ts).
 export { StoreError, type StoreErrorKind } from '../errors.js';
+
+/** Opens an object for reading, or undefined if it is absent (other failures throw). */
+export async function getIfPresent(store: Store, key: string): Promise<Awaited<ReturnType<Store['get']>> | undefined> {
+  try {
+    return await store.get(key);
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
+    throw err;
+  }
+}
 
 /** The full key of `key` under a repository prefix (which has no leading or trailing slash). */
 export function joinKey(root: string, key: string): string {

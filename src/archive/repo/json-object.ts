@@ -5,17 +5,12 @@
 import { describeContent, sealBuffer } from '../../codec/envelope.js';
 import { sha256Hex } from '../../codec/hash.js';
 import { WalbridgeError } from '../../errors.js';
-import { StoreError, type Store } from '../../storage/store.js';
+import { getIfPresent, StoreError, type Store } from '../../storage/store.js';
 
 /** The parsed record, or undefined if there is none. Throws 'corrupt' if it cannot be trusted. */
 export async function readJsonObject(store: Store, key: string): Promise<unknown> {
-  let opened;
-  try {
-    opened = await store.get(key);
-  } catch (err) {
-    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
-    throw err;
-  }
+  const opened = await getIfPresent(store, key);
+  if (!opened) return undefined;
   const chunks: Buffer[] = [];
   try {
     for await (const chunk of opened.body) chunks.push(chunk as Buffer);

@@ -15,7 +15,7 @@
 import { describeContent, unseal, type ContentDescription } from '../../codec/envelope.js';
 import type { KeyRing } from '../../codec/keys.js';
 import { WalbridgeError } from '../../errors.js';
-import { StoreError, type Store } from '../../storage/store.js';
+import { getIfPresent, StoreError, type Store } from '../../storage/store.js';
 import { boundedSink } from '../../util/bounded-sink.js';
 import { formatLsn } from '../../wal/header.js';
 import { parseWalFileName, segmentNumber, type WalFileName } from '../../wal/names.js';
@@ -53,13 +53,8 @@ export function historyName(timeline: number): string {
  * that keeps it from being read (damaged, encrypted with a key not given). Store failures throw.
  */
 export async function readStoredText(store: Store, key: string, keys: KeyRing | undefined): Promise<string | { problem: string } | undefined> {
-  let opened;
-  try {
-    opened = await store.get(key);
-  } catch (err) {
-    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
-    throw err;
-  }
+  const opened = await getIfPresent(store, key);
+  if (!opened) return undefined;
   const described = describeContent(opened.info.metadata);
   // Without a usable description the bytes are read as they are: the history's parser judges them.
   const promised: ContentDescription = typeof described === 'string' ? { sha256: '', size: 0, codec: 'none' } : described;

@@ -17,7 +17,7 @@ import { fsyncDir } from '../../util/durable.js';
 import { trackTempFile, untrackTempFile } from '../../util/temp-files.js';
 import { formatBytes, type Logger } from '../../log.js';
 import { retryTransient, type RetryPolicy } from '../../storage/retry.js';
-import { StoreError, type Store } from '../../storage/store.js';
+import { getIfPresent, StoreError, type Store } from '../../storage/store.js';
 import type { WalFileName } from '../../wal/names.js';
 import { checkRestoredSegment, loadIdentity, type ClusterIdentity } from '../repo/identity.js';
 import { walFileKey } from '../repo/layout.js';
@@ -60,21 +60,12 @@ export async function restoreIfPresent(
   const key = walFileKey(ctx.namespace, file);
   // A stream that breaks midway is retried whole.
   const restored = await retryTransient(ctx.retry, `download ${file.name}`, async () => {
-    const opened = await openIfPresent(ctx.store, key);
+    const opened = await getIfPresent(ctx.store, key);
     return opened && downloadVerified(ctx, file, opened, destination, identity);
   });
   if (!restored) return 'absent';
   ctx.log.info(`${verb} ${file.name} (${formatBytes(restored.size)}, stored ${formatBytes(restored.storedSize)}) in ${Date.now() - started} ms`);
   return 'restored';
-}
-
-async function openIfPresent(store: Store, key: string) {
-  try {
-    return await store.get(key);
-  } catch (err) {
-    if (err instanceof StoreError && err.kind === 'not-found') return undefined;
-    throw err;
-  }
 }
 
 async function downloadVerified(
