@@ -6,7 +6,7 @@
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import type { DriverSetting, RepoLocation } from '../storage/driver.js';
-import { driverFor, drivers, parseRepoUrl } from '../storage/registry.js';
+import { driverFor, drivers, parseRepoUrl, repoUrlForms } from '../storage/registry.js';
 import { readSmallFile } from '../util/small-file.js';
 import { absolutePath, boolean, configError, integer, seconds, type RawValue } from '../util/setting-values.js';
 import { namespaceProblem } from './namespace.js';
@@ -63,7 +63,7 @@ interface SettingDef {
 const WRITING: readonly CommandName[] = ['push', 'trigger', 'stream'];
 
 const CORE_SETTINGS: readonly SettingDef[] = [
-  { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: `repository: ${repoForms()}` },
+  { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: `repository: ${repoUrlForms()}` },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
   { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
   {
@@ -176,6 +176,19 @@ const CORE_SETTINGS: readonly SettingDef[] = [
   },
 ];
 
+/**
+ * The repository driver's options. Every driver checks its own settings, whichever the
+ * repository: a mistyped value never passes silently because it does not apply today.
+ */
+function driverOptions(raw: (key: string) => Raw | undefined, repo: RepoLocation): unknown {
+  let options: unknown;
+  for (const driver of drivers()) {
+    const own = driver.options(raw, repo);
+    if (driver.scheme === repo.scheme) options = own;
+  }
+  return options;
+}
+
 /** A driver's row in the settings table. */
 function driverRow(row: DriverSetting): SettingDef {
   return { key: row.key, env: row.env, value: row.value, description: row.description, default: row.default, commands: row.forWrites ? WRITING : undefined };
@@ -183,11 +196,6 @@ function driverRow(row: DriverSetting): SettingDef {
 
 /** Every setting: the core rows, then each driver's. */
 export const SETTINGS: readonly SettingDef[] = [...CORE_SETTINGS, ...drivers().flatMap((d) => d.settings.map(driverRow))];
-
-function repoForms(): string {
-  const forms = drivers().map((d) => d.urlForm);
-  return `${forms.slice(0, -1).join(', ')} or ${forms[forms.length - 1]}`;
-}
 
 export const CONFIG_ENV = 'WALBRIDGE_CONFIG';
 
@@ -236,7 +244,7 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     throw configError('refusing to run with NODE_TLS_REJECT_UNAUTHORIZED=0 (no TLS certificate checks): name the CA in NODE_EXTRA_CA_CERTS instead');
   }
   const repoRaw = raw('repo');
-  if (!repoRaw) throw missing(`no repository: set --repo or WALBRIDGE_REPO (${repoForms()})`);
+  if (!repoRaw) throw missing(`no repository: set --repo or WALBRIDGE_REPO (${repoUrlForms()})`);
   const repo = parseRepoUrl(String(repoRaw.value));
   if (typeof repo === 'string') throw configError(`bad repository ${JSON.stringify(String(repoRaw.value))} (${repoRaw.from}): ${repo}`, repoRaw);
 
@@ -272,7 +280,7 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     compress,
     compressLevel,
     timeout: integer(raw('timeout')!, 1, 86_400),
-    storage: driver.options(raw, repo),
+    storage: driverOptions(raw, repo),
     standby: standbyName(raw('standby')),
     pushConcurrency: integer(raw('push-concurrency')!, 1, 64),
     metricsFile: absolutePath(raw('metrics-file')),

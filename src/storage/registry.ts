@@ -24,15 +24,24 @@ export function registerDriver(driver: Driver): void {
   if (!driverFor(driver.scheme)) DRIVERS.push(driver);
 }
 
+/** `a, b or c`. */
+function either(items: readonly string[]): string {
+  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items[items.length - 1]}`;
+}
+
+/** The URL forms of the drivers, for help texts and errors: `s3://bucket/prefix, gs://bucket/prefix or file:///abs/dir`. */
+export function repoUrlForms(): string {
+  return either(DRIVERS.map((d) => d.urlForm));
+}
+
 /** Parses a repository URL (`scheme://…`); returns a reason string if it is not usable. */
 export function parseRepoUrl(url: string): RepoLocation | string {
   if (/[\u0000-\u001f\u007f]/.test(url)) return 'it contains control characters';
-  const forms = DRIVERS.map((d) => d.urlForm).join(', ');
   const match = /^([a-z0-9]+):\/\/(.*)$/.exec(url);
-  if (!match) return `expected ${forms}`;
+  if (!match) return `expected ${repoUrlForms()}`;
   const [, scheme, rest] = match as unknown as [string, string, string];
   const driver = driverFor(scheme);
-  if (!driver) return `unknown scheme "${scheme}://" (use ${DRIVERS.map((d) => `${d.scheme}://`).join(', ')})`;
+  if (!driver) return `unknown scheme "${scheme}://" (use ${either(DRIVERS.map((d) => `${d.scheme}://`))})`;
   const fields = driver.parseLocation(rest);
   return typeof fields === 'string' ? fields : { ...fields, scheme };
 }

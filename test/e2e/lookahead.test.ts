@@ -3,10 +3,13 @@
  * once per file in the archiver's order, `.ready` renamed to `.done` after each success.
  */
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { backgroundSocket } from '../../src/archive/local-layout.js';
 import { ExitCode } from '../../src/errors.js';
+import { clusterRuntime, ensureRuntimeDir } from '../../src/util/runtime-dir.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { backgroundListening } from '../support/background.js';
 import { runCli } from '../support/cli.js';
@@ -198,3 +201,33 @@ function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+describe('a call asking the background pusher', () => {
+  it('exits 0 only on the answer "stored": any other answer, and it pushes the file itself', async () => {
+    const repo = await createRepo('file');
+    const names = wal.segments.map((s) => path.basename(s));
+    const { dir, walDir } = await primaryDir(wal.segments.slice(0, 2));
+    // Something listening where the pusher listens, answering every request with what a pusher never says.
+    const runtime = clusterRuntime(walDir)!;
+    await ensureRuntimeDir(runtime);
+    const asked: string[] = [];
+    const impostor = createServer((socket) => {
+      socket.once('data', (line) => {
+        asked.push(String(line));
+        socket.end(`${JSON.stringify({ answer: { status: 'spooled' } })}\n`);
+      });
+    });
+    await new Promise<void>((resolve) => impostor.listen(backgroundSocket(walDir, 'pusher')!, resolve));
+    try {
+      const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'odd-answer', WALBRIDGE_PUSH_CONCURRENCY: '3', WALBRIDGE_BACKGROUND_IDLE: '1', ...repo.env };
+      const r = await runCli('archive-push', [`pg_wal/${names[0]}`], env, { cwd: dir });
+      expect(r.status, r.stderr).toBe(0);
+      expect(asked).toHaveLength(1);
+      expect(await repo.store().head(`odd-answer/wal/${names[0]}`)).toBeDefined();
+    } finally {
+      impostor.close();
+      await rm(dir, { recursive: true, force: true });
+      await repo.cleanup();
+    }
+  });
+});

@@ -88,6 +88,9 @@ describe('resolveSettings', () => {
     // The in-memory driver is for tests: a repository that vanishes with the process would lose WAL.
     [{ repo: 'memory://bkt', namespace: 'n' }, {}, /unknown scheme "memory:\/\/"/],
     [{ repo: 'file:///r', namespace: 'n', 's3-sse': 'AES256' }, {}, /applies to s3:\/\/ repositories only/],
+    // Every driver checks its own settings, also where they do not apply today.
+    [{ repo: 'gs://bkt', namespace: 'n' }, { WALBRIDGE_S3_CHECKSUM: 'crc' }, /WALBRIDGE_S3_CHECKSUM/],
+    [{ repo: 'file:///r', namespace: 'n', 'gcs-endpoint': 'storage.example' }, {}, /gcs-endpoint.*http/],
     [{ repo: 's3://bkt' }, {}, /no namespace/],
     [{ repo: 's3://bkt', namespace: '../x' }, {}, /namespace/],
     [{ repo: 's3://bkt', namespace: 'n', compress: 'brotli' }, {}, /compress/],

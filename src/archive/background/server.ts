@@ -171,8 +171,9 @@ export interface Role {
   /** Serves one request of its type, and returns the answer (a role's own status). */
   readonly handlers: Readonly<Record<string, (call: Call) => Promise<{ readonly status: string }>>>;
   /**
-   * Whether a failure answered to a call ends this process: its clients, caches and settings date
-   * from its start, and the call's next try must not meet them again. Every failure when absent.
+   * Whether a failure ends this process: its clients, caches and settings date from its start,
+   * and the call's next try must not meet them again. Absent: every failure answered to a call
+   * (none met after the call had gone); present, it is asked about those too.
    */
   retireAfter?(answer: FailedAnswer): boolean;
   /** The role's own work, every TICK_MS (the pusher's scan of .ready files); `retiring`: take no new work. */
@@ -222,7 +223,14 @@ export async function runBackground(opts: BackgroundOptions, role: Role): Promis
     } catch (err) {
       const what = String(request.name);
       if (!call.connected) {
-        log.info(`stopped serving ${what}: ${(err as Error).message}`);
+        // A failure met after the call gave up (PostgreSQL ended it, or it stopped waiting) is no
+        // answer to anyone. A role that retires on it whatever the call does (the pusher, on a
+        // store failure) still does: its clients date from its start.
+        const answer = reportable(err) ? failedAnswer(err) : undefined;
+        if (answer && role.retireAfter?.(answer) && !retiring) {
+          retiring = true;
+          log.error(`${what}: ${answer.message} (its call had gone); stopping, so that the next try starts afresh`);
+        } else log.info(`stopped serving ${what}: ${(err as Error).message}`);
         return declined('the call has gone');
       }
       if (err instanceof Declined) {

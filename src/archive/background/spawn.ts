@@ -1,13 +1,15 @@
 /** Starting walbridge's background processes (the pusher, the fetcher) from a call. */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { LOG_LIMIT } from '../../util/log-file.js';
 import { formatServer, type ServerProcess } from '../../wal/server.js';
 import { backgroundLogFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
 
-// Resolved from where this code runs: the bundle, dist/bundle/ (as cli/main.ts finds package.json).
-const WALBRIDGE_BIN = fileURLToPath(new URL('../../bin/walbridge', import.meta.url));
+// Resolved from where this code runs: the bundle, dist/bundle/ (as cli/main.ts finds package.json),
+// or tsc's output, dist/archive/background/.
+const CANDIDATES = ['../../bin/walbridge', '../../../bin/walbridge'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+const WALBRIDGE_BIN = CANDIDATES.find((p) => existsSync(p)) ?? CANDIDATES[0]!;
 
 /**
  * Starts `walbridge <role> <walDir>` (the subcommand is the role's name) detached, in `env`: the

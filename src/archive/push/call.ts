@@ -43,7 +43,9 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
       name,
       path: path.resolve(walPath),
     } as const;
-    if (await askBackground<PushAnswer>('pusher', walDir, request, log, { timeout: { seconds: settings.timeout, what: `push of ${name}` } })) return;
+    const answer = await askBackground<PushAnswer>('pusher', walDir, request, log, { timeout: { seconds: settings.timeout, what: `push of ${name}` } });
+    // Exit 0 only on the one answer that says the file is stored and verified: anything else, the call pushes it itself.
+    if (answer?.status === 'stored') return;
   }
   // Loaded only now: calls answered above never pay for the SDK, compression or child processes.
   const [{ openRepository }, { pushContext, pushWalFile }, { startBackground }] = await Promise.all([
@@ -51,6 +53,7 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
     import('./push.js'),
     import('../background/spawn.js'),
   ]);
+  const { store, retry } = await openRepository(settings, log);
   if (viaPusher && !(await backgroundRunning(walDir, 'pusher'))) {
     // The other ready files are stored by the pusher while the archiver works through them; this call waits only for its own.
     try {
@@ -59,7 +62,6 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
       log.warn(`could not start the background pusher (only the file asked for is pushed): ${(err as Error).message}`);
     }
   }
-  const { store, retry } = await openRepository(settings, log);
   await pushWalFile(pushContext(settings, store, retry, log), walPath);
 }
 

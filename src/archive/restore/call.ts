@@ -149,6 +149,9 @@ async function throughFetcher(
     keepWaiting,
     // Without waiting, the fetcher fetches within its own --timeout deadline: the call waits little longer.
     timeout: call.wait ? undefined : { seconds: settings.timeout, what: `fetch of ${call.walFile}` },
+  }).catch((err: unknown) => {
+    // Whatever the fetcher answered, a call whose server is gone answers nobody.
+    throw alive() ? err : serverGone(call.walFile);
   });
   if (!alive()) throw serverGone(call.walFile);
   if (answer?.status === 'spooled') {

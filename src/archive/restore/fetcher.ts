@@ -107,7 +107,7 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
   return {
     name: 'fetcher',
     handlers: { fetch, served },
-    busy: () => jobs.downloads.size > 0,
+    busy: () => jobs.downloads.size > 0 || jobs.refilling,
     mustStop: async () => ((await removeSpoolAfterRecovery(walDir)) ? 'recovery has ended (the prefetch spool is removed)' : undefined),
     finish: async (abandon) => {
       if (!abandon) await Promise.allSettled(jobs.downloads.values());

@@ -23,7 +23,7 @@ export interface Sight {
   readonly trigger: Trigger | undefined;
   /** Where a newer timeline branched off the requested one, if one did. */
   readonly fork: Fork | undefined;
-  /** How far this standby has restored (its state file), for a fast trigger's rule. */
+  /** How far this standby has restored (its state file), read for a fast trigger's rule only. */
   readonly restoredUpTo: string | undefined;
 }
 
@@ -63,7 +63,8 @@ export class Watch {
     if (due) this.readAt = Date.now();
     this.trigger = trigger;
     this.fork = fork;
-    const restoredUpTo = this.standby.dataDir ? (await readStandbyState(this.standby.dataDir)).restoredUpTo : undefined;
+    // Needed only for a fast trigger's exception: the state file is not read otherwise.
+    const restoredUpTo = trigger?.mode === 'fast' && present && this.standby.dataDir ? (await readStandbyState(this.standby.dataDir)).restoredUpTo : undefined;
     return { identity: this.identity, present, trigger, fork, restoredUpTo };
   }
 
