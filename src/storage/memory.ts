@@ -16,14 +16,28 @@ interface StoredObject {
   readonly lastModified: Date;
 }
 
-/** What a test may make an operation do instead: throw this error (a store failing), or wait first. */
+/**
+ * What a test may make an operation on a bucket do instead, as a failing server would: throw
+ * this error, or wait first. Also sees every operation (for counting requests).
+ */
 export type MemoryFault = (operation: 'put' | 'get' | 'head' | 'list' | 'delete' | 'check', key: string) => StoreError | Promise<void> | undefined;
 
-/** The buckets of this process, by name: each a map of full keys to objects. */
-const BUCKETS = new Map<string, Map<string, StoredObject>>();
+interface Bucket {
+  readonly objects: Map<string, StoredObject>;
+  fault?: MemoryFault | undefined;
+}
+
+/** The buckets of this process, by name. */
+const BUCKETS = new Map<string, Bucket>();
 
 export function createMemoryBucket(name: string): void {
-  if (!BUCKETS.has(name)) BUCKETS.set(name, new Map());
+  if (!BUCKETS.has(name)) BUCKETS.set(name, { objects: new Map() });
+}
+
+/** Every store on bucket `name` (opened before or after) meets `fault`; undefined heals it. */
+export function setMemoryFault(name: string, fault: MemoryFault | undefined): void {
+  const bucket = BUCKETS.get(name);
+  if (bucket) bucket.fault = fault;
 }
 
 export function removeMemoryBucket(name: string): void {
@@ -33,9 +47,7 @@ export function removeMemoryBucket(name: string): void {
 export interface MemoryStoreOptions {
   readonly bucket: string;
   readonly prefix: string;
-  readonly pageSize?: number;
-  /** A hook a test uses to make operations fail or stall. */
-  readonly fault?: MemoryFault;
+  readonly pageSize?: number | undefined;
 }
 
 export class MemoryStore implements Store {
@@ -46,12 +58,12 @@ export class MemoryStore implements Store {
   }
 
   private async objects(operation: Parameters<MemoryFault>[0], key: string): Promise<Map<string, StoredObject>> {
-    const fault = this.opts.fault?.(operation, key);
+    const bucket = BUCKETS.get(this.opts.bucket);
+    const fault = bucket?.fault?.(operation, key);
     if (fault instanceof StoreError) throw fault;
     await fault;
-    const bucket = BUCKETS.get(this.opts.bucket);
     if (!bucket) throw new StoreError('no-bucket', `bucket ${this.opts.bucket} does not exist (memory)`);
-    return bucket;
+    return bucket.objects;
   }
 
   private full(key: string): string {

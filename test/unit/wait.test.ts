@@ -20,7 +20,7 @@ import type { Settings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { retryPolicy, withRetries } from '../../src/storage/retry.js';
-import { createMemoryBucket, MemoryStore, removeMemoryBucket, type MemoryFault } from '../../src/storage/memory.js';
+import { createMemoryBucket, MemoryStore, removeMemoryBucket, setMemoryFault, type MemoryFault } from '../../src/storage/memory.js';
 import { parseWalFileName, type WalFileName } from '../../src/wal/names.js';
 
 const SEGMENT = 1024 * 1024; // the smallest segment size PostgreSQL allows: quick to write and hash
@@ -64,13 +64,10 @@ beforeEach(async () => {
   createMemoryBucket(bucket);
   requests = [];
   fault = undefined;
-  store = new MemoryStore({
-    bucket,
-    prefix: 'repo',
-    fault: (operation, key) => {
-      requests.push({ operation, key });
-      return fault?.(operation, key);
-    },
+  store = new MemoryStore({ bucket, prefix: 'repo' });
+  setMemoryFault(bucket, (operation, key) => {
+    requests.push({ operation, key });
+    return fault?.(operation, key);
   });
   log = lines();
 });

@@ -11,7 +11,7 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../../wal/names.js';
-import { calledBy, formatServer, processRunning, runningServer } from '../../wal/server.js';
+import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
 import { askBackground, backgroundRunning, fingerprint, tell } from '../background/client.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer, FetchRequest, ServedNote } from './fetcher.js';
@@ -42,83 +42,108 @@ export interface RestoreCall {
   readonly env: NodeJS.ProcessEnv;
 }
 
+/** What every attempt of one call shares. */
+interface Caller {
+  readonly call: RestoreCall;
+  readonly file: WalFileName;
+  /** pg_wal, when %p is in a data directory's pg_wal. */
+  readonly walDir: string | undefined;
+  /** The postmaster this call serves, if one runs. */
+  readonly server: ServerProcess | undefined;
+  /** Whether whoever asked still waits for the answer. */
+  readonly alive: () => boolean;
+  /** Asked by pg_rewind --restore-target-wal: no background fetcher, no waiting. */
+  readonly rewinding: boolean;
+}
+
 export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
   // pg_rewind --restore-target-wal asks for WAL it lacks while no server runs: it gets an answer
   // at once ("not found" included), and no background fetcher writes into the directory it rewinds.
   const rewinding = calledBy('pg_rewind');
   const call = rewinding ? { ...asked, wait: false } : asked;
-  const { log, destination } = call;
-  if (rewinding && asked.wait) log.info(`${asked.walFile}: asked by pg_rewind: answering at once, without waiting`);
+  if (rewinding && asked.wait) call.log.info(`${asked.walFile}: asked by pg_rewind: answering at once, without waiting`);
   const file = parseRequestedName(call.walFile);
-  const walDir = walDirOf(destination);
-  const dataDir = dataDirOfWalPath(destination);
+  const walDir = walDirOf(call.destination);
+  const dataDir = dataDirOfWalPath(call.destination);
   const signal = dataDir ? await readRecoverySignal(dataDir) : undefined;
   // The postmaster this call serves (not only its parent, the sh): if it dies, nobody wants the answer.
   const server = dataDir ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
   const parent = process.ppid;
   const alive = () => process.ppid === parent && (server === undefined || processRunning(server));
-  if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, log);
-
-  const attempt = async (): Promise<FetchOutcome> => {
-    const settings = await call.settings();
-    const scope = { repository: repositoryId(settings), namespace: settings.namespace, log };
-    const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !rewinding && file.kind === 'segment';
-    const configuration = fingerprint(settings, call.env, server && formatServer(server));
-    // Without waiting there is no trigger to consult: a prefetched segment is answered from
-    // the spool before any SDK is loaded. (Waiting, every call must see the triggers first.)
-    if (!call.wait && !call.cleanup && (await serveSpooled(scope, file, destination))) {
-      const note: ServedNote = { walbridge: 1, type: 'served', fingerprint: configuration, name: file.name, destination: path.resolve(destination) };
-      if (viaFetcher) await tell(backgroundSocket(walDir, 'fetcher'), { ...note });
-      return 'restored';
-    }
-    if (viaFetcher) {
-      const request: FetchRequest = {
-        walbridge: 1,
-        type: 'fetch',
-        fingerprint: configuration,
-        name: call.walFile,
-        destination: path.resolve(destination),
-        wait: call.wait,
-      };
-      const answered = await throughFetcher(call, walDir, file, request, settings, alive);
-      if (answered) return answered;
-      // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
-      if (!(await backgroundRunning(walDir, 'fetcher'))) {
-        try {
-          const { startBackground } = await import('../background/spawn.js');
-          startBackground('fetcher', walDir, call.env, server);
-        } catch (err) {
-          log.warn(`could not start the background fetcher: ${(err as Error).message}`);
-        }
-      }
-    }
-    const [{ openRepository }, { fetchWalFile, waitForWalFile, waitOptions }, { toDestination }, { sweepDeadTempFiles }] = await Promise.all([
-      import('../repo/open.js'),
-      import('./wait.js'),
-      import('./prefetch.js'),
-      import('../../util/temp-files.js'),
-    ]);
-    await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
-    const { store, retry } = await openRepository(settings, log);
-    const ctx = { ...scope, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
-    const outcome = call.wait
-      ? await waitForWalFile(ctx, call.walFile, destination, { ...waitOptions(settings), failover: call.failover, alive }, toDestination)
-      : await fetchWalFile(ctx, call.walFile, destination, toDestination);
-    if (outcome === 'restored' && call.cleanup) await cleanupAfterRestore(store, settings.namespace, call, log);
-    return outcome;
-  };
-
+  if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, call.log);
+  const caller: Caller = { call, file, walDir, server, alive, rewinding };
   return holdingFailures(
     {
-      log,
+      log: call.log,
       name: call.walFile,
       holding: call.wait && signal?.mode === 'recovery',
       failover: call.failover,
       promoteRequested: () => dataDir !== undefined && existsSync(path.join(dataDir, 'promote')),
       serverAlive: alive,
     },
-    attempt,
+    () => attempt(caller),
   );
+}
+
+/** One attempt, with the settings as they are now: from the spool, through the fetcher, or by itself. */
+async function attempt(caller: Caller): Promise<FetchOutcome> {
+  const { call, file, walDir, server } = caller;
+  const settings = await call.settings();
+  const configuration = fingerprint(settings, call.env, server && formatServer(server));
+  const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !caller.rewinding && file.kind === 'segment';
+  if (await fromSpool(caller, settings, viaFetcher ? configuration : undefined)) return 'restored';
+  if (viaFetcher) {
+    const answered = await throughFetcher(caller, settings, configuration);
+    if (answered) return answered;
+    // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
+    await startFetcher(caller);
+  }
+  return byItself(caller, settings);
+}
+
+/**
+ * Without waiting there is no trigger to consult: a prefetched segment is answered from the spool
+ * before any SDK is loaded (waiting, every call must see the triggers first). With a fetcher
+ * (`configuration`), it is told which segment went, so that its window moves on.
+ */
+async function fromSpool({ call, file, walDir }: Caller, settings: Settings, configuration: string | undefined): Promise<boolean> {
+  if (call.wait || call.cleanup) return false;
+  const scope = { repository: repositoryId(settings), namespace: settings.namespace, log: call.log };
+  if (!(await serveSpooled(scope, file, call.destination))) return false;
+  if (walDir && configuration) {
+    const note: ServedNote = { walbridge: 1, type: 'served', fingerprint: configuration, name: file.name, destination: path.resolve(call.destination) };
+    await tell(backgroundSocket(walDir, 'fetcher'), { ...note });
+  }
+  return true;
+}
+
+async function startFetcher({ call, walDir, server }: Caller): Promise<void> {
+  if (!walDir || (await backgroundRunning(walDir, 'fetcher'))) return;
+  try {
+    const { startBackground } = await import('../background/spawn.js');
+    startBackground('fetcher', walDir, call.env, server);
+  } catch (err) {
+    call.log.warn(`could not start the background fetcher: ${(err as Error).message}`);
+  }
+}
+
+/** The call restores (or waits for) the file itself, to %p, filling the prefetch spool after it. */
+async function byItself({ call, alive }: Caller, settings: Settings): Promise<FetchOutcome> {
+  const { log, destination } = call;
+  const [{ openRepository }, { fetchWalFile, waitForWalFile, waitOptions }, { toDestination }, { sweepDeadTempFiles }] = await Promise.all([
+    import('../repo/open.js'),
+    import('./wait.js'),
+    import('./prefetch.js'),
+    import('../../util/temp-files.js'),
+  ]);
+  await sweepDeadTempFiles(path.dirname(path.resolve(destination))); // what a killed call left there
+  const { store, retry } = await openRepository(settings, log);
+  const ctx = { repository: repositoryId(settings), namespace: settings.namespace, log, store, retry, prefetch: settings.prefetch, keys: settings.encryption };
+  const outcome = call.wait
+    ? await waitForWalFile(ctx, call.walFile, destination, { ...waitOptions(settings), failover: call.failover, alive }, toDestination)
+    : await fetchWalFile(ctx, call.walFile, destination, toDestination);
+  if (outcome === 'restored' && call.cleanup) await cleanupAfterRestore(store, settings.namespace, call, log);
+  return outcome;
 }
 
 /**
@@ -126,15 +151,18 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
  * segment and puts it in the spool; this call publishes it to %p itself. Undefined: the call
  * does the work itself (no fetcher, it declined, or the spooled file could not be published).
  */
-async function throughFetcher(
-  call: RestoreCall,
-  walDir: string,
-  file: WalFileName,
-  request: FetchRequest,
-  settings: Settings,
-  alive: () => boolean,
-): Promise<FetchOutcome | undefined> {
+async function throughFetcher(caller: Caller, settings: Settings, configuration: string): Promise<FetchOutcome | undefined> {
+  const { call, file, walDir, alive } = caller;
+  if (!walDir) return undefined;
   const { log, failover, destination } = call;
+  const request: FetchRequest = {
+    walbridge: 1,
+    type: 'fetch',
+    fingerprint: configuration,
+    name: call.walFile,
+    destination: path.resolve(destination),
+    wait: call.wait,
+  };
   const promoteFile = path.join(path.dirname(walDir), 'promote');
   let failoverAt: number | undefined;
   failover.whenRequested(() => (failoverAt ??= Date.now()));
