@@ -17,43 +17,22 @@ import { toDestination } from '../../src/archive/restore/prefetch.js';
 import { waitForWalFile } from '../../src/archive/restore/wait.js';
 import { resolveSettings, type Settings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
 import { createMemoryBucket, MemoryStore, memoryDriver, removeMemoryBucket, setMemoryFault } from '../../src/storage/memory.js';
 import { registerDriver } from '../../src/storage/registry.js';
 import { retryPolicy, withRetries } from '../../src/storage/retry.js';
 import { StoreError } from '../../src/storage/store.js';
+import { keptLines, segmentBytes } from '../support/synthetic-wal.js';
 
-const SEGMENT = 1024 * 1024;
 const SYSTEM_ID = 7_300_000_000_000_000_002n;
 const NS = 'call';
 const FIRST = '000000010000000000000001';
 const SECOND = '000000010000000000000002';
 const THIRD = '000000010000000000000003';
 
-/** A segment as PostgreSQL writes one: its first page's long header, then zeros. */
-function segmentBytes(name: string): Buffer {
-  const buf = Buffer.alloc(SEGMENT);
-  const segno = BigInt(parseInt(name.slice(8, 16), 16)) * (0x1_0000_0000n / BigInt(SEGMENT)) + BigInt(parseInt(name.slice(16, 24), 16));
-  buf.writeUInt16LE(0xd110, 0);
-  buf.writeUInt16LE(0x0002, 2);
-  buf.writeUInt32LE(parseInt(name.slice(0, 8), 16), 4);
-  buf.writeBigUInt64LE(segno * BigInt(SEGMENT), 8);
-  buf.writeBigUInt64LE(SYSTEM_ID, 24);
-  buf.writeUInt32LE(SEGMENT, 32);
-  buf.writeUInt32LE(8192, 36);
-  return buf;
-}
-
-function lines(): Logger & { all: string[] } {
-  const all: string[] = [];
-  const add = (level: string) => (message: string) => void all.push(`${level}: ${message}`);
-  return { all, info: add('info'), warn: add('warn'), error: add('error') };
-}
-
 let dir: string;
 let dataDir: string;
 let bucket: string;
-let log: ReturnType<typeof lines>;
+let log: ReturnType<typeof keptLines>;
 let requests: string[];
 
 beforeAll(() => registerDriver(memoryDriver));
@@ -66,7 +45,7 @@ beforeEach(async () => {
   createMemoryBucket(bucket);
   requests = [];
   setMemoryFault(bucket, (operation, key) => void requests.push(`${operation} ${key}`));
-  log = lines();
+  log = keptLines();
 });
 
 afterEach(async () => {
@@ -90,9 +69,19 @@ const settingsOf =
 async function archive(name: string): Promise<void> {
   const source = path.join(dir, 'source', name);
   await mkdir(path.dirname(source), { recursive: true });
-  await writeFile(source, segmentBytes(name));
+  await writeFile(source, segmentBytes(name, SYSTEM_ID));
   const store = withRetries(new MemoryStore({ bucket, prefix: 'repo' }), retryPolicy(5));
-  await pushWalFile(pushContext((await settingsOf()()) as Settings, store, retryPolicy(5), lines()), source);
+  await pushWalFile(pushContext((await settingsOf()()) as Settings, store, retryPolicy(5), keptLines()), source);
+}
+
+/** `name` restored to %p as a call with --prefetch 1 does it, leaving the next segment in the spool; returns %p. */
+async function restoredWithPrefetch(name: string): Promise<string> {
+  const store = withRetries(new MemoryStore({ bucket, prefix: 'repo' }), retryPolicy(5));
+  const ctx = { store, repository: `memory://${bucket}/repo`, namespace: NS, log, retry: retryPolicy(5), prefetch: 1, keys: undefined };
+  const destination = path.join(dataDir, 'pg_wal', 'RECOVERYXLOG');
+  const wait = { pollIntervalMs: 20, maxPollIntervalMs: 100, maxWaitMs: 0, standby: undefined, failover: failoverSwitch(), alive: () => true };
+  expect(await waitForWalFile(ctx, name, destination, wait, toDestination)).toBe('restored');
+  return destination;
 }
 
 function call(walFile: string, over: Partial<RestoreCall> = {}): Promise<'restored' | 'not-found'> {
@@ -115,7 +104,7 @@ describe('restoreCall over the in-memory driver', () => {
   it('restores an archived segment to %p, exactly', async () => {
     await archive(FIRST);
     expect(await call(FIRST)).toBe('restored');
-    expect((await readFile(path.join(dataDir, 'pg_wal', 'RECOVERYXLOG'))).equals(segmentBytes(FIRST))).toBe(true);
+    expect((await readFile(path.join(dataDir, 'pg_wal', 'RECOVERYXLOG'))).equals(segmentBytes(FIRST, SYSTEM_ID))).toBe(true);
   });
 
   it('under recovery.signal holds while the store fails, says so, and goes on by itself once it answers', async () => {
@@ -172,41 +161,18 @@ describe('restoreCall over the in-memory driver', () => {
 
   it('without waiting answers a spooled segment before any store is opened', async () => {
     for (const name of [FIRST, SECOND]) await archive(name);
-    // The spool as a call with prefetch left it.
-    const store = withRetries(new MemoryStore({ bucket, prefix: 'repo' }), retryPolicy(5));
-    const ctx = { store, repository: `memory://${bucket}/repo`, namespace: NS, log, retry: retryPolicy(5), prefetch: 1, keys: undefined };
-    const destination = path.join(dataDir, 'pg_wal', 'RECOVERYXLOG');
-    expect(
-      await waitForWalFile(
-        ctx,
-        FIRST,
-        destination,
-        { pollIntervalMs: 20, maxPollIntervalMs: 100, maxWaitMs: 0, standby: undefined, failover: failoverSwitch(), alive: () => true },
-        toDestination,
-      ),
-    ).toBe('restored');
+    const destination = await restoredWithPrefetch(FIRST);
     requests.length = 0;
     expect(await call(SECOND, { wait: false })).toBe('restored');
     expect(requests).toEqual([]);
-    expect((await readFile(destination)).equals(segmentBytes(SECOND))).toBe(true);
+    expect((await readFile(destination)).equals(segmentBytes(SECOND, SYSTEM_ID))).toBe(true);
     expect(log.all).toContainEqual(expect.stringMatching(/restored .*02 from the prefetch spool/));
   });
 
   it('waiting, looks at the triggers before the spool: a fast trigger is obeyed even for a spooled segment', async () => {
     for (const name of [FIRST, SECOND]) await archive(name);
-    const store = withRetries(new MemoryStore({ bucket, prefix: 'repo' }), retryPolicy(5));
-    const ctx = { store, repository: `memory://${bucket}/repo`, namespace: NS, log, retry: retryPolicy(5), prefetch: 1, keys: undefined };
-    const destination = path.join(dataDir, 'pg_wal', 'RECOVERYXLOG');
-    expect(
-      await waitForWalFile(
-        ctx,
-        FIRST,
-        destination,
-        { pollIntervalMs: 20, maxPollIntervalMs: 100, maxWaitMs: 0, standby: undefined, failover: failoverSwitch(), alive: () => true },
-        toDestination,
-      ),
-    ).toBe('restored');
-    await setTrigger(store, NS, 'fast', 'all');
+    await restoredWithPrefetch(FIRST);
+    await setTrigger(new MemoryStore({ bucket, prefix: 'repo' }), NS, 'fast', 'all');
     expect(await call(SECOND)).toBe('not-found');
     expect(log.all).toContainEqual(expect.stringMatching(/fast failover .*not restoring .*02/));
   });

@@ -18,35 +18,13 @@ import type { Sight } from '../../src/archive/restore/watch.js';
 import type { FetchContext } from '../../src/archive/restore/download.js';
 import type { Settings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
 import { retryPolicy, withRetries } from '../../src/storage/retry.js';
 import { createMemoryBucket, MemoryStore, removeMemoryBucket, setMemoryFault, type MemoryFault } from '../../src/storage/memory.js';
+import { keptLines, SEGMENT, segmentBytes } from '../support/synthetic-wal.js';
 import { parseWalFileName, type WalFileName } from '../../src/wal/names.js';
 
-const SEGMENT = 1024 * 1024; // the smallest segment size PostgreSQL allows: quick to write and hash
 const SYSTEM_ID = 7_300_000_000_000_000_001n;
 const NS = 'unit';
-
-/** A segment as PostgreSQL writes one: its first page's long header, then zeros. */
-function segmentBytes(name: string, systemId = SYSTEM_ID): Buffer {
-  const file = parseWalFileName(name)!;
-  const buf = Buffer.alloc(SEGMENT);
-  const segno = BigInt(parseInt(name.slice(8, 16), 16)) * (0x1_0000_0000n / BigInt(SEGMENT)) + BigInt(parseInt(name.slice(16, 24), 16));
-  buf.writeUInt16LE(0xd110, 0); // PostgreSQL 15's page magic
-  buf.writeUInt16LE(0x0002, 2); // XLP_LONG_HEADER
-  buf.writeUInt32LE(file.timeline, 4);
-  buf.writeBigUInt64LE(segno * BigInt(SEGMENT), 8);
-  buf.writeBigUInt64LE(systemId, 24);
-  buf.writeUInt32LE(SEGMENT, 32);
-  buf.writeUInt32LE(8192, 36);
-  return buf;
-}
-
-function lines(): Logger & { all: string[] } {
-  const all: string[] = [];
-  const add = (level: string) => (message: string) => void all.push(`${level}: ${message}`);
-  return { all, info: add('info'), warn: add('warn'), error: add('error') };
-}
 
 let dir: string;
 let bucket: string;
@@ -54,7 +32,7 @@ let pgWal: string;
 let requests: { operation: string; key: string }[];
 let fault: MemoryFault | undefined;
 let store: MemoryStore;
-let log: ReturnType<typeof lines>;
+let log: ReturnType<typeof keptLines>;
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'wb-wait-'));
@@ -69,7 +47,7 @@ beforeEach(async () => {
     requests.push({ operation, key });
     return fault?.(operation, key);
   });
-  log = lines();
+  log = keptLines();
 });
 
 afterEach(async () => {
@@ -84,12 +62,12 @@ function ctx(): FetchContext {
 }
 
 /** Archives `name` as archive-push would (identity established by the first one). */
-async function archive(name: string, content = segmentBytes(name)): Promise<Buffer> {
+async function archive(name: string, content = segmentBytes(name, SYSTEM_ID)): Promise<Buffer> {
   const source = path.join(dir, 'source', name);
   await mkdir(path.dirname(source), { recursive: true });
   await writeFile(source, content);
   const settings = { namespace: NS, compress: 'none', compressLevel: undefined, encryption: undefined } as unknown as Settings;
-  await pushWalFile(pushContext(settings, store, retryPolicy(5), lines()), source);
+  await pushWalFile(pushContext(settings, store, retryPolicy(5), keptLines()), source);
   return content;
 }
 
@@ -294,7 +272,7 @@ describe('the prefetch spool, over the in-memory driver', () => {
     expect(await waitForWalFile(withPrefetch, FIRST, destination, options(), toDestination)).toBe('restored');
     requests.length = 0;
     expect(await waitForWalFile(withPrefetch, SECOND, destination, options(), toDestination)).toBe('restored');
-    expect((await readFile(destination)).equals(segmentBytes(SECOND))).toBe(true);
+    expect((await readFile(destination)).equals(segmentBytes(SECOND, SYSTEM_ID))).toBe(true);
     // Neither a GET nor a HEAD of the segment: it was in the spool, verified when it arrived.
     expect(requests.filter((r) => r.key.endsWith(SECOND))).toEqual([]);
   });
@@ -305,14 +283,14 @@ describe('the prefetch spool, over the in-memory driver', () => {
     const destination = path.join(pgWal, 'RECOVERYXLOG');
     expect(await waitForWalFile(withPrefetch, FIRST, destination, options(), toDestination)).toBe('restored');
     const spooled = (await readdirRecursive(path.join(pgWal, 'walbridge', 'prefetch'))).find((f) => f.endsWith(SECOND))!;
-    const damaged = segmentBytes(SECOND);
+    const damaged = segmentBytes(SECOND, SYSTEM_ID);
     damaged.writeBigUInt64LE(SYSTEM_ID + 1n, 24); // another cluster's header
     await writeFile(spooled, damaged);
     // A failure (held under recovery.signal by the call, restore/hold.ts), never the damaged bytes.
     await expect(waitForWalFile(withPrefetch, SECOND, destination, options(), toDestination)).rejects.toMatchObject({ kind: 'foreignCluster' });
-    await expect(readFile(destination)).resolves.toSatisfy((b: Buffer) => b.equals(segmentBytes(FIRST)));
+    await expect(readFile(destination)).resolves.toSatisfy((b: Buffer) => b.equals(segmentBytes(FIRST, SYSTEM_ID)));
     expect(await waitForWalFile(withPrefetch, SECOND, destination, options(), toDestination)).toBe('restored');
-    expect((await readFile(destination)).equals(segmentBytes(SECOND))).toBe(true);
+    expect((await readFile(destination)).equals(segmentBytes(SECOND, SYSTEM_ID))).toBe(true);
   });
 });
 
