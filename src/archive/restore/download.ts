@@ -4,7 +4,7 @@
  * in the same directory, so PostgreSQL never sees a partial, corrupt or foreign file.
  */
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { CodecUnavailableError } from '../../codec/compression.js';
@@ -13,7 +13,7 @@ import { DecryptionError } from '../../codec/encryption.js';
 import { FrameFormatError } from '../../codec/frames.js';
 import type { KeyRing } from '../../codec/keys.js';
 import { WalbridgeError } from '../../errors.js';
-import { fsyncDir } from '../../util/durable.js';
+import { publishFile } from '../../util/durable.js';
 import { trackTempFile, untrackTempFile } from '../../util/temp-files.js';
 import { formatBytes, type Logger } from '../../log.js';
 import { retryTransient, type RetryPolicy } from '../../storage/retry.js';
@@ -128,12 +128,7 @@ export async function publish(
   } finally {
     await fh.close();
   }
-  try {
-    await rename(temp, destination);
-    await fsyncDir(path.dirname(path.resolve(destination)));
-  } catch (err) {
-    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`, { cause: err });
-  }
+  await publishFile(temp, destination);
 }
 
 /** errno codes that come from writing the destination, never from the download. */

@@ -7,9 +7,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { WalbridgeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { fsyncDir } from '../../util/durable.js';
+import { publishFile } from '../../util/durable.js';
 import { processAlive } from '../../util/temp-files.js';
 import { readRecoverySignal } from '../../wal/datadir.js';
 import { nextSegmentName, type WalFileName } from '../../wal/names.js';
@@ -105,12 +104,7 @@ export async function serveSpooled(scope: SpoolScope, file: WalFileName, destina
   } finally {
     await fh.close();
   }
-  try {
-    await rename(spooled, destination);
-    await fsyncDir(path.dirname(path.resolve(destination)));
-  } catch (err) {
-    throw new WalbridgeError('localIo', `cannot publish ${destination}: ${(err as Error).message}`);
-  }
+  await publishFile(spooled, destination);
   if (announce) scope.log.info(`restored ${file.name} from the prefetch spool`);
   return true;
 }
