@@ -13,6 +13,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { subscribe } from 'node:diagnostics_channel';
+import { setMaxListeners } from 'node:events';
 import type { ClientRequest } from 'node:http';
 import { StoreError } from './store.js';
 
@@ -43,6 +44,9 @@ export class Deadline {
     readonly what: string,
   ) {
     this.at = Date.now() + budgetMs;
+    // Every request of the operation listens (a prefetch runs many at once): Node's warning at
+    // 11 would land in PostgreSQL's log as noise.
+    setMaxListeners(256, this.controller.signal);
     this.timer = setTimeout(() => this.controller.abort(), budgetMs);
     this.timer.unref();
   }
