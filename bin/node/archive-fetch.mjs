@@ -1,12 +1,14 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --expose-gc --inspect-port=192.0.2.1:65535
-// SIGUSR1 is walbridge's (a failover request to a waiting archive-fetch), from this first line
-// on: one that arrives before the command's own handler is counted (src/cli/signals.ts). Node's
-// default would open its inspector, which the address above (TEST-NET-1, never this host's)
-// keeps from ever listening.
-const early = { count: 0, listener: () => early.count++ };
+// Node's half of bin/archive-fetch, which starts it as: MALLOC_MMAP_THRESHOLD_=131072 node --expose-gc
+// --inspect-port=192.0.2.1:65535 this-file ARGS. SIGUSR1 is walbridge's (a failover request to a
+// waiting archive-fetch), from this first line on: one that arrives before the command's own
+// handler is counted (src/cli/signals.ts), and so is one the front-end caught before it started
+// Node (WALBRIDGE_SIGUSR1). Node's default would open its inspector, which the address above
+// (TEST-NET-1, never this host's) keeps from ever listening.
+const early = { count: Number(process.env.WALBRIDGE_SIGUSR1) || 0, listener: () => early.count++ };
+delete process.env.WALBRIDGE_SIGUSR1;
 globalThis[Symbol.for('walbridge.sigusr1')] = early;
 process.on('SIGUSR1', early.listener);
-import('./launch.js').then(
+import('../launch.js').then(
   ({ launch }) => launch('archive-fetch', early),
   (err) => {
     // Never 1-125 for a restore_command: under recovery.signal that would promote the standby.

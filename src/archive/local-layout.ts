@@ -8,6 +8,7 @@
  *   waiting.pid                           the archive-fetch call waiting for a segment (walbridge promote)
  *   pushed/<file>                         markers of files the pusher archived ahead (push/markers.ts)
  *   prefetch/<namespace>-<repo hash>/     the prefetch spool (restore/spool.ts)
+ *   prefetch/front-end, prefetch/served   what bin/archive-fetch answers from the spool, and what it served (restore/spool.ts)
  *
  * Sockets never go there (pg_rewind and file-level backups fail on them): they live in a
  * private runtime directory outside the data directory (util/runtime-dir.ts).
@@ -42,6 +43,16 @@ export function markerDir(walDir: string): string {
 
 export function prefetchDir(walDir: string): string {
   return path.join(walbridgeDir(walDir), 'prefetch');
+}
+
+/** Which calls bin/archive-fetch answers from which spool (restore/spool.ts recordFrontEnd). */
+export function frontEndFile(walDir: string): string {
+  return path.join(prefetchDir(walDir), 'front-end');
+}
+
+/** The last segment bin/archive-fetch served from the spool by itself. */
+export function servedNoteFile(walDir: string): string {
+  return path.join(prefetchDir(walDir), 'served');
 }
 
 /** The background process's socket, or undefined where none can be (pg_wal unreadable, no short path). */

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { fingerprint } from '../archive/background/client.js';
+import { callKeyOf } from '../archive/front-end.js';
 import type { BackgroundRole } from '../archive/local-layout.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -37,7 +38,7 @@ export function backgroundCommand(role: BackgroundRole, done: (status: ExitStatu
     const server = parseServer(command.opts<{ server?: string }>().server ?? '');
     // Taken before a driver is opened: the S3 driver sets an AWS_ variable of its own.
     const configuration = fingerprint(settings, process.env, server && formatServer(server));
-    await (await run())(settings, path.resolve(walDir), server, configuration, log);
+    await (await run())(settings, path.resolve(walDir), server, configuration, log, callKeyOf(process.env));
     done(ExitCode.ok);
   });
   return command;

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import type { Settings } from '../config/settings.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
+import { callKeyOf } from '../archive/front-end.js';
 import { restoreCall } from '../archive/restore/call.js';
 import { addSettingOptions, settingsEnvironment, settingsFrom } from './options.js';
 import { installSignalHandlers } from './signals.js';
@@ -58,6 +59,7 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
       failover,
       settings,
       env,
+      callKey: callKeyOf(process.env),
     });
     done(outcome === 'restored' ? ExitCode.ok : ExitCode.notFound);
   });

@@ -106,17 +106,22 @@ function ancestry(pid: number): string {
   return steps.join(' <- ');
 }
 
+/** An archive-fetch call: its sh front-end, or the Node program the front-end became (exec: the same pid). */
+function isFetchCall(p: ProcInfo): boolean {
+  return p.argv.some((a) => a.endsWith('/bin/archive-fetch') || a.endsWith('/bin/node/archive-fetch.mjs'));
+}
+
 /** The archive-fetch call named in pg_wal/walbridge/waiting.pid, if it runs. */
 async function registeredCall(c: PgCluster): Promise<ProcInfo | undefined> {
   const text = await readFile(path.join(c.walDir, 'walbridge', 'waiting.pid'), 'utf8').catch(() => '');
   const pid = Number(text.split(':')[0]);
   const p = pid > 0 ? procInfo(pid) : undefined;
-  return p?.argv.some((a) => a.endsWith('/bin/archive-fetch')) ? p : undefined;
+  return p && isFetchCall(p) ? p : undefined;
 }
 
 /** The archive-fetch call PostgreSQL runs for `c` (in its data directory), as /proc shows it. */
 function runningCall(c: PgCluster): ProcInfo | undefined {
-  const calls = walbridgeProcsOf(c.dataDir).filter((p) => p.cwd === c.dataDir && p.argv.some((a) => a.endsWith('/bin/archive-fetch')));
+  const calls = walbridgeProcsOf(c.dataDir).filter((p) => p.cwd === c.dataDir && isFetchCall(p));
   return calls.length === 1 ? calls[0] : undefined;
 }
 

@@ -2,7 +2,7 @@
  * Lookahead push, driven the archiver's way: a pg_wal with `.ready` files, archive-push called
  * once per file in the archiver's order, `.ready` renamed to `.done` after each success.
  */
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -88,8 +88,14 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     }
     await pusherDone(walDir, []);
     expect(await stored(namespace)).toEqual(names);
-    // Each marker is used once, then gone.
-    expect(await readdir(path.join(walDir, 'walbridge', 'pushed'))).toEqual([]);
+    // Each marker is used once: emptied by the call that used it (bin/archive-push starts no
+    // process for an rm), removed by the next pusher.
+    const pushed = path.join(walDir, 'walbridge', 'pushed');
+    for (const name of await readdir(pushed)) expect(await readFile(path.join(pushed, name), 'utf8')).toBe('');
+    await writeFile(path.join(walDir, 'archive_status', `${names[0]}.ready`), '');
+    expect((await runCli('archive-push', [`pg_wal/${names[0]}`], envFor(namespace), { cwd: dir })).status).toBe(0);
+    await waitFor(async () => (await readdir(pushed)).length === 0);
+    await pusherDone(walDir, []);
     await rm(dir, { recursive: true });
   });
 
@@ -201,6 +207,58 @@ function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+describe('bin/archive-push, the sh front-end', () => {
+  it('answers a file the pusher stored without starting Node, only for the same configuration and the same file on disk', async () => {
+    const repo = await createRepo('file');
+    const names = wal.segments.map((s) => path.basename(s));
+    const { dir, walDir } = await primaryDir(wal.segments);
+    // A `node` first on PATH that notes each start, then runs the real one (the pusher is started by process.execPath).
+    const fake = await mkdtemp(path.join(tmpdir(), 'wb-fake-node-'));
+    const starts = path.join(fake, 'starts');
+    await writeFile(path.join(fake, 'node'), `#!/bin/sh\necho "$*" >>${starts}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+    const config = path.join(fake, 'walbridge.conf');
+    await writeFile(config, `repo = ${repo.url}\nnamespace = front\npush-concurrency = 3\nbackground-idle = 30\n`);
+    const env = { PATH: `${fake}:${process.env['PATH']}`, WALBRIDGE_CONFIG: config };
+    const nodeStarts = async () => (await readFile(starts, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+    const push = async (name: string, extra: Record<string, string> = {}) => {
+      const r = await runCli('archive-push', [`pg_wal/${name}`], { ...env, ...extra }, { cwd: dir });
+      expect(r.status, r.stderr).toBe(0);
+      await rename(path.join(walDir, 'archive_status', `${name}.ready`), path.join(walDir, 'archive_status', `${name}.done`)).catch(() => undefined);
+      return r.stderr;
+    };
+    try {
+      await push(names[0]!);
+      expect(await nodeStarts()).toBe(1);
+      await waitFor(async () => (await readdir(path.join(walDir, 'walbridge', 'pushed'))).filter((n) => !n.startsWith('.')).length >= 4, 30_000);
+
+      // Stored ahead, unchanged, same configuration: answered by the front-end alone.
+      expect(await push(names[2]!)).toMatch(/archived ahead of time \(verified in the store then; unchanged on disk since\)/);
+      expect(await nodeStarts()).toBe(1);
+      // The same file with a new mtime: Node decides (and finds it archived with identical content).
+      const touched = path.join(walDir, names[3]!);
+      await utimes(touched, new Date(), new Date());
+      expect(await push(names[3]!)).not.toMatch(/ahead of time/);
+      expect(await nodeStarts()).toBe(2);
+      // Another environment: Node decides, from the marker (same repository and namespace).
+      expect(await push(names[4]!, { WALBRIDGE_TIMEOUT: '59' })).toMatch(/ahead of time \(16777216 bytes/);
+      expect(await nodeStarts()).toBe(3);
+      // The config file edited (a comment only): Node decides.
+      await writeFile(config, `${await readFile(config, 'utf8')}# edited\n`);
+      expect(await push(names[5]!)).toMatch(/ahead of time \(16777216 bytes/);
+      expect(await nodeStarts()).toBe(4);
+      const keys: string[] = [];
+      for await (const o of repo.store().list('front/wal/')) keys.push(path.basename(o.key));
+      expect(keys).toEqual(expect.arrayContaining(names.slice(2)));
+    } finally {
+      const pid = Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8').catch(() => '0'));
+      if (processAlive(pid)) process.kill(pid, 'SIGTERM');
+      await rm(dir, { recursive: true, force: true });
+      await rm(fake, { recursive: true, force: true });
+      await repo.cleanup();
+    }
+  });
+});
 
 describe('a call asking the background pusher', () => {
   it('exits 0 only on the answer "stored": any other answer, and it pushes the file itself', async () => {

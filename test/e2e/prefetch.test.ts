@@ -2,7 +2,8 @@
  * Prefetching restore_command: calls as the startup process makes them (one per segment, into
  * pg_wal/RECOVERYXLOG), answered from the spool after the first, byte for byte.
  */
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prefetchWindow } from '../../src/archive/restore/spool.js';
@@ -64,7 +65,7 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
       else expect(r.stderr).toMatch(new RegExp(`restored ${name} from the prefetch spool|fetched ${name} \\(`));
       if (r.stderr.includes('from the prefetch spool')) fromSpool++;
       expect((await readFile(standby.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
-      const [spool] = await readdir(spoolRoot);
+      const [spool] = await spoolsIn(spoolRoot);
       const held = (await readdir(path.join(spoolRoot, spool!))).filter((f) => f !== 'identity' && !f.startsWith('.'));
       expect(held.length).toBeLessThanOrEqual(2);
       for (const h of held) expect(h > name).toBe(true);
@@ -85,7 +86,7 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
     expect(jump.stderr).toMatch(new RegExp(`(restored|fetched) ${fourth} \\(`)); // downloaded, not a guess the spool held
     expect((await readFile(standby.destination)).equals(await readFile(wal.segments[3]!))).toBe(true);
     const spoolRoot = path.join(standby.dir, 'pg_wal', 'walbridge', 'prefetch');
-    const [spool] = await readdir(spoolRoot);
+    const [spool] = await spoolsIn(spoolRoot);
     for (const h of await readdir(path.join(spoolRoot, spool!))) if (h !== 'identity' && !h.startsWith('.')) expect(h > fourth!).toBe(true);
     await rm(standby.dir, { recursive: true });
   });
@@ -102,3 +103,76 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
     await rm(standby.dir, { recursive: true });
   });
 });
+
+/** The spool directories under pg_wal/walbridge/prefetch/ (beside bin/archive-fetch's two files). */
+async function spoolsIn(root: string): Promise<string[]> {
+  return (await readdir(root, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+}
+
+describe('bin/archive-fetch, the sh front-end', () => {
+  it('answers a segment the spool holds without starting Node, only for calls of the same key that wait for nothing', async () => {
+    const repo = await createRepo('file');
+    const names = wal.segments.map((s) => path.basename(s));
+    // A `node` first on PATH that notes each start, then runs the real one (the fetcher is started by process.execPath).
+    const fake = await mkdtemp(path.join(tmpdir(), 'wb-fake-node-'));
+    const starts = path.join(fake, 'starts');
+    await writeFile(path.join(fake, 'node'), `#!/bin/sh\necho "$*" >>${starts}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+    const env = {
+      PATH: `${fake}:${process.env['PATH']}`,
+      WALBRIDGE_REPO: repo.url,
+      WALBRIDGE_NAMESPACE: 'front',
+      WALBRIDGE_PREFETCH: '2',
+      WALBRIDGE_BACKGROUND_IDLE: '30',
+    };
+    for (const seg of wal.segments) expect((await runCli('archive-push', ['--push-concurrency', '1', seg], env)).status).toBe(0);
+    await rm(starts, { force: true });
+    const nodeStarts = async () => (await readFile(starts, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+    const standby = await fakeDataDir('standby');
+    const prefetch = path.join(standby.dir, 'pg_wal', 'walbridge', 'prefetch');
+    const spooled = async (name: string) => {
+      for (const spool of await spoolsIn(prefetch).catch(() => [] as string[])) if ((await readdir(path.join(prefetch, spool))).includes(name)) return true;
+      return false;
+    };
+    const fetch = async (i: number, args: string[] = ['--no-wait'], extra: Record<string, string> = {}) => {
+      await rm(standby.destination, { force: true });
+      const r = await runCli('archive-fetch', [...args, names[i]!, 'pg_wal/RECOVERYXLOG', names[0]!], { ...env, ...extra }, { cwd: standby.dir });
+      expect(r.status, r.stderr).toBe(0);
+      expect((await readFile(standby.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
+      return r.stderr;
+    };
+    try {
+      // The first calls go through Node: the first fills the spool, the next records who may be answered from it.
+      await fetch(0);
+      await fetch(1);
+      const before = await nodeStarts();
+      expect(before).toBe(2);
+      // Spooled, same key, no waiting: the front-end renames it to %p by itself; the fetcher refills behind it.
+      for (const i of [2, 3]) {
+        await waitUntil(() => spooled(names[i]!));
+        expect(await fetch(i)).toBe(`archive-fetch: restored ${names[i]} from the prefetch spool\n`);
+      }
+      expect(await nodeStarts()).toBe(before);
+      // Another environment, or a waiting call (it must consult the triggers first): Node decides.
+      await waitUntil(() => spooled(names[4]!));
+      expect(await fetch(4, ['--no-wait'], { WALBRIDGE_TIMEOUT: '59' })).toMatch(/restored .* from the prefetch spool/);
+      expect(await nodeStarts()).toBe(before + 1);
+      await waitUntil(() => spooled(names[5]!));
+      await fetch(5, []);
+      expect(await nodeStarts()).toBe(before + 2);
+    } finally {
+      const pid = Number(await readFile(path.join(standby.dir, 'pg_wal', 'walbridge', 'fetcher.pid'), 'utf8').catch(() => '0'));
+      if (pid > 0) process.kill(pid, 'SIGTERM');
+      await rm(standby.dir, { recursive: true, force: true });
+      await rm(fake, { recursive: true, force: true });
+      await repo.cleanup();
+    }
+  });
+});
+
+async function waitUntil(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -19,12 +19,18 @@ import path from 'node:path';
 import type { Logger } from '../../log.js';
 import { fileIdentity, sameFile, type FileIdentity } from '../../util/file-identity.js';
 import { parseWalFileName } from '../../wal/names.js';
+import { frontEndRecord } from '../front-end.js';
 import { markerDir, walDirOf } from '../local-layout.js';
 
 /** Which repository and namespace markers belong to (see repo/open.ts repositoryId). */
 export interface MarkerScope {
   readonly repository: string;
   readonly namespace: string;
+  /**
+   * The call key (front-end.ts) of the calls bin/archive-push may answer from these markers
+   * without starting Node; undefined where every call must go through Node.
+   */
+  readonly callKey?: string | undefined;
 }
 
 /** What a push proved: the plain content stored, and the file on disk it was read from. */
@@ -38,6 +44,8 @@ interface Marker extends StoredFile {
   readonly walbridge: 1;
   readonly repository: string;
   readonly namespace: string;
+  /** What bin/archive-push compares (front-end.ts frontEndRecord). */
+  readonly fast?: string;
 }
 
 /** True if a marker proves `walPath` is archived with exactly the bytes now on disk. Consumes the marker. */
@@ -54,7 +62,7 @@ export async function confirmPushed(scope: MarkerScope, walPath: string, log: Lo
   }
   try {
     if (!inScope(marker, scope)) return false;
-    if (!sameFile(fileIdentity(await stat(walPath)), marker.source)) return false;
+    if (!sameFile(fileIdentity(await stat(walPath, { bigint: true })), marker.source)) return false;
     log.info(
       `${name} was archived ahead of time (${marker.size} bytes, sha256 ${marker.sha256.slice(0, 12)}…, verified in the store then; unchanged on disk since)`,
     );
@@ -81,6 +89,7 @@ export async function writeMarker(walDir: string, scope: MarkerScope, name: stri
     sha256: stored.sha256,
     size: stored.size,
     source: stored.source,
+    ...(scope.callKey ? { fast: frontEndRecord(scope.callKey, stored.source) } : {}),
   };
   const temp = path.join(dir, `.${name}.${process.pid}.${writes++}`);
   try {
@@ -91,6 +100,24 @@ export async function writeMarker(walDir: string, scope: MarkerScope, name: stri
     await unlink(temp).catch(() => undefined);
     log.warn(`could not record that ${name} was archived ahead (it will be pushed again when asked): ${(err as Error).message}`);
   }
+}
+
+/**
+ * While the pusher stores `name` ahead, `.<name>.pushing` (holding its pid) tells bin/archive-push
+ * to wait for the marker rather than start Node; removed once the marker is written or the push
+ * failed. A pusher that dies leaves it behind: the front-end sees the pid gone, and the next
+ * pusher removes it (prepareMarkers).
+ */
+export function inFlightFile(walDir: string, name: string): string {
+  return path.join(markerDir(walDir), `.${name}.pushing`);
+}
+
+export async function markInFlight(walDir: string, name: string): Promise<void> {
+  await writeFile(inFlightFile(walDir, name), `${process.pid}\n`).catch(() => undefined);
+}
+
+export async function clearInFlight(walDir: string, name: string): Promise<void> {
+  await unlink(inFlightFile(walDir, name)).catch(() => undefined);
 }
 
 export async function listMarkers(walDir: string): Promise<string[]> {

@@ -155,10 +155,10 @@ async function inspectSource(sourcePath: string): Promise<SourceFile> {
   return readSource(sourcePath, async () => {
     const fh = await open(sourcePath, 'r');
     try {
-      const stat = await fh.stat();
+      const stat = await fh.stat({ bigint: true });
       const head = Buffer.alloc(LONG_HEADER_SIZE);
       const { bytesRead } = await fh.read(head, 0, LONG_HEADER_SIZE, 0);
-      return { size: stat.size, identity: fileIdentity(stat), head: head.subarray(0, bytesRead) };
+      return { size: Number(stat.size), identity: fileIdentity(stat), head: head.subarray(0, bytesRead) };
     } finally {
       await fh.close();
     }

@@ -20,7 +20,7 @@ import { processRunning, type ServerProcess } from '../../wal/server.js';
 import type { BackgroundRequest } from '../background/client.js';
 import { Declined, retireOnStoreFailures, runBackground, tellingConnectedCalls, type Call, type Role } from '../background/server.js';
 import { openRepository, repositoryId } from '../repo/open.js';
-import { confirmPushed, listMarkers, prepareMarkers, removeMarker, writeMarker, type MarkerScope } from './markers.js';
+import { clearInFlight, confirmPushed, listMarkers, markInFlight, prepareMarkers, removeMarker, writeMarker, type MarkerScope } from './markers.js';
 import { pushContext, pushWalFile, type PushContext, type PushResult } from './push.js';
 
 /** A call's request: store this file, in the pusher's pg_wal. */
@@ -35,10 +35,18 @@ export interface PushAnswer {
 }
 
 /** Runs the background pusher for `walDir` with these settings until it has no reason to live on. */
-export async function runPusher(settings: Settings, walDir: string, server: ServerProcess | undefined, fingerprint: string, log: Logger): Promise<void> {
+export async function runPusher(
+  settings: Settings,
+  walDir: string,
+  server: ServerProcess | undefined,
+  fingerprint: string,
+  log: Logger,
+  callKey: string | undefined,
+): Promise<void> {
   const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
   const ctx = pushContext(settings, store, retry, log);
-  const scope = { repository: repositoryId(settings), namespace: settings.namespace };
+  // A call answered by bin/archive-push alone would not be counted in --metrics-file: with one, every call starts Node.
+  const scope = { repository: repositoryId(settings), namespace: settings.namespace, callKey: settings.metricsFile ? undefined : callKey };
   await runBackground(
     { walDir, server, idleMs: settings.backgroundIdle * 1000, log, fingerprint },
     pusher(ctx, scope, walDir, settings.pushConcurrency, server),
@@ -105,7 +113,8 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
       for (const name of retiring ? [] : ready.slice(1)) {
         if (inFlight.size >= concurrency) break;
         if (marked.has(name) || inFlight.has(name) || failed.has(name)) continue;
-        const job = pushWalFile(ctx, path.join(walDir, name))
+        const job = markInFlight(walDir, name)
+          .then(() => pushWalFile(ctx, path.join(walDir, name)))
           .then(async (result) => {
             if (serverRuns()) await writeMarker(walDir, scope, name, result, ctx.log);
             return result;
@@ -115,7 +124,10 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
             ctx.log.warn(`background push of ${name} failed (the archiver's own call for it will retry): ${(err as Error).message}`);
             return undefined;
           })
-          .finally(() => inFlight.delete(name));
+          .finally(async () => {
+            await clearInFlight(walDir, name);
+            inFlight.delete(name);
+          });
         inFlight.set(name, job);
       }
     },

@@ -19,7 +19,7 @@ import { holdingFailures, serverGone, type FetchOutcome } from './hold.js';
 import { backgroundSocket, walDirOf } from '../local-layout.js';
 import { repositoryId } from '../repo/open.js';
 import { registerWaitingCall } from './promote.js';
-import { serveSpooled } from './spool.js';
+import { recordFrontEnd, serveSpooled, spoolDir } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
 
 export interface RestoreCall {
@@ -40,6 +40,8 @@ export interface RestoreCall {
   readonly settings: () => Promise<Settings>;
   /** The environment the call got, with its settings flags as variables: what a fetcher it starts is given. */
   readonly env: NodeJS.ProcessEnv;
+  /** The key bin/archive-fetch made for this call (front-end.ts), if it came that way. */
+  readonly callKey?: string | undefined;
 }
 
 /** What every attempt of one call shares. */
@@ -91,6 +93,11 @@ async function attempt(caller: Caller): Promise<FetchOutcome> {
   const settings = await call.settings();
   const configuration = fingerprint(settings, call.env, server && formatServer(server));
   const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !caller.rewinding && file.kind === 'segment';
+  // Calls like this one need nothing but the spool's rename: bin/archive-fetch may answer them alone.
+  if (viaFetcher && call.callKey && !call.wait && !settings.metricsFile) {
+    const spool = spoolDir({ repository: repositoryId(settings), namespace: settings.namespace }, call.destination);
+    if (spool) await recordFrontEnd(walDir, call.callKey, spool);
+  }
   if (await fromSpool(caller, settings, viaFetcher ? configuration : undefined)) return 'restored';
   if (viaFetcher) {
     const answered = await throughFetcher(caller, settings, configuration);

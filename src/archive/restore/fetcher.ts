@@ -10,7 +10,8 @@
  * checked again, atomic rename). So only a live call ever writes `%p`: a call that PostgreSQL
  * ended leaves nothing behind, and the fetcher stops waiting for it. SIGUSR1 to the call is
  * passed on as a message. A call whose spool hit needed no request tells the fetcher which
- * segment went, so that the window moves on.
+ * segment went (bin/archive-fetch, which cannot talk to the socket, leaves a note the fetcher
+ * reads at each tick), so that the window moves on.
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -27,7 +28,7 @@ import type { Delivery } from './delivery.js';
 import { namespaceIdentity, restoreIfPresent, type FetchContext } from './download.js';
 import { failoverSwitch } from './failover.js';
 import { archivedAmong } from './prefetch.js';
-import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, removeSpoolAfterRecovery, spoolDir } from './spool.js';
+import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, readServedNote, removeSpoolAfterRecovery, spoolDir } from './spool.js';
 import { fetchWalFile, waitForWalFile, waitOptions } from './wait.js';
 
 /** A call's request: `%f` and `%p`, waiting or not. */
@@ -70,10 +71,12 @@ interface SpoolJobs {
   readonly downloads: Map<string, Promise<'restored' | 'absent'>>;
   /** A refill of the window is under way (one at a time). */
   refilling: boolean;
+  /** When bin/archive-fetch was last seen serving from the spool. */
+  noted: number;
 }
 
 function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
-  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), refilling: false };
+  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), refilling: false, noted: 0 };
   const delivery = intoSpool(jobs);
   const inThisWalDir = (destination: unknown): destination is string => typeof destination === 'string' && path.dirname(destination) === walDir;
 
@@ -92,22 +95,36 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
     return { status: outcome === 'restored' ? 'spooled' : 'not-found' };
   };
 
-  // A hint only: move the window on past what the call served by itself.
-  const served = async (call: Call): Promise<FetchAnswer> => {
-    const request = call.request as unknown as ServedNote;
-    const file = parseWalFileName(request.name);
-    const spool = inThisWalDir(request.destination) ? spoolDir(ctx, request.destination) : undefined;
+  /** Moves the window on past `name`, which a call served from the spool by itself. */
+  const movePast = async (name: string, destination: string): Promise<void> => {
+    const file = parseWalFileName(name);
+    const spool = spoolDir(ctx, destination);
     const identity = await namespaceIdentity(ctx).catch(() => undefined);
     if (file?.kind === 'segment' && spool && identity) {
       void refillSpool(ctx, jobs, spool, file, prefetchWindow(file, identity.segmentSize, Math.max(1, ctx.prefetch)), identity).catch(() => undefined);
     }
+  };
+
+  // A hint only: a Node call tells; bin/archive-fetch leaves a note (spool.ts readServedNote).
+  const served = async (call: Call): Promise<FetchAnswer> => {
+    const request = call.request as unknown as ServedNote;
+    if (inThisWalDir(request.destination)) await movePast(request.name, request.destination);
     return { status: 'noted' };
   };
+  let lastNote: string | undefined;
 
   return {
     name: 'fetcher',
     handlers: { fetch, served },
-    busy: () => jobs.downloads.size > 0 || jobs.refilling,
+    tick: async () => {
+      const note = await readServedNote(walDir);
+      if (note === undefined || note === lastNote) return;
+      lastNote = note;
+      jobs.noted = Date.now();
+      await movePast(note, path.join(walDir, 'RECOVERYXLOG'));
+    },
+    // Serving from the spool without asking is work too: the fetcher stays while it goes on.
+    busy: () => jobs.downloads.size > 0 || jobs.refilling || Date.now() - jobs.noted < 1_000,
     mustStop: async () => ((await removeSpoolAfterRecovery(walDir)) ? 'recovery has ended (the prefetch spool is removed)' : undefined),
     finish: async (abandon) => {
       if (!abandon) await Promise.allSettled(jobs.downloads.values());

@@ -13,7 +13,7 @@ import { processAlive } from '../../util/temp-files.js';
 import { readRecoverySignal } from '../../wal/datadir.js';
 import { nextSegmentName, type WalFileName } from '../../wal/names.js';
 import { checkRestoredSegment, type ClusterIdentity } from '../repo/identity.js';
-import { prefetchDir, walDirOf, walbridgeDir } from '../local-layout.js';
+import { frontEndFile, prefetchDir, servedNoteFile, walDirOf, walbridgeDir } from '../local-layout.js';
 
 /** Disk the spool may use, whatever the segment size. */
 const SPOOL_BYTES = 1024 * 1024 * 1024;
@@ -139,6 +139,32 @@ export async function prepareSpool(
   const spooled = await tidySpool(spool, window);
   await writeSpoolIdentity(spool, identity);
   return spooled;
+}
+
+/**
+ * Lets bin/archive-fetch answer the calls with `key` (front-end.ts) from `spool` by itself, with
+ * no Node start: a rename, as serveSpooled does once the header is checked again (every spooled
+ * file was verified and made durable when it arrived). The caller says only for calls that need
+ * nothing else: without waiting (a waiting call consults the triggers first), without --cleanup,
+ * without --metrics-file. Best effort: without it, calls go through Node.
+ */
+export async function recordFrontEnd(walDir: string, key: string, spool: string): Promise<void> {
+  const file = frontEndFile(walDir);
+  const line = `${key} ${path.basename(spool)}\n`;
+  if ((await readFile(file, 'utf8').catch(() => '')) === line) return;
+  const temp = path.join(prefetchDir(walDir), `.front-end.walbridge-${process.pid}`);
+  try {
+    await writeFile(temp, line);
+    await rename(temp, file);
+  } catch {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** The segment bin/archive-fetch last served from the spool by itself, if any. */
+export async function readServedNote(walDir: string): Promise<string | undefined> {
+  const name = (await readFile(servedNoteFile(walDir), 'utf8').catch(() => '')).trim();
+  return name === '' ? undefined : name;
 }
 
 /** Empties the spool (the disk is full: the segment being restored comes first). */

@@ -1,0 +1,81 @@
+/**
+ * The sh front-ends in bin/: their call key (run in dash, as PostgreSQL's /bin/sh is on Debian)
+ * and the file identity they compare, against what Node writes.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { callKeyOf, frontEndRecord } from '../../src/archive/front-end.js';
+import { fileIdentity, statLine } from '../../src/util/file-identity.js';
+import { BIN_DIR } from '../support/cli.js';
+
+/** The shell functions that make the key, as a script holds them. */
+function keyFunctions(executable: string): string {
+  const text = readFileSync(path.join(BIN_DIR, executable), 'utf8');
+  const start = text.indexOf('call_key() {');
+  const end = text.indexOf('\n# node_call');
+  expect(start).toBeGreaterThan(0);
+  expect(end).toBeGreaterThan(start);
+  return text.slice(start, end);
+}
+
+/** The key dash computes for `args` (the last `skip` left out) under `env`, in `cwd`. */
+function keyOf(skip: number, args: string[], env: Record<string, string> = {}, cwd = tmpdir()): string {
+  const script = `${keyFunctions('archive-push')}\ncall_key "$@"\nprintf %s "$key"`;
+  return execFileSync('dash', ['-c', script, 'sh', String(skip), ...args], { env: { PATH: process.env['PATH']!, ...env }, cwd, encoding: 'utf8' });
+}
+
+describe('the call key', () => {
+  it('is made by the same shell functions in both front-ends', () => {
+    expect(keyFunctions('archive-fetch')).toBe(keyFunctions('archive-push'));
+  });
+
+  it('is the same for calls that differ only in their WAL files, and is what Node accepts', () => {
+    const a = keyOf(1, ['--namespace', 'n1', 'pg_wal/000000010000000000000001']);
+    expect(keyOf(1, ['--namespace', 'n1', 'pg_wal/000000010000000000000002'])).toBe(a);
+    expect(callKeyOf({ WALBRIDGE_CALL_KEY: a })).toBe(a);
+    const fetch = keyOf(3, ['000000010000000000000003', 'pg_wal/RECOVERYXLOG', '000000010000000000000001']);
+    expect(keyOf(3, ['000000010000000000000004', 'pg_wal/RECOVERYXLOG', '000000010000000000000002'])).toBe(fetch);
+  });
+
+  it('differs with any argument, environment variable or config file byte', async () => {
+    const base = keyOf(1, ['--namespace', 'n1', 'x']);
+    expect(keyOf(1, ['--namespace', 'n2', 'x'])).not.toBe(base);
+    expect(keyOf(1, ['--namespace n1', 'x'])).not.toBe(keyOf(1, ['--namespace', 'n1', 'x']));
+    expect(keyOf(1, ['a\nb', 'x'])).not.toBe(keyOf(1, ['a', 'b', 'x']));
+    expect(keyOf(2, ['--namespace', 'n1', 'x'])).not.toBe(base);
+    expect(keyOf(1, ['--namespace', 'n1', 'x'], { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' })).not.toBe(base);
+    expect(keyOf(1, ['--namespace', 'n1', 'x'], { WALBRIDGE_TIMEOUT: '5' })).not.toBe(keyOf(1, ['--namespace', 'n1', 'x'], { WALBRIDGE_TIMEOUT: '6' }));
+    const dir = await mkdtemp(path.join(tmpdir(), 'wb-key-'));
+    const config = path.join(dir, 'walbridge.conf');
+    await writeFile(config, 'namespace = n1\n');
+    const byFlag = keyOf(1, ['--config', config, 'x']);
+    const byEqual = keyOf(1, [`--config=${config}`, 'x']);
+    const byEnv = keyOf(1, ['x'], { WALBRIDGE_CONFIG: config });
+    await writeFile(config, 'namespace = n2\n');
+    expect(keyOf(1, ['--config', config, 'x'])).not.toBe(byFlag);
+    expect(keyOf(1, [`--config=${config}`, 'x'])).not.toBe(byEqual);
+    expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: config })).not.toBe(byEnv);
+  });
+
+  it('leaves out what a shell sets on its own (working directory, level, last command)', () => {
+    const base = keyOf(1, ['x'], { PWD: '/a', OLDPWD: '/b', SHLVL: '1', _: '/usr/bin/env' });
+    expect(keyOf(1, ['x'], { PWD: '/c', SHLVL: '3', _: '/bin/sh' }, '/')).toBe(base);
+  });
+});
+
+describe('the file identity', () => {
+  it('is written as GNU stat prints it, to the nanosecond', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'wb-identity-'));
+    const file = path.join(dir, 'f');
+    await writeFile(file, 'x');
+    execFileSync('touch', ['-d', '2020-01-01 00:00:00.000000007', file], { env: { TZ: 'UTC' } });
+    const id = fileIdentity(await stat(file, { bigint: true }));
+    expect(statLine(id)).toBe(execFileSync('stat', ['-L', '-c', '%d %i %s %.9Y %.9Z', file], { encoding: 'utf8' }).trim());
+    expect(id.mtime).toBe('1577836800.000000007');
+    expect(frontEndRecord('k', id)).toBe(`k ${statLine(id)}`);
+  });
+});
