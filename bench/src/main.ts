@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, chownToClusterUser, makeSharedDir, removeSharedDir } from '../../test/servers/postgres.js';
 import { startRadosgw, type Radosgw } from '../../test/servers/radosgw.js';
-import { burst, pushLatency, restore, sha256, storedBytes, waitingFetch, type RowResult, type WaitingResult } from './phases.js';
+import { burst, hitPath, pushLatency, restore, sha256, storedBytes, waitingFetch, watchBackground, type RowResult, type WaitingResult } from './phases.js';
 import { renderMarkdown, type BenchResults } from './report.js';
 import {
   barmanRow,
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
     for (const name of names) originals.set(name, await sha256(join(wal.dir, name)));
 
     // --- per-segment push latency, then stored bytes
-    log('phase 1/5: push latency');
+    log('phase 1/6: push latency');
     const pushRows = await makePushRows(bench);
     const push = await pushLatency(bench, pushRows.rows, names);
     for (const row of pushRows.rows) await waitForDetached(bench, row);
@@ -184,13 +184,16 @@ async function main(): Promise<void> {
     );
 
     // --- restore, from what the push phase stored
-    log('phase 2/5: restore');
+    log('phase 2/6: restore');
     const restoreRows = await makeRestoreRows(bench, pushRows.floorArchive, opts);
     const restored: RowResult[] = [];
     for (const row of restoreRows) {
       if (!row.unavailable) log(`  restore: ${row.label}`);
-      restored.push(await restore(row, names, originals));
+      const background = row.dataDir ? watchBackground(resolve(row.dataDir, '..')) : undefined;
+      const result = await restore(row, names, originals);
       await waitForDetached(bench, row);
+      result.background = await background?.stop();
+      restored.push(result);
     }
     await dropBuckets(
       bench,
@@ -198,22 +201,50 @@ async function main(): Promise<void> {
     );
 
     // --- bursts, one row at a time (a background uploader must not get other rows' time for free)
-    log('phase 3/5: burst');
+    log('phase 3/6: burst');
     const bursts: RowResult[] = [];
     for (const make of burstRowMakers(bench, opts)) {
       const row = await make();
       if (!row.unavailable) log(`  burst: ${row.label}`);
-      bursts.push(await burst(row, names));
+      const background = row.dataDir ? watchBackground(resolve(row.dataDir, '..')) : undefined;
+      const result = await burst(row, names);
       await waitForDetached(bench, row);
+      result.background = await background?.stop();
+      bursts.push(result);
       await dropBuckets(bench, [row]);
     }
 
+    // --- the hit path: calls answered from the pusher's markers and the prefetch spool alone
+    log('phase 4/6: hit path');
+    const hitNames = names.slice(0, Math.min(names.length, 24));
+    const hitBucket = await prepareBucket(bench, 'hit-wb');
+    const hitHome = async (id: string) => ownedDir(join(bench.workDir, 'hit', id));
+    const hitPush = walbridgeRow(bench, {
+      id: 'wb-hit-push',
+      label: 'walbridge archive-push, file already stored by the pusher (marker)',
+      bucket: hitBucket,
+      namespace: 'hit',
+      dataDir: await makeDataDir(bench, join(await hitHome('push'), 'data'), { segments: hitNames, ready: true }),
+      pushConcurrency: opts.pushConcurrency,
+    });
+    const hitFetch = walbridgeRow(bench, {
+      id: 'wb-hit-fetch',
+      label: `walbridge archive-fetch --no-wait, segment already spooled (--prefetch ${opts.prefetch})`,
+      bucket: hitBucket,
+      namespace: 'hit',
+      dataDir: await makeDataDir(bench, join(await hitHome('fetch'), 'data'), { recoverySignal: true }),
+      prefetch: opts.prefetch,
+    });
+    const hits = await hitPath(hitPush, hitFetch, hitNames);
+    for (const row of [hitPush, hitFetch]) await waitForDetached(bench, row);
+    await dropBuckets(bench, [hitPush]);
+
     // --- waiting fetch
-    log('phase 4/5: waiting fetch pickup and failover');
+    log('phase 5/6: waiting fetch pickup and failover');
     const waiting = await measureWaiting(bench, opts.tries);
 
     // --- loss window of a smart failover after kill -9, with and without walbridge stream
-    log('phase 5/5: loss window after kill -9 of the primary');
+    log('phase 6/6: loss window after kill -9 of the primary');
     const loss = await lossWindow(bench, opts.lossRuns, opts.quick ? 5 : 20);
 
     const finishedAt = new Date();
@@ -236,6 +267,7 @@ async function main(): Promise<void> {
       push,
       burst: bursts,
       restore: restored,
+      hit: hits,
       waiting,
       loss,
       notes: notes(opts),

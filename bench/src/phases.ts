@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, watch } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { chownToClusterUser } from '../../test/servers/postgres.js';
@@ -16,7 +16,16 @@ export interface CallSample {
   segment: string;
   wallMs: number;
   peakRssKiB?: number;
+  /** User + system CPU of the call (GNU time). */
+  cpuMs?: number;
   ok: boolean;
+}
+
+/** What a row's detached background processes used (walbridge's pusher/fetcher, pgBackRest's async process). */
+export interface BackgroundUse {
+  processes: number;
+  cpuSeconds: number;
+  peakRssKiB: number;
 }
 
 export interface StoredSummary {
@@ -49,6 +58,8 @@ export interface RowResult {
   stored?: StoredSummary;
   /** Restore: segments whose restored bytes matched the original. */
   verified?: number;
+  /** Burst and restore: the row's background processes, sampled until they exited. */
+  background?: BackgroundUse;
 }
 
 const MAX_FAILURES = 3;
@@ -82,7 +93,7 @@ function noteWarnings(result: RowResult, r: RunResult): void {
 
 function record(result: RowResult, segment: string, r: RunResult): boolean {
   const ok = r.exitCode === 0;
-  result.samples.push({ segment, wallMs: r.wallMs, peakRssKiB: r.peakRssKiB, ok });
+  result.samples.push({ segment, wallMs: r.wallMs, peakRssKiB: r.peakRssKiB, cpuMs: r.cpuSeconds === undefined ? undefined : r.cpuSeconds * 1000, ok });
   noteWarnings(result, r);
   if (!ok) {
     result.failures.push(`${segment}: ${failureText(r)}`);
@@ -135,6 +146,56 @@ export async function storedBytes(bench: Bench, row: Row, names: readonly string
     idleMeanKiB: kib(present.filter((n) => bench.wal.idleNames.has(n))),
     ratio: meanKiB > 0 ? bench.wal.segmentBytes / 1024 / meanKiB : 0,
     missing: names.length - present.length,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background processes: their CPU and memory are the row's cost too.
+
+/** A detached background process: walbridge's pusher or fetcher, pgBackRest's async archive-push/get. */
+const BACKGROUND = /\b(walbridge (pusher|fetcher)|:async)\b/;
+const TICKS_PER_SECOND = 100; // Linux's USER_HZ on every architecture it reports /proc times in
+
+/**
+ * Samples, every 100 ms until stop(), the background processes of the row living under `home`
+ * (working directory or command line): the CPU each had used when last seen, and its peak RSS
+ * (VmHWM). stop() is meant for after they exited; the last 100 ms before an exit go unseen.
+ */
+export function watchBackground(home: string): { stop(): Promise<BackgroundUse> } {
+  const seen = new Map<number, { cpu: number; hwmKiB: number }>();
+  const sample = async (): Promise<void> => {
+    for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).replace(/\0/g, ' ');
+        if (!BACKGROUND.test(cmdline)) continue;
+        const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => '');
+        if (!cmdline.includes(home) && cwd !== home && !cwd.startsWith(`${home}/`)) continue;
+        const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const cpu = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${entry}/status`, 'utf8'));
+        const before = seen.get(Number(entry));
+        seen.set(Number(entry), { cpu: Math.max(cpu, before?.cpu ?? 0), hwmKiB: Math.max(Number(hwm?.[1] ?? 0), before?.hwmKiB ?? 0) });
+      } catch {
+        /* gone meanwhile */
+      }
+    }
+  };
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      await sample();
+      await sleep(100);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      const all = [...seen.values()];
+      return { processes: all.length, cpuSeconds: all.reduce((a, p) => a + p.cpu, 0), peakRssKiB: Math.max(0, ...all.map((p) => p.hwmKiB)) };
+    },
   };
 }
 
@@ -335,4 +396,67 @@ function waitForFile(file: string, timeoutMs: number): Promise<number> {
     const timer = setTimeout(() => finish(undefined), timeoutMs);
     check();
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hit path: calls answered from the background work alone.
+
+/**
+ * archive-push for files the background pusher has already stored, and archive-fetch --no-wait
+ * for segments already in the prefetch spool: the first two calls of each start the background
+ * process and are not timed; every later call is timed only once what it needs is there (the
+ * pusher's marker, the spooled file), so that only the answer itself is measured.
+ */
+export async function hitPath(pushRow: Row, fetchRow: Row, names: readonly string[]): Promise<RowResult[]> {
+  const push = newResult(pushRow, names[2] ?? names[0]!, 'push');
+  const fetch = newResult(fetchRow, names[2] ?? names[0]!, 'fetch');
+  if (pushRow.unavailable || fetchRow.unavailable || names.length < 4) return [push, fetch];
+  const status = join(pushRow.dataDir, 'pg_wal', 'archive_status');
+  const pushOne = async (name: string, into?: RowResult): Promise<boolean> => {
+    const r = await run({ command: pushRow.pushCommand!(name), cwd: pushRow.dataDir, env: pushRow.env });
+    const ok = into ? record(into, name, r) : r.exitCode === 0;
+    if (ok) await rename(join(status, `${name}.ready`), join(status, `${name}.done`));
+    else if (!into) push.aborted = `${name}: ${failureText(r)}`;
+    return ok;
+  };
+  // The archiver's call pushes the oldest ready file itself: the first two calls start the pusher and go through Node.
+  if (!(await pushOne(names[0]!)) || !(await pushOne(names[1]!))) return [push, fetch];
+  const pushed = join(pushRow.dataDir, 'pg_wal', 'walbridge', 'pushed');
+  const marked = async (name: string) => (await stat(join(pushed, name)).catch(() => undefined))?.size;
+  for (const name of names.slice(2)) {
+    if (!(await until(async () => ((await marked(name)) ?? 0) > 0, 120_000))) {
+      push.aborted = `the pusher did not mark ${name} within 120 s`;
+      break;
+    }
+    if (!(await pushOne(name, push)) && push.aborted) break;
+  }
+
+  const target = join(fetchRow.dataDir, RESTORE_TARGET);
+  const prefetch = join(fetchRow.dataDir, 'pg_wal', 'walbridge', 'prefetch');
+  const spooled = async (name: string) => {
+    for (const dir of await readdir(prefetch).catch(() => [] as string[])) if (existsSync(join(prefetch, dir, name))) return true;
+    return false;
+  };
+  for (const [i, name] of names.entries()) {
+    if (i >= 2 && !(await until(() => spooled(name), 120_000))) {
+      fetch.aborted = `the fetcher did not spool ${name} within 120 s`;
+      break;
+    }
+    await rm(target, { force: true });
+    const r = await run({ command: fetchRow.fetchCommand!(name), cwd: fetchRow.dataDir, env: fetchRow.env });
+    if (i < 2 ? r.exitCode !== 0 : !record(fetch, name, r)) {
+      fetch.aborted ??= `${name}: ${failureText(r)}`;
+      break;
+    }
+  }
+  return [push, fetch];
+}
+
+async function until(condition: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
 }

@@ -25,6 +25,8 @@ export interface BenchResults {
   push: RowResult[];
   burst: RowResult[];
   restore: RowResult[];
+  /** Calls answered from the background work alone (absent in runs before it was measured). */
+  hit?: RowResult[];
   waiting: WaitingResult;
   loss?: LossResult;
   notes: string[];
@@ -37,6 +39,15 @@ const rssMiB = (r: RowResult): number | undefined => {
   const m = max(r.samples.map((s) => s.peakRssKiB ?? 0));
   return m ? m / 1024 : undefined;
 };
+
+const p90 = (r: RowResult): number | undefined => (okMs(r).length ? quantile(okMs(r), 0.9) : undefined);
+/** CPU seconds per segment: the calls' own (GNU time) and the background processes' (sampled). */
+const cpuPerSegment = (r: RowResult, segments: number): number | undefined => {
+  const calls = r.samples.filter((s) => s.ok && s.cpuMs !== undefined);
+  if (calls.length === 0 || segments === 0) return undefined;
+  return (calls.reduce((a, s) => a + s.cpuMs!, 0) / 1000 + (r.background?.cpuSeconds ?? 0)) / segments;
+};
+const backgroundRss = (r: RowResult): number | undefined => (r.background?.processes ? r.background.peakRssKiB / 1024 : undefined);
 
 const fmt = (v: number | undefined, digits = 0): string => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(digits));
 const ratioText = (v: number | undefined, best: number | undefined): string =>
@@ -121,11 +132,11 @@ export function renderMarkdown(res: BenchResults): string {
   const bestBurstPeer = bestPeer(res.burst, totalS);
   out.push(`## Burst: ${n} ready segments pushed the archiver's way (call, then .ready → .done)`);
   out.push('');
-  out.push('| row | total s | ÷ best peer | per call p50 ms | peak RSS MiB | notes |');
-  out.push('|---|---:|---:|---:|---:|---|');
+  out.push('| row | total s | ÷ best peer | per call p50 ms | p90 ms | call peak RSS MiB | background peak RSS MiB | CPU s per segment | notes |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const r of res.burst) {
     out.push(
-      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestBurstPeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${status(r)} |`,
+      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestBurstPeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(p90(r))} | ${fmt(rssMiB(r))} | ${fmt(backgroundRss(r))} | ${fmt(cpuPerSegment(r, n), 3)} | ${status(r)} |`,
     );
   }
   out.push('');
@@ -134,15 +145,39 @@ export function renderMarkdown(res: BenchResults): string {
   const bestRestorePeer = bestPeer(res.restore, totalS);
   out.push(`## Restore: ${n} segments, one restore_command per segment, in order`);
   out.push('');
-  out.push('| row | total s | ÷ best peer | per call p50 ms | peak RSS MiB | verified | notes |');
-  out.push('|---|---:|---:|---:|---:|---:|---|');
+  out.push('| row | total s | ÷ best peer | per call p50 ms | p90 ms | call peak RSS MiB | background peak RSS MiB | CPU s per segment | verified | notes |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const r of res.restore) {
     const verified = r.verified === undefined ? '–' : `${r.verified}/${n}`;
     out.push(
-      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestRestorePeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(rssMiB(r))} | ${verified} | ${status(r)} |`,
+      `| ${r.label} | ${fmt(r.totalSeconds, 1)} | ${ratioText(r.totalSeconds, bestRestorePeer.value)} | ${fmt(median(okMs(r)))} | ${fmt(p90(r))} | ${fmt(rssMiB(r))} | ${fmt(backgroundRss(r))} | ${fmt(cpuPerSegment(r, n), 3)} | ${verified} | ${status(r)} |`,
     );
   }
   out.push('');
+  out.push(
+    'CPU s per segment: user + system time of the calls (GNU time) and of the detached background processes (walbridge pusher/fetcher, pgBackRest async; sampled every 100 ms from /proc until they exit), over the segments.',
+  );
+  out.push('');
+
+  // --- the hit path
+  if (res.hit?.length) {
+    out.push('## Hit path: calls answered from the background work alone');
+    out.push('');
+    out.push(
+      "Each call timed once what it needs is there (the pusher's marker, the spooled segment); the first two calls, which start the background process, are not timed.",
+    );
+    out.push('');
+    out.push('| row | calls | p50 ms | p90 ms | max ms | peak RSS MiB | CPU ms p50 | notes |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---|');
+    for (const r of res.hit) {
+      const ms = okMs(r);
+      const cpu = r.samples.filter((s) => s.ok && s.cpuMs !== undefined).map((s) => s.cpuMs!);
+      out.push(
+        `| ${r.label} | ${ms.length} | ${fmt(median(ms))} | ${fmt(p90(r))} | ${fmt(max(ms))} | ${fmt(rssMiB(r), 1)} | ${fmt(cpu.length ? median(cpu) : undefined)} | ${status(r)} |`,
+      );
+    }
+    out.push('');
+  }
 
   // --- waiting fetch
   const w = res.waiting;
@@ -225,6 +260,7 @@ export function renderMarkdown(res: BenchResults): string {
     ['push', res.push],
     ['burst', res.burst],
     ['restore', res.restore],
+    ['hit', res.hit ?? []],
   ] as const) {
     for (const r of rows) {
       const command = r.command.replace(/--config=\S+/, '--config=…').replace(/\/\S*\/bin\//, 'bin/');

@@ -1,7 +1,8 @@
 /**
  * Runs a tool the way PostgreSQL does: one process per file, `/bin/sh -c '<command>'`, as the
  * cluster's OS user, in the data directory, with an explicit environment. GNU time wraps each
- * run to report the peak RSS of the command (not of background processes it detaches).
+ * run to report the peak RSS and CPU time of the command (not of background processes it
+ * detaches: phases.ts watchBackground samples those).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
@@ -31,6 +32,8 @@ export interface RunResult {
   /** performance.now() at exit, for measuring from other events. */
   exitedAt: number;
   peakRssKiB: number | undefined;
+  /** User + system CPU seconds of the command and what it waited for (not what it detached). */
+  cpuSeconds: number | undefined;
   stderr: string;
   stdout: string;
   timedOut: boolean;
@@ -67,7 +70,7 @@ export function start(inv: Invocation): RunningCommand {
   const user = clusterUser();
   const rssFile = join(rssDir, `rss-${process.pid}-${++runCounter}`);
   const startedAt = performance.now();
-  const child = spawn(GNU_TIME, ['-o', rssFile, '-f', '%M', '/bin/sh', '-c', inv.command], {
+  const child = spawn(GNU_TIME, ['-o', rssFile, '-f', '%M %U %S', '/bin/sh', '-c', inv.command], {
     cwd: inv.cwd,
     env: inv.env,
     // Own process group, so a timeout kills everything the command started.
@@ -106,10 +109,14 @@ export function start(inv: Invocation): RunningCommand {
         const closed = [child.stderr, child.stdout].filter((s) => s !== null).map((s) => new Promise((r) => s.once('close', r)));
         await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 50))]);
         let peakRssKiB: number | undefined;
+        let cpuSeconds: number | undefined;
         try {
           const report = await readFile(rssFile, 'utf8');
-          const last = report.trim().split('\n').at(-1);
-          if (last && /^\d+$/.test(last)) peakRssKiB = Number(last);
+          const last = /^(\d+) ([\d.]+) ([\d.]+)$/.exec(report.trim().split('\n').at(-1) ?? '');
+          if (last) {
+            peakRssKiB = Number(last[1]);
+            cpuSeconds = Number(last[2]) + Number(last[3]);
+          }
         } catch {
           /* killed before time wrote it */
         }
@@ -121,6 +128,7 @@ export function start(inv: Invocation): RunningCommand {
           wallMs: exitedAt - startedAt,
           exitedAt,
           peakRssKiB,
+          cpuSeconds,
           stderr: stderr.trim(),
           stdout,
           timedOut,
