@@ -12,7 +12,7 @@ import { formatServer, runningServer } from '../../wal/server.js';
 import { askBackground, backgroundRunning, fingerprint } from '../background/client.js';
 import { prefetchDir, walDirOf } from '../local-layout.js';
 import { repositoryId } from '../repo/open.js';
-import { confirmPushed } from './markers.js';
+import { clearInFlight, confirmPushed, markInFlight } from './markers.js';
 import type { PushAnswer } from './pusher.js';
 
 export interface ArchiveCall {
@@ -54,6 +54,8 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
     import('../background/spawn.js'),
   ]);
   const { store, retry } = await openRepository(settings, log);
+  // Said before a pusher starts: its scan leaves this file to this call.
+  if (viaPusher) await markInFlight(walDir, path.basename(walPath), true);
   if (viaPusher && !(await backgroundRunning(walDir, 'pusher'))) {
     // The other ready files are stored by the pusher while the archiver works through them; this call waits only for its own.
     try {
@@ -62,7 +64,11 @@ export async function archiveCall({ walPath, settings, log, env }: ArchiveCall):
       log.warn(`could not start the background pusher (only the file asked for is pushed): ${(err as Error).message}`);
     }
   }
-  await pushWalFile(pushContext(settings, store, retry, log), walPath);
+  try {
+    await pushWalFile(pushContext(settings, store, retry, log), walPath);
+  } finally {
+    if (viaPusher) await clearInFlight(walDir, path.basename(walPath));
+  }
 }
 
 /**

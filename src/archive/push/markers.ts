@@ -18,6 +18,7 @@ import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:
 import path from 'node:path';
 import type { Logger } from '../../log.js';
 import { fileIdentity, sameFile, type FileIdentity } from '../../util/file-identity.js';
+import { processAlive } from '../../util/temp-files.js';
 import { parseWalFileName } from '../../wal/names.js';
 import { frontEndRecord } from '../front-end.js';
 import { markerDir, walDirOf } from '../local-layout.js';
@@ -103,21 +104,29 @@ export async function writeMarker(walDir: string, scope: MarkerScope, name: stri
 }
 
 /**
- * While the pusher stores `name` ahead, `.<name>.pushing` (holding its pid) tells bin/archive-push
- * to wait for the marker rather than start Node; removed once the marker is written or the push
- * failed. A pusher that dies leaves it behind: the front-end sees the pid gone, and the next
- * pusher removes it (prepareMarkers).
+ * `.<name>.pushing`, holding a pid, while a process stores `name`: the pusher (bin/archive-push
+ * then waits for its marker rather than start Node) or a call pushing its own file (the pusher's
+ * scan then leaves that file alone). Removed once the push ended; one left by a process that
+ * died names a pid that is gone, and the next pusher removes it (prepareMarkers).
  */
 export function inFlightFile(walDir: string, name: string): string {
   return path.join(markerDir(walDir), `.${name}.pushing`);
 }
 
-export async function markInFlight(walDir: string, name: string): Promise<void> {
+/** `create`: a live call may make the directory (a background process never re-creates what was removed). */
+export async function markInFlight(walDir: string, name: string, create = false): Promise<void> {
+  if (create) await mkdir(markerDir(walDir), { recursive: true, mode: 0o700 }).catch(() => undefined);
   await writeFile(inFlightFile(walDir, name), `${process.pid}\n`).catch(() => undefined);
 }
 
 export async function clearInFlight(walDir: string, name: string): Promise<void> {
   await unlink(inFlightFile(walDir, name)).catch(() => undefined);
+}
+
+/** Whether another live process (a call pushing its own file) is storing `name`. */
+export async function pushedElsewhere(walDir: string, name: string): Promise<boolean> {
+  const pid = Number((await readFile(inFlightFile(walDir, name), 'utf8').catch(() => '')).trim());
+  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid);
 }
 
 export async function listMarkers(walDir: string): Promise<string[]> {
@@ -134,8 +143,9 @@ export async function removeMarker(walDir: string, name: string): Promise<void> 
 
 /**
  * Makes the marker directory (not its parent, pg_wal/walbridge/, which a call made) and removes
- * what no pusher of `scope` can use: half-written markers of killed pushers (only the pusher
- * holding the lock writes markers) and markers for another repository or namespace.
+ * what no pusher of `scope` can use: half-written markers and `.pushing` files of killed
+ * processes (only the pusher holding the lock writes markers) and markers for another
+ * repository or namespace.
  */
 export async function prepareMarkers(walDir: string, scope: MarkerScope): Promise<void> {
   await mkdir(markerDir(walDir), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
@@ -143,6 +153,8 @@ export async function prepareMarkers(walDir: string, scope: MarkerScope): Promis
   });
   for (const entry of await readdir(markerDir(walDir)).catch(() => [] as string[])) {
     const file = path.join(markerDir(walDir), entry);
+    const pushing = /^\.(.+)\.pushing$/.exec(entry);
+    if (pushing && (await pushedElsewhere(walDir, pushing[1]!))) continue; // a call pushing its own file
     const usable =
       !entry.startsWith('.') &&
       (await readFile(file, 'utf8')

@@ -20,7 +20,17 @@ import { processRunning, type ServerProcess } from '../../wal/server.js';
 import type { BackgroundRequest } from '../background/client.js';
 import { Declined, retireOnStoreFailures, runBackground, tellingConnectedCalls, type Call, type Role } from '../background/server.js';
 import { openRepository, repositoryId } from '../repo/open.js';
-import { clearInFlight, confirmPushed, listMarkers, markInFlight, prepareMarkers, removeMarker, writeMarker, type MarkerScope } from './markers.js';
+import {
+  clearInFlight,
+  confirmPushed,
+  listMarkers,
+  markInFlight,
+  prepareMarkers,
+  pushedElsewhere,
+  removeMarker,
+  writeMarker,
+  type MarkerScope,
+} from './markers.js';
 import { pushContext, pushWalFile, type PushContext, type PushResult } from './push.js';
 
 /** A call's request: store this file, in the pusher's pg_wal. */
@@ -55,9 +65,9 @@ export async function runPusher(
 
 /**
  * Stores the files PostgreSQL marked `.ready`, `concurrency` at a time, leaving a marker for each
- * one stored and verified, and stores at once the files calls ask for. Its scan skips the oldest
- * ready file, which the archiver's own call is pushing, and a file that failed (the archiver's
- * call for it meets the same problem and reports it).
+ * one stored and verified, and stores at once the files calls ask for. Its scan skips a file a
+ * call is pushing itself, and a file that failed (the archiver's call for it meets the same
+ * problem and reports it).
  */
 function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrency: number, server: ServerProcess | undefined): Role {
   const inFlight = new Map<string, Promise<PushResult | undefined>>();
@@ -110,9 +120,12 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
       const ready = await readyWalFiles(walDir);
       const marked = new Set(await listMarkers(walDir));
       await pruneMarkers(walDir, new Set(ready), marked);
-      for (const name of retiring ? [] : ready.slice(1)) {
+      // The oldest ready file too: the archiver's call waits for its marker (bin/archive-push),
+      // or asks over the socket, unless it is pushing the file itself (its .pushing names it).
+      for (const name of retiring ? [] : ready) {
         if (inFlight.size >= concurrency) break;
         if (marked.has(name) || inFlight.has(name) || failed.has(name)) continue;
+        if (await pushedElsewhere(walDir, name)) continue;
         const job = markInFlight(walDir, name)
           .then(() => pushWalFile(ctx, path.join(walDir, name)))
           .then(async (result) => {
