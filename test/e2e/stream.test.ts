@@ -164,7 +164,8 @@ describe.runIf(ONCE)('walbridge stream, faults and fast failover', () => {
 
   it('a streamer started while the archiver is behind ships the segments not archived yet', async () => {
     const repo = await createRepo('file');
-    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-behind', ...repo.env };
+    // No background pusher: it would store the ready segments the stopped archiver left behind.
+    const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'stream-behind', WALBRIDGE_PUSH_CONCURRENCY: '1', ...repo.env };
     const { primary, standby, insert, streaming, failover } = await primaryAndStandby('stream-behind', env);
     await primary.psql('create table warmup (i int)'); // something to switch away from
     const last = await primary.psql('select pg_walfile_name(pg_current_wal_lsn())');
@@ -184,7 +185,10 @@ describe.runIf(ONCE)('walbridge stream, faults and fast failover', () => {
     // Starting at the flush position would lose rows 1-20: they are only in the unarchived segments.
     expect(await failover('smart')).toBe('30|30');
     await streamer.stop();
-    expect((await standby.log()).match(/restored the streamed part of/g)?.length).toBe(3);
+    // The two segments completed while the archiver stopped and the one begun: from streamed parts
+    // (PostgreSQL may ask for the last one again at the end of recovery).
+    const streamed = new Set([...(await standby.log()).matchAll(/restored the streamed part of ([0-9A-F]{24})/g)].map((m) => m[1]));
+    expect(streamed.size).toBe(3);
     for (const c of [standby, primary]) await c.destroy();
   }, 240_000);
 
