@@ -383,6 +383,9 @@ rgw_crypt_s3_kms_backend = testing
 rgw_crypt_s3_kms_encryption_keys = ${o.kmsKeys.map((k) => `${k.id}=${k.material}`).join(' ')}
 # RGW refuses SSE requests over plain http unless told otherwise; the suite uses both endpoints
 rgw_crypt_require_ssl = false
+# No lifecycle threads: inside rgw_lifecycle_work_time (00:00-06:00) they keep a gateway from
+# stopping on SIGTERM (a 5 s lock-retry loop), and nothing here relies on RGW expiring objects
+rgw_enable_lc_threads = false
 
 [${RGW_NAME}]
 rgw_data = ${d}/rgw
