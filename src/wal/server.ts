@@ -93,6 +93,40 @@ function isAncestor(pid: number): boolean {
   return false;
 }
 
+/**
+ * Who asked this process for its work: its parent and grandparent as they are when it starts
+ * (PostgreSQL's call: the sh of system() and the startup process, or the startup process and
+ * the postmaster when sh execs the command).
+ */
+export interface Lineage {
+  readonly parent: ServerProcess;
+  readonly grandparent: (ServerProcess & { readonly ppid: number }) | undefined;
+}
+
+export function callerLineage(): Lineage | undefined {
+  const parent = procStat(process.ppid);
+  if (!parent) return undefined;
+  const grandparent = procStat(parent.ppid);
+  return {
+    parent: { pid: process.ppid, startTime: parent.startTime },
+    grandparent: grandparent && { pid: parent.ppid, startTime: grandparent.startTime, ppid: grandparent.ppid },
+  };
+}
+
+/**
+ * Whether whoever asked still waits for the answer: the same parent, and a grandparent that
+ * still runs under its own parent. A killed postmaster leaves its startup process in system(),
+ * re-parented: this sees it even when the call could not tell which postmaster it served.
+ */
+export function lineageIntact(lineage: Lineage | undefined): boolean {
+  if (!lineage) return true;
+  if (process.ppid !== lineage.parent.pid || !processRunning(lineage.parent)) return false;
+  const { grandparent } = lineage;
+  if (!grandparent) return true;
+  const now = procStat(grandparent.pid);
+  return now !== undefined && now.state !== 'Z' && now.startTime === grandparent.startTime && now.ppid === grandparent.ppid;
+}
+
 /** `pid:startTime`, as handed to a background process on its command line. */
 export function formatServer(server: ServerProcess): string {
   return `${server.pid}:${server.startTime}`;

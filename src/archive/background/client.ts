@@ -148,9 +148,25 @@ export function fingerprint(settings: unknown, env: NodeJS.ProcessEnv, server: s
     .filter((k) => RUNTIME_ENVIRONMENT.test(k) || drivers().some((d) => d.environment.test(k)))
     .sort()
     .map((k) => [k, env[k]]);
-  return createHash('sha256')
-    .update(JSON.stringify({ build: buildId(), settings, env: relevant, server }))
-    .digest('hex');
+  // Part by part, so that a decline can say which differs (and a part is no clue to the others).
+  return FINGERPRINT_PARTS.map((part) => {
+    const value = { build: buildId(), settings, environment: relevant, server }[part];
+    return createHash('sha256')
+      .update(JSON.stringify({ [part]: value ?? null }))
+      .digest('hex')
+      .slice(0, 32);
+  }).join('.');
+}
+
+const FINGERPRINT_PARTS = ['build', 'settings', 'environment', 'server'] as const;
+const PART_NAMES = { build: 'build of walbridge', settings: 'settings', environment: 'environment', server: 'PostgreSQL server' } as const;
+
+/** What makes two fingerprints differ, for a log line: "settings, environment and PostgreSQL server". */
+export function fingerprintDifference(a: string, b: string): string {
+  const [pa, pb] = [a.split('.'), b.split('.')];
+  const differing = FINGERPRINT_PARTS.filter((_, i) => pa[i] !== pb[i]).map((part) => PART_NAMES[part]);
+  if (differing.length === 0) return 'nothing';
+  return differing.length === 1 ? differing[0]! : `${differing.slice(0, -1).join(', ')} and ${differing.at(-1)}`;
 }
 
 /** The running build: when this module's file was written (every build rewrites it). */

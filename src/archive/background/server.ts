@@ -21,7 +21,15 @@ import { trimStderrLog } from '../../util/log-file.js';
 import { ensureRuntimeDir, clusterRuntime, socketIn } from '../../util/runtime-dir.js';
 import { takeInstanceLock } from '../../util/single-instance.js';
 import { processRunning, type ServerProcess } from '../../wal/server.js';
-import { failedAnswer, type BackgroundMessage, type BackgroundRequest, type DeclinedAnswer, type FailedAnswer, type LogLine } from './client.js';
+import {
+  failedAnswer,
+  fingerprintDifference,
+  type BackgroundMessage,
+  type BackgroundRequest,
+  type DeclinedAnswer,
+  type FailedAnswer,
+  type LogLine,
+} from './client.js';
 import { pidFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
 
 /** One call being served. */
@@ -214,7 +222,9 @@ export async function runBackground(opts: BackgroundOptions, role: Role): Promis
     if (retiring) return declined(`the background ${role.name} is stopping`);
     if (request.fingerprint !== opts.fingerprint) {
       retiring = true; // configured otherwise (or another server) since this process started: let a new one take over
-      return declined(`the background ${role.name} runs with other settings; it stops after its current work`);
+      return declined(
+        `the background ${role.name} was started with another ${fingerprintDifference(opts.fingerprint, request.fingerprint)}; it stops after its current work`,
+      );
     }
     const handler = Object.hasOwn(role.handlers, request.type) ? role.handlers[request.type] : undefined;
     if (!handler) return declined(`the background ${role.name} does not serve ${JSON.stringify(request.type)} requests`);

@@ -11,7 +11,7 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../../wal/names.js';
-import { calledBy, formatServer, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
+import { callerLineage, calledBy, formatServer, lineageIntact, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
 import { askBackground, backgroundRunning, fingerprint, tell } from '../background/client.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer, FetchRequest, ServedNote } from './fetcher.js';
@@ -70,8 +70,8 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
   const signal = dataDir ? await readRecoverySignal(dataDir) : undefined;
   // The postmaster this call serves (not only its parent, the sh): if it dies, nobody wants the answer.
   const server = dataDir ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
-  const parent = process.ppid;
-  const alive = () => process.ppid === parent && (server === undefined || processRunning(server));
+  const lineage = callerLineage();
+  const alive = () => lineageIntact(lineage) && (server === undefined || processRunning(server));
   if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, call.log);
   const caller: Caller = { call, file, walDir, server, alive, rewinding };
   return holdingFailures(
