@@ -16,6 +16,11 @@ export function noteBytesProcessed(bytes: number): void {
   processed += bytes;
   sinceCollection += bytes;
   if (processed < LARGE_FILE_BYTES || sinceCollection < GC_EVERY_BYTES) return;
+  collectGarbage();
+}
+
+/** A collection now (a file is done: its buffers are garbage), where --expose-gc allows it. */
+export function collectGarbage(): void {
   sinceCollection = 0;
   (globalThis as { gc?: () => void }).gc?.();
 }
