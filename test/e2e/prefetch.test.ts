@@ -2,7 +2,8 @@
  * Prefetching restore_command: calls as the startup process makes them (one per segment, into
  * pg_wal/RECOVERYXLOG), answered from the spool after the first, byte for byte.
  */
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +17,7 @@ import { fakeDataDir } from '../support/standby-dir.js';
 let wal: GeneratedWal;
 
 beforeAll(async () => {
-  wal = await generateWalSegments(6);
+  wal = await generateWalSegments(7);
 }, 180_000);
 
 describe('prefetchWindow', () => {
@@ -110,7 +111,7 @@ async function spoolsIn(root: string): Promise<string[]> {
 }
 
 describe('bin/archive-fetch, the sh front-end', () => {
-  it('answers a segment the spool holds without starting Node, only for calls of the same key that wait for nothing', async () => {
+  it('answers a segment the spool holds, or is downloading, without starting Node, only for calls of the same key that wait for nothing', async () => {
     const repo = await createRepo('file');
     const names = wal.segments.map((s) => path.basename(s));
     // A `node` first on PATH that notes each start, then runs the real one (the fetcher is started by process.execPath).
@@ -152,12 +153,30 @@ describe('bin/archive-fetch, the sh front-end', () => {
         expect(await fetch(i)).toBe(`archive-fetch: restored ${names[i]} from the prefetch spool\n`);
       }
       expect(await nodeStarts()).toBe(before);
-      // Another environment, or a waiting call (it must consult the triggers first): Node decides.
+      // Being downloaded (the fetcher's temp file in the spool names its pid): the front-end waits
+      // for it rather than start Node. Here the "download" lands 0.5 s later.
       await waitUntil(() => spooled(names[4]!));
-      expect(await fetch(4, ['--no-wait'], { WALBRIDGE_TIMEOUT: '59' })).toMatch(/restored .* from the prefetch spool/);
-      expect(await nodeStarts()).toBe(before + 1);
+      const spool = (await spoolsIn(prefetch)).find((d) => existsSync(path.join(prefetch, d, names[4]!)))!;
+      const fetcherPid = Number(await readFile(path.join(standby.dir, 'pg_wal', 'walbridge', 'fetcher.pid'), 'utf8'));
+      const held = path.join(standby.dir, 'held');
+      const temp = path.join(prefetch, spool, `.${names[4]}.walbridge-${fetcherPid}-0a0b0c0d`);
+      await rename(path.join(prefetch, spool, names[4]!), held);
+      await writeFile(temp, '');
+      const started = Date.now();
+      const lands = new Promise((r) => setTimeout(r, 500)).then(async () => {
+        await rename(held, path.join(prefetch, spool, names[4]!));
+        await rm(temp);
+      });
+      expect(await fetch(4)).toBe(`archive-fetch: restored ${names[4]} from the prefetch spool\n`);
+      await lands;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+      expect(await nodeStarts()).toBe(before);
+      // Another environment, or a waiting call (it must consult the triggers first): Node decides.
       await waitUntil(() => spooled(names[5]!));
-      await fetch(5, []);
+      expect(await fetch(5, ['--no-wait'], { WALBRIDGE_TIMEOUT: '59' })).toMatch(/restored .* from the prefetch spool/);
+      expect(await nodeStarts()).toBe(before + 1);
+      await waitUntil(() => spooled(names[6]!));
+      await fetch(6, []);
       expect(await nodeStarts()).toBe(before + 2);
     } finally {
       const pid = Number(await readFile(path.join(standby.dir, 'pg_wal', 'walbridge', 'fetcher.pid'), 'utf8').catch(() => '0'));
