@@ -93,38 +93,46 @@ function isAncestor(pid: number): boolean {
   return false;
 }
 
-/**
- * Who asked this process for its work: its parent and grandparent as they are when it starts
- * (PostgreSQL's call: the sh of system() and the startup process, or the startup process and
- * the postmaster when sh execs the command).
- */
-export interface Lineage {
-  readonly parent: ServerProcess;
-  readonly grandparent: (ServerProcess & { readonly ppid: number }) | undefined;
-}
-
-export function callerLineage(): Lineage | undefined {
-  const parent = procStat(process.ppid);
-  if (!parent) return undefined;
-  const grandparent = procStat(parent.ppid);
-  return {
-    parent: { pid: process.ppid, startTime: parent.startTime },
-    grandparent: grandparent && { pid: parent.ppid, startTime: grandparent.startTime, ppid: grandparent.ppid },
-  };
+/** An ancestor as it was when this process started; `ppid` undefined: its parent is not watched. */
+interface Ancestor extends ServerProcess {
+  readonly ppid: number | undefined;
 }
 
 /**
- * Whether whoever asked still waits for the answer: the same parent, and a grandparent that
- * still runs under its own parent. A killed postmaster leaves its startup process in system(),
- * re-parented: this sees it even when the call could not tell which postmaster it served.
+ * Who asked this process for its work, up to the process PostgreSQL's death shows in: the
+ * ancestors below the postmaster, as they are when the call starts. PostgreSQL runs a command
+ * as postmaster -> startup process -> sh -> command, or without the sh where sh execs a single
+ * command (dash and bash do for `sh -c`). A killed postmaster leaves the startup process in
+ * system(), re-parented; the postmaster's own parent (pg_ctl, which exits once the server is up)
+ * is none of the call's business. Without the postmaster known, the nearest PostgreSQL process
+ * (comm "postgres" or "postmaster") stands for the startup process; with none close by (a call
+ * run by hand), only the parent is watched.
  */
+export type Lineage = readonly Ancestor[];
+
+const POSTGRES_NAMES = new Set(['postgres', 'postmaster']);
+
+export function callerLineage(server?: ServerProcess): Lineage | undefined {
+  const chain: Ancestor[] = [];
+  for (let pid = process.ppid; pid > 1 && chain.length < 4; ) {
+    const stat = procStat(pid);
+    if (!stat) break;
+    chain.push({ pid, startTime: stat.startTime, ppid: stat.ppid });
+    if (server ? stat.ppid === server.pid : POSTGRES_NAMES.has(procName(pid) ?? '')) return chain;
+    pid = stat.ppid;
+  }
+  const parent = chain[0];
+  return parent && [{ ...parent, ppid: undefined }];
+}
+
+/** Whether whoever asked still waits for the answer: every ancestor recorded still runs, under the same parent. */
 export function lineageIntact(lineage: Lineage | undefined): boolean {
-  if (!lineage) return true;
-  if (process.ppid !== lineage.parent.pid || !processRunning(lineage.parent)) return false;
-  const { grandparent } = lineage;
-  if (!grandparent) return true;
-  const now = procStat(grandparent.pid);
-  return now !== undefined && now.state !== 'Z' && now.startTime === grandparent.startTime && now.ppid === grandparent.ppid;
+  if (!lineage?.length) return true;
+  if (process.ppid !== lineage[0]!.pid) return false;
+  return lineage.every((a) => {
+    const now = procStat(a.pid);
+    return now !== undefined && now.state !== 'Z' && now.startTime === a.startTime && (a.ppid === undefined || now.ppid === a.ppid);
+  });
 }
 
 /** `pid:startTime`, as handed to a background process on its command line. */

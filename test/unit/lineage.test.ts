@@ -1,70 +1,102 @@
 /**
- * A call knows whoever asked is gone (src/wal/server.ts lineageIntact), with real processes:
- * PostgreSQL's call runs as startup process -> sh -> call, and a killed postmaster leaves the
- * startup process in system(), re-parented, with the call's own parent untouched. The probe is
+ * A call knows whoever asked is gone (src/wal/server.ts lineageIntact), with real processes in
+ * PostgreSQL's shapes: a "postmaster" and a "startup process" (sh scripts named postgres, so
+ * their comm reads as PostgreSQL's) run the call either through `sh -c` or directly (where sh
+ * execs a single command, as bash does). A killed postmaster leaves the startup process re-parented; a postmaster
+ * re-parented itself (pg_ctl exits once the server is up) is no reason to stop. The probe runs
  * tsc's output of the module (the suite builds before it runs).
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BIN_DIR } from '../support/cli.js';
 
-const REPO_ROOT = path.dirname(BIN_DIR);
+const SERVER_MODULE = path.join(path.dirname(BIN_DIR), 'dist/wal/server.js');
 
 const PROBE = `
-import { callerLineage, lineageIntact } from ${JSON.stringify(path.join(REPO_ROOT, 'dist/wal/server.js'))};
-const lineage = callerLineage();
-const grandparent = Number((await import('node:fs')).readFileSync('/proc/' + process.ppid + '/stat', 'utf8').split(') ')[1].split(' ')[1]);
-console.log('ready ' + process.ppid + ' ' + grandparent);
+import { readFileSync } from 'node:fs';
+import { callerLineage, lineageIntact } from ${JSON.stringify(SERVER_MODULE)};
+const ppidOf = (pid) => Number(readFileSync('/proc/' + pid + '/stat', 'utf8').split(') ')[1].split(' ')[1]);
+const startOf = (pid) => readFileSync('/proc/' + pid + '/stat', 'utf8').split(') ')[1].split(' ')[19];
+const serverPid = Number(process.env.SERVER_PID || 0);
+const lineage = callerLineage(serverPid ? { pid: serverPid, startTime: startOf(serverPid) } : undefined);
+console.log('ready ' + process.ppid + ' ' + ppidOf(process.ppid));
 const started = Date.now();
-const timer = setInterval(() => {
+setInterval(() => {
   if (!lineageIntact(lineage)) { console.log('gone ' + (Date.now() - started)); process.exit(0); }
   if (Date.now() - started > 20000) { console.log('still there'); process.exit(0); }
 }, 20);
 `;
 
-const started: number[] = [];
+const groups: number[] = [];
 afterEach(() => {
-  for (const pid of started.splice(0)) {
+  for (const pid of groups.splice(0)) {
     try {
       process.kill(-pid, 'SIGKILL');
     } catch {}
   }
 });
 
-/** grandparent sh -> parent sh -> probe (each `; :` keeps sh from exec'ing its last command). */
-async function probeTree(): Promise<{ parent: number; grandparent: number; lines: AsyncIterator<string> }> {
+interface Tree {
+  /** The process that started the "postmaster" (pg_ctl's part). */
+  readonly launcher: number;
+  readonly postmaster: number;
+  readonly startup: number;
+  /** The call's parent: the sh, or the startup process when sh exec'd the call. */
+  readonly parent: number;
+  readonly lines: AsyncIterator<string>;
+}
+
+/** launcher sh -> postgres ("postmaster") -> postgres ("startup") -> [sh ->] probe. */
+async function pgTree(opts: { viaSh: boolean; serverKnown: boolean }): Promise<Tree> {
   const dir = await mkdtemp(path.join(tmpdir(), 'walbridge-lineage-'));
   const probe = path.join(dir, 'probe.mjs');
   await writeFile(probe, PROBE);
-  const child = spawn('sh', ['-c', `sh -c 'node ${probe}; :'; :`], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
-  started.push(child.pid!);
+  for (const d of ['pm', 'st']) await mkdir(path.join(dir, d));
+  // Each `; :` keeps sh from exec'ing its last command (bash would; dash, Debian's sh, does not).
+  await writeFile(path.join(dir, 'pm', 'postgres'), `#!/bin/sh\nSERVER_PID=${opts.serverKnown ? '$$' : ''} ${dir}/st/postgres; :\n`, { mode: 0o755 });
+  const call = opts.viaSh ? `sh -c 'node ${probe}; :'` : `node ${probe}`;
+  await writeFile(path.join(dir, 'st', 'postgres'), `#!/bin/sh\nexport SERVER_PID\n${call}; :\n`, { mode: 0o755 });
+  const child = spawn('sh', ['-c', `${dir}/pm/postgres; :`], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  groups.push(child.pid!);
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const first = (await lines.next()).value as string;
-  const [word, parent, grandparent] = first.split(' ');
+  const [word, parent, grandparent] = ((await lines.next()).value as string).split(' ');
   expect(word).toBe('ready');
-  expect(Number(grandparent)).toBe(child.pid);
-  return { parent: Number(parent), grandparent: Number(grandparent), lines };
+  const startup = opts.viaSh ? Number(grandparent) : Number(parent);
+  const postmaster = Number(readFileSync(`/proc/${startup}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+  expect(readFileSync(`/proc/${startup}/comm`, 'utf8').trim()).toBe('postgres');
+  expect(readFileSync(`/proc/${postmaster}/comm`, 'utf8').trim()).toBe('postgres');
+  return { launcher: child.pid!, postmaster, startup, parent: Number(parent), lines };
+}
+
+async function quiet(next: Promise<IteratorResult<string>>, ms: number): Promise<boolean> {
+  return (await Promise.race([next.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), ms))])) === true;
 }
 
 describe('a call and whoever asked it', () => {
-  it('sees its grandparent killed (a postmaster killed under its startup process) though its parent still runs', async () => {
-    const { grandparent, lines } = await probeTree();
-    await new Promise((r) => setTimeout(r, 200));
-    process.kill(grandparent, 'SIGKILL');
-    const answer = (await lines.next()).value as string;
-    expect(answer).toMatch(/^gone \d+$/);
-  }, 30_000);
+  for (const viaSh of [true, false]) {
+    for (const serverKnown of [false, true]) {
+      const shape = `${viaSh ? 'through sh' : "exec'd by sh"}, postmaster ${serverKnown ? 'known' : 'unknown'}`;
+      it(`${shape}: stays while the postmaster is re-parented, goes when it is killed`, async () => {
+        const tree = await pgTree({ viaSh, serverKnown });
+        const next = tree.lines.next();
+        process.kill(tree.launcher, 'SIGKILL'); // pg_ctl gone: the postmaster is re-parented
+        expect(await quiet(next, 500)).toBe(true);
+        process.kill(tree.postmaster, 'SIGKILL');
+        expect((await next).value as string).toMatch(/^gone \d+$/);
+      }, 30_000);
+    }
+  }
 
-  it('sees its parent killed, and stays while neither is', async () => {
-    const { parent, lines } = await probeTree();
-    const next = lines.next();
-    const early = await Promise.race([next, new Promise((r) => setTimeout(() => r('quiet'), 500))]);
-    expect(early).toBe('quiet');
-    process.kill(parent, 'SIGKILL');
+  it('goes when its parent is killed', async () => {
+    const tree = await pgTree({ viaSh: true, serverKnown: false });
+    const next = tree.lines.next();
+    expect(await quiet(next, 300)).toBe(true);
+    process.kill(tree.parent, 'SIGKILL');
     expect((await next).value as string).toMatch(/^gone \d+$/);
   }, 30_000);
 });

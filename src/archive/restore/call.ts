@@ -70,7 +70,7 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
   const signal = dataDir ? await readRecoverySignal(dataDir) : undefined;
   // The postmaster this call serves (not only its parent, the sh): if it dies, nobody wants the answer.
   const server = dataDir ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
-  const lineage = callerLineage();
+  const lineage = callerLineage(server);
   const alive = () => lineageIntact(lineage) && (server === undefined || processRunning(server));
   if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, call.log);
   const caller: Caller = { call, file, walDir, server, alive, rewinding };
@@ -102,8 +102,10 @@ async function attempt(caller: Caller): Promise<FetchOutcome> {
   if (viaFetcher) {
     const answered = await throughFetcher(caller, settings, configuration);
     if (answered) return answered;
-    // No fetcher (or it could not help): this call does the work, and starts one for the next calls.
-    await startFetcher(caller);
+    // No fetcher (or it could not help): this call does the work, and starts one for the next
+    // calls. The window ahead is the fetcher's to fill, at the next call: this call, which
+    // PostgreSQL waits for, downloads its own segment only.
+    if (await startFetcher(caller)) return byItself(caller, { ...settings, prefetch: 0 });
   }
   return byItself(caller, settings);
 }
@@ -124,13 +126,17 @@ async function fromSpool({ call, file, walDir }: Caller, settings: Settings, con
   return true;
 }
 
-async function startFetcher({ call, walDir, server }: Caller): Promise<void> {
-  if (!walDir || (await backgroundRunning(walDir, 'fetcher'))) return;
+/** Whether a fetcher runs for the next calls (one ran already, or this call started one). */
+async function startFetcher({ call, walDir, server }: Caller): Promise<boolean> {
+  if (!walDir) return false;
+  if (await backgroundRunning(walDir, 'fetcher')) return true;
   try {
     const { startBackground } = await import('../background/spawn.js');
     startBackground('fetcher', walDir, call.env, server);
+    return true;
   } catch (err) {
     call.log.warn(`could not start the background fetcher: ${(err as Error).message}`);
+    return false;
   }
 }
 
