@@ -60,14 +60,16 @@ describe.each(BACKENDS)('prefetching fetch through %s', (backend) => {
     for (const [i, name] of names().entries()) {
       const r = await runCli('archive-fetch', ['--no-wait', name, 'pg_wal/RECOVERYXLOG'], envFor(namespace), { cwd: standby.dir });
       expect(r.status).toBe(0);
-      // The first call downloads by itself (and starts the background fetcher); the later ones
-      // are a rename from the spool, or the fetcher's download when it has not got there yet.
+      // The first call downloads its segment by itself (and starts the background fetcher, which
+      // fills the window from the next call on); the later ones are a rename from the spool, or
+      // the fetcher's download when it has not got there yet.
       if (i === 0) expect(r.stderr).toMatch(new RegExp(`archive-fetch: restored ${name} \\(`));
       else expect(r.stderr).toMatch(new RegExp(`restored ${name} from the prefetch spool|fetched ${name} \\(`));
       if (r.stderr.includes('from the prefetch spool')) fromSpool++;
       expect((await readFile(standby.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
-      const [spool] = await spoolsIn(spoolRoot);
-      const held = (await readdir(path.join(spoolRoot, spool!))).filter((f) => f !== 'identity' && !f.startsWith('.'));
+      const [spool] = await spoolsIn(spoolRoot).catch(() => []); // the first call leaves the window to the fetcher
+      if (i > 0) expect(spool).toBeDefined();
+      const held = spool ? (await readdir(path.join(spoolRoot, spool))).filter((f) => f !== 'identity' && !f.startsWith('.')) : [];
       expect(held.length).toBeLessThanOrEqual(2);
       for (const h of held) expect(h > name).toBe(true);
     }
@@ -142,7 +144,8 @@ describe('bin/archive-fetch, the sh front-end', () => {
       return r.stderr;
     };
     try {
-      // The first calls go through Node: the first fills the spool, the next records who may be answered from it.
+      // The first calls go through Node: the first restores its own segment, records who may be answered from the
+      // spool and starts the fetcher; the second has the fetcher fill the spool.
       await fetch(0);
       await fetch(1);
       const before = await nodeStarts();

@@ -154,6 +154,8 @@ export async function recordFrontEnd(walDir: string, key: string, spool: string)
   if ((await readFile(file, 'utf8').catch(() => '')) === line) return;
   const temp = path.join(prefetchDir(walDir), `.front-end.walbridge-${process.pid}`);
   try {
+    // A live call may make it (the first call of a standby, before any spool): the next call's script reads the record.
+    await mkdir(prefetchDir(walDir), { recursive: true, mode: 0o700 });
     await writeFile(temp, line);
     await rename(temp, file);
   } catch {
