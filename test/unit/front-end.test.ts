@@ -2,9 +2,9 @@
  * The sh front-ends in bin/: their call key (run in dash, as PostgreSQL's /bin/sh is on Debian)
  * and the file identity they compare, against what Node writes.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -59,6 +59,13 @@ describe('the call key', () => {
     expect(keyOf(1, ['--config', config, 'x'])).not.toBe(byFlag);
     expect(keyOf(1, [`--config=${config}`, 'x'])).not.toBe(byEqual);
     expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: config })).not.toBe(byEnv);
+    // A config file named "-" is that file (Node reads it), not sha256sum's stdin.
+    await writeFile(path.join(dir, '-'), 'namespace = n1\n');
+    const dash = keyOf(1, ['x'], { WALBRIDGE_CONFIG: '-' }, dir);
+    const dashFlag = keyOf(1, ['--config', '-', 'x'], {}, dir);
+    await writeFile(path.join(dir, '-'), 'namespace = n2\n');
+    expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '-' }, dir)).not.toBe(dash);
+    expect(keyOf(1, ['--config', '-', 'x'], {}, dir)).not.toBe(dashFlag);
   });
 
   it('leaves out what a shell sets on its own (working directory, level, last command)', () => {
@@ -77,5 +84,20 @@ describe('the file identity', () => {
     expect(statLine(id)).toBe(execFileSync('stat', ['-L', '-c', '%d %i %s %.9Y %.9Z', file], { encoding: 'utf8' }).trim());
     expect(id.mtime).toBe('1577836800.000000007');
     expect(frontEndRecord('k', id)).toBe(`k ${statLine(id)}`);
+  });
+});
+
+describe('a broken installation', () => {
+  it('never answers 1-125 from the front-end when the Node half is missing: 200 for archive-fetch, 70 for archive-push', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'wb-broken-'));
+    for (const [executable, args, code] of [
+      ['archive-fetch', ['000000010000000000000003', 'pg_wal/RECOVERYXLOG', '000000010000000000000002'], 200],
+      ['archive-push', ['pg_wal/000000010000000000000003'], 70],
+    ] as const) {
+      await copyFile(path.join(BIN_DIR, executable), path.join(dir, executable));
+      const r = spawnSync('dash', ['-c', `"${dir}/${executable}" "$@"`, 'sh', ...args], { cwd: dir, encoding: 'utf8' });
+      expect(r.status).toBe(code);
+      expect(r.stderr).toBe(`${executable}: ERROR: walbridge's installation is incomplete (${dir}/node/${executable}.mjs is missing): reinstall it\n`);
+    }
   });
 });
