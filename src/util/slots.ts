@@ -1,21 +1,32 @@
 /** At most `size` tasks at once; the others wait their turn in order, urgent ones before the rest. */
 export class Slots {
   private running = 0;
-  private readonly urgent: Array<() => void> = [];
-  private readonly waiting: Array<() => void> = [];
+  private readonly urgent: Waiting[] = [];
+  private readonly waiting: Waiting[] = [];
 
   constructor(private readonly size: number) {}
 
-  async run<T>(task: () => Promise<T>, urgent: boolean): Promise<T> {
+  async run<T>(key: string, task: () => Promise<T>, urgent: boolean): Promise<T> {
     if (this.running < this.size) this.running++;
-    else await new Promise<void>((resolve) => (urgent ? this.urgent : this.waiting).push(resolve));
+    else await new Promise<void>((start) => (urgent ? this.urgent : this.waiting).push({ key, start }));
     try {
       return await task();
     } finally {
       const next = this.urgent.shift() ?? this.waiting.shift();
       if (next)
-        next(); // the slot passes on as it is
+        next.start(); // the slot passes on as it is
       else this.running--;
     }
   }
+
+  /** A task waiting under `key` becomes urgent (someone now waits for it). */
+  promote(key: string): void {
+    const i = this.waiting.findIndex((w) => w.key === key);
+    if (i >= 0) this.urgent.push(...this.waiting.splice(i, 1));
+  }
+}
+
+interface Waiting {
+  readonly key: string;
+  readonly start: () => void;
 }

@@ -2,9 +2,9 @@
  * The sh front-ends in bin/: their call key (run in dash, as PostgreSQL's /bin/sh is on Debian)
  * and the file identity they compare, against what Node writes.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -98,6 +98,38 @@ describe('a broken installation', () => {
       const r = spawnSync('dash', ['-c', `"${dir}/${executable}" "$@"`, 'sh', ...args], { cwd: dir, encoding: 'utf8' });
       expect(r.status).toBe(code);
       expect(r.stderr).toBe(`${executable}: ERROR: walbridge's installation is incomplete (${dir}/node/${executable}.mjs is missing): reinstall it\n`);
+    }
+  });
+});
+
+describe('archive-fetch waiting for a download under way', () => {
+  /** Runs bin/archive-fetch's `downloading SPOOL NAME` in dash; resolves with the milliseconds it took. */
+  function downloading(spool: string, name: string): Promise<number> {
+    const text = readFileSync(path.join(BIN_DIR, 'archive-fetch'), 'utf8');
+    const fn = text.slice(text.indexOf('downloading() {'), text.indexOf('\n# %f %p %r'));
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const child = spawn('dash', ['-c', `sigusr1=0\n${fn}\ndownloading "$1" "$2"`, 'sh', spool, name], { stdio: 'inherit' });
+      child.on('error', reject);
+      child.on('exit', () => resolve(Date.now() - started));
+    });
+  }
+
+  it('waits while a live node process downloads the segment, not for a file whose pid another program reuses', async () => {
+    const spool = await mkdtemp(path.join(tmpdir(), 'wb-spool-'));
+    const name = '000000010000000000000007';
+    const fetcher = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)']);
+    const other = spawn('sleep', ['20']);
+    try {
+      await writeFile(path.join(spool, `.${name}.walbridge-${other.pid}-0a0b0c0d`), '');
+      expect(await downloading(spool, name)).toBeLessThan(1000); // not a fetcher's: no wait
+      await rm(path.join(spool, `.${name}.walbridge-${other.pid}-0a0b0c0d`));
+      await writeFile(path.join(spool, `.${name}.walbridge-${fetcher.pid}-0a0b0c0d`), '');
+      setTimeout(() => void writeFile(path.join(spool, name), 'x'), 1500);
+      expect(await downloading(spool, name)).toBeGreaterThanOrEqual(1400);
+    } finally {
+      fetcher.kill();
+      other.kill();
     }
   });
 });

@@ -9,13 +9,17 @@ describe('Slots', () => {
     let most = 0;
     const gates = new Map<string, () => void>();
     const task = (name: string, urgent = false) =>
-      slots.run(async () => {
-        started.push(name);
-        most = Math.max(most, ++running);
-        await new Promise<void>((resolve) => gates.set(name, resolve));
-        running--;
-        return name;
-      }, urgent);
+      slots.run(
+        name,
+        async () => {
+          started.push(name);
+          most = Math.max(most, ++running);
+          await new Promise<void>((resolve) => gates.set(name, resolve));
+          running--;
+          return name;
+        },
+        urgent,
+      );
     const all = [task('a'), task('b'), task('c'), task('d'), task('e', true)];
     await new Promise((r) => setTimeout(r, 10));
     expect(started).toEqual(['a', 'b']);
@@ -28,9 +32,33 @@ describe('Slots', () => {
     expect(most).toBe(2);
   });
 
+  it('starts a promoted task before the others waiting, after the urgent ones', async () => {
+    const slots = new Slots(1);
+    const started: string[] = [];
+    const gates = new Map<string, () => void>();
+    const task = (name: string, urgent = false) =>
+      slots.run(
+        name,
+        async () => {
+          started.push(name);
+          await new Promise<void>((resolve) => gates.set(name, resolve));
+        },
+        urgent,
+      );
+    const all = [task('a'), task('b'), task('c'), task('d', true)];
+    slots.promote('c');
+    slots.promote('a'); // running already: nothing to do
+    for (const name of ['a', 'd', 'c', 'b']) {
+      await new Promise((r) => setTimeout(r, 10));
+      gates.get(name)!();
+    }
+    await Promise.all(all);
+    expect(started).toEqual(['a', 'd', 'c', 'b']);
+  });
+
   it("passes a failed task's slot on", async () => {
     const slots = new Slots(1);
-    await expect(slots.run(() => Promise.reject(new Error('no')), false)).rejects.toThrow('no');
-    expect(await slots.run(async () => 'next', false)).toBe('next');
+    await expect(slots.run('a', () => Promise.reject(new Error('no')), false)).rejects.toThrow('no');
+    expect(await slots.run('b', async () => 'next', false)).toBe('next');
   });
 });

@@ -211,9 +211,10 @@ function download(
   verb: string,
 ): Promise<'restored' | 'absent'> {
   let job = jobs.downloads.get(file.name);
+  if (job && verb === 'fetched') jobs.slots.promote(file.name); // queued ahead, and now a call waits for it
   if (!job) {
     job = jobs.slots
-      .run(() => restoreIfPresent(ctx, file, path.join(spool, file.name), identity, verb), verb === 'fetched')
+      .run(file.name, () => restoreIfPresent(ctx, file, path.join(spool, file.name), identity, verb), verb === 'fetched')
       .finally(() => {
         jobs.downloads.delete(file.name);
         collectGarbage(); // its 16 MiB of decoded buffers, before the next download makes more
