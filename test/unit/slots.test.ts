@@ -1,59 +1,64 @@
 import { describe, expect, it } from 'vitest';
 import { Slots } from '../../src/util/slots.js';
 
+/** Tasks on `slots` that each run until released in `order`; what started, in order, and the most at once. */
+async function runGated(slots: Slots, tasks: readonly [string, boolean][], order: readonly string[], before?: () => void) {
+  const started: string[] = [];
+  const gates = new Map<string, () => void>();
+  let running = 0;
+  let most = 0;
+  const all = tasks.map(([name, urgent]) =>
+    slots.run(
+      name,
+      async () => {
+        started.push(name);
+        most = Math.max(most, ++running);
+        await new Promise<void>((resolve) => gates.set(name, resolve));
+        running--;
+        return name;
+      },
+      urgent,
+    ),
+  );
+  before?.();
+  await new Promise((r) => setTimeout(r, 10));
+  const first = [...started];
+  for (const name of order) {
+    await new Promise((r) => setTimeout(r, 10));
+    gates.get(name)!();
+  }
+  return { results: await Promise.all(all), first, started, most };
+}
+
 describe('Slots', () => {
   it('runs at most its size at once, the others in order, urgent ones first', async () => {
-    const slots = new Slots(2);
-    const started: string[] = [];
-    let running = 0;
-    let most = 0;
-    const gates = new Map<string, () => void>();
-    const task = (name: string, urgent = false) =>
-      slots.run(
-        name,
-        async () => {
-          started.push(name);
-          most = Math.max(most, ++running);
-          await new Promise<void>((resolve) => gates.set(name, resolve));
-          running--;
-          return name;
-        },
-        urgent,
-      );
-    const all = [task('a'), task('b'), task('c'), task('d'), task('e', true)];
-    await new Promise((r) => setTimeout(r, 10));
-    expect(started).toEqual(['a', 'b']);
-    for (const name of ['a', 'b', 'e', 'c', 'd']) {
-      await new Promise((r) => setTimeout(r, 10));
-      gates.get(name)!();
-    }
-    expect(await Promise.all(all)).toEqual(['a', 'b', 'c', 'd', 'e']);
-    expect(started).toEqual(['a', 'b', 'e', 'c', 'd']);
-    expect(most).toBe(2);
+    const tasks: [string, boolean][] = [
+      ['a', false],
+      ['b', false],
+      ['c', false],
+      ['d', false],
+      ['e', true],
+    ];
+    const run = await runGated(new Slots(2), tasks, ['a', 'b', 'e', 'c', 'd']);
+    expect(run.first).toEqual(['a', 'b']);
+    expect(run.results).toEqual(['a', 'b', 'c', 'd', 'e']);
+    expect(run.started).toEqual(['a', 'b', 'e', 'c', 'd']);
+    expect(run.most).toBe(2);
   });
 
   it('starts a promoted task before the others waiting, after the urgent ones', async () => {
     const slots = new Slots(1);
-    const started: string[] = [];
-    const gates = new Map<string, () => void>();
-    const task = (name: string, urgent = false) =>
-      slots.run(
-        name,
-        async () => {
-          started.push(name);
-          await new Promise<void>((resolve) => gates.set(name, resolve));
-        },
-        urgent,
-      );
-    const all = [task('a'), task('b'), task('c'), task('d', true)];
-    slots.promote('c');
-    slots.promote('a'); // running already: nothing to do
-    for (const name of ['a', 'd', 'c', 'b']) {
-      await new Promise((r) => setTimeout(r, 10));
-      gates.get(name)!();
-    }
-    await Promise.all(all);
-    expect(started).toEqual(['a', 'd', 'c', 'b']);
+    const tasks: [string, boolean][] = [
+      ['a', false],
+      ['b', false],
+      ['c', false],
+      ['d', true],
+    ];
+    const run = await runGated(slots, tasks, ['a', 'd', 'c', 'b'], () => {
+      slots.promote('c');
+      slots.promote('a'); // running already: nothing to do
+    });
+    expect(run.started).toEqual(['a', 'd', 'c', 'b']);
   });
 
   it("passes a failed task's slot on", async () => {
