@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeContent, unseal } from '../../src/codec/envelope.js';
@@ -15,6 +14,7 @@ import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { BIN_DIR, runCli } from '../support/cli.js';
 import { createRepo, type Backend, type TestRepo } from '../support/repos.js';
 import { Writable } from 'node:stream';
+import { scratchDir } from '../support/scratch.js';
 
 const TRIALS = Number(process.env['WALBRIDGE_CRASH_TRIALS'] ?? 10);
 const SEED = Number(process.env['WALBRIDGE_CRASH_SEED'] ?? 20261124);
@@ -89,7 +89,7 @@ describe.each(['file', 's3'] as Backend[])('kill -9 at random moments through %s
   let work: string;
   beforeAll(async () => {
     repo = await createRepo(backend);
-    work = await mkdtemp(path.join(tmpdir(), 'wb-crash-'));
+    work = await scratchDir('wb-crash-');
   });
   afterAll(async () => {
     await rm(work, { recursive: true, force: true });

@@ -5,7 +5,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { access, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CIPHER_NAME, headerKeyId } from '../../src/codec/encryption.js';
@@ -15,13 +14,14 @@ import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 let work: string;
 
 beforeAll(async () => {
   wal = await generateWalSegments(3, { timelineSwitch: true });
-  work = await mkdtemp(path.join(tmpdir(), 'wb-crypt-'));
+  work = await scratchDir('wb-crypt-');
 }, 180_000);
 
 interface TestKey {

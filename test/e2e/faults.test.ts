@@ -5,7 +5,6 @@
  * verified object; never leave a partial %p.
  */
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backgroundListening } from '../support/background.js';
@@ -23,6 +22,7 @@ import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { createRepo } from '../support/repos.js';
 import { fakeDataDir } from '../support/standby-dir.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -80,7 +80,7 @@ describe.each([
   let work: string;
   beforeAll(async () => {
     t = await makeTarget();
-    work = await mkdtemp(path.join(tmpdir(), 'wb-faults-'));
+    work = await scratchDir('wb-faults-');
   });
   afterAll(async () => {
     await t.proxy.close();
@@ -263,7 +263,7 @@ describe.each([
   let work: string;
   beforeAll(async () => {
     t = await makeTarget();
-    work = await mkdtemp(path.join(tmpdir(), 'wb-deadline-'));
+    work = await scratchDir('wb-deadline-');
   });
   afterAll(async () => {
     await t.proxy.close();

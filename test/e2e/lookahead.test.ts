@@ -2,9 +2,8 @@
  * Lookahead push, driven the archiver's way: a pg_wal with `.ready` files, archive-push called
  * once per file in the archiver's order, `.ready` renamed to `.done` after each success.
  */
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { backgroundSocket } from '../../src/archive/local-layout.js';
@@ -14,6 +13,7 @@ import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { backgroundListening } from '../support/background.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 
@@ -23,7 +23,7 @@ beforeAll(async () => {
 
 /** A data directory whose pg_wal holds copies of the segments, each marked ready. */
 async function primaryDir(segments: readonly string[]): Promise<{ dir: string; walDir: string }> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'wb-lookahead-'));
+  const dir = await scratchDir('wb-lookahead-');
   const walDir = path.join(dir, 'pg_wal');
   await mkdir(path.join(walDir, 'archive_status'), { recursive: true });
   for (const seg of segments) {
@@ -215,7 +215,7 @@ describe('bin/archive-push, the sh front-end', () => {
     const names = wal.segments.map((s) => path.basename(s));
     const { dir, walDir } = await primaryDir(wal.segments);
     // A `node` first on PATH that notes each start, then runs the real one (the pusher is started by process.execPath).
-    const fake = await mkdtemp(path.join(tmpdir(), 'wb-fake-node-'));
+    const fake = await scratchDir('wb-fake-node-');
     const starts = path.join(fake, 'starts');
     await writeFile(path.join(fake, 'node'), `#!/bin/sh\necho "$*" >>${starts}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
     const config = path.join(fake, 'walbridge.conf');

@@ -1,12 +1,12 @@
 /** --metrics-file: calls of several processes at once, each counted once, by outcome. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseSamples } from '../../src/cli/metrics.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { createRepo, type TestRepo } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -20,7 +20,7 @@ describe('metrics textfile', () => {
   });
 
   it('counts concurrent pushes and fetches by exit status, with their WAL bytes', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-metrics-e2e-'));
+    const dir = await scratchDir('wb-metrics-e2e-');
     const metrics = path.join(dir, 'walbridge.prom');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'metrics', WALBRIDGE_METRICS_FILE: metrics, ...repo.env };
     const pushes = await Promise.all(wal.segments.map((seg) => runCli('archive-push', [seg], env)));

@@ -3,8 +3,7 @@
  * pg_wal/RECOVERYXLOG), answered from the spool after the first, byte for byte.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prefetchWindow } from '../../src/archive/restore/spool.js';
@@ -13,6 +12,7 @@ import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { fakeDataDir } from '../support/standby-dir.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 
@@ -117,7 +117,7 @@ describe('bin/archive-fetch, the sh front-end', () => {
     const repo = await createRepo('file');
     const names = wal.segments.map((s) => path.basename(s));
     // A `node` first on PATH that notes each start, then runs the real one (the fetcher is started by process.execPath).
-    const fake = await mkdtemp(path.join(tmpdir(), 'wb-fake-node-'));
+    const fake = await scratchDir('wb-fake-node-');
     const starts = path.join(fake, 'starts');
     await writeFile(path.join(fake, 'node'), `#!/bin/sh\necho "$*" >>${starts}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
     const env = {

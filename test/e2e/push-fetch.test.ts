@@ -4,7 +4,6 @@
  */
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { copyFile, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { sealBuffer } from '../../src/codec/envelope.js';
@@ -14,6 +13,7 @@ import { runCli } from '../support/cli.js';
 import { canMount, failingDisk } from '../support/failing-disk.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { stopPushWhileWriting } from '../support/stopped-push.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 let foreign: GeneratedWal;
@@ -21,7 +21,7 @@ let work: string;
 
 beforeAll(async () => {
   [wal, foreign] = await Promise.all([generateWalSegments(5, { timelineSwitch: true }), generateWalSegments(2)]);
-  work = await mkdtemp(path.join(tmpdir(), 'wb-e2e-'));
+  work = await scratchDir('wb-e2e-');
 }, 180_000);
 
 async function sameBytes(a: string, b: string): Promise<boolean> {

@@ -5,20 +5,20 @@
  * unencrypted copy already under the name fail the push with a one-line error.
  */
 import { mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { createRepo, type Backend, type TestRepo } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 let work: string;
 
 beforeAll(async () => {
   wal = await generateWalSegments(2);
-  work = await mkdtemp(path.join(tmpdir(), 'wb-sse-'));
+  work = await scratchDir('wb-sse-');
 }, 180_000);
 
 interface Case {

@@ -6,8 +6,7 @@
  * while streaming are part of the run; so are a streamer started while the archiver is behind, a
  * newer timeline (the streamed part is then not used), and a --conninfo reaching another server.
  */
-import { chmod, mkdtemp, readdir, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FetchContext } from '../../src/archive/restore/download.js';
@@ -23,6 +22,7 @@ import { PG_MAJOR, baseBackup, clusterEnv, destroyAll, generateWalSegments, init
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo } from '../support/repos.js';
 import { startStream, stopAllStreamers } from '../support/streamer.js';
+import { scratchDir } from '../support/scratch.js';
 
 afterAll(async () => {
   await stopAllStreamers();
@@ -202,7 +202,7 @@ describe.runIf(ONCE)('walbridge stream, faults and fast failover', () => {
     await sleep(1000);
     // Another server of the cluster was promoted to timeline 2 (here: its history file only),
     // before the segment the standby waits for and the one being streamed.
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'walbridge-fork-'));
+    const dir = await scratchDir('walbridge-fork-');
     await chmod(dir, 0o755);
     await writeFile(path.join(dir, '00000002.history'), '1\t0/1000000\tno recovery target specified\n', { mode: 0o644 });
     expect((await walbridge(['push', path.join(dir, '00000002.history')], env)).status).toBe(ExitCode.ok);
@@ -238,7 +238,7 @@ describe.runIf(ONCE)('a streamed part whose chunks vanish while a failover reads
     const ctx: FetchContext = { store, repository: 'test', namespace, log: quiet, retry: retryPolicy(2), prefetch: 0, keys: undefined };
     // Chains as listed a moment before the streamer removed the chunks.
     const vanished = (segment: string) => [{ start: 0, end: 8192, key: chunkKey(namespace, segment, { start: 0, end: 8192 }) }];
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'walbridge-vanish-'));
+    const dir = await scratchDir('walbridge-vanish-');
     expect(await restoreStreamed(ctx, landed!, path.join(dir, landed!.name), identity, vanished(landed!.name))).toBe('archived');
     await expect(restoreStreamed(ctx, never!, path.join(dir, never!.name), identity, vanished(never!.name))).rejects.toMatchObject({
       kind: 'corrupt',

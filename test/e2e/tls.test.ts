@@ -1,13 +1,13 @@
 /** TLS to the S3 server: radosgw's TLS endpoint with a self-signed CA, trusted only when named. */
 import { readFile } from 'node:fs/promises';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { createRepo, type TestRepo } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 let repo: TestRepo;
@@ -15,7 +15,7 @@ let work: string;
 beforeAll(async () => {
   wal = await generateWalSegments(2);
   repo = await createRepo('s3');
-  work = await mkdtemp(path.join(tmpdir(), 'wb-tls-'));
+  work = await scratchDir('wb-tls-');
 }, 180_000);
 afterAll(async () => {
   await rm(work, { recursive: true, force: true });

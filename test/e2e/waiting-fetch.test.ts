@@ -4,8 +4,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sealBuffer } from '../../src/codec/envelope.js';
@@ -17,6 +16,7 @@ import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
 import { backgroundListening } from '../support/background.js';
 import { fakeDataDir } from '../support/standby-dir.js';
 import { installCopy } from '../support/install-copy.js';
+import { scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -112,7 +112,7 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     const pg = await fakeDataDir('recovery');
     expect((await push(wal.segments[0]!)).status).toBe(0);
     // pg_rewind runs restore_command through system(): its call has pg_rewind among its ancestors.
-    const shim = await mkdtemp(path.join(tmpdir(), 'wb-rewind-'));
+    const shim = await scratchDir('wb-rewind-');
     await symlink('/bin/sh', path.join(shim, 'pg_rewind'));
     const asPgRewind = (name: string) =>
       new Promise<{ status: number | null; stderr: string; ms: number }>((resolve) => {

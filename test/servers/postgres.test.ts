@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync, statSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -21,6 +20,7 @@ import {
   type GeneratedWal,
   type PgCluster,
 } from './postgres.js';
+import { scratchDir } from '../support/scratch.js';
 
 afterAll(destroyAll);
 
@@ -378,7 +378,7 @@ describe('postgres harness: cleanup when the test process dies', () => {
       `const d = await makeSharedDir('orphan');\n` +
       `console.log(JSON.stringify({ root: pg.rootDir, pid: pg.pid(), shared: d }));\n` +
       `setInterval(() => {}, 1000);\n`;
-    const tmp = await mkdtemp(join(tmpdir(), 'walbridge-pg-orphan-test-'));
+    const tmp = await scratchDir('walbridge-pg-orphan-test-');
     const file = join(tmp, 'orphan.ts');
     await writeFile(file, code);
     const child = spawn(join(REPO_ROOT, 'node_modules/.bin/vite-node'), [file], {

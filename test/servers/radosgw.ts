@@ -358,6 +358,9 @@ osd_pool_default_size = 1
 osd_pool_default_min_size = 1
 mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
+# ceph-mon refuses to start (exit 28, ENOSPC) when its disk has under 5% free: on a large, shared
+# disk that is still gigabytes, and the cluster keeps its objects in memory (memstore).
+mon_data_avail_crit = 0
 osd_pool_default_pg_num = 8
 osd_pool_default_pgp_num = 8
 osd_pool_default_pg_autoscale_mode = off

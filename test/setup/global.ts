@@ -2,6 +2,9 @@
  * Starts the real servers once per test run, on 127.0.0.1 only, and tells the test files
  * where they are: Ceph radosgw (S3) and the project's GCS JSON-API test server.
  */
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startGcsServer } from '../servers/gcs/server.js';
 import { startRadosgw } from '../servers/radosgw.js';
@@ -29,6 +32,8 @@ declare module 'vitest' {
     gcsUrl: string;
     /** The one Cloud KMS key the GCS test server knows (CMEK). */
     gcsKmsKey: string;
+    /** This run's directory for temporary files (test/support/scratch.ts). */
+    scratch: string;
   }
 }
 
@@ -37,6 +42,36 @@ const GCS_KMS_KEY = 'projects/walbridge-test/locations/us/keyRings/walbridge/cry
 interface Servers {
   rgw: Awaited<ReturnType<typeof startRadosgw>>;
   gcs: Awaited<ReturnType<typeof startGcsServer>>;
+  scratch: string;
+}
+
+const SCRATCH_PREFIX = 'walbridge-test-run-';
+
+function processRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The run's scratch directory, readable by PostgreSQL's user (it holds file:// repositories).
+ * Those of earlier runs that were killed before their teardown (their pid is gone) go first.
+ */
+async function makeScratch(): Promise<string> {
+  for (const name of await readdir(tmpdir())) {
+    if (!name.startsWith(SCRATCH_PREFIX)) continue;
+    const dir = path.join(tmpdir(), name);
+    const pid = Number(await readFile(path.join(dir, 'pid'), 'utf8').catch(() => '0'));
+    if (pid > 0 && processRunning(pid)) continue;
+    await rm(dir, { recursive: true, force: true });
+  }
+  const dir = await mkdtemp(path.join(tmpdir(), SCRATCH_PREFIX));
+  await chmod(dir, 0o755);
+  await writeFile(path.join(dir, 'pid'), String(process.pid));
+  return dir;
 }
 
 /**
@@ -49,12 +84,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // The S3 SDK's multi-line Node 20 notice (the radosgw harness uses the SDK here too).
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
   shared.walbridgeTestServers ??= {
-    started: Promise.all([startRadosgw({ tls: true }), startGcsServer({ kmsKeys: [GCS_KMS_KEY] })]).then(([rgw, gcs]) => ({ rgw, gcs })),
+    started: Promise.all([startRadosgw({ tls: true }), startGcsServer({ kmsKeys: [GCS_KMS_KEY] }), makeScratch()]).then(([rgw, gcs, scratch]) => ({
+      rgw,
+      gcs,
+      scratch,
+    })),
     users: 0,
   };
   const servers = shared.walbridgeTestServers;
   servers.users++;
-  const { rgw, gcs } = await servers.started;
+  const { rgw, gcs, scratch } = await servers.started;
   project.provide('s3', {
     endpoint: rgw.endpoint,
     httpsEndpoint: rgw.httpsEndpoint!,
@@ -68,9 +107,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   });
   project.provide('gcsUrl', gcs.url);
   project.provide('gcsKmsKey', GCS_KMS_KEY);
+  project.provide('scratch', scratch);
   return async () => {
     if (--servers.users > 0) return;
     delete shared.walbridgeTestServers;
     await Promise.all([rgw.stop(), gcs.close()]);
+    await rm(scratch, { recursive: true, force: true });
   };
 }

@@ -9,10 +9,10 @@
  * Both need root (losetup, mount), as the suite has in CI.
  */
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { scratchDir } from './scratch.js';
 
 const run = promisify(execFile);
 const BLOCK = 4096;
@@ -31,7 +31,7 @@ export interface FailingDisk extends TestDisk {
 }
 
 export async function failingDisk(): Promise<FailingDisk> {
-  const base = await mkdtemp(path.join(tmpdir(), 'wb-disk-'));
+  const base = await scratchDir('wb-disk-');
   const image = path.join(base, 'disk.img');
   const dir = path.join(base, 'mnt');
   await mkdir(dir);
@@ -68,7 +68,7 @@ export async function failingDisk(): Promise<FailingDisk> {
 }
 
 export async function fullDisk(bytes: number): Promise<TestDisk> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'wb-full-'));
+  const dir = await scratchDir('wb-full-');
   await run('mount', ['-t', 'tmpfs', '-o', `size=${bytes},mode=0777`, 'walbridge-test', dir]);
   return {
     dir,

@@ -5,10 +5,10 @@
  * the two packages the bundle loads at run time (the native codecs) linked in. Parts can then be
  * taken away and put back, as an upgrade running beside a live server does.
  */
-import { cp, mkdir, mkdtemp, rename, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { REPO_ROOT, chownToClusterUser } from '../servers/postgres.js';
+import { scratchDir } from './scratch.js';
 
 /** What the bundle requires at run time (esbuild --external), by their node_modules paths. */
 const RUNTIME_PACKAGES = ['@toondepauw/node-zstd', '@toondepauw/node-zstd-linux-x64-gnu', 'lz4-napi', '@antoniomuso'] as const;
@@ -26,7 +26,7 @@ export interface InstallCopy {
 }
 
 export async function installCopy(): Promise<InstallCopy> {
-  const root = await mkdtemp(path.join(tmpdir(), 'wb-install-'));
+  const root = await scratchDir('wb-install-');
   await cp(path.join(REPO_ROOT, 'bin'), path.join(root, 'bin'), { recursive: true });
   await cp(path.join(REPO_ROOT, 'dist', 'bundle'), path.join(root, 'dist', 'bundle'), { recursive: true });
   await cp(path.join(REPO_ROOT, 'package.json'), path.join(root, 'package.json'));

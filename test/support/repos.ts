@@ -4,8 +4,7 @@
  */
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { inject } from 'vitest';
 import { FsStore } from '../../src/storage/fs.js';
@@ -14,6 +13,7 @@ import { md5 } from '../../src/codec/hash.js';
 import { createMemoryBucket, MemoryStore, removeMemoryBucket } from '../../src/storage/memory.js';
 import { S3Store, type S3ServerSideEncryption } from '../../src/storage/s3.js';
 import type { Store } from '../../src/storage/store.js';
+import { scratchDir } from './scratch.js';
 
 /** 'memory' (the in-process driver) serves the contract suite and unit tests only: a walbridge child process cannot reach it. */
 export type Backend = 'file' | 's3' | 'gcs' | 'memory';
@@ -108,7 +108,7 @@ export async function createRepo(backend: Backend, opts: { prefix?: string } = {
       };
     }
     case 'file': {
-      const dir = await mkdtemp(path.join(tmpdir(), 'wb-repo-'));
+      const dir = await scratchDir('wb-repo-');
       // PostgreSQL's archive_command runs as another user in the end-to-end tests.
       await chmod(dir, 0o777);
       return {

@@ -1,7 +1,7 @@
 /** A directory shaped like a standby's data directory, for restore_command tests without a server. */
-import { mkdir, mkdtemp, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { scratchDir } from './scratch.js';
 
 export interface FakeDataDir {
   readonly dir: string;
@@ -11,7 +11,7 @@ export interface FakeDataDir {
 
 /** A data directory with pg_wal/ and a signal file written at `since` (default: now). */
 export async function fakeDataDir(signal: 'recovery' | 'standby' | 'none', since?: Date): Promise<FakeDataDir> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'wb-pgdata-'));
+  const dir = await scratchDir('wb-pgdata-');
   await mkdir(path.join(dir, 'pg_wal'));
   if (signal !== 'none') {
     const file = path.join(dir, `${signal}.signal`);

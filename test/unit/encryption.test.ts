@@ -1,7 +1,6 @@
 /** The chunked AES-256-GCM stages and the key ring: round trips, and every way a body can be wrong. */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,6 +8,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { DecryptionError, Decryptor, Encryptor, HEADER_BYTES, headerKeyId, type SealedContext } from '../../src/codec/encryption.js';
 import { KeyRing, keyId, parseKeys, readKeyFile, type EncryptionKey } from '../../src/codec/keys.js';
+import { scratchDir } from '../support/scratch.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = MiB; // the writer's chunk size
@@ -148,7 +148,7 @@ describe('keys', () => {
   });
 
   it('a ring prints and serialises as ids only, and finds its keys by id', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-keys-'));
+    const dir = await scratchDir('wb-keys-');
     const file = path.join(dir, 'keys');
     await writeFile(file, `${base64}\n${hex}\n`);
     const ring = new KeyRing({ file }, (await readKeyFile(file)) as EncryptionKey[]);

@@ -4,13 +4,14 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { callKeyOf, frontEndRecord } from '../../src/archive/front-end.js';
 import { fileIdentity, statLine } from '../../src/util/file-identity.js';
 import { BIN_DIR } from '../support/cli.js';
+import { scratchDir } from '../support/scratch.js';
 
 /** The shell functions that make the key, as a script holds them. */
 function keyFunctions(executable: string): string {
@@ -49,7 +50,7 @@ describe('the call key', () => {
     expect(keyOf(2, ['--namespace', 'n1', 'x'])).not.toBe(base);
     expect(keyOf(1, ['--namespace', 'n1', 'x'], { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' })).not.toBe(base);
     expect(keyOf(1, ['--namespace', 'n1', 'x'], { WALBRIDGE_TIMEOUT: '5' })).not.toBe(keyOf(1, ['--namespace', 'n1', 'x'], { WALBRIDGE_TIMEOUT: '6' }));
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-key-'));
+    const dir = await scratchDir('wb-key-');
     const config = path.join(dir, 'walbridge.conf');
     await writeFile(config, 'namespace = n1\n');
     const byFlag = keyOf(1, ['--config', config, 'x']);
@@ -76,7 +77,7 @@ describe('the call key', () => {
 
 describe('the file identity', () => {
   it('is written as GNU stat prints it, to the nanosecond', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-identity-'));
+    const dir = await scratchDir('wb-identity-');
     const file = path.join(dir, 'f');
     await writeFile(file, 'x');
     execFileSync('touch', ['-d', '2020-01-01 00:00:00.000000007', file], { env: { TZ: 'UTC' } });
@@ -89,7 +90,7 @@ describe('the file identity', () => {
 
 describe('a broken installation', () => {
   it('never answers 1-125 from the front-end when the Node half is missing: 200 for archive-fetch, 70 for archive-push', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-broken-'));
+    const dir = await scratchDir('wb-broken-');
     for (const [executable, args, code] of [
       ['archive-fetch', ['000000010000000000000003', 'pg_wal/RECOVERYXLOG', '000000010000000000000002'], 200],
       ['archive-push', ['pg_wal/000000010000000000000003'], 70],
@@ -116,7 +117,7 @@ describe('archive-fetch waiting for a download under way', () => {
   }
 
   it('waits while a live node process downloads the segment, not for a file whose pid another program reuses', async () => {
-    const spool = await mkdtemp(path.join(tmpdir(), 'wb-spool-'));
+    const spool = await scratchDir('wb-spool-');
     const name = '000000010000000000000007';
     const fetcher = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)']);
     const other = spawn('sleep', ['20']);

@@ -1,6 +1,5 @@
 /** The rule for how a waiting restore_command may end under recovery.signal (src/archive/restore/hold.ts). */
-import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { failoverSwitch } from '../../src/archive/restore/failover.js';
@@ -9,6 +8,7 @@ import { choose, triggerId, type Trigger } from '../../src/archive/repo/trigger.
 import { ExitCode, WalbridgeError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { StoreError } from '../../src/storage/store.js';
+import { scratchDir } from '../support/scratch.js';
 
 function recorder(): Logger & { lines: string[] } {
   const lines: string[] = [];
@@ -132,7 +132,7 @@ describe('waitsUnderRecoverySignal', () => {
       expect(waitingUnderRecoverySignal('archive-push', argv, cwd)).toBeUndefined();
       return verdict;
     };
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-hold-'));
+    const dir = await scratchDir('wb-hold-');
     await mkdir(path.join(dir, 'pg_wal'));
     const argv = ['000000010000000000000001', path.join(dir, 'pg_wal', 'RECOVERYXLOG')];
     expect(both(argv, '/')).toBe(false);

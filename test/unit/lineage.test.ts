@@ -8,12 +8,12 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BIN_DIR } from '../support/cli.js';
+import { scratchDir } from '../support/scratch.js';
 
 const SERVER_MODULE = path.join(path.dirname(BIN_DIR), 'dist/wal/server.js');
 
@@ -53,7 +53,7 @@ interface Tree {
 
 /** launcher sh -> postgres ("postmaster") -> postgres ("startup") -> [sh ->] probe. */
 async function pgTree(opts: { viaSh: boolean; serverKnown: boolean }): Promise<Tree> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'walbridge-lineage-'));
+  const dir = await scratchDir('walbridge-lineage-');
   const probe = path.join(dir, 'probe.mjs');
   await writeFile(probe, PROBE);
   for (const d of ['pm', 'st']) await mkdir(path.join(dir, d));

@@ -1,9 +1,9 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addCall, parseSamples, recordCall, renderSamples } from '../../src/cli/metrics.js';
 import { ExitCode } from '../../src/errors.js';
+import { scratchDir } from '../support/scratch.js';
 
 const silent = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -26,7 +26,7 @@ describe('Prometheus textfile metrics', () => {
   });
 
   it('loses no count when many processes record at once', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'wb-metrics-'));
+    const dir = await scratchDir('wb-metrics-');
     const file = path.join(dir, 'walbridge.prom');
     await Promise.all(Array.from({ length: 40 }, (_, i) => recordCall(file, { command: 'push', status: ExitCode.ok, seconds: 1, walBytes: i, at: i }, silent)));
     const samples = parseSamples(await readFile(file, 'utf8'));

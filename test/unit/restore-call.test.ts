@@ -5,8 +5,7 @@
  * memory:// registered for this file only (commands never see it). No background fetcher is
  * involved (--prefetch 0): its socket path is e2e's (waiting-fetch, prefetch, lifetimes).
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pushContext, pushWalFile } from '../../src/archive/push/push.js';
@@ -22,6 +21,7 @@ import { registerDriver } from '../../src/storage/registry.js';
 import { retryPolicy, withRetries } from '../../src/storage/retry.js';
 import { StoreError } from '../../src/storage/store.js';
 import { keptLines, segmentBytes } from '../support/synthetic-wal.js';
+import { scratchDir } from '../support/scratch.js';
 
 const SYSTEM_ID = 7_300_000_000_000_000_002n;
 const NS = 'call';
@@ -38,7 +38,7 @@ let requests: string[];
 beforeAll(() => registerDriver(memoryDriver));
 
 beforeEach(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'wb-call-'));
+  dir = await scratchDir('wb-call-');
   dataDir = path.join(dir, 'data');
   await mkdir(path.join(dataDir, 'pg_wal'), { recursive: true });
   bucket = `call-${Math.random().toString(36).slice(2)}`;

@@ -1,9 +1,9 @@
 /** The leak check every runCli call makes (test/support/cli.ts) finds what it must, and only that. */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backgroundLogLeaks, leakedSecrets, rememberBackgroundLogs } from '../support/cli.js';
+import { scratchDir } from '../support/scratch.js';
 
 describe('secret leak check', () => {
   const env = {
@@ -28,7 +28,7 @@ describe('secret leak check', () => {
   });
 
   it("reads the background processes' logs next to the files the calls named", async () => {
-    const pgWal = await mkdtemp(path.join(tmpdir(), 'wb-secrets-'));
+    const pgWal = await scratchDir('wb-secrets-');
     rememberBackgroundLogs([path.join(pgWal, '000000010000000000000001'), 'not-a-path'], env, ['file-key-material']);
     expect(backgroundLogLeaks()).toEqual([]); // no log yet
     await mkdir(path.join(pgWal, 'walbridge'));

@@ -1,11 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sealBuffer } from '../../src/codec/envelope.js';
 import { deadBranch, fencedError, findFork, pastFork, type Fork } from '../../src/archive/repo/timelines.js';
 import { FsStore } from '../../src/storage/fs.js';
 import { parseWalFileName } from '../../src/wal/names.js';
+import { scratchDir } from '../support/scratch.js';
 
 const MiB16 = 16 * 1024 * 1024;
 const file = (name: string) => parseWalFileName(name)!;
@@ -60,7 +59,7 @@ describe('finding the fork in a store, as PostgreSQL probes timelines', () => {
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
   async function storeWith(histories: Record<string, string>): Promise<FsStore> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'walbridge-timelines-'));
+    const dir = await scratchDir('walbridge-timelines-');
     dirs.push(dir);
     const store = new FsStore(dir);
     for (const [name, text] of Object.entries(histories)) await store.putIfAbsent(`ns/history/${name}`, sealBuffer(Buffer.from(text)));

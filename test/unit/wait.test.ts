@@ -4,8 +4,7 @@
  * forks and local failover requests, without a server. The end-to-end files run the same paths
  * through real PostgreSQL standbys and stores.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pushContext, pushWalFile } from '../../src/archive/push/push.js';
@@ -22,6 +21,7 @@ import { retryPolicy, withRetries } from '../../src/storage/retry.js';
 import { createMemoryBucket, MemoryStore, removeMemoryBucket, setMemoryFault, type MemoryFault } from '../../src/storage/memory.js';
 import { keptLines, SEGMENT, segmentBytes } from '../support/synthetic-wal.js';
 import { parseWalFileName, type WalFileName } from '../../src/wal/names.js';
+import { scratchDir } from '../support/scratch.js';
 
 const SYSTEM_ID = 7_300_000_000_000_000_001n;
 const NS = 'unit';
@@ -35,7 +35,7 @@ let store: MemoryStore;
 let log: ReturnType<typeof keptLines>;
 
 beforeEach(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'wb-wait-'));
+  dir = await scratchDir('wb-wait-');
   pgWal = path.join(dir, 'data', 'pg_wal');
   await mkdir(pgWal, { recursive: true });
   bucket = `wait-${Math.random().toString(36).slice(2)}`;
