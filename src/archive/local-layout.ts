@@ -50,6 +50,11 @@ export function frontEndFile(walDir: string): string {
   return path.join(prefetchDir(walDir), 'front-end');
 }
 
+/** Which waiting calls bin/archive-fetch may answer from the spool, until when (restore/clearance.ts). */
+export function waitingFrontEndFile(walDir: string): string {
+  return path.join(prefetchDir(walDir), 'front-end-waiting');
+}
+
 /** The last segment bin/archive-fetch served from the spool by itself. */
 export function servedNoteFile(walDir: string): string {
   return path.join(prefetchDir(walDir), 'served');

@@ -191,6 +191,80 @@ describe('bin/archive-fetch, the sh front-end', () => {
   });
 });
 
+describe('bin/archive-fetch answering waiting calls', () => {
+  it("serves the spool while the fetcher's look finds no trigger; a promote file or a fast trigger sends calls to Node, which fails over", async () => {
+    const repo = await createRepo('file');
+    const names = wal.segments.map((s) => path.basename(s));
+    const fake = await scratchDir('wb-fake-node-');
+    const starts = path.join(fake, 'starts');
+    await writeFile(path.join(fake, 'node'), `#!/bin/sh\necho "$*" >>${starts}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+    const env = {
+      PATH: `${fake}:${process.env['PATH']}`,
+      WALBRIDGE_REPO: repo.url,
+      WALBRIDGE_NAMESPACE: 'waiting',
+      WALBRIDGE_PREFETCH: '3',
+      WALBRIDGE_BACKGROUND_IDLE: '30',
+    };
+    for (const seg of wal.segments) expect((await runCli('archive-push', ['--push-concurrency', '1', seg], env)).status).toBe(0);
+    await rm(starts, { force: true });
+    const nodeStarts = async () => (await readFile(starts, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+    const standby = await fakeDataDir('standby');
+    const prefetch = path.join(standby.dir, 'pg_wal', 'walbridge', 'prefetch');
+    const spooled = async (name: string) => {
+      for (const spool of await spoolsIn(prefetch).catch(() => [] as string[])) if ((await readdir(path.join(prefetch, spool))).includes(name)) return true;
+      return false;
+    };
+    // Waiting calls (no --no-wait), as restore_command = 'archive-fetch %f %p %r' makes them.
+    const fetch = async (i: number) => {
+      await rm(standby.destination, { force: true });
+      const r = await runCli('archive-fetch', [names[i]!, 'pg_wal/RECOVERYXLOG', names[0]!], env, { cwd: standby.dir });
+      if (r.status === 0) expect((await readFile(standby.destination)).equals(await readFile(wal.segments[i]!))).toBe(true);
+      return r;
+    };
+    const bySh = `archive-fetch: restored %s from the prefetch spool\n`;
+    try {
+      // The first call restores its own segment and starts the fetcher; the second asks it, and
+      // the fetcher looks for triggers and forks on behalf of the calls after it.
+      expect((await fetch(0)).status).toBe(0);
+      expect((await fetch(1)).status).toBe(0);
+      const before = await nodeStarts();
+      expect(before).toBe(2);
+      await waitUntil(() => spooled(names[2]!));
+      expect((await fetch(2)).stderr).toBe(bySh.replace('%s', names[2]!));
+      expect(await nodeStarts()).toBe(before);
+
+      // pg_ctl promote's file: Node answers, and fails over.
+      await writeFile(path.join(standby.dir, 'promote'), '');
+      await waitUntil(() => spooled(names[3]!));
+      const promoted = await fetch(3);
+      expect(promoted.status).toBe(1);
+      expect(promoted.stderr).toMatch(/promotion requested \(pg_ctl promote\) while waiting for/);
+      expect(await nodeStarts()).toBe(before + 1);
+      await rm(path.join(standby.dir, 'promote'));
+      expect((await fetch(3)).stderr).toBe(bySh.replace('%s', names[3]!));
+      expect(await nodeStarts()).toBe(before + 1);
+
+      // A fast trigger: one poll interval (0.5 s) later no call is answered without Node, which
+      // fails over; a segment served before is still served (the front-end's note counts).
+      await waitUntil(() => spooled(names[4]!));
+      expect((await runCli('walbridge', ['trigger', 'fast'], env)).status).toBe(0);
+      await new Promise((r) => setTimeout(r, 700));
+      const fast = await fetch(4);
+      expect(fast.status).toBe(1);
+      expect(fast.stderr).toMatch(/fast failover \(trigger for/);
+      const again = await fetch(3);
+      expect(again.status, again.stderr).toBe(0);
+      expect(again.stderr).not.toBe(bySh.replace('%s', names[3]!));
+    } finally {
+      const pid = Number(await readFile(path.join(standby.dir, 'pg_wal', 'walbridge', 'fetcher.pid'), 'utf8').catch(() => '0'));
+      if (pid > 0) process.kill(pid, 'SIGTERM');
+      await rm(standby.dir, { recursive: true, force: true });
+      await rm(fake, { recursive: true, force: true });
+      await repo.cleanup();
+    }
+  });
+});
+
 async function waitUntil(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await condition())) {

@@ -4,11 +4,12 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { copyFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { callKeyOf, frontEndRecord } from '../../src/archive/front-end.js';
+import { clearanceLine, uptimeCentiseconds } from '../../src/archive/restore/clearance.js';
 import { fileIdentity, statLine } from '../../src/util/file-identity.js';
 import { BIN_DIR } from '../support/cli.js';
 import { scratchDir } from '../support/scratch.js';
@@ -132,5 +133,53 @@ describe('archive-fetch waiting for a download under way', () => {
       fetcher.kill();
       other.kill();
     }
+  });
+});
+
+describe("archive-fetch's check before answering a waiting call", () => {
+  /** Runs bin/archive-fetch's `no_failover PREFETCH F P` in dash with `key` and `spool`: true if it may answer. */
+  function mayAnswer(prefetch: string, f: string, p: string, key: string, spool: string, cwd: string): boolean {
+    const text = readFileSync(path.join(BIN_DIR, 'archive-fetch'), 'utf8');
+    const fns = text.slice(text.indexOf('no_failover() {'), text.indexOf('\n# %f %p %r'));
+    return spawnSync('dash', ['-c', `${fns}\nno_failover "$@"`, 'sh', prefetch, f, p], { env: { PATH: process.env['PATH']!, key, spool }, cwd }).status === 0;
+  }
+
+  it("holds while the fetcher's look does: same key, spool and timeline, not expired, no promote file", async () => {
+    const data = await scratchDir('wb-waiting-');
+    const prefetch = path.join(data, 'pg_wal', 'walbridge', 'prefetch');
+    await mkdir(prefetch, { recursive: true });
+    const key = 'a'.repeat(128);
+    const f = '00000002000000000000000A';
+    const now = uptimeCentiseconds()!;
+    const look = (line: string) => writeFile(path.join(prefetch, 'front-end-waiting'), line);
+    const holder = { key, spool: path.join(prefetch, 'ns-0123456789ab'), timeline: 2 };
+    await look(clearanceLine(holder, now + 1000));
+    expect(mayAnswer('pg_wal/walbridge/prefetch', f, 'pg_wal/RECOVERYXLOG', key, 'ns-0123456789ab', data)).toBe(true);
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(true);
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), 'b'.repeat(128), 'ns-0123456789ab', '/')).toBe(false);
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'other-0123456789ab', '/')).toBe(false);
+    expect(mayAnswer(prefetch, '00000003000000000000000A', path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
+    // pg_ctl promote's file, found from a relative %p (the data directory is the working directory) and from an absolute one.
+    await writeFile(path.join(data, 'promote'), '');
+    expect(mayAnswer('pg_wal/walbridge/prefetch', f, 'pg_wal/RECOVERYXLOG', key, 'ns-0123456789ab', data)).toBe(false);
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
+    await rm(path.join(data, 'promote'));
+    // Expired, or not written by the fetcher.
+    await look(clearanceLine(holder, now - 1));
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
+    await look(`${key} ns-0123456789ab\n`);
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
+    await rm(data, { recursive: true });
+  });
+
+  it('reads /proc/uptime as Node does', () => {
+    expect(uptimeCentiseconds(() => '74650.56 55784.17\n')).toBe(7465056);
+    expect(uptimeCentiseconds(() => 'garbage')).toBeUndefined();
+    const text = readFileSync(path.join(BIN_DIR, 'archive-fetch'), 'utf8');
+    const fn = text.slice(text.indexOf('uptime_cs() {'), text.indexOf('\n# %f %p %r'));
+    const before = uptimeCentiseconds()!;
+    const sh = Number(execFileSync('dash', ['-c', `${fn}\nuptime_cs\nprintf %s "$now"`], { encoding: 'utf8' }));
+    expect(sh).toBeGreaterThanOrEqual(before);
+    expect(sh).toBeLessThan(before + 100);
   });
 });

@@ -175,6 +175,8 @@ async function throughFetcher(caller: Caller, settings: Settings, configuration:
     name: call.walFile,
     destination: path.resolve(destination),
     wait: call.wait,
+    // Calls like this one need only the spool and the fetcher's look for triggers and forks: bin/archive-fetch may answer them.
+    ...(call.wait && call.callKey && !settings.metricsFile ? { frontEnd: call.callKey } : {}),
   };
   const promoteFile = path.join(path.dirname(walDir), 'promote');
   let failoverAt: number | undefined;

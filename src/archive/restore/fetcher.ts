@@ -32,12 +32,20 @@ import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool,
 import { fetchWalFile, waitForWalFile, waitOptions } from './wait.js';
 import { collectGarbage } from '../../util/memory.js';
 import { Slots } from '../../util/slots.js';
+import { CALL_KEY_ENV, callKeyOf } from '../front-end.js';
+import { Clearance } from './clearance.js';
+import { Triggers } from './watch.js';
 
 /** A call's request: `%f` and `%p`, waiting or not. */
 export interface FetchRequest extends BackgroundRequest {
   readonly type: 'fetch';
   readonly destination: string;
   readonly wait: boolean;
+  /**
+   * A waiting call's key (front-end.ts) when bin/archive-fetch may answer the calls like it from
+   * the spool while the fetcher's look for triggers and forks holds (clearance.ts).
+   */
+  readonly frontEnd?: string;
 }
 
 /** A call's note that it served `name` from the spool by itself. */
@@ -74,6 +82,9 @@ export async function runFetcher(settings: Settings, walDir: string, server: Ser
  */
 const DOWNLOADS_AT_ONCE = 3;
 
+/** No call and no note from bin/archive-fetch for this long: the standby has caught up, looks stop. */
+const CALLS_COME_MS = 2_000;
+
 /** Downloads into the spool, shared by every call the fetcher serves. */
 interface SpoolJobs {
   /** The fetcher's own log: downloads ahead outlive the call that started them. */
@@ -89,6 +100,11 @@ interface SpoolJobs {
 
 function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
   const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), slots: new Slots(DOWNLOADS_AT_ONCE), refilling: false, noted: 0 };
+  const triggers = new Triggers(ctx, { name: settings.standby, dataDir: path.dirname(walDir) });
+  // A look holds as long as a waiting call goes between two reads of the triggers (watch.ts triggersDue).
+  const clearance = new Clearance(ctx, walDir, triggers, 2 * settings.maxPollInterval * 1000);
+  /** When a call last asked (or its request ended): with bin/archive-fetch's notes, whether calls still come. */
+  let asked = 0;
   const delivery = intoSpool(jobs);
   const inThisWalDir = (destination: unknown): destination is string => typeof destination === 'string' && path.dirname(destination) === walDir;
 
@@ -101,9 +117,16 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
       if ((message as { failover?: unknown }).failover === true) failover.request();
     });
     const perCall = { ...ctx, log: call.log };
+    asked = Date.now();
+    const spool = spoolDir(ctx, request.destination);
+    const file = parseRequestedName(request.name);
+    const frontEnd = request.wait ? callKeyOf({ [CALL_KEY_ENV]: request.frontEnd }) : undefined;
+    if (frontEnd && spool) clearance.offer({ key: frontEnd, spool, timeline: file.timeline });
     const outcome = request.wait
       ? await waitForWalFile(perCall, request.name, request.destination, { ...waitOptions(settings), failover, alive: () => call.connected }, delivery)
       : await fetchWalFile(perCall, request.name, request.destination, delivery);
+    asked = Date.now();
+    if (outcome === 'restored') void clearance.refresh(); // PostgreSQL asks for the next segment as soon as it has replayed this one
     return { status: outcome === 'restored' ? 'spooled' : 'not-found' };
   };
 
@@ -129,6 +152,8 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
     name: 'fetcher',
     handlers: { fetch, served },
     tick: async () => {
+      // While calls come (a standby catching up), the look that lets bin/archive-fetch answer waiting calls is kept fresh.
+      if (Date.now() - Math.max(asked, jobs.noted) < CALLS_COME_MS) void clearance.refresh();
       const note = await readServedNote(walDir);
       if (note === undefined || note === lastNote) return;
       lastNote = note;
@@ -139,6 +164,7 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
     busy: () => jobs.downloads.size > 0 || jobs.refilling || Date.now() - jobs.noted < 1_000,
     mustStop: async () => ((await removeSpoolAfterRecovery(walDir)) ? 'recovery has ended (the prefetch spool is removed)' : undefined),
     finish: async (abandon) => {
+      await clearance.withdraw();
       if (!abandon) await Promise.allSettled(jobs.downloads.values());
     },
   };
