@@ -257,8 +257,12 @@ describe('bin/archive-fetch answering waiting calls', () => {
       expect(again.stderr).not.toBe(bySh.replace('%s', names[3]!));
     } finally {
       const pid = Number(await readFile(path.join(standby.dir, 'pg_wal', 'walbridge', 'fetcher.pid'), 'utf8').catch(() => '0'));
-      if (pid > 0) process.kill(pid, 'SIGTERM');
-      await rm(standby.dir, { recursive: true, force: true });
+      try {
+        if (pid > 0) process.kill(pid, 'SIGTERM');
+      } catch {
+        // gone already (idle)
+      }
+      await rm(standby.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
       await rm(fake, { recursive: true, force: true });
       await repo.cleanup();
     }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { callKeyOf, frontEndRecord } from '../../src/archive/front-end.js';
-import { clearanceLine, uptimeCentiseconds } from '../../src/archive/restore/clearance.js';
+import { bootId, clearanceLine, uptimeCentiseconds } from '../../src/archive/restore/clearance.js';
 import { fileIdentity, statLine } from '../../src/util/file-identity.js';
 import { BIN_DIR } from '../support/cli.js';
 import { scratchDir } from '../support/scratch.js';
@@ -153,7 +153,8 @@ describe("archive-fetch's check before answering a waiting call", () => {
     const now = uptimeCentiseconds()!;
     const look = (line: string) => writeFile(path.join(prefetch, 'front-end-waiting'), line);
     const holder = { key, spool: path.join(prefetch, 'ns-0123456789ab'), timeline: 2 };
-    await look(clearanceLine(holder, now + 1000));
+    const boot = bootId()!;
+    await look(clearanceLine(holder, now + 1000, boot));
     expect(mayAnswer('pg_wal/walbridge/prefetch', f, 'pg_wal/RECOVERYXLOG', key, 'ns-0123456789ab', data)).toBe(true);
     expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(true);
     expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), 'b'.repeat(128), 'ns-0123456789ab', '/')).toBe(false);
@@ -164,17 +165,30 @@ describe("archive-fetch's check before answering a waiting call", () => {
     expect(mayAnswer('pg_wal/walbridge/prefetch', f, 'pg_wal/RECOVERYXLOG', key, 'ns-0123456789ab', data)).toBe(false);
     expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
     await rm(path.join(data, 'promote'));
-    // Expired, or not written by the fetcher.
-    await look(clearanceLine(holder, now - 1));
+    // Expired, written before a reboot (uptime counts again from 0), or not written by the fetcher.
+    await look(clearanceLine(holder, now + 1000, '00000000-0000-4000-8000-000000000000'));
+    expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
+    await look(clearanceLine(holder, now - 1, boot));
     expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
     await look(`${key} ns-0123456789ab\n`);
     expect(mayAnswer(prefetch, f, path.join(data, 'pg_wal', 'RECOVERYXLOG'), key, 'ns-0123456789ab', '/')).toBe(false);
     await rm(data, { recursive: true });
   });
 
+  /** archive-fetch's uptime_cs function. */
+  function fetchUptimeFunction(): string {
+    const text = readFileSync(path.join(BIN_DIR, 'archive-fetch'), 'utf8');
+    return text.slice(text.indexOf('uptime_cs() {'), text.indexOf('\n}\n', text.indexOf('uptime_cs() {')) + 3);
+  }
+
   it('reads /proc/uptime as Node does', () => {
     expect(uptimeCentiseconds(() => '74650.56 55784.17\n')).toBe(7465056);
     expect(uptimeCentiseconds(() => 'garbage')).toBeUndefined();
+    expect(uptimeCentiseconds(() => '0.05 0.01\n')).toBe(5);
+    // archive-push waits on the same clock, with the same function.
+    const push = readFileSync(path.join(BIN_DIR, 'archive-push'), 'utf8');
+    const pushFn = push.slice(push.indexOf('uptime_cs() {'), push.indexOf('\n}\n', push.indexOf('uptime_cs() {')) + 3);
+    expect(fetchUptimeFunction()).toBe(pushFn);
     const text = readFileSync(path.join(BIN_DIR, 'archive-fetch'), 'utf8');
     const fn = text.slice(text.indexOf('uptime_cs() {'), text.indexOf('\n# %f %p %r'));
     const before = uptimeCentiseconds()!;

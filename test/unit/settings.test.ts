@@ -1,13 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseRepoUrl } from '../../src/storage/registry.js';
 import { resolveSettings } from '../../src/config/settings.js';
 import { WalbridgeError } from '../../src/errors.js';
+import { scratchRoot } from '../support/scratch.js';
 
-const dir = mkdtempSync(path.join(tmpdir(), 'wb-settings-'));
+const dir = mkdtempSync(path.join(scratchRoot(), 'wb-settings-'));
 function configFile(text: string): string {
   const file = path.join(dir, `c${Math.random().toString(36).slice(2)}.conf`);
   writeFileSync(file, text);

@@ -96,15 +96,17 @@ interface SpoolJobs {
   refilling: boolean;
   /** When bin/archive-fetch was last seen serving from the spool. */
   noted: number;
+  /** The same, on the monotonic clock. */
+  notedAt: number;
 }
 
 function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
-  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), slots: new Slots(DOWNLOADS_AT_ONCE), refilling: false, noted: 0 };
+  const jobs: SpoolJobs = { log: ctx.log, downloads: new Map(), slots: new Slots(DOWNLOADS_AT_ONCE), refilling: false, noted: 0, notedAt: -Infinity };
   const triggers = new Triggers(ctx, { name: settings.standby, dataDir: path.dirname(walDir) });
   // A look holds as long as a waiting call goes between two reads of the triggers (watch.ts triggersDue).
   const clearance = new Clearance(ctx, walDir, triggers, 2 * settings.maxPollInterval * 1000);
   /** When a call last asked (or its request ended): with bin/archive-fetch's notes, whether calls still come. */
-  let asked = 0;
+  let asked = -Infinity;
   const delivery = intoSpool(jobs);
   const inThisWalDir = (destination: unknown): destination is string => typeof destination === 'string' && path.dirname(destination) === walDir;
 
@@ -117,7 +119,7 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
       if ((message as { failover?: unknown }).failover === true) failover.request();
     });
     const perCall = { ...ctx, log: call.log };
-    asked = Date.now();
+    asked = performance.now();
     const spool = spoolDir(ctx, request.destination);
     const file = parseRequestedName(request.name);
     const frontEnd = request.wait ? callKeyOf({ [CALL_KEY_ENV]: request.frontEnd }) : undefined;
@@ -125,7 +127,7 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
     const outcome = request.wait
       ? await waitForWalFile(perCall, request.name, request.destination, { ...waitOptions(settings), failover, alive: () => call.connected }, delivery)
       : await fetchWalFile(perCall, request.name, request.destination, delivery);
-    asked = Date.now();
+    asked = performance.now();
     if (outcome === 'restored') void clearance.refresh(); // PostgreSQL asks for the next segment as soon as it has replayed this one
     return { status: outcome === 'restored' ? 'spooled' : 'not-found' };
   };
@@ -153,11 +155,12 @@ function fetcher(ctx: FetchContext, walDir: string, settings: Settings): Role {
     handlers: { fetch, served },
     tick: async () => {
       // While calls come (a standby catching up), the look that lets bin/archive-fetch answer waiting calls is kept fresh.
-      if (Date.now() - Math.max(asked, jobs.noted) < CALLS_COME_MS) void clearance.refresh();
+      if (performance.now() - Math.max(asked, jobs.notedAt) < CALLS_COME_MS) void clearance.refresh();
       const note = await readServedNote(walDir);
       if (note === undefined || note === lastNote) return;
       lastNote = note;
       jobs.noted = Date.now();
+      jobs.notedAt = performance.now();
       await movePast(note, path.join(walDir, 'RECOVERYXLOG'));
     },
     // Serving from the spool without asking is work too: the fetcher stays while it goes on.
