@@ -49,9 +49,12 @@ export async function recordRestored(dataDir: string, position: string): Promise
   await writeStandbyState(dataDir, { ...state, restoredUpTo: position });
 }
 
+let writes = 0;
+
 export async function writeStandbyState(dataDir: string, state: StandbyState): Promise<void> {
   const target = path.join(dataDir, FILE);
-  const temp = `${target}.${process.pid}`;
+  // One temp file per write: the fetcher's look for bin/archive-fetch and a call's watch may write at once.
+  const temp = `${target}.${process.pid}-${writes++}`;
   try {
     await writeFile(temp, `${JSON.stringify(state)}\n`, { mode: 0o600 });
     await rename(temp, target);
