@@ -18,7 +18,10 @@ export async function launch(executable, early) {
     cli = await import('../dist/bundle/main.js');
   } catch (err) {
     if (tryOnly) process.exit(NOT_LOADABLE);
-    const why = `walbridge is not built, or being reinstalled (${err.code ?? err.message}): run "npm ci" or "npm run build" in ${new URL('..', import.meta.url).pathname}`;
+    const root = new URL('..', import.meta.url).pathname;
+    // A clone builds itself; an installed package or release is reinstalled whole.
+    const mend = existsSync(path.join(root, 'src')) ? `run "npm ci" or "npm run build" in ${root}` : `reinstall walbridge (${root})`;
+    const why = `walbridge is not built, or being reinstalled (${err.code ?? err.message}): ${mend}`;
     const dataDir = waitingUnderRecoverySignal(executable);
     if (dataDir === undefined) {
       process.stderr.write(`${executable}: ERROR: ${why}\n`);
