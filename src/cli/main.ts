@@ -8,6 +8,7 @@ import { stopServer, waitsUnderRecoverySignal } from '../archive/restore/hold.js
 import { ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
+import { buildInfo } from './build-info.js';
 import { reportFailure } from './failure.js';
 import { finishMetering } from './metrics.js';
 
@@ -48,8 +49,9 @@ export async function main(executable: Executable, argv: string[] = process.argv
 }
 
 /** Loads only the modules of the command being run: every WAL file pays for what is imported. */
-async function buildProgram(executable: Executable, done: (s: ExitStatus) => void): Promise<Command> {
+export async function buildProgram(executable: Executable, done: (s: ExitStatus) => void): Promise<Command> {
   let program: Command;
+  const version = buildInfo().then((info) => info.walbridge);
   if (executable === 'archive-push') program = (await import('./push.js')).pushCommand('archive-push', done);
   else if (executable === 'archive-fetch') program = (await import('./fetch.js')).fetchCommand('archive-fetch', done);
   else {
@@ -63,6 +65,7 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       { streamCommand },
       { promoteCommand },
       { backgroundCommand },
+      { versionCommand },
     ] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
@@ -73,9 +76,9 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       import('./stream.js'),
       import('./promote.js'),
       import('./background.js'),
+      import('./version.js'),
     ]);
     program = new Command('walbridge')
-      .version(await packageVersion(), '-V, --version')
       .description('PostgreSQL WAL archiving and a waiting restore_command through S3, GCS or a local directory.')
       .addCommand(pushCommand('push', done))
       .addCommand(fetchCommand('fetch', done))
@@ -85,10 +88,11 @@ async function buildProgram(executable: Executable, done: (s: ExitStatus) => voi
       .addCommand(verifyCommand(done))
       .addCommand(streamCommand(done))
       .addCommand(promoteCommand(done))
+      .addCommand(versionCommand(done))
       .addCommand(backgroundCommand('pusher', done), { hidden: true })
       .addCommand(backgroundCommand('fetcher', done), { hidden: true });
   }
-  return configure(program);
+  return configure(program.version(await version, '-V, --version'));
 }
 
 /** Usage errors exit through main (status 2), on one line. */
@@ -98,10 +102,4 @@ function configure(command: Command): Command {
   });
   for (const sub of command.commands) configure(sub);
   return command;
-}
-
-async function packageVersion(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
 }

@@ -66,12 +66,17 @@ function blockCodec(codec: 'zstd' | 'lz4', level: number | undefined): BlockCode
 
 /** Whether `codec` can be used here (its native package loads). */
 export function codecAvailable(codec: CodecName): boolean {
-  if (codec !== 'zstd' && codec !== 'lz4') return true;
+  return codecProblem(codec) === undefined;
+}
+
+/** Why `codec` cannot be used here, if it cannot. */
+export function codecProblem(codec: CodecName): string | undefined {
+  if (codec !== 'zstd' && codec !== 'lz4') return undefined;
   try {
     blockCodec(codec, undefined);
-    return true;
-  } catch {
-    return false;
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
   }
 }
 
