@@ -1,8 +1,9 @@
 /**
  * Settings, resolved per key in this order: command-line flag, environment variable, config
- * file (`--config FILE` / WALBRIDGE_CONFIG), default. One table defines every setting, so the
+ * file (`--config FILE` / WALBRIDGE_CONFIG, else /etc/walbridge/walbridge.conf when present), default. One table defines every setting, so the
  * flags, the environment names, the config keys and the help texts cannot disagree.
  */
+import { statSync } from 'node:fs';
 import { CODECS, LEVEL_RANGE, isCodec, type CodecName } from '../codec/codecs.js';
 import { KEY_ENV, KeyRing, parseKeys, readKeyFile } from '../codec/keys.js';
 import type { DriverSetting, RepoLocation } from '../storage/driver.js';
@@ -198,6 +199,12 @@ function driverRow(row: DriverSetting): SettingDef {
 export const SETTINGS: readonly SettingDef[] = [...CORE_SETTINGS, ...drivers().flatMap((d) => d.settings.map(driverRow))];
 
 export const CONFIG_ENV = 'WALBRIDGE_CONFIG';
+/**
+ * Read when neither --config nor WALBRIDGE_CONFIG names a file and it exists (as pgBackRest reads
+ * /etc/pgbackrest/pgbackrest.conf); WALBRIDGE_CONFIG set empty reads none. bin/archive-push and
+ * bin/archive-fetch hash the same file into their call key.
+ */
+export const DEFAULT_CONFIG = '/etc/walbridge/walbridge.conf';
 
 /** Raw values per key from one source. */
 export type RawSettings = Readonly<Record<string, string | boolean | undefined>>;
@@ -214,6 +221,8 @@ export interface ResolveInput {
   readonly command?: CommandName;
   /** A command on every namespace (`status --all`): no namespace is read or needed; Settings.namespace is ''. */
   readonly wholeRepository?: boolean;
+  /** The file read when none is named: DEFAULT_CONFIG (another in the unit tests). */
+  readonly defaultConfig?: string;
 }
 
 type Raw = RawValue;
@@ -223,8 +232,8 @@ type Raw = RawValue;
  * restore_command resolves again at every attempt, so mending a file resumes it). A failure is
  * a WalbridgeError 'config' that is mendableOutside when its cause is in one of those files.
  */
-export async function resolveSettings({ flags, env, command, wholeRepository = false }: ResolveInput): Promise<Settings> {
-  const configPath = str(flags['config']) ?? env[CONFIG_ENV];
+export async function resolveSettings({ flags, env, command, wholeRepository = false, defaultConfig = DEFAULT_CONFIG }: ResolveInput): Promise<Settings> {
+  const configPath = str(flags['config']) ?? (env[CONFIG_ENV] === undefined ? presentFile(defaultConfig) : env[CONFIG_ENV] || undefined);
   const file = configPath ? await readConfigFile(configPath) : {};
   const takes = (def: SettingDef) => command === undefined || def.commands === undefined || def.commands.includes(command);
   const raw = (key: string): Raw | undefined => {
@@ -346,6 +355,15 @@ function parseConfigText(text: string, file: string): Record<string, string> {
     values[key] = rawValue.replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
   });
   return values;
+}
+
+/** `file` unless nothing is at that path: one that is there but cannot be read is an error, never skipped. */
+function presentFile(file: string): string | undefined {
+  try {
+    return statSync(file, { throwIfNoEntry: false }) ? file : undefined;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? undefined : file;
+  }
 }
 
 function str(v: string | boolean | undefined): string | undefined {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { callKeyOf, frontEndRecord } from '../../src/archive/front-end.js';
+import { DEFAULT_CONFIG } from '../../src/config/settings.js';
 import { bootId, clearanceLine, uptimeCentiseconds } from '../../src/archive/restore/clearance.js';
 import { fileIdentity, statLine } from '../../src/util/file-identity.js';
 import { BIN_DIR } from '../support/cli.js';
@@ -24,11 +25,24 @@ function keyFunctions(executable: string): string {
   return text.slice(start, end);
 }
 
-/** The key dash computes for `args` (the last `skip` left out) under `env`, in `cwd`. */
-function keyOf(skip: number, args: string[], env: Record<string, string> = {}, cwd = tmpdir()): string {
-  const script = `${keyFunctions('archive-push')}\ncall_key "$@"\nprintf %s "$key"`;
+/** The key dash computes for `args` (the last `skip` left out) under `env`, in `cwd`; `defaultConfig` stands for /etc/walbridge/walbridge.conf. */
+function keyOf(skip: number, args: string[], env: Record<string, string> = {}, cwd = tmpdir(), defaultConfig = DEFAULT_CONFIG): string {
+  const script = `${keyFunctions('archive-push').replaceAll(DEFAULT_CONFIG, defaultConfig)}\ncall_key "$@"\nprintf %s "$key"`;
   return execFileSync('dash', ['-c', script, 'sh', String(skip), ...args], { env: { PATH: process.env['PATH']!, ...env }, cwd, encoding: 'utf8' });
 }
+
+describe("the front-ends' Node", () => {
+  const findNode = (executable: string) => {
+    const text = readFileSync(path.join(BIN_DIR, executable), 'utf8');
+    return text.slice(text.indexOf('# find_node:'), text.indexOf('\n}\n', text.indexOf('find_node() {')));
+  };
+
+  it('is found by the same shell function in the three', () => {
+    expect(findNode('archive-push')).toMatch(/^# find_node:[\s\S]*find_node\(\) \{/);
+    expect(findNode('archive-fetch')).toBe(findNode('archive-push'));
+    expect(findNode('walbridge')).toBe(findNode('archive-push'));
+  });
+});
 
 describe('the call key', () => {
   it('is made by the same shell functions in both front-ends', () => {
@@ -68,6 +82,21 @@ describe('the call key', () => {
     await writeFile(path.join(dir, '-'), 'namespace = n2\n');
     expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '-' }, dir)).not.toBe(dash);
     expect(keyOf(1, ['--config', '-', 'x'], {}, dir)).not.toBe(dashFlag);
+  });
+
+  it('hashes the default config file when no other is named, as Node reads it', async () => {
+    expect(keyFunctions('archive-push')).toContain(`config=\${WALBRIDGE_CONFIG-${DEFAULT_CONFIG}}`);
+    const dir = await scratchDir('wb-key-default-');
+    const file = path.join(dir, 'walbridge.conf');
+    const none = keyOf(1, ['x'], {}, dir, file);
+    await writeFile(file, 'namespace = n1\n');
+    const first = keyOf(1, ['x'], {}, dir, file);
+    expect(first).not.toBe(none);
+    await writeFile(file, 'namespace = n2\n');
+    expect(keyOf(1, ['x'], {}, dir, file)).not.toBe(first);
+    // WALBRIDGE_CONFIG set empty: no file at all (Node reads none either).
+    expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '' }, dir, file)).toBe(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '' }, dir, path.join(dir, 'absent')));
+    await rm(dir, { recursive: true });
   });
 
   it('leaves out what a shell sets on its own (working directory, level, last command)', () => {

@@ -70,6 +70,23 @@ describe('resolveSettings', () => {
     expect((await resolveSettings({ flags: { config }, env: {} })).namespace).toBe('filens');
   });
 
+  it('reads the default config file when no other is named and it exists; WALBRIDGE_CONFIG set empty reads none', async () => {
+    const defaultConfig = configFile('repo = file:///from/default\nnamespace = defaultns\n');
+    const other = configFile('repo = file:///from/other\nnamespace = otherns\n');
+    expect((await resolveSettings({ flags: {}, env: {}, defaultConfig })).namespace).toBe('defaultns');
+    expect((await resolveSettings({ flags: {}, env: { WALBRIDGE_CONFIG: other }, defaultConfig })).namespace).toBe('otherns');
+    expect((await resolveSettings({ flags: { config: other }, env: {}, defaultConfig })).namespace).toBe('otherns');
+    // Flags and the environment still win over it.
+    expect((await resolveSettings({ flags: {}, env: { WALBRIDGE_NAMESPACE: 'envns' }, defaultConfig })).namespace).toBe('envns');
+    const none = await failure(() => resolveSettings({ flags: {}, env: { WALBRIDGE_CONFIG: '' }, defaultConfig }));
+    expect(none.message).toMatch(/no repository/);
+    const absent = await failure(() => resolveSettings({ flags: {}, env: {}, defaultConfig: path.join(dir, 'absent', 'walbridge.conf') }));
+    expect(absent.message).toMatch(/no repository/);
+    // There but unreadable (a directory here): an error naming it, never skipped.
+    const unreadable = await failure(() => resolveSettings({ flags: {}, env: {}, defaultConfig: dir }));
+    expect(unreadable.message).toContain(`cannot read config file ${dir}`);
+  });
+
   it('has safe defaults for everything but repo and namespace', async () => {
     const s = await resolveSettings({ flags: { repo: 's3://bkt', namespace: 'n' }, env: {} });
     expect(s).toMatchObject({ compress: 'zstd', timeout: 60, storage: { pathStyle: false, checksum: 'when-required' } });

@@ -6,9 +6,9 @@ import { LOG_LIMIT } from '../../util/log-file.js';
 import { formatServer, type ServerProcess } from '../../wal/server.js';
 import { backgroundLogFile, walbridgeDir, type BackgroundRole } from '../local-layout.js';
 
-// Resolved from where this code runs: the bundle, dist/bundle/ (as cli/main.ts finds package.json),
-// or tsc's output, dist/archive/background/.
-const CANDIDATES = ['../../bin/walbridge', '../../../bin/walbridge'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+// Node's half of bin/walbridge (run with this process's Node: no front-end needed), resolved from
+// where this code runs: the bundle, dist/bundle/, or tsc's output, dist/archive/background/.
+const CANDIDATES = ['../../bin/node/walbridge.mjs', '../../../bin/node/walbridge.mjs'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
 const WALBRIDGE_BIN = CANDIDATES.find((p) => existsSync(p)) ?? CANDIDATES[0]!;
 
 /**
