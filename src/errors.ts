@@ -10,50 +10,51 @@
  */
 export const ExitCode = {
   ok: 0,
-  /** restore_command: the file is not in the archive (PostgreSQL: "not available"). */
   notFound: 1,
-  /** Bad command-line arguments. */
   usage: 2,
-  /** Settings missing or invalid (repo, namespace, config file). */
   config: 3,
-  /** Not a WAL file name PostgreSQL would use (or a hostile one). */
   badName: 4,
-  /** Reading %p or writing the destination failed. */
   localIo: 5,
-  /** The file is not the WAL it claims to be (size, header, page address). */
   notWal: 6,
-  /** The WAL belongs to another cluster than the namespace's. */
   foreignCluster: 7,
-  /** Different content is already archived under this name. */
   conflict: 8,
-  /** A stored object failed verification (hash, size, header). */
   corrupt: 9,
-  /** The store was unreachable, failing or too slow: an operation did not complete within --timeout. */
   storeUnavailable: 10,
-  /** The store refused the credentials or the permission. */
   storeAccess: 11,
-  /** The bucket (or local repository directory) does not exist. */
   storeMissing: 12,
-  /** Any other error the store answered with. */
   storeError: 13,
-  /** walbridge verify: the archive has problems (never a PostgreSQL command's status). */
   problems: 14,
-  /** An object is encrypted with a key that was not given. */
   encryptionKey: 15,
-  /**
-   * archive_command, walbridge stream: WAL of a timeline past the point where a newer timeline
-   * branched off it (an old primary after a promotion; archive/repo/timelines.ts).
-   */
   fenced: 16,
-  /** A bug in walbridge. */
   internal: 70,
-  /**
-   * restore_command under recovery.signal only: a failure this call cannot wait out (bad
-   * arguments, a setting given by flag or environment, a bug, its server gone). Any status
-   * from 1 to 125 would end recovery and promote the standby; above 125 PostgreSQL stops instead.
-   */
   stopServer: 200,
 } as const;
+
+/** What each status means, one line each (the man pages; the README's table adds what PostgreSQL does with it). */
+export const EXIT_MEANING: Readonly<Record<keyof typeof ExitCode, string>> = {
+  ok: 'done: archived and verified, restored and verified, or the command did what it was asked',
+  notFound: 'restore_command: the file is not in the archive, or a failover was asked for (PostgreSQL: "not available")',
+  usage: 'bad command-line arguments',
+  config: 'settings missing or invalid (repository, namespace, config file, key file)',
+  badName: 'not a WAL file name PostgreSQL would use (or a hostile one)',
+  localIo: 'reading %p or writing the destination failed',
+  notWal: 'the file is not the WAL it claims to be (size, header, page address)',
+  foreignCluster: "the WAL belongs to another cluster than the namespace's",
+  conflict: 'different content is already archived under this name',
+  corrupt: 'a stored object failed verification (hash, size, header)',
+  storeUnavailable: 'the store was unreachable, failing or too slow: an operation did not complete within --timeout',
+  storeAccess: 'the store refused the credentials or the permission',
+  storeMissing: 'the bucket (or local repository directory) does not exist',
+  storeError: 'any other error the store answered with',
+  problems: "walbridge verify: the archive has problems (never a PostgreSQL command's status)",
+  encryptionKey: 'an object is encrypted with a key that was not given',
+  // archive/repo/timelines.ts
+  fenced: 'archive_command, walbridge stream: WAL of a timeline past the point where a newer timeline branched off it (an old primary after a promotion)',
+  internal: 'a bug in walbridge, or walbridge is not built or being reinstalled',
+  // archive/restore/hold.ts: any status from 1 to 125 would end recovery and promote the standby; above 125 PostgreSQL stops instead.
+  stopServer:
+    'restore_command under recovery.signal only: a failure the call cannot wait out (bad arguments, a setting given by flag or environment, a bug, its server gone)',
+};
 
 export type ExitStatus = (typeof ExitCode)[keyof typeof ExitCode];
 export type FailureKind = Exclude<keyof typeof ExitCode, 'ok'>;

@@ -1,0 +1,134 @@
+/**
+ * walbridge installed as a DBA would install it, never from this checkout: the npm package
+ * (`npm pack`, then `npm install -g` of the tarball into a prefix) and the self-contained release
+ * (`scripts/release`, then its `install` into a prefix), each archiving a real primary and feeding
+ * a real standby through the installed commands alone, with this checkout's bin/ off the PATH
+ * (and, for the release, no Node.js on it at all).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PG_BIN, REPO_ROOT, baseBackup, destroyAll, initPrimary, runAsClusterUser } from '../servers/postgres.js';
+import { createRepo, type Backend } from '../support/repos.js';
+import { scratchDir } from '../support/scratch.js';
+
+afterAll(destroyAll);
+
+const run = promisify(execFile);
+const version = (JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const EXECUTABLES = ['archive-push', 'archive-fetch', 'walbridge'] as const;
+
+/** A directory the cluster user can read, for an installation. */
+async function installRoot(prefix: string): Promise<string> {
+  const dir = await scratchDir(prefix);
+  await chmod(dir, 0o755);
+  return dir;
+}
+
+/** Bytes under `dir`, as du counts them (apparent sizes). */
+async function bytesUnder(dir: string): Promise<number> {
+  const { stdout } = await run('du', ['-s', '-b', dir]);
+  return Number(stdout.split('\t')[0]);
+}
+
+/**
+ * A primary archiving with `<binDir>/archive-push %p` and a standby restoring with
+ * `<binDir>/archive-fetch %f %p %r` from nothing but the repository, the servers' PATH being `path`.
+ */
+async function replicateThrough(label: string, backend: Backend, binDir: string, pathEnv: string): Promise<void> {
+  const repo = await createRepo(backend);
+  const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: `inst-${label}`, ...repo.env, PATH: pathEnv };
+  const primary = await initPrimary({ name: `inst-${label}`, env, archiveCommand: `${binDir}/archive-push %p` });
+  await primary.psql('create table t (id int primary key); insert into t select generate_series(1, 500)');
+  await primary.psql('select pg_switch_wal()');
+  await primary.waitFor('select archived_count > 0 and failed_count = 0 from pg_stat_archiver', 't', 30_000);
+  const standby = await baseBackup(primary, {
+    name: `inst-${label}-std`,
+    wal: 'none',
+    recovery: { restoreCommand: `${binDir}/archive-fetch %f %p %r`, signal: 'standby' },
+    conf: { wal_retrieve_retry_interval: '200ms' },
+    start: { wait: false },
+  });
+  await standby.waitFor('select count(*) from t', '500', 60_000);
+  await primary.psql('insert into t values (501); select pg_switch_wal()');
+  await standby.waitFor('select max(id) from t', '501', 30_000);
+  expect(await primary.psql('select failed_count from pg_stat_archiver')).toBe('0');
+  expect(await primary.log()).toMatch(/archive-push: archived 0000000100000000000000\w\w/);
+  expect(await standby.log()).toMatch(/archive-fetch: restored/);
+  const status = await runAsClusterUser(`${binDir}/walbridge`, ['status', '--json'], { env: { ...env, HOME: '/tmp' } });
+  expect(status.code, status.stderr).toBe(0);
+  await standby.destroy();
+  await primary.destroy();
+  await repo.cleanup();
+}
+
+describe('installed as a DBA would', () => {
+  it(`npm pack gives a prebuilt package of what runs; npm install -g of it: three working commands, at most 10 MB, archiving and restoring through s3`, async () => {
+    const dir = await installRoot('wb-pack-');
+    // --ignore-scripts: pack the build the suite runs on (prepare would rebuild dist/ under the running tests).
+    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: REPO_ROOT });
+    const [packed] = JSON.parse(stdout) as [{ filename: string; files: { path: string }[] }];
+    const files = packed.files.map((f) => f.path);
+    expect(files.filter((f) => !/^(bin\/|dist\/bundle\/|LICENSE$|README\.md$|package\.json$)/.test(f))).toEqual([]);
+    for (const f of [
+      'bin/archive-push',
+      'bin/node/walbridge.mjs',
+      'dist/bundle/main.js',
+      'dist/bundle/build-info.json',
+      'dist/bundle/THIRD-PARTY-LICENSES',
+      'LICENSE',
+    ])
+      expect(files).toContain(f);
+
+    const prefix = path.join(dir, 'prefix');
+    await run('npm', ['install', '--global', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', path.join(dir, packed.filename)], {
+      env: { ...process.env, npm_config_loglevel: 'error' },
+    });
+    const installed = path.join(prefix, 'lib', 'node_modules', 'walbridge');
+    const size = await bytesUnder(installed);
+    expect(size).toBeLessThanOrEqual(10 * 1024 * 1024);
+    for (const exe of EXECUTABLES) {
+      const r = await run(path.join(prefix, 'bin', exe), ['--version']);
+      expect(r.stdout.trim()).toBe(version);
+    }
+    await replicateThrough('npm', 's3', path.join(prefix, 'bin'), `${PG_BIN}:/usr/local/bin:/usr/bin:/bin`);
+  });
+
+  it('the release carries its own Node.js: installed into a prefix, it archives and restores through gcs with no node on PATH', async () => {
+    const dir = await installRoot('wb-release-');
+    const { stdout } = await run(path.join(REPO_ROOT, 'scripts', 'release'), ['--no-build', '--out', dir], { cwd: REPO_ROOT });
+    const tarball = stdout.trim().split('\n').at(-1)!;
+    await run('tar', ['-xzf', tarball, '-C', dir]);
+    const unpacked = path.join(dir, path.basename(tarball, '.tar.gz'));
+    const prefix = path.join(dir, 'prefix');
+    await run(path.join(unpacked, 'install'), [prefix]);
+
+    // Every program of /usr/bin but Node.js: what PostgreSQL's PATH could offer on a host without it.
+    const noNode = path.join(dir, 'usr-bin-without-node');
+    await mkdir(noNode);
+    for (const name of await readdir('/usr/bin')) if (!/^node(js)?$/.test(name)) await symlink(path.join('/usr/bin', name), path.join(noNode, name));
+    const pathEnv = `${PG_BIN}:${noNode}`;
+    const bin = path.join(prefix, 'bin');
+    const missing = await runAsClusterUser('sh', ['-c', 'command -v node || echo none'], { env: { PATH: pathEnv } });
+    expect(missing.stdout.trim()).toBe('none');
+    const info = await runAsClusterUser(path.join(bin, 'walbridge'), ['version', '--json'], { env: { PATH: pathEnv } });
+    expect(info.code, info.stderr).toBe(0);
+    const report = JSON.parse(info.stdout) as { walbridge: string; runtime: string; codecs: Record<string, string> };
+    expect(report.walbridge).toBe(version);
+    expect(report.runtime).toBe(path.join(prefix, 'lib', path.basename(unpacked), 'runtime', 'node'));
+    expect(report.codecs).toEqual({ zstd: 'available', lz4: 'available', gzip: 'available', none: 'available' });
+    for (const page of ['walbridge.1', 'archive-push.1', 'archive-fetch.1']) await readFile(path.join(prefix, 'share', 'man', 'man1', page));
+    // The systemd unit, pointed at this prefix, as systemd reads it (its man page found too).
+    if (existsSync('/usr/bin/systemd-analyze')) {
+      const unit = path.join(dir, 'walbridge-stream@15-main.service');
+      const text = await readFile(path.join(unpacked, 'deploy', 'systemd', 'walbridge-stream@.service'), 'utf8');
+      await writeFile(unit, text.replace('/usr/local/bin/walbridge', path.join(bin, 'walbridge')));
+      const verified = await run('systemd-analyze', ['verify', unit], { env: { ...process.env, MANPATH: path.join(prefix, 'share', 'man') } });
+      expect(verified.stderr).toBe('');
+    } else console.warn('install.test.ts: no systemd-analyze here: the systemd unit is not checked');
+    await replicateThrough('release', 'gcs', bin, pathEnv);
+  });
+});
