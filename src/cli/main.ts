@@ -66,6 +66,7 @@ export async function buildProgram(executable: Executable, done: (s: ExitStatus)
       { promoteCommand },
       { backgroundCommand },
       { versionCommand },
+      { checkCommand },
     ] = await Promise.all([
       import('./push.js'),
       import('./fetch.js'),
@@ -77,6 +78,7 @@ export async function buildProgram(executable: Executable, done: (s: ExitStatus)
       import('./promote.js'),
       import('./background.js'),
       import('./version.js'),
+      import('./check.js'),
     ]);
     program = new Command('walbridge')
       .description('PostgreSQL WAL archiving and a waiting restore_command through S3, GCS or a local directory.')
@@ -88,6 +90,7 @@ export async function buildProgram(executable: Executable, done: (s: ExitStatus)
       .addCommand(verifyCommand(done))
       .addCommand(streamCommand(done))
       .addCommand(promoteCommand(done))
+      .addCommand(checkCommand(done))
       .addCommand(versionCommand(done))
       .addCommand(backgroundCommand('pusher', done), { hidden: true })
       .addCommand(backgroundCommand('fetcher', done), { hidden: true });

@@ -14,11 +14,11 @@ export function addSettingOptions(command: Command, name: CommandName): Command 
 }
 
 /** Settings from this command's flags, the environment and the config file: only those `name` takes are read. */
-export function settingsFrom(command: Command, name: CommandName, opts: { wholeRepository?: boolean } = {}): Promise<Settings> {
+export function settingsFrom(command: Command, name: CommandName, opts: { wholeRepository?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Settings> {
   const values = command.opts<Record<string, string | boolean | undefined>>();
   const flags: Record<string, string | boolean | undefined> = { config: values['config'] };
   for (const def of SETTINGS) flags[def.key] = values[camel(def.key)];
-  return resolveSettings({ flags: flags as RawSettings, env: process.env, command: name, wholeRepository: opts.wholeRepository });
+  return resolveSettings({ flags: flags as RawSettings, env: opts.env ?? process.env, command: name, wholeRepository: opts.wholeRepository });
 }
 
 function camel(key: string): string {

@@ -46,7 +46,7 @@ export interface Settings {
 }
 
 /** The commands a setting matters to (its flag appears only there). */
-export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup' | 'status' | 'verify' | 'stream';
+export type CommandName = 'push' | 'fetch' | 'trigger' | 'cleanup' | 'status' | 'verify' | 'stream' | 'check';
 
 interface SettingDef {
   /** Config-file key and flag name (`--<key>`). */
@@ -61,12 +61,18 @@ interface SettingDef {
 }
 
 /** The commands that write objects: only they take a driver's settings for writing (server-side encryption). */
-const WRITING: readonly CommandName[] = ['push', 'trigger', 'stream'];
+const WRITING: readonly CommandName[] = ['push', 'trigger', 'stream', 'check'];
 
 const CORE_SETTINGS: readonly SettingDef[] = [
   { key: 'repo', env: 'WALBRIDGE_REPO', value: '<url>', description: `repository: ${repoUrlForms()}` },
   { key: 'namespace', env: 'WALBRIDGE_NAMESPACE', value: '<name>', description: "this primary's namespace in the repository" },
-  { key: 'standby', env: 'WALBRIDGE_STANDBY', value: '<name>', description: "this standby's name, so a trigger can name it", commands: ['fetch', 'trigger'] },
+  {
+    key: 'standby',
+    env: 'WALBRIDGE_STANDBY',
+    value: '<name>',
+    description: "this standby's name, so a trigger can name it",
+    commands: ['fetch', 'trigger', 'check'],
+  },
   {
     key: 'compress',
     env: 'WALBRIDGE_COMPRESS',
@@ -142,7 +148,7 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     env: 'WALBRIDGE_ENCRYPTION_KEY_FILE',
     value: '<path>',
     description: `encrypt new objects (AES-256-GCM) with the first key in this file, one key per line (openssl rand -base64 32); later lines only decrypt. Or give the keys themselves in ${KEY_ENV}`,
-    commands: ['push', 'fetch', 'verify', 'stream'],
+    commands: ['push', 'fetch', 'verify', 'stream', 'check'],
   },
   {
     key: 'encryption-allow-plaintext',
@@ -150,7 +156,7 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     description:
       'with a key set, still accept WAL stored in the clear (archived before encryption was turned on); without it such objects are refused, as a replaced object would be',
     default: 'false',
-    commands: ['fetch', 'verify'],
+    commands: ['fetch', 'verify', 'check'],
   },
   {
     key: 'stream-interval',
@@ -164,8 +170,9 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     key: 'conninfo',
     env: 'WALBRIDGE_CONNINFO',
     value: '<url>',
-    description: 'walbridge stream: the primary, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
-    commands: ['stream'],
+    description:
+      'walbridge stream and check: the server, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
+    commands: ['stream', 'check'],
   },
   {
     key: 'timeout',

@@ -205,7 +205,7 @@ async function leftoverProblems(store: Store, namespace: string): Promise<string
 }
 
 /** Reads one object whole and checks it as a restore would; returns what is wrong, or undefined. */
-async function checkContent(
+export async function checkContent(
   store: Store,
   namespace: string,
   key: string,

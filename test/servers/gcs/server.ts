@@ -56,6 +56,8 @@ export interface GcsServerOptions {
   kmsKeys?: readonly string[];
   /** Accept kmsKeyName and store the object without it, as emulators without CMEK do: for testing clients' checks. */
   ignoreKmsKeyName?: boolean;
+  /** Accept the request preconditions (ifGenerationMatch=0 included) and ignore them, as some emulators do: for testing clients' checks. */
+  ignorePreconditions?: boolean;
 }
 
 // CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
@@ -166,6 +168,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
    * *NotMatch on a read is 304 Not Modified, as the preconditions doc states; every other failure is 412.
    */
   function checkPreconditions(q: URLSearchParams, obj: StoredObject | undefined, read: boolean) {
+    if (opts.ignorePreconditions) return;
     const fail = (what: string, notMatch = false) => {
       if (notMatch && read && obj) throw new GcsError(304, 'Not Modified', 'notModified');
       throw new GcsError(412, `At least one of the pre-conditions you specified did not hold. (${what})`, 'conditionNotMet');
