@@ -66,10 +66,27 @@ const licenceText = (dir) => {
   const section = readme && /^#+\s*licen[cs]e\b.*$([\s\S]*?)(?=^#{1,6}\s|$(?![\s\S]))/im.exec(readFileSync(path.join(dir, readme), 'utf8'));
   return section?.[1].trim() || undefined;
 };
+/** For a package that ships no licence text: the licence its package.json names, in its standard words. */
+const standardText = (pkg) => {
+  const author = typeof pkg.author === 'string' ? pkg.author : pkg.author?.name;
+  if (pkg.license === 'MIT')
+    return `Copyright (c) ${author ?? `the authors of ${pkg.name}`}\n\n${MIT}\n(The package ships no licence file: its package.json names MIT.)`;
+  if (pkg.license === 'Apache-2.0')
+    return "Licensed under the Apache License, Version 2.0: its text is walbridge's LICENSE file. (The package ships no licence file.)";
+  return undefined;
+};
+const MIT = `Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated documentation files (the "Software"), to deal in the Software without restriction, including without limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.`;
+
 const notices = [...bundled.entries()]
-  .map(([dir, pkg]) => ({ id: `${pkg.name}@${pkg.version}`, licence: pkg.license ?? 'see its package', text: licenceText(dir) }))
+  .map(([dir, pkg]) => ({ id: `${pkg.name}@${pkg.version}`, licence: pkg.license ?? 'see its package', text: licenceText(dir) ?? standardText(pkg) }))
   .filter((p, i, all) => all.findIndex((q) => q.id === p.id) === i)
   .sort((a, b) => a.id.localeCompare(b.id));
+const untold = notices.filter((p) => !p.text).map((p) => p.id);
+if (untold.length > 0) throw new Error(`bundle: no licence text for ${untold.join(', ')}: add it to scripts/bundle.mjs`);
 writeFileSync(
   path.join(out, 'THIRD-PARTY-LICENSES'),
   `walbridge's bundle (dist/bundle/) carries code of these ${notices.length} packages, under their own licences.\n\n${notices

@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -72,7 +72,7 @@ describe('installed as a DBA would', () => {
     const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: REPO_ROOT });
     const [packed] = JSON.parse(stdout) as [{ filename: string; files: { path: string }[] }];
     const files = packed.files.map((f) => f.path);
-    expect(files.filter((f) => !/^(bin\/|dist\/bundle\/|LICENSE$|README\.md$|package\.json$)/.test(f))).toEqual([]);
+    expect(files.filter((f) => !/^(bin\/|dist\/bundle\/|deploy\/|LICENSE$|README\.md$|package\.json$)/.test(f))).toEqual([]);
     for (const f of [
       'bin/archive-push',
       'bin/node/walbridge.mjs',
@@ -90,6 +90,7 @@ describe('installed as a DBA would', () => {
     const installed = path.join(prefix, 'lib', 'node_modules', 'walbridge');
     const size = await bytesUnder(installed);
     expect(size).toBeLessThanOrEqual(10 * 1024 * 1024);
+    for (const page of ['walbridge.1', 'archive-push.1', 'archive-fetch.1']) await readFile(path.join(prefix, 'share', 'man', 'man1', page));
     for (const exe of EXECUTABLES) {
       const r = await run(path.join(prefix, 'bin', exe), ['--version']);
       expect(r.stdout.trim()).toBe(version);
@@ -105,6 +106,11 @@ describe('installed as a DBA would', () => {
     const unpacked = path.join(dir, path.basename(tarball, '.tar.gz'));
     const prefix = path.join(dir, 'prefix');
     await run(path.join(unpacked, 'install'), [prefix]);
+    // Installed again, as an upgrade would be, by a root whose umask keeps everything to itself:
+    // a new copy, switched to in one rename; the first stays for what still runs from it.
+    await run('sh', ['-c', 'umask 077 && exec "$0" "$1"', path.join(unpacked, 'install'), prefix]);
+    const copies = (await readdir(path.join(prefix, 'lib'))).filter((n) => n.startsWith(`${path.basename(unpacked)}.`));
+    expect(copies).toHaveLength(2);
 
     // Every program of /usr/bin but Node.js: what PostgreSQL's PATH could offer on a host without it.
     const noNode = path.join(dir, 'usr-bin-without-node');
@@ -118,7 +124,9 @@ describe('installed as a DBA would', () => {
     expect(info.code, info.stderr).toBe(0);
     const report = JSON.parse(info.stdout) as { walbridge: string; runtime: string; codecs: Record<string, string> };
     expect(report.walbridge).toBe(version);
-    expect(report.runtime).toBe(path.join(prefix, 'lib', path.basename(unpacked), 'runtime', 'node'));
+    const current = await readlink(path.join(prefix, 'lib', 'walbridge'));
+    expect(copies).toContain(current);
+    expect(report.runtime).toBe(path.join(prefix, 'lib', current, 'runtime', 'node'));
     expect(report.codecs).toEqual({ zstd: 'available', lz4: 'available', gzip: 'available', none: 'available' });
     for (const page of ['walbridge.1', 'archive-push.1', 'archive-fetch.1']) await readFile(path.join(prefix, 'share', 'man', 'man1', page));
     // The systemd unit, pointed at this prefix, as systemd reads it (its man page found too).

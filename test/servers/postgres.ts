@@ -106,7 +106,8 @@ export function clusterUser(): ClusterUser {
  */
 export function clusterEnv(extra: Record<string, string> = {}, home = tmpdir()): Record<string, string> {
   const path = [join(REPO_ROOT, 'bin'), PG_BIN, dirname(process.execPath), process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'].join(':');
-  return { PATH: path, HOME: home, LANG: 'C.UTF-8', ...extra };
+  // WALBRIDGE_CONFIG empty: no config file, whatever this machine has in /etc/walbridge/walbridge.conf.
+  return { PATH: path, HOME: home, LANG: 'C.UTF-8', WALBRIDGE_CONFIG: '', ...extra };
 }
 
 // ---------------------------------------------------------------------------------------------

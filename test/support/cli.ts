@@ -74,7 +74,7 @@ export function runCli(
       args,
       {
         // Only what the test gives: the developer's own AWS or Google settings must not leak in.
-        env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
+        env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', WALBRIDGE_CONFIG: '', ...env },
         cwd: opts.cwd,
         timeout: opts.timeoutMs ?? 60_000,
         maxBuffer: 16 * 1024 * 1024,

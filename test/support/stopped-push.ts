@@ -31,7 +31,7 @@ export async function stopPushWhileWriting(
     const watcher = watch(tempDir);
     const { args, env } = pushArgs(attempt);
     const child = spawn(path.join(BIN_DIR, 'archive-push'), args, {
-      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', WALBRIDGE_CONFIG: '', ...env },
       stdio: 'ignore',
     });
     const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) =>

@@ -94,6 +94,9 @@ describe('the call key', () => {
     expect(first).not.toBe(none);
     await writeFile(file, 'namespace = n2\n');
     expect(keyOf(1, ['x'], {}, dir, file)).not.toBe(first);
+    // There but unreadable (a directory here; Node fails on it): no key, so Node answers.
+    expect(keyOf(1, ['x'], {}, dir, dir)).toBe('');
+    expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: dir }, dir)).toBe('');
     // WALBRIDGE_CONFIG set empty: no file at all (Node reads none either).
     expect(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '' }, dir, file)).toBe(keyOf(1, ['x'], { WALBRIDGE_CONFIG: '' }, dir, path.join(dir, 'absent')));
     await rm(dir, { recursive: true });
