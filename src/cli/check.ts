@@ -24,12 +24,12 @@ export function checkCommand(done: (status: ExitStatus) => void): Command {
     const log = createLogger('walbridge check');
     const { json } = command.opts<{ json?: boolean }>();
     const settings = await settingsFrom(command, 'check');
-    const { store, retry } = await openRepository(settings, log);
+    const { store } = await openRepository(settings, log);
     const [{ checkSetup }, { connectServer }] = await Promise.all([import('../archive/check/check.js'), import('../wal/server-facts.js')]);
     const findings = await checkSetup({
       settings,
       store,
-      retry,
+      openStore: (other) => openRepository(other, log),
       connect: () => connectServer(settings.conninfo, settings.timeout * 1000),
       resolveCall,
       archiveWaitMs: settings.timeout * 1000,
@@ -54,7 +54,7 @@ function report(findings: readonly Finding[]): string {
 }
 
 /** How an archive_command or restore_command calls walbridge, with the settings its call would resolve. */
-async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv): Promise<ServerCall> {
+async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv, cwd: string): Promise<ServerCall> {
   const words = shellWords(commandLine);
   if (!words || words.length === 0) return { calls: 'other', why: 'it is empty or more than one simple command (expansions, pipes, lists)' };
   const env = { ...serverEnv };
@@ -83,7 +83,11 @@ async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv): P
   command.exitOverride().configureOutput({ writeErr: noop, writeOut: noop });
   try {
     const { unknown } = command.parseOptions(args);
-    if (unknown.length > 0) return { calls, problem: `unknown option ${unknown[0]}` };
+    if (unknown.length > 0) return { calls, problem: `unknown option ${unknown[0]!.split('=')[0]}` };
+    // PostgreSQL runs the command in the data directory: a relative config file is found from there.
+    const config = command.getOptionValue('config') as string | undefined;
+    if (config && !path.isAbsolute(config)) command.setOptionValue('config', path.resolve(cwd, config));
+    if (env['WALBRIDGE_CONFIG'] && !path.isAbsolute(env['WALBRIDGE_CONFIG'])) env['WALBRIDGE_CONFIG'] = path.resolve(cwd, env['WALBRIDGE_CONFIG']);
     const settings = await settingsFrom(command, calls, { env });
     const opts = command.opts<{ wait?: boolean; cleanup?: boolean }>();
     return { calls, settings, wait: calls === 'fetch' && opts.wait !== false, cleanup: !!opts.cleanup };

@@ -65,6 +65,12 @@ describe('walbridge check', () => {
     expect(elsewhere.stdout).toMatch(/^FAIL +archive_command: archive_command reaches .*, namespace "chk-elsewhere", not .*, namespace "chk"$/m);
     expect(elsewhere.stdout).toMatch(/^\d+ checks? failed$/m);
     expect(elsewhere.status).toBe(14);
+    // A command line check cannot read (a list, a variable) is named, never quoted: it may hold a secret.
+    await primary.psql("alter system set archive_command = 'AWS_SECRET_ACCESS_KEY=check-never-prints-this archive-push %p || false'; select pg_reload_conf()");
+    const unreadable = await check(primary);
+    expect(unreadable.stdout).toMatch(/^FAIL +archive_command: archive_command does not call archive-push: it is empty or more than one simple command/m);
+    expect(unreadable.stdout + unreadable.stderr).not.toContain('check-never-prints-this');
+    expect(unreadable.status).toBe(14);
     await primary.psql('alter system reset archive_command; select pg_reload_conf()');
 
     // The namespace of another cluster.

@@ -16,7 +16,9 @@
  *   and verifies, and no trigger is there that would fail it over.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { describeContent } from '../../codec/envelope.js';
+import { sha256Hex } from '../../codec/hash.js';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Settings } from '../../config/settings.js';
 import type { Logger } from '../../log.js';
@@ -50,11 +52,12 @@ export type ServerCall =
 export interface CheckInput {
   readonly settings: Settings;
   readonly store: Store;
-  readonly retry: RetryPolicy;
+  /** Opens the store another call's settings name (what archive_command itself would reach). */
+  readonly openStore: (settings: Settings) => Promise<{ store: Store; retry: RetryPolicy }>;
   /** Connects to the server; throws (a one-line message) when it cannot. */
   readonly connect: () => Promise<ServerConnection>;
   /** `commandLine` (archive_command, restore_command) resolved with the server's environment. */
-  readonly resolveCall: (commandLine: string, serverEnv: NodeJS.ProcessEnv) => Promise<ServerCall>;
+  readonly resolveCall: (commandLine: string, serverEnv: NodeJS.ProcessEnv, cwd: string) => Promise<ServerCall>;
   /** How long to wait for the switched segment to be archived. */
   readonly archiveWaitMs: number;
   /** The environment to assume for the server when its own cannot be read. */
@@ -115,7 +118,9 @@ export async function checkSetup(input: CheckInput): Promise<Finding[]> {
     const serverEnv = await serverEnvironment(facts.dataDirectory);
     if (!serverEnv) note('warn', 'server', "cannot read the server's environment (run check as the server's OS user): assumed to be this one's");
     const env = serverEnv ?? input.ownEnv;
-    if (role === 'primary') await checkPrimary(input, status, facts, server, env, note);
+    const foreign = status.identity !== undefined && status.identity.systemIdentifier !== facts.systemIdentifier;
+    if (role === 'primary' && foreign) note('warn', 'store', "nothing written to probe the store: the namespace is not this cluster's");
+    else if (role === 'primary') await checkPrimary(input, status, facts, server, env, serverEnv !== undefined, note);
     else await checkStandby(input, status, facts, env, note);
   } finally {
     await server.close();
@@ -125,30 +130,50 @@ export async function checkSetup(input: CheckInput): Promise<Finding[]> {
 
 type Note = (verdict: Verdict, subject: string, message: string) => void;
 
-async function checkPrimary(input: CheckInput, status: NamespaceStatus, facts: ServerFacts, server: ServerConnection, env: NodeJS.ProcessEnv, note: Note) {
+async function checkPrimary(
+  input: CheckInput,
+  status: NamespaceStatus,
+  facts: ServerFacts,
+  server: ServerConnection,
+  env: NodeJS.ProcessEnv,
+  local: boolean,
+  note: Note,
+) {
   const { settings, store } = input;
   const ns = settings.namespace;
   if (facts.archiveMode !== 'on' && facts.archiveMode !== 'always')
     note('fail', 'archive_command', `archive_mode is ${facts.archiveMode}: set archive_mode = on (a restart applies it)`);
-  const call = await input.resolveCall(facts.archiveCommand, env);
-  const callOk = sameRepository('archive_command', facts.archiveCommand, 'push', call, settings, note) && 'settings' in call ? call : undefined;
+  const call = await input.resolveCall(facts.archiveCommand, env, facts.dataDirectory);
+  const callOk = sameRepository('archive_command', 'push', call, settings, note) && 'settings' in call ? call : undefined;
 
-  // Create-if-absent: identity.json offered again, with its own bytes.
+  // Create-if-absent: identity.json offered again, with its own bytes, verified first against its
+  // recorded hash. Not where the store does not encrypt it as asked: a driver takes back an object it
+  // believes it just created unencrypted, and that object would then be the identity.
   if (status.identity) {
     try {
       const { body, info } = await store.get(identityKey(ns));
       const bytes = await readAll(body);
-      const outcome = await store.putIfAbsent(identityKey(ns), { body: bytes, md5: createHash('md5').update(bytes).digest(), metadata: info.metadata });
-      if (outcome === 'exists') note('ok', 'store', 'create-if-absent is honoured (an existing object was not replaced)');
-      else
-        note(
-          'fail',
-          'store',
-          `the store replaced ${identityKey(ns)} although it exists: it ignores If-None-Match / ifGenerationMatch, and walbridge's never-overwrite rule depends on it (the object was rewritten with its own bytes: nothing was lost). Use a store or version that honours conditional writes`,
-        );
-      if (info.notEncryptedAsAsked) note('warn', 'store', `${identityKey(ns)} is not encrypted as asked: ${info.notEncryptedAsAsked}`);
+      const promised = describeContent(info.metadata);
+      if (info.notEncryptedAsAsked)
+        note('warn', 'store', `create-if-absent not probed: ${identityKey(ns)} is not encrypted as asked (${info.notEncryptedAsAsked})`);
+      else if (typeof promised === 'string' || promised.sha256 !== sha256Hex(bytes))
+        note('fail', 'store', `${identityKey(ns)} does not match its recorded hash: inspect it`);
+      else {
+        const outcome = await store.putIfAbsent(identityKey(ns), { body: bytes, md5: createHash('md5').update(bytes).digest(), metadata: info.metadata });
+        if (outcome === 'exists') note('ok', 'store', 'create-if-absent is honoured (an existing object was not replaced)');
+        else
+          note(
+            'fail',
+            'store',
+            `the store replaced ${identityKey(ns)} although it exists: it ignores If-None-Match / ifGenerationMatch, and walbridge's never-overwrite rule depends on it (the object was rewritten with its own verified bytes: nothing was lost). Use a store or version that honours conditional writes`,
+          );
+      }
     } catch (err) {
-      note('fail', 'store', storeProblem(err, `create objects under ${ns}/ with If-None-Match (s3:PutObject; storage.objects.create)`));
+      note(
+        'fail',
+        'store',
+        storeProblem(err, `read ${identityKey(ns)} and create objects under ${ns}/ with If-None-Match (s3:PutObject; storage.objects.create)`),
+      );
     }
   } else note('warn', 'store', `create-if-absent not checked: namespace "${ns}" has no identity yet (the first archived segment writes it)`);
 
@@ -172,11 +197,18 @@ async function checkPrimary(input: CheckInput, status: NamespaceStatus, facts: S
   } catch (err) {
     if (err instanceof StoreError && (err.kind === 'denied' || err.kind === 'no-bucket' || err.kind === 'transient'))
       note('fail', 'store', storeProblem(err, `create objects under ${walPrefix(ns)} (s3:PutObject; storage.objects.create)`));
-    else note('ok', 'store', 'uploads are checked (an upload with a wrong Content-MD5 was refused)');
+    // Only a refusal of the digest itself tells; any other (a checksum mode the store rejects, say) is the store's answer to every upload.
+    else if (/digest|md5/i.test((err as Error).message)) note('ok', 'store', 'uploads are checked (an upload with a wrong Content-MD5 was refused)');
+    else
+      note(
+        'fail',
+        'store',
+        `an upload was refused for another reason than its digest: ${(err as Error).message} (on S3-compatible stores, try s3-checksum = when-required)`,
+      );
   }
 
-  if (!callOk) {
-    note('warn', 'archiving', 'no segment switch: archive_command does not archive here');
+  if (!callOk || (facts.archiveMode !== 'on' && facts.archiveMode !== 'always')) {
+    note('warn', 'archiving', 'no segment switch: archiving does not reach this repository');
     return;
   }
   let segment: string;
@@ -193,16 +225,21 @@ async function checkPrimary(input: CheckInput, status: NamespaceStatus, facts: S
   const key = walFileKey(ns, parseWalFileName(segment)!);
   const started = Date.now();
   let info;
-  while (!(info = await store.head(key)) && Date.now() - started < input.archiveWaitMs) await new Promise((r) => setTimeout(r, 250));
+  try {
+    while (!(info = await store.head(key)) && Date.now() - started < input.archiveWaitMs) await new Promise((r) => setTimeout(r, 250));
+  } catch (err) {
+    note('fail', 'archiving', storeProblem(err, `look for ${segment} in the store`));
+    return;
+  }
   if (!info) {
     note(
       'fail',
       'archiving',
-      `${segment} was not archived within ${Math.round(input.archiveWaitMs / 1000)} s of pg_switch_wal(): ${await whyNotArchived(input, callOk, server, facts, segment)}`,
+      `${segment} was not archived within ${Math.round(input.archiveWaitMs / 1000)} s of pg_switch_wal(): ${await whyNotArchived(input, callOk, server, facts, segment, local)}`,
     );
     return;
   }
-  const wrong = await checkContent(store, ns, key, status.identity, settings.encryption);
+  const wrong = await checkContent(store, ns, key, status.identity, callOk.settings.encryption).catch((err: Error) => err.message);
   if (wrong) note('fail', 'archiving', `${segment} was archived but does not verify: ${wrong}`);
   else note('ok', 'archiving', `${segment} archived ${((Date.now() - started) / 1000).toFixed(1)} s after pg_switch_wal(), read back and verified`);
   if (info.notEncryptedAsAsked) note('fail', 'archiving', `${segment} is not encrypted at rest as asked: ${info.notEncryptedAsAsked}`);
@@ -211,8 +248,8 @@ async function checkPrimary(input: CheckInput, status: NamespaceStatus, facts: S
 async function checkStandby(input: CheckInput, status: NamespaceStatus, facts: ServerFacts, env: NodeJS.ProcessEnv, note: Note) {
   const { settings, store } = input;
   const ns = settings.namespace;
-  const call = await input.resolveCall(facts.restoreCommand, env);
-  sameRepository('restore_command', facts.restoreCommand, 'fetch', call, settings, note);
+  const call = await input.resolveCall(facts.restoreCommand, env, facts.dataDirectory);
+  sameRepository('restore_command', 'fetch', call, settings, note);
   const fetch = 'settings' in call && call.calls === 'fetch' ? call : undefined;
 
   const signal = await readRecoverySignal(facts.dataDirectory).catch(() => undefined);
@@ -240,7 +277,7 @@ async function checkStandby(input: CheckInput, status: NamespaceStatus, facts: S
     .at(-1);
   if (!newest) note('fail', 'restore', `namespace "${ns}" holds no segment: nothing to restore (is the namespace right? is the primary archiving?)`);
   else {
-    const wrong = await checkContent(store, ns, walFileKey(ns, parseWalFileName(newest)!), status.identity, settings.encryption).catch(
+    const wrong = await checkContent(store, ns, walFileKey(ns, parseWalFileName(newest)!), status.identity, (fetch?.settings ?? settings).encryption).catch(
       (err: Error) => err.message,
     );
     note(
@@ -250,26 +287,36 @@ async function checkStandby(input: CheckInput, status: NamespaceStatus, facts: S
     );
   }
 
-  // Triggers that would fail this standby over.
-  const standby = fetch?.settings.standby ?? settings.standby;
-  const concerning = status.triggers.filter((t) => t.target === ALL_STANDBYS || t.target === standby);
-  const leftovers = new Set((await readStandbyState(facts.dataDirectory).catch(() => ({}) as { recovery?: undefined })).recovery?.leftoverTriggers ?? []);
-  for (const t of concerning) {
-    const who = t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`;
-    if (leftovers.has(triggerId(t)))
-      note(
-        'warn',
-        'triggers',
-        `a ${t.mode} trigger for ${who} (written ${t.createdAt}) is a leftover this recovery ignores; a new standby would obey it: walbridge trigger clear`,
-      );
-    else
-      note(
-        'fail',
-        'triggers',
-        `a ${t.mode} trigger for ${who} (written ${t.createdAt}) would fail this standby over: walbridge trigger clear, unless that is wanted`,
-      );
+  // Triggers that would fail this standby over: a waiting archive-fetch obeys the trigger for every
+  // standby and the one naming its own --standby, unless it was there when this recovery first looked.
+  if (fetch && !fetch.wait) note('ok', 'triggers', 'archive-fetch --no-wait obeys no trigger (pg_ctl promote fails this standby over)');
+  else if (fetch) {
+    const concerning = status.triggers.filter((t) => t.target === ALL_STANDBYS || t.target === fetch.settings.standby);
+    let leftovers: ReadonlySet<string> | undefined;
+    try {
+      const state = await readStandbyState(facts.dataDirectory);
+      // Another recovery's list (a signal file written since) says nothing: this one's first look takes every present trigger for a leftover.
+      leftovers = state.recovery && signal && state.recovery.signal === signal.identity ? new Set(state.recovery.leftoverTriggers) : undefined;
+    } catch (err) {
+      note('warn', 'triggers', `cannot tell leftover triggers: ${(err as Error).message}`);
+    }
+    for (const t of concerning) {
+      const who = t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`;
+      if (!leftovers || leftovers.has(triggerId(t)))
+        note(
+          'warn',
+          'triggers',
+          `a ${t.mode} trigger for ${who} (written ${t.createdAt}) is a leftover this recovery ignores; a new standby would obey it: walbridge trigger clear`,
+        );
+      else
+        note(
+          'fail',
+          'triggers',
+          `a ${t.mode} trigger for ${who} (written ${t.createdAt}) would fail this standby over: walbridge trigger clear, unless that is wanted`,
+        );
+    }
+    if (concerning.length === 0) note('ok', 'triggers', 'no trigger concerns this standby');
   }
-  if (concerning.length === 0) note('ok', 'triggers', 'no trigger concerns this standby');
 
   // Deletes the set-up makes: an absent key deleted answers as a real delete would.
   const deletes: [string, string][] = [];
@@ -286,15 +333,31 @@ async function checkStandby(input: CheckInput, status: NamespaceStatus, facts: S
 }
 
 /**
- * Why archive_command did not store `segment`: the push of it, made here as the call would make it
- * (idempotent: the same bytes already stored are a success), fails with the cause; or it succeeds,
- * and the cause is in how the server runs the command (PATH, environment), which its log shows.
+ * Why archive_command did not store `segment`. Where it is safe to, the push of it is made here as
+ * the call would make it (the call's own settings and store; idempotent: the same bytes already
+ * stored are a success): it fails with the cause, or it succeeds, and the cause is in how the
+ * server runs the command (PATH, environment). Safe only for this host's server (its environment
+ * was read from /proc) and a segment PostgreSQL has marked ready: never a standby's half-received file.
  */
-async function whyNotArchived(input: CheckInput, call: { settings: Settings }, server: ServerConnection, facts: ServerFacts, segment: string): Promise<string> {
+async function whyNotArchived(
+  input: CheckInput,
+  call: { settings: Settings },
+  server: ServerConnection,
+  facts: ServerFacts,
+  segment: string,
+  local: boolean,
+): Promise<string> {
   const failure = await server.lastArchiveFailure().catch(() => undefined);
   const archiver = failure ? `pg_stat_archiver: last failed ${failure.wal} at ${failure.at}` : 'pg_stat_archiver records no failure';
+  const walDir = path.join(facts.dataDirectory, 'pg_wal');
+  const ready = await stat(path.join(walDir, 'archive_status', `${segment}.ready`)).then(
+    () => true,
+    () => false,
+  );
+  if (!local || !ready) return `${archiver}; the server log says why`;
   try {
-    await pushWalFile(pushContext(call.settings, input.store, input.retry, silent), path.join(facts.dataDirectory, 'pg_wal', segment));
+    const { store, retry } = await input.openStore(call.settings);
+    await pushWalFile(pushContext(call.settings, store, retry, silent), path.join(walDir, segment));
     return `pushed from here as archive_command would, it was stored: see the server log for how the server runs archive_command (PATH, environment); ${archiver}`;
   } catch (err) {
     return `pushed from here as archive_command would, it fails: ${(err as Error).message} (${archiver})`;
@@ -304,10 +367,11 @@ async function whyNotArchived(input: CheckInput, call: { settings: Settings }, s
 const silent: Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** Whether `call` reaches the repository and namespace of `settings`; notes what it found. */
-function sameRepository(setting: string, commandLine: string, expected: 'push' | 'fetch', call: ServerCall, settings: Settings, note: Note): boolean {
+function sameRepository(setting: string, expected: 'push' | 'fetch', call: ServerCall, settings: Settings, note: Note): boolean {
   const exe = expected === 'push' ? 'archive-push' : 'archive-fetch';
   if (call.calls === 'other') {
-    note('fail', setting, `${setting} = '${commandLine}' does not call ${exe}: ${call.why}`);
+    // The command line is not quoted: it may hold a secret (VAR=... before the command).
+    note('fail', setting, `${setting} does not call ${exe}: ${call.why}`);
     return false;
   }
   if (call.calls !== expected) {
