@@ -36,6 +36,9 @@ function procStat(pid: number): ProcStat | undefined {
   return state && startTime ? { state, ppid, startTime } : undefined;
 }
 
+/** The names (comm) PostgreSQL's processes run under. */
+const POSTGRES_NAMES = new Set(['postgres', 'postmaster']);
+
 /** Whether `process` runs (a zombie, or another process under a reused pid, does not). */
 export function processRunning(process: ServerProcess): boolean {
   const stat = procStat(process.pid);
@@ -48,13 +51,18 @@ export function thisProcess(): ServerProcess | undefined {
   return stat && { pid: process.pid, startTime: stat.startTime };
 }
 
+/** The first line of `dataDir`/postmaster.pid: the postmaster's pid (a standalone backend's, negated); NaN without the file. */
+async function pidFilePid(dataDir: string): Promise<number> {
+  return Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+}
+
 /**
  * The postmaster running in `dataDir` (its postmaster.pid), if it runs and, with `ancestorOnly`,
  * if this process descends from it (a call PostgreSQL made, not one a person or a tool made
  * beside a running server).
  */
 export async function runningServer(dataDir: string, opts: { ancestorOnly?: boolean } = {}): Promise<ServerProcess | undefined> {
-  const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+  const pid = await pidFilePid(dataDir);
   const stat = procStat(pid);
   if (!stat || stat.state === 'Z') return undefined;
   if (opts.ancestorOnly && !isAncestor(pid)) return undefined;
@@ -62,17 +70,39 @@ export async function runningServer(dataDir: string, opts: { ancestorOnly?: bool
 }
 
 /**
+ * Whether this process was started by a PostgreSQL process (the nearest ancestor named postgres
+ * or postmaster) of a server that is gone: postmaster.pid names a postmaster (a positive pid; a
+ * standalone backend writes its own negated) that is not a running ancestor of this process. The
+ * startup process may run restore_command before it notices its postmaster died (or was killed
+ * and started again), and then sits in system() for as long as the command runs: such a call
+ * has nobody to answer and must end at once. Undecided (false) without postmaster.pid or without
+ * a PostgreSQL ancestor (a call run by hand).
+ */
+export async function calledByGoneServer(dataDir: string): Promise<boolean> {
+  const pid = await pidFilePid(dataDir);
+  if (!Number.isInteger(pid) || pid <= 0 || !ancestors().some((p) => POSTGRES_NAMES.has(procName(p) ?? ''))) return false;
+  const stat = procStat(pid);
+  return !stat || stat.state === 'Z' || !isAncestor(pid);
+}
+
+/**
  * True when a process of this name is among this process's ancestors: `pg_rewind
  * --restore-target-wal` runs restore_command itself, with no server behind it.
  */
 export function calledBy(name: string): boolean {
-  for (let p = process.ppid, hops = 0; p > 1 && hops < 64; hops++) {
-    if (procName(p) === name) return true;
+  return ancestors().some((p) => procName(p) === name);
+}
+
+/** This process's ancestors, nearest first, below init (at most 64). */
+function ancestors(): number[] {
+  const found: number[] = [];
+  for (let p = process.ppid; p > 1 && found.length < 64; ) {
+    found.push(p);
     const stat = procStat(p);
-    if (!stat) return false;
+    if (!stat) break;
     p = stat.ppid;
   }
-  return false;
+  return found;
 }
 
 function procName(pid: number): string | undefined {
@@ -84,13 +114,7 @@ function procName(pid: number): string | undefined {
 }
 
 function isAncestor(pid: number): boolean {
-  for (let p = process.ppid, hops = 0; p > 1 && hops < 64; hops++) {
-    if (p === pid) return true;
-    const stat = procStat(p);
-    if (!stat) return false;
-    p = stat.ppid;
-  }
-  return false;
+  return ancestors().includes(pid);
 }
 
 /** An ancestor as it was when this process started; `ppid` undefined: its parent is not watched. */
@@ -109,8 +133,6 @@ interface Ancestor extends ServerProcess {
  * run by hand), only the parent is watched.
  */
 export type Lineage = readonly Ancestor[];
-
-const POSTGRES_NAMES = new Set(['postgres', 'postmaster']);
 
 export function callerLineage(server?: ServerProcess): Lineage | undefined {
   const chain: Ancestor[] = [];

@@ -7,7 +7,7 @@
  * tsc's output of the module (the suite builds before it runs).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -98,5 +98,106 @@ describe('a call and whoever asked it', () => {
     expect(await quiet(next, 300)).toBe(true);
     process.kill(tree.parent, 'SIGKILL');
     expect((await next).value as string).toMatch(/^gone \d+$/);
+  }, 30_000);
+});
+
+/**
+ * A startup process that runs restore_command after its postmaster died (before it noticed):
+ * postmaster.pid still names the dead postmaster. The probe asks calledByGoneServer() as the call
+ * does when it starts; the real archive-fetch, waiting under recovery.signal, must end at once.
+ */
+describe('a call started after its postmaster died', () => {
+  const GONE_PROBE = `
+import { calledByGoneServer } from ${JSON.stringify(SERVER_MODULE)};
+console.log(String(await calledByGoneServer(process.env.DATA_DIR)));
+`;
+
+  interface GatedTree {
+    readonly dir: string;
+    readonly dataDir: string;
+    readonly postmaster: number;
+    readonly lines: AsyncIterator<string>;
+    /** Lets the startup process run `call`. */
+    go(): Promise<void>;
+  }
+
+  /** launcher sh -> postgres ("postmaster") -> postgres ("startup", waits for `go`) -> sh -c `call` (DATA_DIR set, in the data directory). */
+  async function gatedTree(call = `node ${'$PROBE'}`): Promise<GatedTree> {
+    const dir = await scratchDir('walbridge-lineage-');
+    const dataDir = path.join(dir, 'data');
+    await writeFile(path.join(dir, 'probe.mjs'), GONE_PROBE);
+    for (const d of ['pm', 'st', 'data', 'data/pg_wal']) await mkdir(path.join(dir, d));
+    await writeFile(path.join(dir, 'pm', 'postgres'), `#!/bin/sh\n${dir}/st/postgres; :\n`, { mode: 0o755 });
+    await writeFile(path.join(dir, 'call'), `${call}\necho "exit $?"\n`);
+    await writeFile(
+      path.join(dir, 'st', 'postgres'),
+      `#!/bin/sh\necho "started $PPID"\nwhile [ ! -e ${dir}/go ]; do sleep 0.02; done\ncd ${dataDir} && PROBE=${dir}/probe.mjs DATA_DIR=${dataDir} sh ${dir}/call; :\n`,
+      { mode: 0o755 },
+    );
+    // stderr ignored: the launcher's "Killed" (the call's own stderr goes to stdout).
+    const child = spawn('sh', ['-c', `${dir}/pm/postgres; :`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    groups.push(child.pid!);
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    const [word, postmaster] = ((await lines.next()).value as string).split(' ');
+    expect(word).toBe('started');
+    return { dir, dataDir, postmaster: Number(postmaster), lines, go: () => writeFile(path.join(dir, 'go'), '') };
+  }
+
+  const answer = async (lines: AsyncIterator<string>) => (await lines.next()).value as string;
+  const pidFile = (tree: GatedTree, pid: number | string) => writeFile(path.join(tree.dataDir, 'postmaster.pid'), `${pid}\n${tree.dataDir}\n`);
+
+  it('knows its server is gone when postmaster.pid names a postmaster that no longer runs', async () => {
+    const tree = await gatedTree();
+    await pidFile(tree, tree.postmaster);
+    process.kill(tree.postmaster, 'SIGKILL');
+    await tree.go();
+    expect(await answer(tree.lines)).toBe('true');
+  }, 30_000);
+
+  it('knows its server is gone when postmaster.pid names another (restarted) postmaster', async () => {
+    const tree = await gatedTree();
+    const other = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
+    groups.push(other.pid!);
+    await pidFile(tree, other.pid!);
+    await tree.go();
+    expect(await answer(tree.lines)).toBe('true');
+  }, 30_000);
+
+  it("goes on while its postmaster runs, or when postmaster.pid is missing or a standalone backend's", async () => {
+    for (const pid of [(pm: number) => pm, () => undefined, (pm: number) => `-${pm}`]) {
+      const tree = await gatedTree();
+      const text = pid(tree.postmaster);
+      if (text !== undefined) await pidFile(tree, text);
+      await tree.go();
+      expect(await answer(tree.lines)).toBe('false');
+    }
+  }, 30_000);
+
+  it('goes on when no PostgreSQL process started it (a call run by hand)', async () => {
+    const dir = await scratchDir('walbridge-lineage-');
+    await writeFile(path.join(dir, 'postmaster.pid'), '1\n');
+    const { calledByGoneServer } = (await import(SERVER_MODULE)) as typeof import('../../src/wal/server.js');
+    expect(await calledByGoneServer(dir)).toBe(false);
+  });
+
+  it('archive-fetch waiting under recovery.signal ends at once (exit 200, nothing written) instead of waiting for nobody', async () => {
+    const repo = await scratchDir('walbridge-lineage-repo-');
+    const tree = await gatedTree(
+      `WALBRIDGE_CONFIG= WALBRIDGE_REPO=file://${repo} WALBRIDGE_NAMESPACE=gone ${path.join(BIN_DIR, 'archive-fetch')} 000000010000000000000003 pg_wal/RECOVERYXLOG 2>&1`,
+    );
+    await writeFile(path.join(tree.dataDir, 'recovery.signal'), '');
+    await pidFile(tree, tree.postmaster);
+    process.kill(tree.postmaster, 'SIGKILL');
+    const started = Date.now();
+    await tree.go();
+    const said: string[] = [];
+    for (let line = await answer(tree.lines); ; line = await answer(tree.lines)) {
+      said.push(line);
+      if (line.startsWith('exit ')) break;
+    }
+    expect(said.at(-1)).toBe('exit 200');
+    expect(said.join('\n')).toMatch(/the server that asked for 000000010000000000000003 is gone; stopping without writing anything/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(existsSync(path.join(tree.dataDir, 'pg_wal', 'RECOVERYXLOG'))).toBe(false);
   }, 30_000);
 });

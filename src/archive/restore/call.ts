@@ -11,7 +11,16 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../storage/store.js';
 import { dataDirOfWalPath, readRecoverySignal } from '../../wal/datadir.js';
 import { parseRequestedName, type WalFileName } from '../../wal/names.js';
-import { callerLineage, calledBy, formatServer, lineageIntact, processRunning, runningServer, type ServerProcess } from '../../wal/server.js';
+import {
+  callerLineage,
+  calledBy,
+  calledByGoneServer,
+  formatServer,
+  lineageIntact,
+  processRunning,
+  runningServer,
+  type ServerProcess,
+} from '../../wal/server.js';
 import { askBackground, backgroundRunning, fingerprint, tell } from '../background/client.js';
 import type { failoverSwitch } from './failover.js';
 import type { FetchAnswer, FetchRequest, ServedNote } from './fetcher.js';
@@ -70,6 +79,9 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
   const signal = dataDir ? await readRecoverySignal(dataDir) : undefined;
   // The postmaster this call serves (not only its parent, the sh): if it dies, nobody wants the answer.
   const server = dataDir ? await runningServer(dataDir, { ancestorOnly: true }) : undefined;
+  // Started by a startup process that has not yet noticed its postmaster died: nobody waits for
+  // the answer, and nothing later would show it (the orphan's parent no longer changes).
+  if (!server && dataDir && (await calledByGoneServer(dataDir))) throw serverGone(call.walFile);
   const lineage = callerLineage(server);
   const alive = () => lineageIntact(lineage) && (server === undefined || processRunning(server));
   if (call.wait && walDir && file.kind === 'segment') await registerWaitingCall(walDir, call.log);
