@@ -13,7 +13,7 @@ import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { backgroundListening } from '../support/background.js';
 import { runCli } from '../support/cli.js';
 import { BACKENDS, createRepo, type TestRepo } from '../support/repos.js';
-import { scratchDir } from '../support/scratch.js';
+import { removeScratch, scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 
@@ -97,7 +97,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     await rename(path.join(walDir, 'archive_status', `${names[0]}.ready`), path.join(walDir, 'archive_status', `${names[0]}.done`));
     await waitFor(async () => (await readdir(pushed)).length === 0);
     await pusherDone(walDir, []);
-    await rm(dir, { recursive: true });
+    await removeScratch(dir);
   });
 
   it('answers from a marker without any request, and only for the repository and namespace that wrote it', async () => {
@@ -118,7 +118,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     const confirmed = await runCli('archive-push', [`pg_wal/${names[2]}`], offline, { cwd: dir });
     expect(confirmed.stderr).toMatch(/ahead of time/);
     expect(confirmed.status).toBe(0);
-    await rm(dir, { recursive: true });
+    await removeScratch(dir);
   });
 
   it('does not trust a marker once the file on disk was replaced: the full checks run', async () => {
@@ -134,7 +134,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     const again = await runCli('archive-push', [`pg_wal/${names[1]}`], envFor(namespace), { cwd: dir });
     expect(again.stderr).not.toMatch(/ahead of time/);
     expect(again.status).toBe(ExitCode.notWal); // its header names another segment
-    await rm(dir, { recursive: true });
+    await removeScratch(dir);
   });
 
   it('serves calls for unmarked files through the running pusher, declines other settings, and survives its death', async () => {
@@ -187,7 +187,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     const last = await pusherPid();
     process.kill(last, 'SIGTERM');
     await waitFor(async () => !processAlive(last));
-    await rm(dir, { recursive: true });
+    await removeScratch(dir);
   });
 });
 
@@ -261,7 +261,7 @@ describe('bin/archive-push, the sh front-end', () => {
     } finally {
       const pid = Number(await readFile(path.join(walDir, 'walbridge', 'pusher.pid'), 'utf8').catch(() => '0'));
       if (processAlive(pid)) process.kill(pid, 'SIGTERM');
-      await rm(dir, { recursive: true, force: true });
+      await removeScratch(dir);
       await rm(fake, { recursive: true, force: true });
       await repo.cleanup();
     }
@@ -292,7 +292,7 @@ describe('a call asking the background pusher', () => {
       expect(await repo.store().head(`odd-answer/wal/${names[0]}`)).toBeDefined();
     } finally {
       impostor.close();
-      await rm(dir, { recursive: true, force: true });
+      await removeScratch(dir);
       await repo.cleanup();
     }
   });

@@ -1,12 +1,12 @@
 /** --metrics-file: calls of several processes at once, each counted once, by outcome. */
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseSamples } from '../../src/cli/metrics.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { createRepo, type TestRepo } from '../support/repos.js';
-import { scratchDir } from '../support/scratch.js';
+import { removeScratch, scratchDir } from '../support/scratch.js';
 
 let wal: GeneratedWal;
 beforeAll(async () => {
@@ -41,7 +41,7 @@ describe('metrics textfile', () => {
     expect(samples.get('walbridge_wal_bytes_total{command="fetch"}')).toBe(16 * 1024 * 1024);
     expect(samples.get('walbridge_call_duration_seconds_total{command="push"}')).toBeGreaterThan(0);
     expect(text).toMatch(/^# TYPE walbridge_calls_total counter$/m);
-    await rm(dir, { recursive: true });
+    await removeScratch(dir);
   });
 
   it('refuses a relative metrics path as a settings error', async () => {

@@ -35,6 +35,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { removeScratch } from '../support/scratch.js';
 
 // ---------------------------------------------------------------------------------------------
 // Constants and environment
@@ -861,33 +862,12 @@ class Cluster implements PgCluster {
       liveClusters.delete(this);
       allClusters.delete(this);
       this.destroyed = true;
-      await removeTree(this.rootDir);
+      await removeScratch(this.rootDir);
       unregisterDir(this.rootDir);
       if (!this.socketDir.startsWith(`${this.rootDir}/`)) {
         await rm(this.socketDir, { recursive: true, force: true });
         unregisterDir(this.socketDir);
       }
-    }
-  }
-}
-
-/**
- * rm -rf of a cluster's directory. walbridge's background processes and a waiting call stop
- * within a second or two of their server (README: nothing outlives its server), and may add a last
- * log line or state file meanwhile: rmdir then finds a directory not empty. Tried again for up
- * to 10 s; what was written after the first try is reported (a process that lingers longer fails).
- */
-async function removeTree(dir: string): Promise<void> {
-  for (let tries = 0; ; tries++) {
-    try {
-      return await rm(dir, { recursive: true, force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY' || tries >= 50) throw err;
-      if (tries === 0) {
-        const left = await readdir(dir, { recursive: true }).catch(() => []);
-        console.warn(`removing ${dir}: written to while it was removed (${left.slice(0, 8).join(', ')}); trying again`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
     }
   }
 }
