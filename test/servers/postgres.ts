@@ -35,7 +35,7 @@ import { createServer, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeScratch } from '../support/scratch.js';
+import { removeScratch } from '../support/remove.js';
 
 // ---------------------------------------------------------------------------------------------
 // Constants and environment
