@@ -54,7 +54,7 @@ function report(findings: readonly Finding[]): string {
 }
 
 /** How an archive_command or restore_command calls walbridge, with the settings its call would resolve. */
-async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv, cwd: string): Promise<ServerCall> {
+export async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv, cwd: string): Promise<ServerCall> {
   const words = shellWords(commandLine);
   if (!words || words.length === 0) return { calls: 'other', why: 'it is empty or more than one simple command (expansions, pipes, lists)' };
   const env = { ...serverEnv };
@@ -63,20 +63,22 @@ async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv, cw
     for (let m: RegExpExecArray | null; i < words.length && (m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(words[i]!)); i++) env[m[1]!] = m[2]!;
   };
   assignments();
+  if (words[i] === 'exec') i++;
   if (words[i] === 'env' || words[i] === '/usr/bin/env') {
     i++;
     assignments();
   }
-  const exe = path.basename(words[i] ?? '');
-  let calls: 'push' | 'fetch';
-  let args: string[];
-  if (exe === 'archive-push' || exe === 'archive-fetch') {
-    calls = exe === 'archive-push' ? 'push' : 'fetch';
-    args = words.slice(i + 1);
-  } else if (exe === 'walbridge' && (words[i + 1] === 'push' || words[i + 1] === 'fetch')) {
-    calls = words[i + 1] as 'push' | 'fetch';
-    args = words.slice(i + 2);
-  } else return { calls: 'other', why: `it runs ${words[i] ?? 'nothing'}` };
+  const called = walbridgeAt(words, i);
+  if (!called) {
+    // Through nice, timeout, flock...: their options are theirs, so the call's are not told apart here.
+    for (let j = i + 1; j < words.length; j++) {
+      const wrapped = walbridgeAt(words, j);
+      if (wrapped) return { calls: 'wrapped', runs: wrapped.calls, exe: wrapped.exe, wrapper: path.basename(words[i]!) };
+    }
+    return { calls: 'other', why: `it runs ${words[i] ?? 'nothing'}` };
+  }
+  const { calls } = called;
+  const args = words.slice(called.argsAt);
   const noop = () => undefined;
   const command =
     calls === 'push' ? (await import('./push.js')).pushCommand('archive-push', noop) : (await import('./fetch.js')).fetchCommand('archive-fetch', noop);
@@ -94,4 +96,13 @@ async function resolveCall(commandLine: string, serverEnv: NodeJS.ProcessEnv, cw
   } catch (err) {
     return { calls, problem: (err as Error).message.replace(/^error: /, '') };
   }
+}
+
+/** Whether words[i] runs walbridge's push or fetch (archive-push, archive-fetch, walbridge push|fetch), and where its arguments start. */
+function walbridgeAt(words: readonly string[], i: number): { calls: 'push' | 'fetch'; exe: string; argsAt: number } | undefined {
+  const exe = path.basename(words[i] ?? '');
+  if (exe === 'archive-push' || exe === 'archive-fetch') return { calls: exe === 'archive-push' ? 'push' : 'fetch', exe, argsAt: i + 1 };
+  const sub = words[i + 1];
+  if (exe === 'walbridge' && (sub === 'push' || sub === 'fetch')) return { calls: sub, exe: `walbridge ${sub}`, argsAt: i + 2 };
+  return undefined;
 }

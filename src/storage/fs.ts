@@ -16,8 +16,8 @@
  *
  * Every error is a StoreError: a raw errno would end the command as an internal error.
  */
-import { readlinkSync } from 'node:fs';
-import { link, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, readlinkSync } from 'node:fs';
+import { access, link, mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -173,6 +173,7 @@ export class FsStore implements Store {
       } catch (err) {
         const mapped = mapFsError(err, file);
         if (mapped.kind !== 'not-found') throw mapped;
+        await this.mayDeleteIn(path.dirname(file));
       }
     }
     for (const dir of dirs) {
@@ -181,6 +182,19 @@ export class FsStore implements Store {
       } catch (err) {
         throw mapFsError(err, dir);
       }
+    }
+  }
+
+  /**
+   * A key that is not there is deleted only where one that is could be, as S3 and GCS answer by
+   * permission first: a delete refused for a directory this user may not write to says so.
+   */
+  private async mayDeleteIn(dir: string): Promise<void> {
+    try {
+      await access(dir, constants.W_OK);
+    } catch (err) {
+      const mapped = mapFsError(err, dir);
+      if (mapped.kind !== 'not-found') throw mapped;
     }
   }
 

@@ -65,6 +65,14 @@ describe('walbridge check', () => {
     expect(elsewhere.stdout).toMatch(/^FAIL +archive_command: archive_command reaches .*, namespace "chk-elsewhere", not .*, namespace "chk"$/m);
     expect(elsewhere.stdout).toMatch(/^\d+ checks? failed$/m);
     expect(elsewhere.status).toBe(14);
+    // Through another program: its settings are not resolved, the segment switch shows where archiving lands.
+    await primary.psql("alter system set archive_command = 'nice -n 5 archive-push %p'; select pg_reload_conf()");
+    const wrapped = await check(primary);
+    expect(wrapped.stdout).toMatch(
+      /^WARN +archive_command: archive_command runs archive-push through nice: its repository and namespace are not resolved here/m,
+    );
+    expect(wrapped.stdout).toMatch(/^ok +archiving: 0000000100000000000000\w\w archived .* after pg_switch_wal\(\), read back and verified$/m);
+    expect(wrapped.status, wrapped.stdout).toBe(0);
     // A command line check cannot read (a list, a variable) is named, never quoted: it may hold a secret.
     await primary.psql("alter system set archive_command = 'AWS_SECRET_ACCESS_KEY=check-never-prints-this archive-push %p || false'; select pg_reload_conf()");
     const unreadable = await check(primary);
@@ -85,11 +93,21 @@ describe('walbridge check', () => {
     await repo.cleanup();
   });
 
-  it("names a permission the server's user lacks (file://: wal/ not writable)", async () => {
+  it("names a permission the server's user lacks (file://: wal/ not writable) on a primary and on a standby that deletes", async () => {
     const repo = await createRepo('file');
     const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'chk-perm', ...repo.env };
     const primary = await initPrimary({ name: 'chk-perm', env, archiveCommand: 'archive-push %p' });
+    await primary.psql('create table t (id int); insert into t values (1)');
     await archived(primary);
+    // standby.signal with a waiting archive-fetch (PostgreSQL polls there by itself: a warning), deleting with --cleanup.
+    const standby = await baseBackup(primary, {
+      name: 'chk-perm-standby',
+      wal: 'none',
+      recovery: { restoreCommand: 'archive-fetch --cleanup %f %p %r', signal: 'standby' },
+      conf: { wal_retrieve_retry_interval: '200ms' },
+      start: { wait: false },
+    });
+    await standby.waitFor('select count(*) from t', '1', 60_000);
     const wal = path.join(new URL(repo.url).pathname, 'chk-perm', 'wal');
     await chmod(wal, 0o555);
     try {
@@ -98,23 +116,38 @@ describe('walbridge check', () => {
         /^FAIL +archiving: 0000000100000000000000\w\w was not archived within 5 s of pg_switch_wal\(\): pushed from here as archive_command would, it fails: .*chk-perm\/wal\/.*permission denied.* \(pg_stat_archiver: (last failed 0000000100000000000000\w\w at .*|records no failure)\)$/m,
       );
       expect(r.status).toBe(14);
+      const s = await check(standby);
+      expect(s.stdout).toMatch(/^WARN +restore_command: standby\.signal with a waiting archive-fetch: PostgreSQL polls by itself there; use --no-wait/m);
+      // A delete of a key that is not there answers by permission, as S3 and GCS do.
+      expect(s.stdout).toMatch(/^FAIL +store: may not delete objects under chk-perm\/wal\/ \(.*\), which archive-fetch --cleanup needs: /m);
+      expect(s.status).toBe(14);
     } finally {
       await chmod(wal, 0o777);
     }
+    await standby.destroy();
     await primary.destroy();
     await repo.cleanup();
   });
 
-  it('names a store that ignores conditional create (the GCS test server, told to)', async () => {
-    const gcs = await startGcsServer({ ignorePreconditions: true });
+  it('names a store that ignores conditional create and one that does not check uploads (the GCS test server, told to), and leaves nothing behind', async () => {
+    const gcs = await startGcsServer({ ignorePreconditions: true, ignoreHashes: true });
     try {
       gcs.createBucket('ignoring');
       const env = { WALBRIDGE_REPO: 'gs://ignoring/wal', WALBRIDGE_NAMESPACE: 'chk-gcs', STORAGE_EMULATOR_HOST: gcs.url };
       const primary = await initPrimary({ name: 'chk-gcs', env, archiveCommand: 'archive-push %p' });
       await archived(primary);
+      const before = [...gcs.objects('ignoring').keys()].sort();
       const r = await check(primary);
       expect(r.stdout).toMatch(/^FAIL +store: the store replaced chk-gcs\/identity\.json although it exists: it ignores If-None-Match \/ ifGenerationMatch/m);
+      expect(r.stdout).toMatch(
+        /^FAIL +store: the store stored an upload whose Content-MD5 does not match its body: it does not check what it receives \(it was removed\)$/m,
+      );
       expect(r.status).toBe(14);
+      // The probe went under chk-gcs/check/ and was removed: the namespace holds what archiving wrote, and verifies.
+      const after = [...gcs.objects('ignoring').keys()].sort();
+      expect(after.filter((k) => !before.includes(k)).every((k) => k.startsWith('wal/chk-gcs/wal/'))).toBe(true);
+      const verify = await runAsClusterUser('walbridge', ['verify'], { env: { ...primary.serverEnv(), ...env } });
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
       await primary.destroy();
     } finally {
       await gcs.close();

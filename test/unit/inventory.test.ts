@@ -17,6 +17,7 @@ describe('takeInventory', () => {
     { key: 'ns/wal/000000020000000000000005', size: 100, lastModified: at('10:06:00') },
     { key: 'ns/wal/000000030000000000000007', size: 100, lastModified: at('10:07:00') },
     { key: 'ns/trigger/all', size: 90, lastModified: at('10:08:00') },
+    { key: 'ns/check/walbridge-check-0123456789ab', size: 16 }, // walbridge check's probe, left by a store that took it
     { key: 'ns/wal/notes.txt', size: 5 },
     { key: 'ns/wal/00000002.history', size: 40 },
     { key: 'ns/other/000000010000000000000009', size: 5 },
@@ -45,6 +46,7 @@ describe('takeInventory', () => {
     expect(inv.objects).toBe(listing.length);
     expect(inv.newestAt).toEqual(at('10:08:00'));
     expect(inv.walKeys).not.toContain('ns/trigger/all');
+    expect(inv.walKeys).not.toContain('ns/check/walbridge-check-0123456789ab');
     expect(inv.walKeys).toContain('ns/history/00000002.history');
   });
 });

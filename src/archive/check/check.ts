@@ -6,7 +6,7 @@
  * - the store: reachable; the namespace listed and read; on a primary, create-if-absent honoured
  *   (identity.json offered again with its own bytes: a store that ignores If-None-Match /
  *   ifGenerationMatch rewrites it with what it holds, nothing is lost) and Content-MD5 checked (a
- *   probe with a wrong digest, which such a store refuses); delete permission where the set-up
+ *   probe under <ns>/check/ with a wrong digest, which such a store refuses); delete permission where the set-up
  *   deletes (an absent key is deleted: a store answers that as it would a real delete);
  * - the server (libpq's PG* variables, or --conninfo): the namespace's cluster is the server's;
  *   archive_command / restore_command call walbridge with this repository and namespace (the
@@ -29,7 +29,7 @@ import { parseWalFileName } from '../../wal/names.js';
 import type { ServerConnection, ServerFacts } from '../../wal/server-facts.js';
 import { repositoryId } from '../repo/open.js';
 import { checkContent, namespaceStatus, type NamespaceStatus } from '../repo/inspect.js';
-import { identityKey, triggerPrefix, walFileKey, walPrefix } from '../repo/layout.js';
+import { checkPrefix, identityKey, triggerPrefix, walFileKey, walPrefix } from '../repo/layout.js';
 import { ALL_STANDBYS, triggerId } from '../repo/trigger.js';
 import { readStandbyState } from '../restore/standby-state.js';
 import { pushContext, pushWalFile } from '../push/push.js';
@@ -46,6 +46,8 @@ export interface Finding {
 /** How the server calls walbridge, as its archive_command or restore_command would resolve it. */
 export type ServerCall =
   | { readonly calls: 'other'; readonly why: string }
+  /** walbridge run through another program (nice, timeout, flock...): its settings cannot be told from here. */
+  | { readonly calls: 'wrapped'; readonly runs: 'push' | 'fetch'; readonly exe: string; readonly wrapper: string }
   | { readonly calls: 'push' | 'fetch'; readonly settings: Settings; readonly wait: boolean; readonly cleanup: boolean }
   | { readonly calls: 'push' | 'fetch'; readonly problem: string };
 
@@ -144,7 +146,8 @@ async function checkPrimary(
   if (facts.archiveMode !== 'on' && facts.archiveMode !== 'always')
     note('fail', 'archive_command', `archive_mode is ${facts.archiveMode}: set archive_mode = on (a restart applies it)`);
   const call = await input.resolveCall(facts.archiveCommand, env, facts.dataDirectory);
-  const callOk = sameRepository('archive_command', 'push', call, settings, note) && 'settings' in call ? call : undefined;
+  // A wrapped call is tried end to end with this call's settings: the switched segment lands here, or not.
+  const callOk = sameRepository('archive_command', 'push', call, settings, note) ? ('settings' in call ? call : { settings }) : undefined;
 
   // Create-if-absent: identity.json offered again, with its own bytes, verified first against its
   // recorded hash. Not where the store does not encrypt it as asked: a driver takes back an object it
@@ -178,7 +181,7 @@ async function checkPrimary(
   } else note('warn', 'store', `create-if-absent not checked: namespace "${ns}" has no identity yet (the first archived segment writes it)`);
 
   // Content-MD5: a probe whose digest does not match its body must be refused.
-  const probe = `${walPrefix(ns)}walbridge-check-${randomBytes(6).toString('hex')}`;
+  const probe = `${checkPrefix(ns)}walbridge-check-${randomBytes(6).toString('hex')}`;
   try {
     const outcome = await store.putIfAbsent(probe, {
       body: Buffer.from('walbridge check\n'),
@@ -187,7 +190,7 @@ async function checkPrimary(
     });
     const removed = await store.deleteMany([probe]).then(
       () => 'it was removed',
-      () => `remove ${probe} by hand`,
+      () => `remove ${probe}, or let the Terraform modules' rule expire it after a day`,
     );
     note(
       'fail',
@@ -196,7 +199,7 @@ async function checkPrimary(
     );
   } catch (err) {
     if (err instanceof StoreError && (err.kind === 'denied' || err.kind === 'no-bucket' || err.kind === 'transient'))
-      note('fail', 'store', storeProblem(err, `create objects under ${walPrefix(ns)} (s3:PutObject; storage.objects.create)`));
+      note('fail', 'store', storeProblem(err, `create objects under ${checkPrefix(ns)} (s3:PutObject; storage.objects.create)`));
     // Only a refusal of the digest itself tells; any other (a checksum mode the store rejects, say) is the store's answer to every upload.
     else if (/digest|md5/i.test((err as Error).message)) note('ok', 'store', 'uploads are checked (an upload with a wrong Content-MD5 was refused)');
     else
@@ -374,8 +377,16 @@ function sameRepository(setting: string, expected: 'push' | 'fetch', call: Serve
     note('fail', setting, `${setting} does not call ${exe}: ${call.why}`);
     return false;
   }
-  if (call.calls !== expected) {
-    note('fail', setting, `${setting} calls walbridge ${call.calls}, not ${expected}`);
+  if (call.calls === 'wrapped' && call.runs === expected) {
+    note(
+      'warn',
+      setting,
+      `${setting} runs ${call.exe} through ${call.wrapper}: its repository and namespace are not resolved here${expected === 'push' ? ' (the segment switch below shows where archiving lands)' : ''}`,
+    );
+    return expected === 'push';
+  }
+  if (call.calls === 'wrapped' || call.calls !== expected) {
+    note('fail', setting, `${setting} calls walbridge ${call.calls === 'wrapped' ? call.runs : call.calls}, not ${expected}`);
     return false;
   }
   if ('problem' in call) {

@@ -5,7 +5,7 @@
  */
 import { formatLsn } from '../../wal/header.js';
 import { formatSegmentName, parseWalFileName, segmentNumber, type WalFileName } from '../../wal/names.js';
-import { historyPrefix, identityKey, streamPrefix, triggerPrefix, walPrefix } from './layout.js';
+import { checkPrefix, historyPrefix, identityKey, streamPrefix, triggerPrefix, walPrefix } from './layout.js';
 import { parseChunkKey } from './stream-chunks.js';
 import { formatTimeline, type HistoryEntry } from './timelines.js';
 
@@ -67,7 +67,7 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
     bytes += object.size;
     newestAt = later(newestAt, object.lastModified);
     const { key } = object;
-    if (key === identityKey(namespace) || key.startsWith(triggerPrefix(namespace))) continue;
+    if (key === identityKey(namespace) || key.startsWith(triggerPrefix(namespace)) || key.startsWith(checkPrefix(namespace))) continue;
     if (key.startsWith(streamPrefix(namespace))) {
       const segment = parseWalFileName(key.slice(streamPrefix(namespace).length).split('/')[0]!);
       if (segment?.kind === 'segment' && parseChunkKey(key)) {

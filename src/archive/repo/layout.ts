@@ -8,6 +8,9 @@
  *   <namespace>/stream/<segment>/<start>-<end>
  *                                  bytes [start, end) of a segment not yet archived, shipped by
  *                                  `walbridge stream` (see stream-chunks.ts); removed once archived
+ *   <namespace>/check/<probe>      what `walbridge check` uploads to see that the store checks
+ *                                  uploads (refused there); removed at once where it was stored, and
+ *                                  expired after a day by the Terraform rules (a role may not delete)
  *
  * Keys are relative to the repository root (the prefix in the repo URL).
  */
@@ -53,4 +56,9 @@ export function streamPrefix(namespace: string): string {
 
 export function streamSegmentPrefix(namespace: string, segment: string): string {
   return `${streamPrefix(namespace)}${segment}/`;
+}
+
+/** Probes of `walbridge check` (never WAL): outside every prefix the other commands read. */
+export function checkPrefix(namespace: string): string {
+  return `${namespace}/check/`;
 }

@@ -58,6 +58,8 @@ export interface GcsServerOptions {
   ignoreKmsKeyName?: boolean;
   /** Accept the request preconditions (ifGenerationMatch=0 included) and ignore them, as some emulators do: for testing clients' checks. */
   ignorePreconditions?: boolean;
+  /** Store a body whose given MD5 / CRC32C does not match it (with its real hashes), as a store that does not check uploads: for testing clients' checks. */
+  ignoreHashes?: boolean;
 }
 
 // CRC32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
@@ -210,7 +212,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
       ['MD5 hash', md5, [meta.md5Hash, sent.md5]],
       ['CRC32C', crc, [meta.crc32c, sent.crc32c]],
     ] as const;
-    for (const [label, actual, provided] of checks) {
+    for (const [label, actual, provided] of opts.ignoreHashes ? [] : checks) {
       for (const want of provided) {
         if (want === undefined || want === actual) continue;
         throw badRequest(`Provided ${label} "${String(want)}" doesn't match calculated ${label} "${actual}".`);
