@@ -12,6 +12,7 @@
  * reached the same repository and namespace. A call whose key differs (another configuration,
  * a call not made through a front-end) simply starts Node, which checks everything itself.
  */
+import type { Settings } from '../config/settings.js';
 import { statLine, type FileIdentity } from '../util/file-identity.js';
 
 /** Set by the front-ends; only read by Node. */
@@ -29,4 +30,13 @@ export function callKeyOf(env: NodeJS.ProcessEnv): string | undefined {
  */
 export function frontEndRecord(key: string, file: FileIdentity): string {
   return `${key} ${statLine(file)}`;
+}
+
+/**
+ * Whether calls with these settings may be answered by bin/ alone: nothing of theirs needs Node
+ * after the answer (no --metrics-file to add to) and its one log line, which bin/ writes as text,
+ * is in the format asked for (no --log-format json).
+ */
+export function frontEndMayAnswer(settings: Pick<Settings, 'metricsFile' | 'logFormat'>): boolean {
+  return !settings.metricsFile && settings.logFormat === 'text';
 }

@@ -31,7 +31,7 @@ export function backgroundCommand(role: BackgroundRole, done: (status: ExitStatu
     .argument('<pg_wal>', 'the pg_wal directory')
     .addOption(new Option('--server <pid:start>', 'the postmaster whose call started it: it stops when that postmaster does').hideHelp());
   addSettingOptions(command, settingsOf).action(async (walDir: string) => {
-    const log = createLogger(`walbridge ${role}`);
+    const log = createLogger(`walbridge ${role}`, { stamped: true });
     if (role === 'pusher') removeTempFilesOnSignals();
     else installSignalHandlers();
     const settings = await settingsFrom(command, settingsOf);

@@ -1,6 +1,7 @@
 /** Turns the settings table into commander options, and the parsed flags back into raw settings. */
 import { Option, type Command } from 'commander';
 import { CONFIG_ENV, SETTINGS, resolveSettings, type CommandName, type RawSettings, type Settings } from '../config/settings.js';
+import { setLogFormat } from '../log.js';
 
 export function addSettingOptions(command: Command, name: CommandName): Command {
   command.addOption(new Option('--config <file>', `read settings from this file ("key = value" lines) [env ${CONFIG_ENV}]`));
@@ -13,12 +14,17 @@ export function addSettingOptions(command: Command, name: CommandName): Command 
   return command;
 }
 
-/** Settings from this command's flags, the environment and the config file: only those `name` takes are read. */
-export function settingsFrom(command: Command, name: CommandName, opts: { wholeRepository?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Settings> {
+/**
+ * Settings from this command's flags, the environment and the config file: only those `name`
+ * takes are read. This process's own (no `env` given) also set how it logs from then on.
+ */
+export async function settingsFrom(command: Command, name: CommandName, opts: { wholeRepository?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Settings> {
   const values = command.opts<Record<string, string | boolean | undefined>>();
   const flags: Record<string, string | boolean | undefined> = { config: values['config'] };
   for (const def of SETTINGS) flags[def.key] = values[camel(def.key)];
-  return resolveSettings({ flags: flags as RawSettings, env: opts.env ?? process.env, command: name, wholeRepository: opts.wholeRepository });
+  const settings = await resolveSettings({ flags: flags as RawSettings, env: opts.env ?? process.env, command: name, wholeRepository: opts.wholeRepository });
+  if (!opts.env) setLogFormat(settings.logFormat);
+  return settings;
 }
 
 function camel(key: string): string {

@@ -10,6 +10,7 @@ import type { DriverSetting, RepoLocation } from '../storage/driver.js';
 import { driverFor, drivers, parseRepoUrl, repoUrlForms } from '../storage/registry.js';
 import { readSmallFile } from '../util/small-file.js';
 import { absolutePath, boolean, configError, integer, seconds, type RawValue } from '../util/setting-values.js';
+import { JSON_LOG_FIELDS, isLogFormat, type LogFormat } from '../log.js';
 import { namespaceProblem } from './namespace.js';
 
 export interface Settings {
@@ -43,6 +44,8 @@ export interface Settings {
   readonly streamInterval: number;
   /** walbridge stream: how to connect to the primary (libpq's PG* variables otherwise). */
   readonly conninfo: string | undefined;
+  /** How log lines are written (src/log.ts). */
+  readonly logFormat: LogFormat;
 }
 
 /** The commands a setting matters to (its flag appears only there). */
@@ -173,6 +176,13 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     description:
       'walbridge stream and check: the server, as postgresql://user@host:port/db?host=/socket/dir (default: the PG* environment variables, as libpq)',
     commands: ['stream', 'check'],
+  },
+  {
+    key: 'log-format',
+    env: 'WALBRIDGE_LOG_FORMAT',
+    value: '<format>',
+    description: `log lines: text (one line each, as PostgreSQL's log shows them) or json (one object per line: ${JSON_LOG_FIELDS}); in the environment it also covers errors in the other settings`,
+    default: 'text',
   },
   {
     key: 'timeout',
@@ -312,7 +322,14 @@ export async function resolveSettings({ flags, env, command, wholeRepository = f
     ),
     streamInterval: seconds(raw('stream-interval')!, 0.01, 60),
     conninfo: conninfo(raw('conninfo')),
+    logFormat: logFormat(raw('log-format')!),
   };
+}
+
+function logFormat(r: Raw): LogFormat {
+  const value = String(r.value);
+  if (!isLogFormat(value)) throw configError(`bad ${r.from} "${value}": use text or json`, r);
+  return value;
 }
 
 /** The keys from the key file or the environment (never both: which one encrypts would be unclear). */

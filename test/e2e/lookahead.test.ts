@@ -153,7 +153,7 @@ describe.each(BACKENDS)('lookahead push through %s', (backend) => {
     const served = await runCli('archive-push', [`pg_wal/${names[1]}`], env, { cwd: dir });
     expect(served.status).toBe(0);
     expect(served.stderr).toMatch(new RegExp(`archive-push: archived ${names[1]} \\(16\\.0 MiB`));
-    expect(await pusherLog()).toContain(`archived ${names[1]}`);
+    expect(await pusherLog()).toMatch(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\[\\d+\\] INFO walbridge pusher: archived ${names[1]}`, 'm'));
     expect(await stored(namespace)).toContain(names[1]);
 
     // A failure comes back with its own exit status: a file that is not WAL under a WAL name.
@@ -269,6 +269,41 @@ describe('bin/archive-push, the sh front-end', () => {
 });
 
 describe('a call asking the background pusher', () => {
+  it('logs one JSON object per line with --log-format json: the call, and the pusher it starts (given the setting as a variable)', async () => {
+    const repo = await createRepo('file');
+    const names = wal.segments.map((s) => path.basename(s));
+    const { dir, walDir } = await primaryDir(wal.segments.slice(0, 3));
+    try {
+      const env = { WALBRIDGE_REPO: repo.url, WALBRIDGE_NAMESPACE: 'json-log', WALBRIDGE_PUSH_CONCURRENCY: '3', WALBRIDGE_BACKGROUND_IDLE: '1', ...repo.env };
+      const r = await runCli('archive-push', ['--log-format', 'json', `pg_wal/${names[0]}`], env, { cwd: dir });
+      expect(r.status, r.stderr).toBe(0);
+      const records = r.stderr
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(records).toContainEqual(
+        expect.objectContaining({ level: 'info', program: 'archive-push', message: expect.stringMatching(new RegExp(`^archived ${names[0]}`)) }),
+      );
+      const pusherLog = path.join(walDir, 'walbridge', 'pusher.log');
+      await waitFor(async () => (await readFile(pusherLog, 'utf8').catch(() => '')).includes(`archived ${names[2]}`));
+      for (const line of (await readFile(pusherLog, 'utf8')).trim().split('\n'))
+        expect(JSON.parse(line)).toMatchObject({ program: 'walbridge pusher', pid: expect.any(Number) });
+      // A file the pusher stored: bin/archive-push, which writes text, leaves the answer to Node.
+      const ahead = await runCli('archive-push', ['--log-format', 'json', `pg_wal/${names[2]}`], env, { cwd: dir });
+      expect(ahead.status, ahead.stderr).toBe(0);
+      expect(
+        ahead.stderr
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as unknown),
+      ).toContainEqual(expect.objectContaining({ program: 'archive-push', message: expect.stringContaining(names[2]!) }));
+    } finally {
+      await waitFor(async () => !(await readdir(path.join(walDir, 'walbridge')).catch(() => [] as string[])).includes('pusher.pid'));
+      await removeScratch(dir);
+      await repo.cleanup();
+    }
+  });
+
   it('exits 0 only on the answer "stored": any other answer, and it pushes the file itself', async () => {
     const repo = await createRepo('file');
     const names = wal.segments.map((s) => path.basename(s));

@@ -11,6 +11,7 @@
  * its scan are never reported to PostgreSQL: the archiver's call for that file meets them itself.
  */
 import path from 'node:path';
+import { frontEndMayAnswer } from '../front-end.js';
 import type { Settings } from '../../config/settings.js';
 import type { Logger } from '../../log.js';
 import { sweepDeadTempFiles } from '../../util/temp-files.js';
@@ -56,7 +57,7 @@ export async function runPusher(
   const { store, retry } = await openRepository(settings, tellingConnectedCalls(log));
   const ctx = pushContext(settings, store, retry, log);
   // A call answered by bin/archive-push alone would not be counted in --metrics-file: with one, every call starts Node.
-  const scope = { repository: repositoryId(settings), namespace: settings.namespace, callKey: settings.metricsFile ? undefined : callKey };
+  const scope = { repository: repositoryId(settings), namespace: settings.namespace, callKey: frontEndMayAnswer(settings) ? callKey : undefined };
   await runBackground(
     { walDir, server, idleMs: settings.backgroundIdle * 1000, log, fingerprint },
     pusher(ctx, scope, walDir, settings.pushConcurrency, server),

@@ -5,6 +5,7 @@
  * settings anew, so a config or key file mended while the call holds is what the next attempt uses.
  */
 import { existsSync } from 'node:fs';
+import { frontEndMayAnswer } from '../front-end.js';
 import path from 'node:path';
 import type { Settings } from '../../config/settings.js';
 import type { Logger } from '../../log.js';
@@ -106,7 +107,7 @@ async function attempt(caller: Caller): Promise<FetchOutcome> {
   const configuration = fingerprint(settings, call.env, server && formatServer(server));
   const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !caller.rewinding && file.kind === 'segment';
   // Calls like this one need nothing but the spool's rename: bin/archive-fetch may answer them alone.
-  if (viaFetcher && call.callKey && !call.wait && !settings.metricsFile) {
+  if (viaFetcher && call.callKey && !call.wait && frontEndMayAnswer(settings)) {
     const spool = spoolDir({ repository: repositoryId(settings), namespace: settings.namespace }, call.destination);
     if (spool) await recordFrontEnd(walDir, call.callKey, spool);
   }
@@ -188,7 +189,7 @@ async function throughFetcher(caller: Caller, settings: Settings, configuration:
     destination: path.resolve(destination),
     wait: call.wait,
     // Calls like this one need only the spool and the fetcher's look for triggers and forks: bin/archive-fetch may answer them.
-    ...(call.wait && call.callKey && !settings.metricsFile ? { frontEnd: call.callKey } : {}),
+    ...(call.wait && call.callKey && frontEndMayAnswer(settings) ? { frontEnd: call.callKey } : {}),
   };
   const promoteFile = path.join(path.dirname(walDir), 'promote');
   let failoverAt: number | undefined;
