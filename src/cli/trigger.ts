@@ -1,5 +1,5 @@
 /** `walbridge trigger smart|fast|clear|status`: failover by trigger object. */
-import { Argument, Command } from 'commander';
+import { Argument, Command, Option } from 'commander';
 import { ALL_STANDBYS, clearTrigger, listTriggers, setTrigger, type TriggerMode } from '../archive/repo/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -14,7 +14,8 @@ export function triggerCommand(done: (status: ExitStatus) => void): Command {
         'fast: they end recovery at once. clear: remove the trigger. status: show the triggers. ' +
         'Without --standby the trigger concerns every standby of the namespace. A trigger only concerns standbys set up before it was written.',
     )
-    .addArgument(new Argument('<action>', 'smart, fast, clear or status').choices(['smart', 'fast', 'clear', 'status']));
+    .addArgument(new Argument('<action>', 'smart, fast, clear or status').choices(['smart', 'fast', 'clear', 'status']))
+    .addOption(new Option('--json', 'status: print {"namespace", "triggers": [{"mode", "target", "createdAt", "createdBy"}]} instead of text'));
   addSettingOptions(command, 'trigger').action(async (action: 'smart' | 'fast' | 'clear' | 'status') => {
     const log = createLogger('walbridge trigger');
     const settings = await settingsFrom(command, 'trigger');
@@ -23,6 +24,11 @@ export function triggerCommand(done: (status: ExitStatus) => void): Command {
     const who = target === ALL_STANDBYS ? 'every standby' : `standby "${target}"`;
     if (action === 'status') {
       const triggers = await listTriggers(store, settings.namespace);
+      if (command.opts<{ json?: boolean }>().json) {
+        const listed = triggers.map(({ mode, target, createdAt, createdBy }) => ({ mode, target, createdAt, createdBy }));
+        process.stdout.write(`${JSON.stringify({ namespace: settings.namespace, triggers: listed }, null, 2)}\n`);
+        return done(ExitCode.ok);
+      }
       if (triggers.length === 0) process.stdout.write(`no trigger in namespace "${settings.namespace}"\n`);
       for (const t of triggers) {
         process.stdout.write(

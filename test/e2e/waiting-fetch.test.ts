@@ -229,6 +229,8 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     expect((await west.exited).status).toBe(0);
     const status = await runCli('walbridge', ['trigger', 'status'], env());
     expect(status.stdout).toMatch(/fast trigger for standby "east"/);
+    const json = JSON.parse((await runCli('walbridge', ['trigger', 'status', '--json'], env())).stdout) as { triggers: unknown[] };
+    expect(json.triggers).toEqual([{ mode: 'fast', target: 'east', createdAt: expect.stringMatching(/^\d{4}-/), createdBy: expect.any(String) }]);
   });
 
   it('ignores a trigger left over from before the standby was set up, and says so', async () => {
@@ -242,6 +244,7 @@ describe.each(BACKENDS)('waiting fetch through %s', (backend) => {
     // recovery_end_command clears it.
     expect((await runCli('walbridge', ['trigger', 'clear'], env())).status).toBe(0);
     expect((await runCli('walbridge', ['trigger', 'status'], env())).stdout).toMatch(/no trigger/);
+    expect(JSON.parse((await runCli('walbridge', ['trigger', 'status', '--json'], env())).stdout)).toMatchObject({ triggers: [] });
   });
 
   it('--max-wait fails over loudly when no segment arrives', async () => {
