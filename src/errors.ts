@@ -46,7 +46,7 @@ export const EXIT_MEANING: Readonly<Record<keyof typeof ExitCode, string>> = {
   storeAccess: 'the store refused the credentials or the permission',
   storeMissing: 'the bucket (or local repository directory) does not exist',
   storeError: 'any other error the store answered with',
-  problems: "walbridge verify: the archive has problems; walbridge check: a check failed (never a PostgreSQL command's status)",
+  problems: "walbridge verify and status: the archive has problems; walbridge check: a check failed (never a PostgreSQL command's status)",
   encryptionKey: 'an object is encrypted with a key that was not given',
   // archive/repo/timelines.ts
   fenced: 'archive_command, walbridge stream: WAL of a timeline past the point where a newer timeline branched off it (an old primary after a promotion)',

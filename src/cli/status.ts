@@ -1,6 +1,6 @@
 /** `walbridge status [--json] [--all]`: what a namespace holds and how fresh it is, or which namespace holds which cluster. */
-import { Command, Option } from 'commander';
-import type { NamespaceStatus, RepositoryNamespace } from '../archive/repo/inspect.js';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { NamespaceStatus, RepositoryNamespace, StreamLead } from '../archive/repo/inspect.js';
 import { ALL_STANDBYS } from '../archive/repo/trigger.js';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger, formatAge, formatBytes } from '../log.js';
@@ -12,15 +12,25 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
     .summary("show a namespace's cluster, timelines, newest segments and triggers")
     .description(
       "Show the namespace's cluster identity, per timeline the segments archived (first, newest, the newest one's age, gaps), " +
-        '.partial and .backup files, timeline history files, and failover triggers. --json prints the same for monitoring. ' +
-        `Exits ${ExitCode.notFound} if the namespace holds no WAL and no identity (is --namespace right?), 0 otherwise. ` +
+        '.partial and .backup files, timeline history files, how far walbridge stream reached past the archive, and failover triggers. --json prints the same for monitoring. ' +
+        `Exits ${ExitCode.notFound} if the namespace holds no WAL and no identity (is --namespace right?), ${ExitCode.problems} on a problem the listing shows ` +
+        '(missing segments, a timeline without its history file, objects walbridge never writes, with --max-age a newest segment older than that), 0 otherwise. ' +
         `--all lists every namespace of the repository with its cluster instead (exit ${ExitCode.notFound} if there is none).`,
     )
     .addOption(new Option('--json', 'print one JSON object (ages in seconds) instead of text'))
-    .addOption(new Option('--all', 'list every namespace of the repository with the cluster it holds (no --namespace needed)'));
+    .addOption(new Option('--all', 'list every namespace of the repository with the cluster it holds (no --namespace needed)'))
+    .addOption(
+      new Option('--max-age <seconds>', `exit ${ExitCode.problems} when the newest segment is older than this (set it above archive_timeout)`).argParser(
+        (v) => {
+          const n = Number(v);
+          if (!/^\d+$/.test(v) || n < 1) throw new InvalidArgumentError('give a whole number of seconds, 1 or more');
+          return n;
+        },
+      ),
+    );
   addSettingOptions(command, 'status').action(async () => {
     const log = createLogger('walbridge status');
-    const { json, all } = command.opts<{ json?: boolean; all?: boolean }>();
+    const { json, all, maxAge } = command.opts<{ json?: boolean; all?: boolean; maxAge?: number }>();
     const settings = await settingsFrom(command, 'status', { wholeRepository: all });
     const { store } = await openRepository(settings, log);
     if (all) {
@@ -30,14 +40,16 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
       if (namespaces.length === 0) log.error(`no namespace in ${store.location}: is --repo right?`);
       return done(namespaces.length === 0 ? ExitCode.notFound : ExitCode.ok);
     }
-    const { emptyNamespace, namespaceStatus } = await import('../archive/repo/inspect.js');
+    const { emptyNamespace, namespaceStatus, statusProblems, streamLead } = await import('../archive/repo/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);
     const now = new Date();
-    process.stdout.write(json ? `${JSON.stringify(statusJson(status, now), null, 2)}\n` : statusText(status, now));
+    const problems = statusProblems(status, now, { maxAgeSeconds: maxAge });
+    const lead = streamLead(status);
+    process.stdout.write(json ? `${JSON.stringify(statusJson(status, now, problems, lead), null, 2)}\n` : statusText(status, now, problems, lead));
     // A mistyped namespace must not look like a healthy one that is merely new: "not in the archive".
     const empty = emptyNamespace(status);
     if (empty) log.error(empty);
-    done(empty ? ExitCode.notFound : ExitCode.ok);
+    done(empty ? ExitCode.notFound : problems.length > 0 ? ExitCode.problems : ExitCode.ok);
   });
   return command;
 }
@@ -62,7 +74,7 @@ function namespacesText(location: string, namespaces: readonly RepositoryNamespa
 
 const ageSeconds = (at: Date | undefined, now: Date) => (at ? Math.max(0, Math.round((now.getTime() - at.getTime()) / 1000)) : null);
 
-export function statusJson(s: NamespaceStatus, now: Date) {
+export function statusJson(s: NamespaceStatus, now: Date, problems: readonly string[] = [], lead?: StreamLead) {
   const { inventory: inv } = s;
   return {
     namespace: s.namespace,
@@ -89,11 +101,22 @@ export function statusJson(s: NamespaceStatus, now: Date) {
     histories: inv.histories,
     foreignObjects: inv.foreign,
     streamChunks: inv.streamChunks,
+    stream: lead
+      ? {
+          timeline: lead.timeline,
+          newestLsn: lead.newestLsn,
+          newestAt: lead.newestAt?.toISOString() ?? null,
+          newestAgeSeconds: ageSeconds(lead.newestAt, now),
+          bytesAheadOfArchive: lead.bytesAhead,
+          secondsAheadOfArchive: lead.secondsAhead ?? null,
+        }
+      : null,
     triggers: s.triggers,
+    problems,
   };
 }
 
-function statusText(s: NamespaceStatus, now: Date): string {
+function statusText(s: NamespaceStatus, now: Date, problems: readonly string[], lead: StreamLead | undefined): string {
   const lines: string[] = [`namespace "${s.namespace}" in ${s.location}`];
   const id = s.identity;
   lines.push(
@@ -115,9 +138,14 @@ function statusText(s: NamespaceStatus, now: Date): string {
   }
   if (inv.histories.length > 0) lines.push(`history files: ${inv.histories.join(' ')}`);
   if (inv.streamChunks > 0) lines.push(`streamed chunks of unarchived segments: ${inv.streamChunks} (walbridge stream)`);
+  if (lead)
+    lines.push(
+      `streamed up to ${lead.newestLsn} on timeline ${lead.timeline}, ${formatBytes(lead.bytesAhead)} past the newest archived segment, shipped ${age(lead.newestAt)}`,
+    );
   if (inv.foreign.length > 0) lines.push(`foreign objects: ${inv.foreign.length} (run walbridge verify)`);
   if (s.triggers.length === 0) lines.push('triggers: none');
   for (const t of s.triggers)
     lines.push(`trigger: ${t.mode} for ${t.target === ALL_STANDBYS ? 'every standby' : `standby "${t.target}"`}, written at ${t.createdAt} by ${t.createdBy}`);
+  for (const p of problems) lines.push(`PROBLEM: ${p}`);
   return `${lines.join('\n')}\n`;
 }

@@ -50,6 +50,14 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     expect(json.timelines).toMatchObject([{ timeline: 1, segments: 5, newest: names()[4], missingSegments: 0 }]);
     expect(json.timelines[0]!.newestAgeSeconds).toBeLessThan(120);
     expect(json.triggers.map((t) => t.mode)).toEqual(['smart']);
+    // --max-age: a newest segment older than that is a problem (archiving stalled).
+    expect((await runCli('walbridge', ['status', '--max-age', '3600'], env(namespace))).status).toBe(0);
+    await new Promise((r) => setTimeout(r, 2100));
+    const stale = await runCli('walbridge', ['status', '--max-age', '1', '--json'], env(namespace));
+    expect(stale.status).toBe(ExitCode.problems);
+    expect((JSON.parse(stale.stdout) as { problems: string[] }).problems).toEqual([
+      expect.stringMatching(new RegExp(`^the newest segment, ${names()[4]}, is \\d+ s old \\(--max-age 1\\)$`)),
+    ]);
   });
 
   it('status --all lists every namespace with the cluster it holds, in name order, a damaged identity as such; --json the same; none at all exits 1', async () => {
@@ -106,6 +114,10 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     expect(shallow.stdout).toContain(`PROBLEM (gap): timeline 1: 1 segment missing, ${names()[2]}`);
     expect(shallow.stdout).toContain(`PROBLEM (foreign): ${namespace}/wal/notes.txt`);
     expect(shallow.stdout).not.toMatch(/corrupt/);
+    const status = await runCli('walbridge', ['status'], env(namespace));
+    expect(status.status).toBe(ExitCode.problems);
+    expect(status.stdout).toContain('PROBLEM: timeline 1: 1 segment missing (walbridge verify names them)');
+    expect(status.stdout).toContain('PROBLEM: 1 object walbridge never writes (walbridge verify names them)');
 
     await repo.tamper(`${namespace}/wal/${names()[3]}`, (stored) => {
       const copy = Buffer.from(stored);
@@ -142,8 +154,9 @@ describe.each(BACKENDS)('status and verify through %s', (backend) => {
     await repo.putForeign(`${namespace}/README`, Buffer.from('copied here by hand\n'));
     await repo.putForeign(`${namespace}/wal/${names()[0]}.gz`, Buffer.from([0x1f, 0x8b, 0x08, 0x00]));
     const status = await runCli('walbridge', ['status'], env(namespace));
-    expect(status.status, status.stderr).toBe(0);
+    expect(status.status, status.stderr).toBe(ExitCode.problems);
     expect(status.stdout).toContain('foreign objects: 2 (run walbridge verify)');
+    expect(status.stdout).toContain('PROBLEM: 2 objects walbridge never writes (walbridge verify names them)');
     expect(status.stdout).toContain(`timeline 1: 5 segments ${names()[0]} … ${names()[4]}`);
     const verify = await runCli('walbridge', ['verify'], env(namespace));
     expect(verify.status, verify.stderr).toBe(ExitCode.problems);

@@ -100,7 +100,12 @@ describe.each(BACKENDS)('walbridge stream through %s', (backend) => {
     await sleep(2000); // ten intervals: everything committed is shipped
 
     const status = await walbridge(['status', '--json'], env);
-    expect(JSON.parse(status.stdout).streamChunks).toBeGreaterThan(0);
+    const shown = JSON.parse(status.stdout) as { streamChunks: number; stream: { timeline: number; bytesAheadOfArchive: number; newestAgeSeconds: number } };
+    expect(shown.streamChunks).toBeGreaterThan(0);
+    // What only the chunks hold: the rows after the switched segment.
+    expect(shown.stream).toMatchObject({ timeline: 1, bytesAheadOfArchive: expect.any(Number) });
+    expect(shown.stream.bytesAheadOfArchive).toBeGreaterThan(0);
+    expect(shown.stream.newestAgeSeconds).toBeLessThan(30);
     // Without the streamed part the standby would stop at row 20 (the switched segment).
     expect(await failover('smart')).toBe('80|80');
     const stopped = await streamer.stop();

@@ -18,6 +18,9 @@ describe('takeInventory', () => {
     { key: 'ns/wal/000000030000000000000007', size: 100, lastModified: at('10:07:00') },
     { key: 'ns/trigger/all', size: 90, lastModified: at('10:08:00') },
     { key: 'ns/check/walbridge-check-0123456789ab', size: 16 }, // walbridge check's probe, left by a store that took it
+    { key: 'ns/stream/000000010000000000000006/00000000-00002000', size: 30, lastModified: at('10:09:00') },
+    { key: 'ns/stream/000000010000000000000006/00002000-00003000', size: 30, lastModified: at('10:09:01') },
+    { key: 'ns/stream/000000010000000000000004/00000000-00004000', size: 30, lastModified: at('10:09:02') },
     { key: 'ns/wal/notes.txt', size: 5 },
     { key: 'ns/wal/00000002.history', size: 40 },
     { key: 'ns/other/000000010000000000000009', size: 5 },
@@ -44,8 +47,10 @@ describe('takeInventory', () => {
   it('calls foreign what walbridge never writes there, and counts everything', () => {
     expect(inv.foreign).toEqual(['ns/wal/notes.txt', 'ns/wal/00000002.history', 'ns/other/000000010000000000000009']);
     expect(inv.objects).toBe(listing.length);
-    expect(inv.newestAt).toEqual(at('10:08:00'));
+    expect(inv.newestAt).toEqual(at('10:09:02'));
     expect(inv.walKeys).not.toContain('ns/trigger/all');
+    expect(inv.streamChunks).toBe(3);
+    expect(inv.newestStreamed).toEqual({ timeline: 1, segment: '000000010000000000000006', lsn: 6n * 16n * 1024n * 1024n + 0x3000n, at: at('10:09:01') });
     expect(inv.walKeys).not.toContain('ns/check/walbridge-check-0123456789ab');
     expect(inv.walKeys).toContain('ns/history/00000002.history');
   });

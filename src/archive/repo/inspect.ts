@@ -9,7 +9,7 @@ import { WalbridgeError } from '../../errors.js';
 import { formatAge, formatBytes } from '../../log.js';
 import { StoreError, type Store } from '../../storage/store.js';
 import { LONG_HEADER_SIZE, formatLsn, headerMismatch, parseLongPageHeader } from '../../wal/header.js';
-import { parseWalFileName } from '../../wal/names.js';
+import { parseWalFileName, segmentNumber } from '../../wal/names.js';
 import { clusterMismatch, loadIdentity, type ClusterIdentity } from './identity.js';
 import { boundedSink } from '../../util/bounded-sink.js';
 import { historyProblems, takeInventory, type Inventory, type ListedWithTime } from './inventory.js';
@@ -87,6 +87,59 @@ export function emptyNamespace(status: NamespaceStatus): string | undefined {
   if (identity || inventory.walKeys.length > 0) return undefined;
   if (inventory.objects === 0) return `namespace "${namespace}" holds nothing in ${location}: is --namespace right?`;
   return `namespace "${namespace}" holds no WAL and no identity.json in ${location}, only ${inventory.objects} other object${inventory.objects === 1 ? '' : 's'}: is --namespace right?`;
+}
+
+/** How far `walbridge stream` reached past the newest archived segment of its timeline. */
+export interface StreamLead {
+  readonly timeline: number;
+  readonly newestLsn: string;
+  readonly newestAt?: Date;
+  /** WAL only the streamed chunks hold: what a smart failover restores beyond the archive. */
+  readonly bytesAhead: number;
+  /** How much later the newest chunk was shipped than the newest archived segment was stored. */
+  readonly secondsAhead: number | undefined;
+}
+
+export function streamLead(status: NamespaceStatus): StreamLead | undefined {
+  const streamed = status.inventory.newestStreamed;
+  if (!streamed) return undefined;
+  const segmentSize = status.identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
+  const timeline = status.inventory.timelines.find((t) => t.timeline === streamed.timeline);
+  const newest = timeline?.newest ? parseWalFileName(timeline.newest) : undefined;
+  const archivedEnd = newest ? (segmentNumber(newest, segmentSize) + 1n) * BigInt(segmentSize) : 0n;
+  const at = streamed.at;
+  return {
+    timeline: streamed.timeline,
+    newestLsn: formatLsn(streamed.lsn),
+    newestAt: at,
+    bytesAhead: Number(streamed.lsn > archivedEnd ? streamed.lsn - archivedEnd : 0n),
+    secondsAhead: at && timeline?.newestAt ? Math.max(0, Math.round((at.getTime() - timeline.newestAt.getTime()) / 1000)) : undefined,
+  };
+}
+
+/**
+ * What `walbridge status` counts as a problem from the listing alone (verify looks deeper): gaps,
+ * a newer timeline without its history file, objects walbridge never writes, and with `maxAgeSeconds`
+ * a newest segment older than that (archiving stalled, or a primary without traffic: archive_timeout).
+ */
+export function statusProblems(status: NamespaceStatus, now: Date, opts: { maxAgeSeconds?: number } = {}): string[] {
+  const problems: string[] = [];
+  const empty = emptyNamespace(status);
+  if (empty) problems.push(empty);
+  const { inventory } = status;
+  for (const t of inventory.timelines) {
+    const missing = t.gaps.reduce((n, g) => n + g.missing, 0);
+    if (missing > 0) problems.push(`timeline ${t.timeline}: ${missing} segment${missing === 1 ? '' : 's'} missing (walbridge verify names them)`);
+    if (t.timeline > 1 && !t.hasHistory) problems.push(`timeline ${t.timeline}: no ${historyName(t.timeline)} (a standby cannot follow it)`);
+  }
+  if (inventory.foreign.length > 0)
+    problems.push(`${inventory.foreign.length} object${inventory.foreign.length === 1 ? '' : 's'} walbridge never writes (walbridge verify names them)`);
+  const newest = inventory.timelines.at(-1);
+  if (opts.maxAgeSeconds !== undefined && newest?.newestAt) {
+    const age = Math.round((now.getTime() - newest.newestAt.getTime()) / 1000);
+    if (age > opts.maxAgeSeconds) problems.push(`the newest segment, ${newest.newest}, is ${formatAge(age)} old (--max-age ${opts.maxAgeSeconds})`);
+  }
+  return problems;
 }
 
 /** A temp file not written to for this long, by a writer on another host, is taken for left over. */

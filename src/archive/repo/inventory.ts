@@ -46,6 +46,16 @@ export interface Inventory {
   readonly walKeys: readonly string[];
   /** Chunks `walbridge stream` shipped of segments not archived yet. */
   readonly streamChunks: number;
+  /** The furthest chunk shipped (the highest timeline's), if any: how far a smart failover could restore. */
+  readonly newestStreamed?: StreamedPosition;
+}
+
+export interface StreamedPosition {
+  readonly timeline: number;
+  readonly segment: string;
+  /** The end of the chunk, as an LSN. */
+  readonly lsn: bigint;
+  readonly at?: Date;
 }
 
 /** Sorts a namespace's listing into an inventory. `segmentSize` comes from its identity. */
@@ -56,6 +66,7 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
   const walKeys: string[] = [];
   let bytes = 0;
   let streamChunks = 0;
+  let newestStreamed: StreamedPosition | undefined;
   let newestAt: Date | undefined;
   const later = (a: Date | undefined, b: Date | undefined) => (!a ? b : !b ? a : a > b ? a : b);
   const timeline = (t: number) => {
@@ -70,8 +81,12 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
     if (key === identityKey(namespace) || key.startsWith(triggerPrefix(namespace)) || key.startsWith(checkPrefix(namespace))) continue;
     if (key.startsWith(streamPrefix(namespace))) {
       const segment = parseWalFileName(key.slice(streamPrefix(namespace).length).split('/')[0]!);
-      if (segment?.kind === 'segment' && parseChunkKey(key)) {
+      const range = parseChunkKey(key);
+      if (segment?.kind === 'segment' && range) {
         streamChunks++;
+        const lsn = segmentNumber(segment, segmentSize) * BigInt(segmentSize) + BigInt(range.end);
+        if (!newestStreamed || segment.timeline > newestStreamed.timeline || (segment.timeline === newestStreamed.timeline && lsn > newestStreamed.lsn))
+          newestStreamed = { timeline: segment.timeline, segment: segment.name, lsn, at: object.lastModified };
         continue;
       }
     }
@@ -120,7 +135,7 @@ export function takeInventory(namespace: string, listing: readonly ListedWithTim
         hasHistory: historyTimelines.has(t),
       };
     });
-  return { objects: listing.length, bytes, newestAt, timelines, histories: histories.sort(), foreign, walKeys, streamChunks };
+  return { objects: listing.length, bytes, newestAt, timelines, histories: histories.sort(), foreign, walKeys, streamChunks, newestStreamed };
 }
 
 /** Missing segment numbers between the first and the last of `numbers` (sorted, one timeline). */
