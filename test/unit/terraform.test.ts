@@ -26,6 +26,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
+  checkPrefix,
   historyPrefix,
   identityKey,
   namespacePrefix,
@@ -733,6 +734,8 @@ function keysOf(namespace: string) {
     triggerAll: triggerKey(namespace, 'all'),
     triggerStandby: triggerKey(namespace, 'standby-1'),
     chunk: chunkKey(namespace, WAL_NAMES.streamed, { start: 0, end: 0x2000 }),
+    /** What walbridge check uploads (src/archive/check/check.ts). */
+    probe: `${checkPrefix(namespace)}walbridge-check-0123456789ab`,
   };
 }
 
@@ -885,6 +888,7 @@ describe.each(Object.entries(MODULES))('module %s', (name, dir) => {
           history: joinKey(prefix, historyPrefix(ns)),
           trigger: joinKey(prefix, triggerPrefix(ns)),
           stream: joinKey(prefix, streamPrefix(ns)),
+          check: joinKey(prefix, checkPrefix(ns)),
         });
       }
     });
@@ -1106,6 +1110,14 @@ const ACTOR_OPERATIONS = {
     await s.head(k.segment);
     await s.deleteMany([k.chunk, chunkKey(ns, WAL_NAMES.streamed, { start: 0x2000, end: 0x4000 })]);
   },
+  /** walbridge check, with the primary's credentials: its upload probe, removed again where a store took it. */
+  checker: (ns: string) => async (s: Store) => {
+    const k = keysOf(ns);
+    await s.head(k.identity);
+    await s.get(k.identity).catch(() => undefined);
+    await s.putIfAbsent(k.probe, PUT);
+    await s.deleteMany([k.probe]);
+  },
   standby: (ns: string, opts: { cleanup: boolean; clear: boolean }) => async (s: Store) => {
     const k = keysOf(ns);
     await s.checkBucket();
@@ -1182,7 +1194,7 @@ describe('module aws-s3', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('expires WAL and streamed chunks only, where asked (versioning %s)', async (versioning) => {
+    it.each([false, true])("expires WAL and streamed chunks only, where asked, and check's probes after a day (versioning %s)", async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [lifecycle] = (await ev.instances('aws_s3_bucket_lifecycle_configuration.this')).values();
       const rules = arr(lifecycle!['rule'], 'rule').map((r) => obj(r, 'rule'));
@@ -1195,11 +1207,12 @@ describe('module aws-s3', () => {
           if (days !== undefined && days !== null) expiring.set(prefixOf(r), days);
         }
       }
-      // Exactly the WAL and stream prefixes (layout.ts) of the namespaces with a retention.
+      // Exactly the WAL and stream prefixes (layout.ts) of the namespaces with a retention, and every check/.
       expect(Object.fromEntries(expiring)).toEqual({
         [joinKey(prefix, walPrefix('db1'))]: 14,
         [joinKey(prefix, streamPrefix('db1'))]: 7,
         [joinKey(prefix, streamPrefix('db10'))]: 2,
+        ...Object.fromEntries(NAMESPACE_NAMES.map((ns) => [joinKey(prefix, checkPrefix(ns)), 1])),
       });
       for (const ns of NAMESPACE_NAMES) {
         const k = keysOf(ns);
@@ -1211,8 +1224,10 @@ describe('module aws-s3', () => {
       for (const key of [keysOf('db1').segment, keysOf('db1').partial, keysOf('db1').backup, keysOf('db1').chunk, keysOf('db10').chunk])
         expect(expires(key), key).toBe(true);
       for (const key of [keysOf('db10').segment, keysOf('Orders.v2_b-1').segment, keysOf('Orders.v2_b-1').chunk]) expect(expires(key), key).toBe(false);
-      // Rules only on a namespace, its wal/ or its stream/, with distinct IDs.
-      const allowedPrefixes = NAMESPACE_NAMES.flatMap((ns) => [namespacePrefix(ns), walPrefix(ns), streamPrefix(ns)].map((p) => joinKey(prefix, p)));
+      // Rules only on a namespace, its wal/, its stream/ or its check/, with distinct IDs.
+      const allowedPrefixes = NAMESPACE_NAMES.flatMap((ns) =>
+        [namespacePrefix(ns), walPrefix(ns), streamPrefix(ns), checkPrefix(ns)].map((p) => joinKey(prefix, p)),
+      );
       for (const r of rules) expect(allowedPrefixes, prefixOf(r)).toContain(prefixOf(r));
       expect(new Set(rules.map((r) => r['id'])).size).toBe(rules.length);
       // With versioning, deleted chunks' noncurrent versions go after a day, and their delete markers
@@ -1226,6 +1241,12 @@ describe('module aws-s3', () => {
           if (!expiresChunks) expect(r['expiration'], ns).toEqual([{ expired_object_delete_marker: true }]);
           expect(r['abort_incomplete_multipart_upload'], ns).toBeUndefined();
         }
+      }
+      // check/'s probes: their noncurrent versions (with versioning) go after a day too.
+      for (const ns of NAMESPACE_NAMES) {
+        const check = rules.filter((r) => prefixOf(r) === joinKey(prefix, checkPrefix(ns)));
+        expect(check.length, ns).toBe(1);
+        expect(check[0]!['noncurrent_version_expiration'] ?? [], ns).toEqual(versioning ? [{ noncurrent_days: 1 }] : []);
       }
       // Incomplete multipart uploads are aborted per namespace; noncurrent versions expire with versioning.
       for (const ns of NAMESPACE_NAMES) {
@@ -1267,11 +1288,18 @@ describe('module aws-s3', () => {
 
         await allAllowed('primary', ns, ACTOR_OPERATIONS.primary(ns));
         await allAllowed('primary', ns, ACTOR_OPERATIONS.streamer(ns));
+        await allAllowed('primary', ns, ACTOR_OPERATIONS.checker(ns));
         await allAllowed('standby', ns, ACTOR_OPERATIONS.standby(ns, { cleanup, clear }));
         await allAllowed('operator', ns, ACTOR_OPERATIONS.operator(ns));
 
-        // The primary deletes streamed chunks (walbridge stream's cleanup) and nothing else.
-        for (const [kind, key] of Object.entries(k)) if (kind !== 'chunk') await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        // The primary deletes streamed chunks (walbridge stream's cleanup) and check's probes, nothing else.
+        for (const [kind, key] of Object.entries(k))
+          if (kind !== 'chunk' && kind !== 'probe') await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
+        await denied('primary', ns, "delete another namespace's probes", (s) => s.deleteMany([o.probe]));
+        for (const actor of ['standby', 'operator'] as const) {
+          await denied(actor, ns, 'upload a check probe', (s) => s.putIfAbsent(k.probe, PUT).then(() => undefined));
+          await denied(actor, ns, 'delete a check probe', (s) => s.deleteMany([k.probe]));
+        }
         for (const key of [o.chunk, ...nearStream(ns)]) await denied('primary', ns, `delete ${key}`, (s) => s.deleteMany([key]));
         await denied('primary', ns, 'stream into another namespace', (s) => s.putIfAbsent(o.chunk, PUT).then(() => undefined));
         await denied('primary', ns, 'write a trigger', (s) => s.putIfAbsent(k.triggerAll, PUT).then(() => undefined));
@@ -1323,7 +1351,7 @@ describe('module aws-s3', () => {
       }
     });
 
-    it('lets the primary delete streamed chunks only, and gives no resource outside the bucket and its key', async () => {
+    it("lets the primary delete streamed chunks and check's probes only, and gives no resource outside the bucket and its key", async () => {
       for (const encryption of ['SSE-S3', 'SSE-KMS']) {
         const ev = await evaluatorFor({ prefix, encryption });
         for (const actor of ['primary', 'standby', 'operator']) {
@@ -1342,13 +1370,15 @@ describe('module aws-s3', () => {
               expect(s.effect, `${actor} ${String(ns)}`).toBe('Allow');
               for (const a of s.actions) expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
               if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
-                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix.
+                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix, and check/'s.
                 deletes++;
                 expect(
                   s.actions.filter((a) => /delete/i.test(a)),
                   `primary ${String(ns)}`,
                 ).toEqual(['s3:DeleteObject']);
-                expect(s.resources, `primary ${String(ns)}`).toEqual([`${BUCKET_ARN}/${joinKey(prefix, streamPrefix(String(ns)))}*`]);
+                expect(s.resources, `primary ${String(ns)}`).toEqual([
+                  `${BUCKET_ARN}/${joinKey(prefix, (deletes === 1 ? streamPrefix : checkPrefix)(String(ns)))}*`,
+                ]);
               }
               for (const r of s.resources) {
                 const inBucket = r === BUCKET_ARN || (r.startsWith(`${BUCKET_ARN}/`) && r.length > BUCKET_ARN.length + 2);
@@ -1357,7 +1387,7 @@ describe('module aws-s3', () => {
                   expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
               }
             }
-            if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks`).toBe(1);
+            if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks and check probes`).toBe(2);
             expect(denies, `${actor} ${String(ns)} denies`).toBe(actor === 'primary' ? 1 : 0);
           }
         }
@@ -1532,7 +1562,7 @@ describe('module gcs', () => {
   });
 
   describe.each(PREFIXES)('with prefix %j', (prefix) => {
-    it.each([false, true])('deletes live objects only under WAL and stream prefixes (versioning %s)', async (versioning) => {
+    it.each([false, true])("deletes live objects only under WAL, stream and check's prefixes (versioning %s)", async (versioning) => {
       const ev = await evaluatorFor({ prefix, versioning });
       const [bucket] = (await ev.instances('google_storage_bucket.this')).values();
       const rules = arr(bucket!['lifecycle_rule'], 'lifecycle_rule').map((r) => {
@@ -1545,6 +1575,7 @@ describe('module gcs', () => {
           [[joinKey(prefix, walPrefix('db1'))], 14],
           [[joinKey(prefix, streamPrefix('db1'))], 7],
           [[joinKey(prefix, streamPrefix('db10'))], 2],
+          ...NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, checkPrefix(ns))], 1]),
         ].sort(),
       );
       const deleted = (key: string) =>
@@ -1566,7 +1597,7 @@ describe('module gcs', () => {
       const archived = rules
         .filter((r) => r.condition['with_state'] === 'ARCHIVED')
         .map((r) => [r.condition['matches_prefix'], r.condition['days_since_noncurrent_time']]);
-      const streamRoots = NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, streamPrefix(ns))], 1]);
+      const streamRoots = NAMESPACE_NAMES.map((ns) => [[joinKey(prefix, streamPrefix(ns)), joinKey(prefix, checkPrefix(ns))], 1]);
       expect(archived.sort()).toEqual(versioning ? [...namespaceRoots.map((p) => [p, 30]), ...streamRoots].sort() : []);
     });
 
@@ -1629,10 +1660,15 @@ describe('module gcs', () => {
             if (p !== 'storage.objects.get' || m !== shared) expect(allowed(m, p, object(o.chunk)), `${m} ${p} ${o.chunk}`).toBe(false);
           }
           for (const key of nearStream(ns)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+          // walbridge check: creates its probe and deletes it again, in its own namespace only.
+          for (const p of ['storage.objects.create', 'storage.objects.delete']) {
+            expect(allowed(m, p, object(k.probe)), `${m} ${p} ${k.probe}`).toBe(true);
+            expect(allowed(m, p, object(o.probe)), `${m} ${p} ${o.probe}`).toBe(false);
+          }
           if (m !== shared) {
             expect(allowed(m, 'storage.objects.get', object(o.identity)), `${m} reads another namespace`).toBe(false);
             for (const [kind, key] of Object.entries(k))
-              if (kind !== 'chunk') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+              if (kind !== 'chunk' && kind !== 'probe') expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           }
           expect(allowed(m, 'storage.objects.create', object(o.segment)), `${m} writes another namespace`).toBe(false);
         }
@@ -1641,7 +1677,8 @@ describe('module gcs', () => {
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.get', object(key)), `${m} reads ${key}`).toBe(true);
           for (const key of [k.segment, k.partial, k.backup]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} cleans up ${key}`).toBe(cleanup);
           for (const key of [k.triggerAll, k.triggerStandby]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} clears ${key}`).toBe(clear);
-          for (const key of [k.history, k.identity, k.chunk]) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
+          for (const key of [k.history, k.identity, k.chunk, k.probe])
+            expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
           for (const key of Object.values(k)) expect(allowed(m, 'storage.objects.create', object(key)), `${m} creates ${key}`).toBe(false);
           if (m !== shared) expect(allowed(m, 'storage.objects.get', object(o.segment)), `${m} reads another namespace`).toBe(false);
         }
@@ -1651,13 +1688,14 @@ describe('module gcs', () => {
             expect(allowed(m, p, object(k.triggerAll)), `${m} ${p} trigger`).toBe(true);
             expect(allowed(m, p, object(k.segment)), `${m} ${p} WAL`).toBe(false);
             expect(allowed(m, p, object(k.chunk)), `${m} ${p} streamed chunk`).toBe(false);
+            expect(allowed(m, p, object(k.probe)), `${m} ${p} check probe`).toBe(false);
           }
         }
       }
     });
   });
 
-  it.each(PREFIXES)('lets the primary delete streamed chunks only (prefix %j)', async (prefix) => {
+  it.each(PREFIXES)("lets the primary delete streamed chunks and check's probes only (prefix %j)", async (prefix) => {
     const ev = await evaluatorFor({ prefix });
     const roles = obj(await ev.local('custom_roles'), 'custom_roles');
     const grants = obj(await ev.local('grants'), 'grants');
@@ -1665,11 +1703,15 @@ describe('module gcs', () => {
       const primary = arr(obj(actors, ns)['primary'], 'primary').map((g) => obj(g, 'grant'));
       expect(primary.length).toBeGreaterThan(0);
       const deletes = primary.filter((g) => arr(obj(roles[str(g['role'], 'role')], 'role')['permissions'], 'permissions').includes('storage.objects.delete'));
-      // One grant, conditioned on exactly the stream/ prefix (layout.ts) and nothing else.
+      // One grant each, conditioned on exactly the stream/ and check/ prefixes (layout.ts), and nothing else.
       expect(
         deletes.map((g) => g['expression']),
         ns,
-      ).toEqual([`resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, streamPrefix(ns))}`)})`]);
+      ).toEqual(
+        [streamPrefix(ns), checkPrefix(ns)].map(
+          (p) => `resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, p)}`)})`,
+        ),
+      );
     }
   });
 

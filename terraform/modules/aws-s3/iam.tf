@@ -5,6 +5,7 @@
 #            (walbridge stream, run beside it with its credentials) creates, reads and deletes
 #                             chunks under stream/, and only there: it removes a segment's chunks
 #                             once archive-push has stored the segment whole.
+#            (walbridge check) creates and deletes its probes under check/.
 #   standby  (archive-fetch)  reads and lists the namespace, streamed chunks included; deletes WAL
 #                             only with standby_cleanup (%r cleanup), trigger objects only with
 #                             standby_trigger_clear.
@@ -154,6 +155,14 @@ data "aws_iam_policy_document" "primary" {
       "s3:ListMultipartUploadParts",
     ]
     resources = ["${aws_s3_bucket.this.arn}/${local.layout[each.key].stream}*"]
+  }
+
+  statement {
+    # walbridge check (run with the primary's credentials): an upload whose Content-MD5 is wrong,
+    # which S3 refuses; removed again where a store took it. Never WAL: nothing reads check/.
+    sid       = "CheckProbes"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.layout[each.key].check}*"]
   }
 
   dynamic "statement" {

@@ -14,6 +14,7 @@ locals {
       history   = "${local.root}${ns}/history/"
       trigger   = "${local.root}${ns}/trigger/"
       stream    = "${local.root}${ns}/stream/"
+      check     = "${local.root}${ns}/check/"
     }
   }
 
@@ -168,6 +169,31 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
         content {
           expired_object_delete_marker = expiration.value
         }
+      }
+
+      dynamic "noncurrent_version_expiration" {
+        for_each = var.versioning ? [1] : []
+        content {
+          noncurrent_days = noncurrent_version_expiration.value
+        }
+      }
+    }
+  }
+
+  # walbridge check's probes (<namespace>/check/): an upload a store that does not check uploads took,
+  # which check could not remove. Of no use to anyone after a day.
+  dynamic "rule" {
+    for_each = local.layout
+    content {
+      id     = "walbridge-${rule.key}-check"
+      status = "Enabled"
+
+      filter {
+        prefix = rule.value.check
+      }
+
+      expiration {
+        days = 1
       }
 
       dynamic "noncurrent_version_expiration" {

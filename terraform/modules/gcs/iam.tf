@@ -6,6 +6,7 @@
 #            (walbridge stream, run beside it with its credentials) creates, reads, lists and deletes
 #                             chunks under stream/, and deletes nothing elsewhere: it removes a
 #                             segment's chunks once archive-push has stored the segment whole.
+#            (walbridge check) creates and deletes its probes under check/.
 #   standby  (archive-fetch)  reads the namespace, streamed chunks included; deletes WAL only with
 #                             standby_cleanup (%r cleanup), trigger objects only with standby_trigger_clear.
 #   operator (walbridge trigger smart|fast|clear|status) creates, reads and deletes trigger objects.
@@ -84,6 +85,7 @@ locals {
       wal       = format("resource.name.startsWith(%q)", "${local.object_root}${l.wal}")
       trigger   = format("resource.name.startsWith(%q)", "${local.object_root}${l.trigger}")
       stream    = format("resource.name.startsWith(%q)", "${local.object_root}${l.stream}")
+      check     = format("resource.name.startsWith(%q)", "${local.object_root}${l.check}")
     }
   }
 
@@ -96,6 +98,9 @@ locals {
         { name = "create", role = "create", title = "walbridge primary: archive WAL", expression = local.conditions[ns].primary },
         # walbridge stream removes the chunks of archived segments: delete under stream/ only.
         { name = "stream", role = "delete", title = "walbridge primary: remove streamed chunks", expression = local.conditions[ns].stream },
+        # walbridge check: an upload with a wrong MD5 (refused), removed again where a store took it.
+        { name = "check-create", role = "create", title = "walbridge primary: walbridge check probes", expression = local.conditions[ns].check },
+        { name = "check-delete", role = "delete", title = "walbridge primary: remove walbridge check probes", expression = local.conditions[ns].check },
       ]
       standby = concat(
         [{ name = "read", role = "read", title = "walbridge standby: read the namespace", expression = local.conditions[ns].namespace }],

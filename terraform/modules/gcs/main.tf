@@ -14,6 +14,7 @@ locals {
       history   = "${local.root}${ns}/history/"
       trigger   = "${local.root}${ns}/trigger/"
       stream    = "${local.root}${ns}/stream/"
+      check     = "${local.root}${ns}/check/"
     }
   }
 
@@ -102,6 +103,21 @@ resource "google_storage_bucket" "this" {
     }
   }
 
+  # walbridge check's probes (<namespace>/check/): an upload a store that does not check uploads took,
+  # which check could not remove. Of no use to anyone after a day.
+  dynamic "lifecycle_rule" {
+    for_each = local.layout
+    content {
+      action {
+        type = "Delete"
+      }
+      condition {
+        age            = 1
+        matches_prefix = [lifecycle_rule.value.check]
+      }
+    }
+  }
+
   # Per namespace: abort XML API multipart uploads left incomplete after a day.
   dynamic "lifecycle_rule" {
     for_each = local.layout
@@ -132,7 +148,7 @@ resource "google_storage_bucket" "this" {
   }
 
   # With versioning: a deleted chunk (a copy of part of an archived segment) is worth nothing, and a
-  # busy streamer deletes thousands a day: their noncurrent versions go after a day.
+  # busy streamer deletes thousands a day: their noncurrent versions go after a day; so do check's probes.
   dynamic "lifecycle_rule" {
     for_each = var.versioning ? local.layout : {}
     content {
@@ -142,7 +158,7 @@ resource "google_storage_bucket" "this" {
       condition {
         with_state                 = "ARCHIVED"
         days_since_noncurrent_time = 1
-        matches_prefix             = [lifecycle_rule.value.stream]
+        matches_prefix             = [lifecycle_rule.value.stream, lifecycle_rule.value.check]
       }
     }
   }
