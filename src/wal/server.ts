@@ -93,11 +93,15 @@ export function calledBy(name: string): boolean {
   return ancestors().some((p) => procName(p) === name);
 }
 
-/** This process's ancestors, nearest first, below init (at most 64). */
+/**
+ * This process's ancestors, nearest first (at most 64), up to pid 1 included: in a container the
+ * postmaster itself may be pid 1.
+ */
 function ancestors(): number[] {
   const found: number[] = [];
-  for (let p = process.ppid; p > 1 && found.length < 64; ) {
+  for (let p = process.ppid; p > 0 && found.length < 64; ) {
     found.push(p);
+    if (p === 1) break;
     const stat = procStat(p);
     if (!stat) break;
     p = stat.ppid;

@@ -122,7 +122,7 @@ console.log(String(await calledByGoneServer(process.env.DATA_DIR)));
   }
 
   /** launcher sh -> postgres ("postmaster") -> postgres ("startup", waits for `go`) -> sh -c `call` (DATA_DIR set, in the data directory). */
-  async function gatedTree(call = `node ${'$PROBE'}`): Promise<GatedTree> {
+  async function gatedTree(call = `node ${'$PROBE'}`, opts: { pidNamespace?: boolean } = {}): Promise<GatedTree> {
     const dir = await scratchDir('walbridge-lineage-');
     const dataDir = path.join(dir, 'data');
     await writeFile(path.join(dir, 'probe.mjs'), GONE_PROBE);
@@ -135,7 +135,9 @@ console.log(String(await calledByGoneServer(process.env.DATA_DIR)));
       { mode: 0o755 },
     );
     // stderr ignored: the launcher's "Killed" (the call's own stderr goes to stdout).
-    const child = spawn('sh', ['-c', `${dir}/pm/postgres; :`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    // In a pid namespace of its own the "postmaster" is pid 1, as in a container.
+    const [exe, ...args] = opts.pidNamespace ? ['unshare', '--pid', '--fork', '--mount-proc', `${dir}/pm/postgres`] : ['sh', '-c', `${dir}/pm/postgres; :`];
+    const child = spawn(exe!, args, { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
     groups.push(child.pid!);
     const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
     const [word, postmaster] = ((await lines.next()).value as string).split(' ');
@@ -172,6 +174,18 @@ console.log(String(await calledByGoneServer(process.env.DATA_DIR)));
       expect(await answer(tree.lines)).toBe('false');
     }
   }, 30_000);
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'goes on under a postmaster that is pid 1 (a container)',
+    async () => {
+      const tree = await gatedTree(undefined, { pidNamespace: true });
+      expect(tree.postmaster).toBe(1);
+      await pidFile(tree, 1);
+      await tree.go();
+      expect(await answer(tree.lines)).toBe('false');
+    },
+    30_000,
+  );
 
   it('goes on when no PostgreSQL process started it (a call run by hand)', async () => {
     const dir = await scratchDir('walbridge-lineage-');
