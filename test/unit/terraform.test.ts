@@ -1113,6 +1113,7 @@ const ACTOR_OPERATIONS = {
   /** walbridge check, with the primary's credentials: its upload probe, removed again where a store took it. */
   checker: (ns: string) => async (s: Store) => {
     const k = keysOf(ns);
+    await drain(s.list(namespacePrefix(ns)));
     await s.head(k.identity);
     await s.get(k.identity).catch(() => undefined);
     await s.putIfAbsent(k.probe, PUT);
@@ -1148,9 +1149,10 @@ describe('module aws-s3', () => {
   const mod = new Module(MODULES['aws-s3']);
   const stubs = stubsFor('aws-s3');
   const namespaces = {
-    // Streamed chunks expire after 7 days by default (db1), here after 2 (db10), or never (0).
-    db1: { wal_retention_days: 14 },
-    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2 },
+    // Streamed chunks expire after 7 days by default (db1), here after 2 (db10), or never (0);
+    // walbridge stream runs beside db1's and db10's primaries, not beside Orders'.
+    db1: { wal_retention_days: 14, primary_stream: true },
+    db10: { standby_cleanup: true, standby_trigger_clear: false, stream_retention_days: 2, primary_stream: true },
     'Orders.v2_b-1': { wal_retention_days: 0, stream_retention_days: 0 },
   };
   const evaluatorFor = async (inputs: Record<string, Value>) =>
@@ -1287,7 +1289,9 @@ describe('module aws-s3', () => {
         const o = keysOf(other);
 
         await allAllowed('primary', ns, ACTOR_OPERATIONS.primary(ns));
-        await allAllowed('primary', ns, ACTOR_OPERATIONS.streamer(ns));
+        const streaming = 'primary_stream' in cfg && cfg.primary_stream === true;
+        if (streaming) await allAllowed('primary', ns, ACTOR_OPERATIONS.streamer(ns));
+        else await denied('primary', ns, 'stream without primary_stream', ACTOR_OPERATIONS.streamer(ns));
         await allAllowed('primary', ns, ACTOR_OPERATIONS.checker(ns));
         await allAllowed('standby', ns, ACTOR_OPERATIONS.standby(ns, { cleanup, clear }));
         await allAllowed('operator', ns, ACTOR_OPERATIONS.operator(ns));
@@ -1356,7 +1360,7 @@ describe('module aws-s3', () => {
         const ev = await evaluatorFor({ prefix, encryption });
         for (const actor of ['primary', 'standby', 'operator']) {
           for (const [ns, doc] of await ev.instances(`aws_iam_policy_document.${actor}`, 'data')) {
-            let deletes = 0;
+            const deletes: string[] = [];
             let denies = 0;
             for (const s of statements(doc)) {
               if (s.effect === 'Deny') {
@@ -1370,15 +1374,12 @@ describe('module aws-s3', () => {
               expect(s.effect, `${actor} ${String(ns)}`).toBe('Allow');
               for (const a of s.actions) expect(a, `${actor} ${String(ns)}`).toMatch(/^(s3|kms):[A-Za-z]+$/);
               if (actor === 'primary' && s.actions.some((a) => /delete/i.test(a))) {
-                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix, and check/'s.
-                deletes++;
+                // Exactly s3:DeleteObject (no DeleteObjectVersion), on exactly the stream/ prefix (with primary_stream) and check/'s.
                 expect(
                   s.actions.filter((a) => /delete/i.test(a)),
                   `primary ${String(ns)}`,
                 ).toEqual(['s3:DeleteObject']);
-                expect(s.resources, `primary ${String(ns)}`).toEqual([
-                  `${BUCKET_ARN}/${joinKey(prefix, (deletes === 1 ? streamPrefix : checkPrefix)(String(ns)))}*`,
-                ]);
+                deletes.push(...s.resources);
               }
               for (const r of s.resources) {
                 const inBucket = r === BUCKET_ARN || (r.startsWith(`${BUCKET_ARN}/`) && r.length > BUCKET_ARN.length + 2);
@@ -1387,7 +1388,12 @@ describe('module aws-s3', () => {
                   expect(r.slice(BUCKET_ARN.length + 1).startsWith(joinKey(prefix, namespacePrefix(String(ns)))), r).toBe(true);
               }
             }
-            if (actor === 'primary') expect(deletes, `primary ${String(ns)} deletes streamed chunks and check probes`).toBe(2);
+            if (actor === 'primary') {
+              const where = ns === 'Orders.v2_b-1' ? [checkPrefix] : [streamPrefix, checkPrefix];
+              expect(deletes, `primary ${String(ns)} deletes streamed chunks and check probes`).toEqual(
+                where.map((p) => `${BUCKET_ARN}/${joinKey(prefix, p(String(ns)))}*`),
+              );
+            }
             expect(denies, `${actor} ${String(ns)} denies`).toBe(actor === 'primary' ? 1 : 0);
           }
         }
@@ -1477,10 +1483,13 @@ describe('module aws-s3', () => {
           expect(await verdicts([...primary, broad], created), key).toEqual(expected('allowed'));
         }
 
-        // Streamed chunks keep their plain grant (the streamer deletes them anyway), and the
-        // operator still replaces trigger objects as it likes: the deny reaches neither.
+        // Streamed chunks keep their plain grant (the streamer deletes them anyway), where walbridge
+        // stream runs, and the operator still replaces trigger objects as it likes: the deny reaches neither.
+        const streams = ns !== 'Orders.v2_b-1';
         expect(await verdicts(primary, [put(k.chunk), put(k.chunk, '*'), ...multipart(k.chunk)]), ns).toEqual(
-          ['PutObject', 'PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map((o) => `${o} ${full(k.chunk)}: allowed`),
+          ['PutObject', 'PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload'].map(
+            (o) => `${o} ${full(k.chunk)}: ${streams ? 'allowed' : 'denied'}`,
+          ),
         );
         expect(await verdicts([...primary, broad], [put(k.triggerAll)]), ns).toEqual([`PutObject ${full(k.triggerAll)}: allowed`]);
         expect(await verdicts(statements(operatorDocs.get(ns)!), [put(k.triggerAll), put(k.triggerAll, '*')]), ns).toEqual([
@@ -1531,12 +1540,13 @@ describe('module gcs', () => {
   const stubs = stubsFor('gcs');
   const sa = (name: string) => `serviceAccount:${name}@${PROJECT}.iam.gserviceaccount.com`;
   const namespaces = {
-    db1: { wal_retention_days: 14, members: { primary: [sa('pg-a')], standby: [sa('pg-b')], operator: ['group:dba@example.com'] } },
+    db1: { wal_retention_days: 14, primary_stream: true, members: { primary: [sa('pg-a')], standby: [sa('pg-b')], operator: ['group:dba@example.com'] } },
     // pg-b is also the primary of db10 (a promoted standby); db10's accounts are created too.
     db10: {
       standby_cleanup: true,
       standby_trigger_clear: false,
       stream_retention_days: 2,
+      primary_stream: true,
       members: { primary: [sa('pg-b')], standby: [sa('pg-c')] },
       service_account_prefix: 'db10',
     },
@@ -1653,10 +1663,11 @@ describe('module gcs', () => {
           }
           expect(allowed(m, 'storage.objects.create', object(k.triggerAll)), `${m} writes a trigger`).toBe(false);
           expect(allowed(m, 'storage.objects.create', object(`${k.identity}.x`)), `${m} creates beside identity.json`).toBe(false);
-          // walbridge stream: lists, creates, reads and deletes chunks; deletes nothing else.
-          expect(allowed(m, 'storage.objects.list', bucket), `${m} lists (walbridge stream)`).toBe(true);
+          // walbridge stream (primary_stream): lists, creates, reads and deletes chunks; deletes nothing else.
+          // Every primary lists (walbridge check reads the namespace).
+          expect(allowed(m, 'storage.objects.list', bucket), `${m} lists`).toBe(true);
           for (const p of ['storage.objects.create', 'storage.objects.get', 'storage.objects.delete']) {
-            expect(allowed(m, p, object(k.chunk)), `${m} ${p} ${k.chunk}`).toBe(true);
+            expect(allowed(m, p, object(k.chunk)), `${m} ${p} ${k.chunk}`).toBe(ns !== 'Orders.v2_b-1');
             if (p !== 'storage.objects.get' || m !== shared) expect(allowed(m, p, object(o.chunk)), `${m} ${p} ${o.chunk}`).toBe(false);
           }
           for (const key of nearStream(ns)) expect(allowed(m, 'storage.objects.delete', object(key)), `${m} deletes ${key}`).toBe(false);
@@ -1703,12 +1714,12 @@ describe('module gcs', () => {
       const primary = arr(obj(actors, ns)['primary'], 'primary').map((g) => obj(g, 'grant'));
       expect(primary.length).toBeGreaterThan(0);
       const deletes = primary.filter((g) => arr(obj(roles[str(g['role'], 'role')], 'role')['permissions'], 'permissions').includes('storage.objects.delete'));
-      // One grant each, conditioned on exactly the stream/ and check/ prefixes (layout.ts), and nothing else.
+      // One grant each, conditioned on exactly the check/ and (with primary_stream) stream/ prefixes (layout.ts), and nothing else.
       expect(
         deletes.map((g) => g['expression']),
         ns,
       ).toEqual(
-        [streamPrefix(ns), checkPrefix(ns)].map(
+        (ns === 'Orders.v2_b-1' ? [checkPrefix(ns)] : [checkPrefix(ns), streamPrefix(ns)]).map(
           (p) => `resource.name.startsWith(${JSON.stringify(`projects/_/buckets/${BUCKET}/objects/${joinKey(prefix, p)}`)})`,
         ),
       );

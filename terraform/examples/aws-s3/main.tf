@@ -33,6 +33,7 @@ module "walbridge" {
       wal_retention_days    = cfg.wal_retention_days
       standby_cleanup       = cfg.standby_cleanup
       stream_retention_days = cfg.stream_retention_days
+      primary_stream        = cfg.primary_stream
       standby_trigger_clear = true
       trust_policies = {
         operator = length(var.operator_principal_arns) > 0 ? data.aws_iam_policy_document.operator_trust[0].json : null

@@ -27,11 +27,12 @@ variable "versioning" {
 }
 
 variable "namespaces" {
-  description = "The walbridge namespaces in the bucket, with their WAL retention (null: never expired), whether the standby cleans up with %r, and how long chunks walbridge stream left behind are kept (null: the module's 7 days; 0: for ever)."
+  description = "The walbridge namespaces in the bucket, with their WAL retention (null: never expired), whether the standby cleans up with %r, whether walbridge stream runs beside the primary, and how long chunks it left behind are kept (null: the module's 7 days; 0: for ever)."
   type = map(object({
     wal_retention_days    = optional(number)
     standby_cleanup       = optional(bool, false)
     stream_retention_days = optional(number)
+    primary_stream        = optional(bool, false)
   }))
 }
 

@@ -44,6 +44,7 @@ module "walbridge" {
       wal_retention_days    = cfg.wal_retention_days
       standby_cleanup       = cfg.standby_cleanup
       stream_retention_days = cfg.stream_retention_days
+      primary_stream        = cfg.primary_stream
       standby_trigger_clear = true
       members = {
         primary  = [for host, h in var.hosts : local.host_members[host] if contains(h.primary_of, ns)]

@@ -141,20 +141,23 @@ data "aws_iam_policy_document" "primary" {
     }
   }
 
-  statement {
-    # walbridge stream: chunks of the segment being written, created if absent, read back, and
-    # deleted once the segment is archived whole (DeleteObjects needs s3:DeleteObject on each key).
-    # Delete is granted here only: a chunk is a copy of part of a segment that wal/ holds once it
+  dynamic "statement" {
+    # walbridge stream (primary_stream): chunks of the segment being written, created if absent,
+    # read back, and deleted once the segment is archived whole (DeleteObjects needs
+    # s3:DeleteObject on each key). A chunk is a copy of part of a segment that wal/ holds once it
     # is archived. (No s3:DeleteObjectVersion: with versioning, a delete leaves a noncurrent version.)
-    sid = "StreamChunks"
-    actions = [
-      "s3:GetObject",
-      "s3:PutObject",
-      "s3:DeleteObject",
-      "s3:AbortMultipartUpload",
-      "s3:ListMultipartUploadParts",
-    ]
-    resources = ["${aws_s3_bucket.this.arn}/${local.layout[each.key].stream}*"]
+    for_each = each.value.primary_stream ? [local.layout[each.key].stream] : []
+    content {
+      sid = "StreamChunks"
+      actions = [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+      ]
+      resources = ["${aws_s3_bucket.this.arn}/${statement.value}*"]
+    }
   }
 
   statement {

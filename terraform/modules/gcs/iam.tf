@@ -75,12 +75,11 @@ locals {
   object_root = "projects/_/buckets/${var.bucket_name}/objects/"
   conditions = {
     for ns, l in local.layout : ns => {
-      primary = join(" || ", [
+      primary = join(" || ", concat([
         format("resource.name.startsWith(%q)", "${local.object_root}${l.wal}"),
         format("resource.name.startsWith(%q)", "${local.object_root}${l.history}"),
         format("resource.name == %q", "${local.object_root}${l.identity}"),
-        format("resource.name.startsWith(%q)", "${local.object_root}${l.stream}"),
-      ])
+      ], var.namespaces[ns].primary_stream ? [format("resource.name.startsWith(%q)", "${local.object_root}${l.stream}")] : []))
       namespace = format("resource.name.startsWith(%q)", "${local.object_root}${l.namespace}")
       wal       = format("resource.name.startsWith(%q)", "${local.object_root}${l.wal}")
       trigger   = format("resource.name.startsWith(%q)", "${local.object_root}${l.trigger}")
@@ -93,15 +92,17 @@ locals {
   # condition's title (at most 100 characters, so without the namespace) and expression.
   grants = {
     for ns, cfg in var.namespaces : ns => {
-      primary = [
-        { name = "read", role = "read", title = "walbridge primary: read WAL", expression = local.conditions[ns].primary },
-        { name = "create", role = "create", title = "walbridge primary: archive WAL", expression = local.conditions[ns].primary },
-        # walbridge stream removes the chunks of archived segments: delete under stream/ only.
-        { name = "stream", role = "delete", title = "walbridge primary: remove streamed chunks", expression = local.conditions[ns].stream },
-        # walbridge check: an upload with a wrong MD5 (refused), removed again where a store took it.
-        { name = "check-create", role = "create", title = "walbridge primary: walbridge check probes", expression = local.conditions[ns].check },
-        { name = "check-delete", role = "delete", title = "walbridge primary: remove walbridge check probes", expression = local.conditions[ns].check },
-      ]
+      primary = concat(
+        [
+          { name = "read", role = "read", title = "walbridge primary: read WAL", expression = local.conditions[ns].primary },
+          { name = "create", role = "create", title = "walbridge primary: archive WAL", expression = local.conditions[ns].primary },
+          # walbridge check: an upload with a wrong MD5 (refused), removed again where a store took it.
+          { name = "check-create", role = "create", title = "walbridge primary: walbridge check probes", expression = local.conditions[ns].check },
+          { name = "check-delete", role = "delete", title = "walbridge primary: remove walbridge check probes", expression = local.conditions[ns].check },
+        ],
+        # walbridge stream (primary_stream) removes the chunks of archived segments: delete under stream/ only.
+        cfg.primary_stream ? [{ name = "stream", role = "delete", title = "walbridge primary: remove streamed chunks", expression = local.conditions[ns].stream }] : [],
+      )
       standby = concat(
         [{ name = "read", role = "read", title = "walbridge standby: read the namespace", expression = local.conditions[ns].namespace }],
         cfg.standby_cleanup ? [{ name = "cleanup", role = "delete", title = "walbridge standby: clean up WAL", expression = local.conditions[ns].wal }] : [],

@@ -59,6 +59,9 @@ variable "namespaces" {
       stream_retention_days  - delete chunks under <prefix>/<namespace>/stream/ this many days after they
                                were written (default 7, null too; 0 = never). walbridge stream removes them
                                itself once their segment is archived; this is for those a dead streamer left.
+      primary_stream         - walbridge stream runs beside the primary with its identity: let the primary
+                               create, read and delete chunks under <prefix>/<namespace>/stream/ (default
+                               false: without it the primary deletes nothing but walbridge check's probes).
       standby_cleanup        - let the standby delete WAL (archive-fetch's %r cleanup); never history.
       standby_trigger_clear  - let the standby delete trigger objects ("walbridge trigger clear" in
                                recovery_end_command after it is promoted).
@@ -70,6 +73,7 @@ variable "namespaces" {
   type = map(object({
     wal_retention_days    = optional(number)
     stream_retention_days = optional(number, 7)
+    primary_stream        = optional(bool, false)
     standby_cleanup       = optional(bool, false)
     standby_trigger_clear = optional(bool, true)
     members = optional(object({
