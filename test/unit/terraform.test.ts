@@ -1792,6 +1792,21 @@ describe.each(Object.entries(EXAMPLES))('example %s', (name, dir) => {
   });
 });
 
+describe("the modules' READMEs", () => {
+  it.each(Object.entries(MODULES))('modules/%s/README.md names every input and output, and what is required', (_name, dir) => {
+    const mod = new Module(dir);
+    const readme = readFileSync(path.join(dir, 'README.md'), 'utf8');
+    for (const [name, v] of Object.entries(mod.variables)) {
+      const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\` |`));
+      expect(row, `input ${name}`).toBeDefined();
+      expect(row!.endsWith('| required |'), `input ${name}: required exactly when it has no default`).toBe(!('default' in v));
+    }
+    for (const name of Object.keys(mod.outputs)) expect(readme, `output ${name}`).toContain(`| \`${name}\` |`);
+    for (const key of ['wal_retention_days', 'stream_retention_days', 'primary_stream', 'standby_cleanup', 'standby_trigger_clear'])
+      expect(readme, `namespaces.${key}`).toContain(key);
+  });
+});
+
 /** Whether the terraform binary is on PATH: `terraform fmt` needs no provider, so it runs wherever terraform is installed. */
 const terraformInstalled = spawnSync('terraform', ['version'], { stdio: 'ignore', env: { ...process.env, TF_CLI_CONFIG_FILE: '/dev/null' } }).status === 0;
 

@@ -1,5 +1,6 @@
 # A WAL archive bucket for walbridge, with an IAM role and instance profile per database host and
-# an operator role per namespace. Copy this directory, fill in terraform.tfvars, terraform apply.
+# an operator role per namespace. Copy this directory with ../../modules (see the module block), fill
+# in terraform.tfvars, terraform apply.
 
 provider "aws" {
   region = var.region
@@ -20,6 +21,8 @@ data "aws_iam_policy_document" "operator_trust" {
 }
 
 module "walbridge" {
+  # The module beside this example in walbridge's terraform/ directory: copy both, or point this
+  # at your copy of the module (or a git:: URL with //terraform/modules/aws-s3?ref=<release tag>).
   source = "../../modules/aws-s3"
 
   bucket_name = var.bucket_name

@@ -1,5 +1,6 @@
 # A WAL archive bucket for walbridge, with one service account per database host. Copy this
-# directory, fill in terraform.tfvars, terraform apply, and run each VM as its host's account.
+# directory with ../../modules (see the module block), fill in terraform.tfvars, terraform apply,
+# and run each VM as its host's account.
 
 provider "google" {
   project = var.project
@@ -30,6 +31,8 @@ locals {
 }
 
 module "walbridge" {
+  # The module beside this example in walbridge's terraform/ directory: copy both, or point this
+  # at your copy of the module (or a git:: URL with //terraform/modules/gcs?ref=<release tag>).
   source = "../../modules/gcs"
 
   project                    = var.project
