@@ -42,7 +42,7 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const settings = async (): Promise<Settings> => {
       const resolved = await settingsFrom(command, 'fetch');
       if (!metered) {
-        meterCall(resolved.metricsFile, 'fetch');
+        meterCall(resolved.metricsFile, 'fetch', resolved);
         meterWalFile(destination);
       }
       metered = true;

@@ -14,6 +14,9 @@ export type MeteredCommand = 'push' | 'fetch';
 
 export interface CallRecord {
   readonly command: MeteredCommand;
+  /** Whose call it was: every series carries the namespace, and a standby's its name when set. */
+  readonly namespace: string;
+  readonly standby?: string | undefined;
   readonly status: ExitStatus;
   readonly seconds: number;
   /** WAL bytes archived or restored (the plain file's size), when the call succeeded. */
@@ -47,7 +50,8 @@ export function parseSamples(text: string): Samples {
 export function addCall(samples: Samples, call: CallRecord): Samples {
   const out = new Map(samples);
   const add = (key: string, value: number) => out.set(key, (out.get(key) ?? 0) + value);
-  const command = `command="${call.command}"`;
+  // Label values: a namespace and a standby name are restricted to [A-Za-z0-9._-] (settings), nothing to escape.
+  const command = `command="${call.command}",namespace="${call.namespace}"${call.standby ? `,standby="${call.standby}"` : ''}`;
   add(`walbridge_calls_total{${command},status="${STATUS_NAME.get(call.status) ?? String(call.status)}"}`, 1);
   add(`walbridge_call_duration_seconds_total{${command}}`, call.seconds);
   if (call.walBytes !== undefined) add(`walbridge_wal_bytes_total{${command}}`, call.walBytes);
@@ -110,11 +114,11 @@ async function takeLock(lock: string): Promise<boolean> {
 }
 
 /** The call being metered, if --metrics-file is set (one per process). */
-let metered: { file: string; command: MeteredCommand; walFile?: string } | undefined;
+let metered: { file: string; command: MeteredCommand; namespace: string; standby?: string | undefined; walFile?: string } | undefined;
 
 /** Meters this process's call into `file`; on success, `walFile`'s size counts as the WAL bytes moved. */
-export function meterCall(file: string | undefined, command: MeteredCommand): void {
-  if (file) metered = { file, command };
+export function meterCall(file: string | undefined, command: MeteredCommand, who: { namespace: string; standby?: string | undefined }): void {
+  if (file) metered = { file, command, namespace: who.namespace, standby: who.standby };
 }
 
 /** The file whose size counts as this call's WAL bytes if it succeeds (%p pushed, or %p restored). */
@@ -132,5 +136,6 @@ export async function finishMetering(status: ExitStatus, log: Logger): Promise<v
           () => undefined,
         )
       : undefined;
-  await recordCall(metered.file, { command: metered.command, status, seconds: process.uptime(), walBytes, at: Math.round(Date.now() / 1000) }, log);
+  const { file, command, namespace, standby } = metered;
+  await recordCall(file, { command, namespace, standby, status, seconds: process.uptime(), walBytes, at: Math.round(Date.now() / 1000) }, log);
 }

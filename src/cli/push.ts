@@ -20,7 +20,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     // As the call got it (a driver may add variables of its own), with its flags for a pusher it starts.
     const env = { ...process.env, ...settingsEnvironment(command) };
     const settings = await settingsFrom(command, 'push');
-    meterCall(settings.metricsFile, 'push');
+    meterCall(settings.metricsFile, 'push', settings);
     meterWalFile(walPath);
     await archiveCall({ walPath, settings, log, env });
     done(ExitCode.ok);

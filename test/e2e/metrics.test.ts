@@ -28,18 +28,20 @@ describe('metrics textfile', () => {
     const names = wal.segments.map((s) => path.basename(s));
     expect((await runCli('archive-fetch', ['--no-wait', names[0]!, path.join(dir, 'restored')], env)).status).toBe(0);
     expect((await runCli('archive-fetch', ['--no-wait', '0000000100000000000000FF', path.join(dir, 'absent')], env)).status).toBe(1);
+    expect((await runCli('archive-fetch', ['--no-wait', '--standby', 'east', names[1]!, path.join(dir, 'restored-east')], env)).status).toBe(0);
     const bad = await runCli('archive-push', [path.join(dir, 'no-such-file')], env);
     expect(bad.status).not.toBe(0);
 
     const text = await readFile(metrics, 'utf8');
     const samples = parseSamples(text);
-    expect(samples.get('walbridge_calls_total{command="push",status="ok"}')).toBe(6);
-    expect(samples.get('walbridge_calls_total{command="fetch",status="ok"}')).toBe(1);
-    expect(samples.get('walbridge_calls_total{command="fetch",status="notFound"}')).toBe(1);
-    expect([...samples.keys()].filter((k) => k.startsWith('walbridge_calls_total{command="push"') && !k.includes('"ok"'))).toHaveLength(1);
-    expect(samples.get('walbridge_wal_bytes_total{command="push"}')).toBe(6 * 16 * 1024 * 1024);
-    expect(samples.get('walbridge_wal_bytes_total{command="fetch"}')).toBe(16 * 1024 * 1024);
-    expect(samples.get('walbridge_call_duration_seconds_total{command="push"}')).toBeGreaterThan(0);
+    expect(samples.get('walbridge_calls_total{command="push",namespace="metrics",status="ok"}')).toBe(6);
+    expect(samples.get('walbridge_calls_total{command="fetch",namespace="metrics",status="ok"}')).toBe(1);
+    expect(samples.get('walbridge_calls_total{command="fetch",namespace="metrics",status="notFound"}')).toBe(1);
+    expect(samples.get('walbridge_calls_total{command="fetch",namespace="metrics",standby="east",status="ok"}')).toBe(1);
+    expect([...samples.keys()].filter((k) => k.startsWith('walbridge_calls_total{command="push",namespace="metrics"') && !k.includes('"ok"'))).toHaveLength(1);
+    expect(samples.get('walbridge_wal_bytes_total{command="push",namespace="metrics"}')).toBe(6 * 16 * 1024 * 1024);
+    expect(samples.get('walbridge_wal_bytes_total{command="fetch",namespace="metrics"}')).toBe(16 * 1024 * 1024);
+    expect(samples.get('walbridge_call_duration_seconds_total{command="push",namespace="metrics"}')).toBeGreaterThan(0);
     expect(text).toMatch(/^# TYPE walbridge_calls_total counter$/m);
     await removeScratch(dir);
   });
