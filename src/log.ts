@@ -27,6 +27,10 @@ export function setLogFormat(value: LogFormat): void {
   format = value;
 }
 
+export function logFormat(): LogFormat {
+  return format;
+}
+
 type Level = 'info' | 'warning' | 'error';
 const TEXT_LABEL = { info: '', warning: 'WARNING: ', error: 'ERROR: ' } as const;
 const STAMP_LABEL = { info: 'INFO', warning: 'WARNING', error: 'ERROR' } as const;

@@ -64,16 +64,17 @@ export async function resolveCall(commandLine: string, serverEnv: NodeJS.Process
   };
   assignments();
   if (words[i] === 'exec') i++;
-  if (words[i] === 'env' || words[i] === '/usr/bin/env') {
+  if ((words[i] === 'env' || words[i] === '/usr/bin/env') && !words[i + 1]?.startsWith('-')) {
     i++;
     assignments();
   }
   const called = walbridgeAt(words, i);
   if (!called) {
     // Through nice, timeout, flock...: their options are theirs, so the call's are not told apart here.
-    for (let j = i + 1; j < words.length; j++) {
+    const wrapper = path.basename(words[i] ?? '');
+    for (let j = i + 1; WRAPPERS.has(wrapper) && j < words.length; j++) {
       const wrapped = walbridgeAt(words, j);
-      if (wrapped) return { calls: 'wrapped', runs: wrapped.calls, exe: wrapped.exe, wrapper: path.basename(words[i]!) };
+      if (wrapped) return { calls: 'wrapped', runs: wrapped.calls, exe: wrapped.exe, wrapper };
     }
     return { calls: 'other', why: `it runs ${words[i] ?? 'nothing'}` };
   }
@@ -97,6 +98,24 @@ export async function resolveCall(commandLine: string, serverEnv: NodeJS.Process
     return { calls, problem: (err as Error).message.replace(/^error: /, '') };
   }
 }
+
+/** Programs that run the command they are given (with options of their own): env with options, nice, timeout... */
+const WRAPPERS = new Set([
+  'env',
+  'nice',
+  'ionice',
+  'timeout',
+  'flock',
+  'chrt',
+  'taskset',
+  'nohup',
+  'stdbuf',
+  'setpriv',
+  'sudo',
+  'runuser',
+  'chpst',
+  'systemd-run',
+]);
 
 /** Whether words[i] runs walbridge's push or fetch (archive-push, archive-fetch, walbridge push|fetch), and where its arguments start. */
 function walbridgeAt(words: readonly string[], i: number): { calls: 'push' | 'fetch'; exe: string; argsAt: number } | undefined {

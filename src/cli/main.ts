@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { stopServer, waitsUnderRecoverySignal } from '../archive/restore/hold.js';
 import { ExitCode, WalbridgeError, type ExitStatus } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, logFormat } from '../log.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
 import { buildInfo } from './build-info.js';
 import { reportFailure } from './failure.js';
@@ -98,11 +98,22 @@ export async function buildProgram(executable: Executable, done: (s: ExitStatus)
   return configure(program.version(await version, '-V, --version'));
 }
 
-/** Usage errors exit through main (status 2), on one line. */
+/** Usage errors exit through main (status 2), on one line (a JSON object with WALBRIDGE_LOG_FORMAT=json: flags are not read then). */
 function configure(command: Command): Command {
   command.exitOverride().configureOutput({
-    outputError: (text, write) => write(`${text.replace(/\n+$/, '').replace(/\n/g, ' ')}\n`),
+    outputError: (text, write) => {
+      const line = text.replace(/\n+$/, '').replace(/\n/g, ' ');
+      if (logFormat() === 'json') createLogger(commandPath(command)).error(line.replace(/^error: /, ''));
+      else write(`${line}\n`);
+    },
   });
   for (const sub of command.commands) configure(sub);
   return command;
+}
+
+/** "walbridge fetch", "archive-push": the command as typed, for a log line's program. */
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
 }

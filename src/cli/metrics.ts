@@ -37,11 +37,12 @@ const STATUS_NAME = new Map<number, string>(Object.entries(ExitCode).map(([name,
 /** A sample's key: the metric name and its labels, exactly as written in the file. */
 export type Samples = Map<string, number>;
 
+/** The samples of a file; those without a namespace label (an older walbridge's) are dropped: nothing updates them again. */
 export function parseSamples(text: string): Samples {
   const samples: Samples = new Map();
   for (const line of text.split('\n')) {
     const m = /^(walbridge_[a-z_]+(?:\{[^}]*\})?) (-?[0-9.e+]+)$/.exec(line.trim());
-    if (m) samples.set(m[1]!, Number(m[2]));
+    if (m && m[1]!.includes('namespace="')) samples.set(m[1]!, Number(m[2]));
   }
   return samples;
 }

@@ -187,14 +187,19 @@ export class FsStore implements Store {
 
   /**
    * A key that is not there is deleted only where one that is could be, as S3 and GCS answer by
-   * permission first: a delete refused for a directory this user may not write to says so.
+   * permission first: a delete refused for the directory this user may not write to says so (the
+   * nearest one that exists, up to the repository's root, when the key's own does not).
    */
   private async mayDeleteIn(dir: string): Promise<void> {
-    try {
-      await access(dir, constants.W_OK);
-    } catch (err) {
-      const mapped = mapFsError(err, dir);
-      if (mapped.kind !== 'not-found') throw mapped;
+    for (let d = dir; ; d = path.dirname(d)) {
+      try {
+        await access(d, constants.W_OK | constants.X_OK);
+        return;
+      } catch (err) {
+        const mapped = mapFsError(err, d);
+        if (mapped.kind !== 'not-found') throw mapped;
+        if (path.resolve(d) === path.resolve(this.root) || path.dirname(d) === d) return;
+      }
     }
   }
 

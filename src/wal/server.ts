@@ -80,7 +80,15 @@ export async function runningServer(dataDir: string, opts: { ancestorOnly?: bool
  */
 export async function calledByGoneServer(dataDir: string): Promise<boolean> {
   const pid = await pidFilePid(dataDir);
-  if (!Number.isInteger(pid) || pid <= 0 || !ancestors().some((p) => POSTGRES_NAMES.has(procName(p) ?? ''))) return false;
+  // startup process -> sh [-> sh] -> call: the asker is a few levels up, never a distant ancestor.
+  if (
+    !Number.isInteger(pid) ||
+    pid <= 0 ||
+    !ancestors()
+      .slice(0, 4)
+      .some((p) => POSTGRES_NAMES.has(procName(p) ?? ''))
+  )
+    return false;
   const stat = procStat(pid);
   return !stat || stat.state === 'Z' || !isAncestor(pid);
 }

@@ -44,7 +44,15 @@ describe('resolveCall', () => {
       exe: 'walbridge fetch',
       wrapper: 'timeout',
     });
+    expect(await resolveCall('env -i PATH=/usr/bin archive-push %p', env, '/')).toEqual({
+      calls: 'wrapped',
+      runs: 'push',
+      exe: 'archive-push',
+      wrapper: 'env',
+    });
     expect(await resolveCall('cp %p /mnt/archive/%f', env, '/')).toEqual({ calls: 'other', why: 'it runs cp' });
+    // Only a program that runs a command: a path that names walbridge is not a call of it.
+    expect(await resolveCall('cp %p /srv/archive-push', env, '/')).toEqual({ calls: 'other', why: 'it runs cp' });
     expect(await resolveCall('archive-push %p || true', env, '/')).toMatchObject({ calls: 'other' });
     expect(await resolveCall('', env, '/')).toMatchObject({ calls: 'other' });
   });

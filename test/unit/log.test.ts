@@ -56,4 +56,13 @@ describe('log lines', () => {
       }
     }
   });
+
+  it('json covers usage errors too, read from the environment (no flag is parsed then)', () => {
+    const r = spawnSync(path.join(BIN_DIR, 'walbridge'), ['status', '--bogus'], {
+      env: { ...process.env, WALBRIDGE_CONFIG: '', WALBRIDGE_LOG_FORMAT: 'json' },
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stderr.trim())).toMatchObject({ level: 'error', program: 'walbridge status', message: "unknown option '--bogus'" });
+  });
 });

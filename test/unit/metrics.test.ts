@@ -25,6 +25,14 @@ describe('Prometheus textfile metrics', () => {
     expect(renderSamples(parseSamples(text))).toBe(text);
   });
 
+  it("drops an older walbridge's series without a namespace label: nothing would update them again", () => {
+    const old = 'walbridge_last_success_timestamp_seconds{command="push"} 900\nwalbridge_calls_total{command="push",status="ok"} 7\n';
+    const text = renderSamples(addCall(parseSamples(old), { command: 'push', namespace: 'db1', status: ExitCode.ok, seconds: 1, at: 1000 }));
+    expect(text).not.toContain('{command="push"}');
+    expect(text).not.toContain('{command="push",status="ok"}');
+    expect(text).toContain('walbridge_last_success_timestamp_seconds{command="push",namespace="db1"} 1000');
+  });
+
   it('loses no count when many processes record at once', async () => {
     const dir = await scratchDir('wb-metrics-');
     const file = path.join(dir, 'walbridge.prom');

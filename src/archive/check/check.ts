@@ -146,8 +146,8 @@ async function checkPrimary(
   if (facts.archiveMode !== 'on' && facts.archiveMode !== 'always')
     note('fail', 'archive_command', `archive_mode is ${facts.archiveMode}: set archive_mode = on (a restart applies it)`);
   const call = await input.resolveCall(facts.archiveCommand, env, facts.dataDirectory);
-  // A wrapped call is tried end to end with this call's settings: the switched segment lands here, or not.
-  const callOk = sameRepository('archive_command', 'push', call, settings, note) ? ('settings' in call ? call : { settings }) : undefined;
+  // A wrapped call is tried end to end: the switched segment lands here, or not (its settings are not known).
+  const callOk = sameRepository('archive_command', 'push', call, settings, note) ? ('settings' in call ? call : { settings, wrapped: true }) : undefined;
 
   // Create-if-absent: identity.json offered again, with its own bytes, verified first against its
   // recorded hash. Not where the store does not encrypt it as asked: a driver takes back an object it
@@ -344,7 +344,7 @@ async function checkStandby(input: CheckInput, status: NamespaceStatus, facts: S
  */
 async function whyNotArchived(
   input: CheckInput,
-  call: { settings: Settings },
+  call: { settings: Settings; wrapped?: boolean },
   server: ServerConnection,
   facts: ServerFacts,
   segment: string,
@@ -357,7 +357,8 @@ async function whyNotArchived(
     () => true,
     () => false,
   );
-  if (!local || !ready) return `${archiver}; the server log says why`;
+  // A wrapped command's own settings are unknown: pushing with check's could store the segment where it never goes.
+  if (!local || !ready || call.wrapped) return `${archiver}; the server log says why`;
   try {
     const { store, retry } = await input.openStore(call.settings);
     await pushWalFile(pushContext(call.settings, store, retry, silent), path.join(walDir, segment));

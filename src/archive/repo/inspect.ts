@@ -100,20 +100,33 @@ export interface StreamLead {
   readonly secondsAhead: number | undefined;
 }
 
+/**
+ * Undefined without chunks, or when they are a timeline's that a newer one (archived, or named by
+ * a history file) replaced: a failover never restores those (README: a standby never replays past a fork).
+ */
 export function streamLead(status: NamespaceStatus): StreamLead | undefined {
-  const streamed = status.inventory.newestStreamed;
+  const { inventory } = status;
+  const streamed = inventory.newestStreamed;
   if (!streamed) return undefined;
+  const newestTimeline = Math.max(0, ...inventory.timelines.map((t) => t.timeline), ...inventory.histories.map((h) => parseInt(h.slice(0, 8), 16)));
+  if (streamed.timeline < newestTimeline) return undefined;
   const segmentSize = status.identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
-  const timeline = status.inventory.timelines.find((t) => t.timeline === streamed.timeline);
-  const newest = timeline?.newest ? parseWalFileName(timeline.newest) : undefined;
-  const archivedEnd = newest ? (segmentNumber(newest, segmentSize) + 1n) * BigInt(segmentSize) : 0n;
+  // Segment numbers are positions in the WAL, whatever the timeline: the archive reaches the end of its furthest segment.
+  let archivedEnd = 0n;
+  let archivedAt: Date | undefined;
+  for (const t of inventory.timelines) {
+    const newest = t.newest ? parseWalFileName(t.newest) : undefined;
+    const end = newest ? (segmentNumber(newest, segmentSize) + 1n) * BigInt(segmentSize) : 0n;
+    if (end > archivedEnd) archivedEnd = end;
+    if (t.newestAt && (!archivedAt || t.newestAt > archivedAt)) archivedAt = t.newestAt;
+  }
   const at = streamed.at;
   return {
     timeline: streamed.timeline,
     newestLsn: formatLsn(streamed.lsn),
     newestAt: at,
     bytesAhead: Number(streamed.lsn > archivedEnd ? streamed.lsn - archivedEnd : 0n),
-    secondsAhead: at && timeline?.newestAt ? Math.max(0, Math.round((at.getTime() - timeline.newestAt.getTime()) / 1000)) : undefined,
+    secondsAhead: at && archivedAt ? Math.max(0, Math.round((at.getTime() - archivedAt.getTime()) / 1000)) : undefined,
   };
 }
 
@@ -127,14 +140,21 @@ export function statusProblems(status: NamespaceStatus, now: Date, opts: { maxAg
   const empty = emptyNamespace(status);
   if (empty) problems.push(empty);
   const { inventory } = status;
+  // The first timeline archived needs no history file: a cluster already on timeline N when walbridge came never archived it.
+  const first = inventory.timelines[0]?.timeline;
   for (const t of inventory.timelines) {
     const missing = t.gaps.reduce((n, g) => n + g.missing, 0);
     if (missing > 0) problems.push(`timeline ${t.timeline}: ${missing} segment${missing === 1 ? '' : 's'} missing (walbridge verify names them)`);
-    if (t.timeline > 1 && !t.hasHistory) problems.push(`timeline ${t.timeline}: no ${historyName(t.timeline)} (a standby cannot follow it)`);
+    if (t.timeline > 1 && t.timeline !== first && !t.hasHistory)
+      problems.push(`timeline ${t.timeline}: no ${historyName(t.timeline)} (a standby cannot follow it)`);
   }
   if (inventory.foreign.length > 0)
     problems.push(`${inventory.foreign.length} object${inventory.foreign.length === 1 ? '' : 's'} walbridge never writes (walbridge verify names them)`);
-  const newest = inventory.timelines.at(-1);
+  // The newest segment of any timeline: a new timeline may hold only a .partial or a .backup yet.
+  const newest = inventory.timelines
+    .filter((t) => t.newestAt)
+    .sort((a, b) => a.newestAt!.getTime() - b.newestAt!.getTime())
+    .at(-1);
   if (opts.maxAgeSeconds !== undefined && newest?.newestAt) {
     const age = Math.round((now.getTime() - newest.newestAt.getTime()) / 1000);
     if (age > opts.maxAgeSeconds) problems.push(`the newest segment, ${newest.newest}, is ${formatAge(age)} old (--max-age ${opts.maxAgeSeconds})`);
