@@ -7,7 +7,7 @@ import { callKeyOf } from '../archive/front-end.js';
 import { restoreCall } from '../archive/restore/call.js';
 import { addSettingOptions, settingsEnvironment, settingsFrom } from './options.js';
 import { installSignalHandlers } from './signals.js';
-import { meterCall, meterWalFile } from './metrics.js';
+import { meterCall, meterWalFile } from '../metrics/calls.js';
 
 export function fetchCommand(name: string, done: (status: ExitStatus) => void): Command {
   const invocation = name === 'fetch' ? 'walbridge fetch' : 'archive-fetch';
@@ -42,8 +42,8 @@ export function fetchCommand(name: string, done: (status: ExitStatus) => void): 
     const settings = async (): Promise<Settings> => {
       const resolved = await settingsFrom(command, 'fetch');
       if (!metered) {
-        meterCall(resolved.metricsFile, 'fetch', resolved);
-        meterWalFile(destination);
+        meterCall(resolved.metricsFile, 'fetch', resolved, log);
+        meterWalFile(destination, walFile);
       }
       metered = true;
       return resolved;

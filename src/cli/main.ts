@@ -10,7 +10,7 @@ import { createLogger, logFormat } from '../log.js';
 import { removeTempFilesSync } from '../util/temp-files.js';
 import { buildInfo } from './build-info.js';
 import { reportFailure } from './failure.js';
-import { finishMetering } from './metrics.js';
+import { finishMetering } from '../metrics/calls.js';
 
 export type Executable = 'archive-push' | 'archive-fetch' | 'walbridge';
 
@@ -44,7 +44,7 @@ export async function main(executable: Executable, argv: string[] = process.argv
       status = reportFailure(holding() ? stopServer(err) : err, log);
     }
   }
-  await finishMetering(status, log);
+  await finishMetering(status);
   process.exit(status);
 }
 

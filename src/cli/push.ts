@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { archiveCall } from '../archive/push/call.js';
 import { EXIT_CODE_HELP, ExitCode, type ExitStatus } from '../errors.js';
 import { createLogger } from '../log.js';
-import { meterCall, meterWalFile } from './metrics.js';
+import { meterCall, meterWalFile } from '../metrics/calls.js';
 import { addSettingOptions, settingsEnvironment, settingsFrom } from './options.js';
 import { removeTempFilesOnSignals } from './signals.js';
 
@@ -20,7 +20,7 @@ export function pushCommand(name: string, done: (status: ExitStatus) => void): C
     // As the call got it (a driver may add variables of its own), with its flags for a pusher it starts.
     const env = { ...process.env, ...settingsEnvironment(command) };
     const settings = await settingsFrom(command, 'push');
-    meterCall(settings.metricsFile, 'push', settings);
+    meterCall(settings.metricsFile, 'push', settings, log);
     meterWalFile(walPath);
     await archiveCall({ walPath, settings, log, env });
     done(ExitCode.ok);

@@ -40,11 +40,16 @@ export function statusCommand(done: (status: ExitStatus) => void): Command {
       if (namespaces.length === 0) log.error(`no namespace in ${store.location}: is --repo right?`);
       return done(namespaces.length === 0 ? ExitCode.notFound : ExitCode.ok);
     }
-    const { emptyNamespace, namespaceStatus, statusProblems, streamLead } = await import('../archive/repo/inspect.js');
+    const { archiveReach, emptyNamespace, namespaceStatus, statusProblems, streamLead } = await import('../archive/repo/inspect.js');
     const status = await namespaceStatus(store, settings.namespace);
     const now = new Date();
     const problems = statusProblems(status, now, { maxAgeSeconds: maxAge });
     const lead = streamLead(status);
+    if (settings.metricsFile) {
+      const { end, at } = archiveReach(status);
+      const reading = { namespace: settings.namespace, archivedEnd: end, newestSegmentAt: at, problems: problems.length, triggers: status.triggers };
+      await (await import('../metrics/status.js')).recordStatus(settings.metricsFile, reading, log);
+    }
     process.stdout.write(json ? `${JSON.stringify(statusJson(status, now, problems, lead), null, 2)}\n` : statusText(status, now, problems, lead));
     // A mistyped namespace must not look like a healthy one that is merely new: "not in the archive".
     const empty = emptyNamespace(status);

@@ -103,8 +103,9 @@ const CORE_SETTINGS: readonly SettingDef[] = [
     key: 'metrics-file',
     env: 'WALBRIDGE_METRICS_FILE',
     value: '<path>',
-    description: "add each call's outcome, duration and WAL bytes to this Prometheus textfile (node_exporter's textfile collector)",
-    commands: ['push', 'fetch'],
+    description:
+      "write metrics to this Prometheus textfile (node_exporter's textfile collector): each call's outcome, duration and WAL bytes, positions archived and restored, a waiting call's state, walbridge stream's progress, what walbridge status sees",
+    commands: ['push', 'fetch', 'stream', 'status'],
   },
   {
     key: 'background-idle',

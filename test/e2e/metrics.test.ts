@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseSamples } from '../../src/cli/metrics.js';
+import { parseSamples } from '../../src/metrics/textfile.js';
 import { generateWalSegments, type GeneratedWal } from '../servers/postgres.js';
 import { runCli } from '../support/cli.js';
 import { createRepo, type TestRepo } from '../support/repos.js';

@@ -1,7 +1,9 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addCall, parseSamples, recordCall, renderSamples } from '../../src/cli/metrics.js';
+import { addCall, finishMetering, meterCall, meterHolding, meterWaiting, meterWalFile, recordCall } from '../../src/metrics/calls.js';
+import { withStreamPass } from '../../src/metrics/stream.js';
+import { parseSamples, renderSamples } from '../../src/metrics/textfile.js';
 import { ExitCode } from '../../src/errors.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -46,4 +48,60 @@ describe('Prometheus textfile metrics', () => {
     expect(samples.get('walbridge_wal_bytes_total{command="push",namespace="db1"}')).toBe((39 * 40) / 2);
     await rm(dir, { recursive: true });
   });
+
+  it('keeps the newest segment archived or restored (a late call for an older one does not move it back) and the .ready backlog', () => {
+    const seg = 16 * 1024 * 1024;
+    let samples = addCall(parseSamples(''), { command: 'push', namespace: 'db1', status: ExitCode.ok, seconds: 1, segmentEnd: 5 * seg, readyFiles: 3, at: 1 });
+    samples = addCall(samples, { command: 'push', namespace: 'db1', status: ExitCode.ok, seconds: 1, segmentEnd: 4 * seg, readyFiles: 0, at: 2 });
+    samples = addCall(samples, { command: 'fetch', namespace: 'db1', standby: 'east', status: ExitCode.ok, seconds: 1, segmentEnd: 2 * seg, at: 3 });
+    expect(samples.get('walbridge_archived_position_bytes{command="push",namespace="db1"}')).toBe(5 * seg);
+    expect(samples.get('walbridge_archive_ready_files{command="push",namespace="db1"}')).toBe(0);
+    expect(samples.get('walbridge_restored_position_bytes{command="fetch",namespace="db1",standby="east"}')).toBe(2 * seg);
+    expect(samples.get('walbridge_fetch_state{command="fetch",namespace="db1",standby="east",state="restored"}')).toBe(1);
+    expect(samples.get('walbridge_fetch_state{command="fetch",namespace="db1",standby="east",state="waiting"}')).toBe(0);
+    expect(samples.has('walbridge_fetch_state{command="push",namespace="db1",state="restored"}')).toBe(false);
+  });
+
+  it("writes the stream's positions, lag, failing flag and heartbeat", () => {
+    const owner = { namespace: 'db1' };
+    let samples = withStreamPass(parseSamples(''), owner, { flush: 5000n, shipped: 4000n, failing: false }, 100);
+    samples = withStreamPass(samples, owner, { flush: 6000n, shipped: 6000n, failing: true }, 105);
+    const text = renderSamples(samples);
+    expect(text).toContain('walbridge_stream_flush_position_bytes{command="stream",namespace="db1"} 6000');
+    expect(text).toContain('walbridge_stream_shipped_position_bytes{command="stream",namespace="db1"} 6000');
+    expect(text).toContain('walbridge_stream_lag_bytes{command="stream",namespace="db1"} 0');
+    expect(text).toContain('walbridge_stream_failing{command="stream",namespace="db1"} 1');
+    expect(text).toContain('walbridge_stream_heartbeat_timestamp_seconds{command="stream",namespace="db1"} 105');
+    expect(text).toContain('# TYPE walbridge_stream_lag_bytes gauge');
+  });
+
+  it('a waiting call says it waits, then holds (with the failure), then how it ended, while it runs', async () => {
+    const dir = await scratchDir('wb-metrics-');
+    const file = path.join(dir, 'walbridge.prom');
+    const key = (state: string) => `walbridge_fetch_state{command="fetch",namespace="db1",standby="east",state="${state}"}`;
+    const read = async () => parseSamples(await readFile(file, 'utf8').catch(() => ''));
+    meterCall(file, 'fetch', { namespace: 'db1', standby: 'east' }, silent);
+    meterWalFile(path.join(dir, 'RECOVERYXLOG'), '000000010000000000000003');
+    meterWaiting(60_000);
+    expect((await read()).size).toBe(0); // an answer within 2 s writes nothing before the call's end
+    await new Promise((r) => setTimeout(r, 2_300));
+    expect((await read()).get(key('waiting'))).toBe(1);
+    meterHolding(ExitCode.storeAccess);
+    await new Promise((r) => setTimeout(r, 200));
+    let samples = await read();
+    expect(samples.get(key('holding'))).toBe(1);
+    expect(samples.get(key('waiting'))).toBe(0);
+    expect(samples.get('walbridge_fetch_holding{command="fetch",namespace="db1",standby="east",failure="storeAccess"}')).toBe(1);
+    meterWaiting(60_000); // the next attempt: not waiting again until it outlasts a failure's deadline
+    await new Promise((r) => setTimeout(r, 2_300));
+    expect((await read()).get(key('holding'))).toBe(1);
+    await writeFile(path.join(dir, 'RECOVERYXLOG'), Buffer.alloc(16 * 1024 * 1024));
+    await finishMetering(ExitCode.ok);
+    samples = await read();
+    expect(samples.get(key('restored'))).toBe(1);
+    expect(samples.get(key('holding'))).toBe(0);
+    expect([...samples.keys()].some((k) => k.startsWith('walbridge_fetch_holding{'))).toBe(false);
+    expect(samples.get('walbridge_restored_position_bytes{command="fetch",namespace="db1",standby="east"}')).toBe(4 * 16 * 1024 * 1024);
+    await rm(dir, { recursive: true });
+  }, 15_000);
 });

@@ -101,6 +101,23 @@ export interface StreamLead {
 }
 
 /**
+ * How far the archive reaches: the end (LSN) of its furthest segment, of any timeline (segment
+ * numbers are positions in the WAL, whatever the timeline), and when its newest segment was stored.
+ */
+export function archiveReach(status: NamespaceStatus): { end: bigint; at: Date | undefined } {
+  const segmentSize = status.identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
+  let end = 0n;
+  let at: Date | undefined;
+  for (const t of status.inventory.timelines) {
+    const newest = t.newest ? parseWalFileName(t.newest) : undefined;
+    const reach = newest ? (segmentNumber(newest, segmentSize) + 1n) * BigInt(segmentSize) : 0n;
+    if (reach > end) end = reach;
+    if (t.newestAt && (!at || t.newestAt > at)) at = t.newestAt;
+  }
+  return { end, at };
+}
+
+/**
  * Undefined without chunks, or when they are a timeline's that a newer one (archived, or named by
  * a history file) replaced: a failover never restores those (README: a standby never replays past a fork).
  */
@@ -110,16 +127,7 @@ export function streamLead(status: NamespaceStatus): StreamLead | undefined {
   if (!streamed) return undefined;
   const newestTimeline = Math.max(0, ...inventory.timelines.map((t) => t.timeline), ...inventory.histories.map((h) => parseInt(h.slice(0, 8), 16)));
   if (streamed.timeline < newestTimeline) return undefined;
-  const segmentSize = status.identity?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
-  // Segment numbers are positions in the WAL, whatever the timeline: the archive reaches the end of its furthest segment.
-  let archivedEnd = 0n;
-  let archivedAt: Date | undefined;
-  for (const t of inventory.timelines) {
-    const newest = t.newest ? parseWalFileName(t.newest) : undefined;
-    const end = newest ? (segmentNumber(newest, segmentSize) + 1n) * BigInt(segmentSize) : 0n;
-    if (end > archivedEnd) archivedEnd = end;
-    if (t.newestAt && (!archivedAt || t.newestAt > archivedAt)) archivedAt = t.newestAt;
-  }
+  const { end: archivedEnd, at: archivedAt } = archiveReach(status);
   const at = streamed.at;
   return {
     timeline: streamed.timeline,

@@ -31,6 +31,7 @@ import { repositoryId } from '../repo/open.js';
 import { registerWaitingCall } from './promote.js';
 import { recordFrontEnd, serveSpooled, spoolDir } from './spool.js';
 import { readStandbyState, recordRestored, writeStandbyState } from './standby-state.js';
+import { meterWaiting } from '../../metrics/calls.js';
 
 export interface RestoreCall {
   /** %f */
@@ -104,6 +105,8 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
 async function attempt(caller: Caller): Promise<FetchOutcome> {
   const { call, file, walDir, server } = caller;
   const settings = await call.settings();
+  // --metrics-file: waiting, once it lasts; after holding, once this attempt outlasts a failure's deadline.
+  if (call.wait && file.kind === 'segment') meterWaiting((settings.timeout + 5) * 1000);
   const configuration = fingerprint(settings, call.env, server && formatServer(server));
   const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !caller.rewinding && file.kind === 'segment';
   // Calls like this one need nothing but the spool's rename: bin/archive-fetch may answer them alone.

@@ -27,6 +27,7 @@ import type { Logger } from '../../log.js';
 import { dataDirOfWalPath } from '../../wal/datadir.js';
 import { calledBy } from '../../wal/server.js';
 import type { FailoverRequest } from './failover.js';
+import { meterHolding } from '../../metrics/calls.js';
 
 export type FetchOutcome = 'restored' | 'not-found';
 
@@ -104,7 +105,8 @@ export async function holdingFailures(opts: HoldOptions, attempt: () => Promise<
       if (!opts.holding) throw err;
       if (verdictOn(err) === 'stop') throw stopServer(err);
       heldSince ??= Date.now();
-      const { message } = describeFailure(err);
+      const { status, message } = describeFailure(err);
+      meterHolding(status);
       if (message !== said.message || Date.now() - said.at >= SAY_EVERY_MS) {
         said = { at: Date.now(), message };
         opts.log.error(

@@ -16,6 +16,7 @@ import { instanceName, pidFile, walbridgeDir } from '../local-layout.js';
 import { loadIdentity } from '../repo/identity.js';
 import { openRepository } from '../repo/open.js';
 import { SegmentStreamer } from './streamer.js';
+import { streamMeter } from '../../metrics/stream.js';
 
 /** A failure being waited out is logged again after this long. */
 const FAILURE_LOG_EVERY_MS = 60_000;
@@ -44,6 +45,8 @@ export async function streamWal(settings: Settings, dataDir: string, log: Logger
   let lastFailureLog = 0;
   let inRecoveryLogged = false;
   const intervalMs = settings.streamInterval * 1000;
+  const meter = streamMeter(settings.metricsFile, settings, log);
+  let flushed: bigint | undefined;
   try {
     for (;;) {
       const last = stop.requested; // after a stop request: one more pass ships what was flushed by then
@@ -99,6 +102,7 @@ export async function streamWal(settings: Settings, dataDir: string, log: Logger
           inRecoveryLogged = true;
         } else {
           inRecoveryLogged = false;
+          flushed = position.lsn;
           await streamer!.advance(position);
         }
         if (failingSince !== undefined) log.info(`streaming again after ${Math.round((Date.now() - failingSince) / 1000)} s`);
@@ -114,12 +118,14 @@ export async function streamWal(settings: Settings, dataDir: string, log: Logger
           log.error(`cannot stream: ${(err as Error).message}; retrying every ${settings.streamInterval} s (at ${streamer?.describe() ?? 'nothing yet'})`);
         }
       }
+      meter.pass({ flush: flushed, shipped: streamer?.shippedPosition(), failing: failingSince !== undefined });
       if (last) break;
       await stop.sleep(intervalMs);
     }
     await streamer?.cleanUp(true).catch(() => undefined);
     log.info(`stopped (at ${streamer?.describe() ?? 'nothing yet'})`);
   } finally {
+    await meter.flush();
     await primary?.close();
     await unlink(pidFile(walDir, 'stream')).catch(() => undefined);
     await lock.release();

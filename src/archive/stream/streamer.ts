@@ -241,6 +241,11 @@ export class SegmentStreamer {
     }
   }
 
+  /** The LSN up to which the segment being shipped is in the store (undefined before the first pass). */
+  shippedPosition(): bigint | undefined {
+    return this.current && this.current.segno * BigInt(this.ctx.segmentSize) + BigInt(this.current.shipped);
+  }
+
   describe(): string {
     return this.current ? `${this.current.name} up to ${formatBytes(this.current.shipped)}` : 'nothing yet';
   }
