@@ -129,14 +129,25 @@ describe('installed as a DBA would', () => {
     expect(report.runtime).toBe(path.join(prefix, 'lib', current, 'runtime', 'node'));
     expect(report.codecs).toEqual({ zstd: 'available', lz4: 'available', gzip: 'available', none: 'available' });
     for (const page of ['walbridge.1', 'archive-push.1', 'archive-fetch.1']) await readFile(path.join(prefix, 'share', 'man', 'man1', page));
-    // The systemd unit, pointed at this prefix, as systemd reads it (its man page found too).
+    // The systemd units, pointed at this prefix, as systemd reads them (the man page found too).
     if (existsSync('/usr/bin/systemd-analyze')) {
-      const unit = path.join(dir, 'walbridge-stream@15-main.service');
-      const text = await readFile(path.join(unpacked, 'deploy', 'systemd', 'walbridge-stream@.service'), 'utf8');
-      await writeFile(unit, text.replace('/usr/local/bin/walbridge', path.join(bin, 'walbridge')));
-      const verified = await run('systemd-analyze', ['verify', unit], { env: { ...process.env, MANPATH: path.join(prefix, 'share', 'man') } });
-      expect(verified.stderr).toBe('');
-    } else console.warn('install.test.ts: no systemd-analyze here: the systemd unit is not checked');
+      const units = {
+        'walbridge-stream@.service': 'walbridge-stream@15-main.service',
+        'walbridge-status.service': undefined,
+        'walbridge-status.timer': undefined,
+      };
+      expect((await readdir(path.join(unpacked, 'deploy', 'systemd'))).sort()).toEqual(Object.keys(units).sort());
+      for (const [file, instance] of Object.entries(units)) {
+        const text = await readFile(path.join(unpacked, 'deploy', 'systemd', file), 'utf8');
+        await writeFile(path.join(dir, instance ?? file), text.replace('/usr/local/bin/walbridge', path.join(bin, 'walbridge')));
+      }
+      for (const unit of ['walbridge-stream@15-main.service', 'walbridge-status.service', 'walbridge-status.timer']) {
+        const verified = await run('systemd-analyze', ['verify', path.join(dir, unit)], {
+          env: { ...process.env, MANPATH: path.join(prefix, 'share', 'man') },
+        });
+        expect(verified.stderr, unit).toBe('');
+      }
+    } else console.warn('install.test.ts: no systemd-analyze here: the systemd units are not checked');
     await replicateThrough('release', 'gcs', bin, pathEnv);
   });
 });
