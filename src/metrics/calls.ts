@@ -48,6 +48,13 @@ export function addCall(samples: Samples, call: CallRecord): Samples {
     out.set(key, Math.max(out.get(key) ?? 0, call.segmentEnd)); // a late call for an older segment does not move it back
   }
   if (call.readyFiles !== undefined) out.set(`walbridge_archive_ready_files{${labels}}`, call.readyFiles);
+  if (call.command === 'push') {
+    // A host that archives into the namespace is its primary (a standby promoted here): its
+    // standby series would otherwise stay as they were last written, silent and behind for ever.
+    const standbySide = ['walbridge_fetch_', 'walbridge_restored_position_bytes{'];
+    for (const key of out.keys())
+      if (standbySide.some((prefix) => key.startsWith(prefix)) && key.includes(`command="fetch",namespace="${call.namespace}"`)) out.delete(key);
+  }
   if (call.command !== 'fetch') return out;
   const state: FetchState = call.status === ExitCode.ok ? 'restored' : call.status === ExitCode.notFound ? 'not_found' : 'failed';
   return withFetchState(out, call, state, undefined, call.at);
@@ -138,21 +145,25 @@ function writeState(state: { name: 'waiting' | 'holding'; failure?: string | und
   m.heartbeat.unref();
 }
 
-/** Records the metered call (if any) with its exit status; the duration counts from process start. */
+/** Records the metered call (if any) with its exit status; the duration counts from process start. Never throws. */
 export async function finishMetering(status: ExitStatus): Promise<void> {
   const m = metered;
   if (!m) return;
   clearTimeout(m.timer);
   clearInterval(m.heartbeat);
   m.state = undefined;
-  await m.writes;
-  const moved = m.walFile && status === ExitCode.ok ? await movedSegment(m.walFile) : {};
-  const readyFiles = m.command === 'push' && m.walFile ? await readyFilesBeside(m.walFile, status === ExitCode.ok) : undefined;
-  const at = Math.round(Date.now() / 1000);
-  await recordCall(m.file, { command: m.command, ...m.owner, status, seconds: process.uptime(), ...moved, readyFiles, at }, m.log);
+  try {
+    await m.writes;
+    const moved = m.walFile && status === ExitCode.ok ? await movedSegment(m.walFile) : {};
+    const readyFiles = m.command === 'push' && m.walFile ? await readyFilesBeside(m.walFile, status === ExitCode.ok) : undefined;
+    const at = Math.round(Date.now() / 1000);
+    await recordCall(m.file, { command: m.command, ...m.owner, status, seconds: process.uptime(), ...moved, readyFiles, at }, m.log);
+  } catch (err) {
+    m.log.warn(`metrics not recorded in ${m.file}: ${(err as Error).message}`);
+  }
 }
 
-/** The bytes moved, and the end of the segment (its size is the segment size), if it is one. */
+/** The bytes moved, and the end of the segment if it is one (its size is the segment size: a power of two, 1 MiB to 1 GiB). */
 async function movedSegment(walFile: { path: string; name: string }): Promise<{ walBytes?: number; segmentEnd?: number }> {
   const size = await stat(walFile.path).then(
     (s) => s.size,
@@ -160,7 +171,8 @@ async function movedSegment(walFile: { path: string; name: string }): Promise<{ 
   );
   if (size === undefined) return {};
   const file = parseWalFileName(walFile.name);
-  if (file?.kind !== 'segment' || size === 0) return { walBytes: size };
+  const segmentSize = size >= 1 << 20 && size <= 1 << 30 && (size & (size - 1)) === 0;
+  if (file?.kind !== 'segment' || !segmentSize) return { walBytes: size };
   return { walBytes: size, segmentEnd: Number((segmentNumber(file, size) + 1n) * BigInt(size)) };
 }
 

@@ -31,6 +31,12 @@ export function withStreamPass(samples: Samples, owner: Owner, pass: StreamPass,
   return out;
 }
 
+/** The samples without `owner`'s stream series. */
+export function withoutStream(samples: Samples, owner: Owner): Samples {
+  const labels = ownLabels('stream', owner);
+  return new Map([...samples].filter(([key]) => !(key.startsWith('walbridge_stream_') && key.includes(`{${labels}}`))));
+}
+
 /** Reports the streamer's passes into `file` (--metrics-file), if set; `flush()` writes the last one. */
 export function streamMeter(file: string | undefined, owner: Owner, log: Logger) {
   let last: StreamPass | undefined;
@@ -50,6 +56,12 @@ export function streamMeter(file: string | undefined, owner: Owner, log: Logger)
     async flush(): Promise<void> {
       if (file && last) write(last);
       await writing;
+    },
+    /** This server is no longer the namespace's primary (fenced): its stream series go, rather than age into "streamer down". */
+    async retire(): Promise<void> {
+      last = undefined;
+      await writing;
+      if (file) await updateMetricsFile(file, (samples) => withoutStream(samples, owner), log);
     },
   };
 }

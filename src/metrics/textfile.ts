@@ -10,6 +10,7 @@ import { open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { ExitCode, type ExitStatus } from '../errors.js';
 import type { Logger } from '../log.js';
+import { trackTempFile, untrackTempFile } from '../util/temp-files.js';
 
 /** Every series walbridge writes: its type and help (the README's Monitoring table says the same). */
 export const METRICS: Readonly<Record<string, readonly [type: 'counter' | 'gauge', help: string]>> = {
@@ -84,20 +85,31 @@ const LOCK_WAIT_MS = 2_000;
 /** A lock file older than this was left by a killed process. */
 const STALE_LOCK_MS = 10_000;
 
+/** A problem with a file is said once a minute at most (a streamer or a waiting call writes every few seconds). */
+const WARN_EVERY_MS = 60_000;
+const warnedAt = new Map<string, number>();
+
 /** Applies `change` to the samples in `file`. Never throws. */
 export async function updateMetricsFile(file: string, change: (samples: Samples) => Samples, log: Logger): Promise<void> {
   const lock = `${file}.lock`;
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}`);
   try {
     if (!(await takeLock(lock))) throw new Error(`${lock} stayed locked for ${LOCK_WAIT_MS / 1000} s`);
+    // A process ended by a signal meanwhile removes them as it exits: a lock left behind would hold up every writer for 10 s.
+    trackTempFile(lock);
     try {
       const current = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? '' : Promise.reject(err)));
-      const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}`);
+      trackTempFile(temp);
       await writeFile(temp, renderSamples(change(parseSamples(current))), { mode: 0o644 });
       await rename(temp, file);
     } finally {
+      untrackTempFile(temp);
       await unlink(lock).catch(() => undefined);
+      untrackTempFile(lock);
     }
   } catch (err) {
+    if (Date.now() - (warnedAt.get(file) ?? -Infinity) < WARN_EVERY_MS) return;
+    warnedAt.set(file, Date.now());
     log.warn(`metrics not recorded in ${file}: ${(err as Error).message}`);
   }
 }

@@ -2,8 +2,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addCall, finishMetering, meterCall, meterHolding, meterWaiting, meterWalFile, recordCall } from '../../src/metrics/calls.js';
-import { withStreamPass } from '../../src/metrics/stream.js';
-import { parseSamples, renderSamples } from '../../src/metrics/textfile.js';
+import { withStreamPass, withoutStream } from '../../src/metrics/stream.js';
+import { parseSamples, renderSamples, updateMetricsFile } from '../../src/metrics/textfile.js';
 import { ExitCode } from '../../src/errors.js';
 import { scratchDir } from '../support/scratch.js';
 
@@ -104,4 +104,44 @@ describe('Prometheus textfile metrics', () => {
     expect(samples.get('walbridge_restored_position_bytes{command="fetch",namespace="db1",standby="east"}')).toBe(4 * 16 * 1024 * 1024);
     await rm(dir, { recursive: true });
   }, 15_000);
+
+  it("a push into a namespace removes that namespace's standby series from its file: a promoted standby's would stay silent and behind for ever", () => {
+    let samples = addCall(parseSamples(''), { command: 'fetch', namespace: 'db1', standby: 'east', status: ExitCode.ok, seconds: 1, segmentEnd: 16, at: 1 });
+    samples = addCall(samples, { command: 'fetch', namespace: 'db2', standby: 'east', status: ExitCode.ok, seconds: 1, segmentEnd: 16, at: 1 });
+    samples = addCall(samples, { command: 'push', namespace: 'db1', status: ExitCode.ok, seconds: 1, at: 2 });
+    const keys = [...samples.keys()];
+    expect(keys.filter((k) => k.includes('namespace="db1"') && (k.startsWith('walbridge_fetch_') || k.startsWith('walbridge_restored_')))).toEqual([]);
+    expect(keys.filter((k) => k.includes('namespace="db2"') && k.startsWith('walbridge_fetch_state{'))).toHaveLength(5);
+    expect(samples.get('walbridge_calls_total{command="fetch",namespace="db1",standby="east",status="ok"}')).toBe(1); // counters stay
+  });
+
+  it("a fenced streamer's series go, another namespace's stay", () => {
+    let samples = withStreamPass(parseSamples(''), { namespace: 'db1' }, { flush: 10n, shipped: 5n, failing: false }, 100);
+    samples = withStreamPass(samples, { namespace: 'db2' }, { flush: 10n, shipped: 5n, failing: false }, 100);
+    const keys = [...withoutStream(samples, { namespace: 'db1' }).keys()];
+    expect(keys.filter((k) => k.includes('namespace="db1"'))).toEqual([]);
+    expect(keys.filter((k) => k.includes('namespace="db2"'))).toHaveLength(5);
+  });
+
+  it('a restored file whose size is no segment size counts its bytes but no position, and never throws', async () => {
+    const dir = await scratchDir('wb-metrics-');
+    const file = path.join(dir, 'walbridge.prom');
+    await writeFile(path.join(dir, 'RECOVERYXLOG'), Buffer.alloc(3 * 1024 * 1024));
+    meterCall(file, 'fetch', { namespace: 'db1' }, silent);
+    meterWalFile(path.join(dir, 'RECOVERYXLOG'), '000000010000000000000003');
+    await finishMetering(ExitCode.ok);
+    const samples = parseSamples(await readFile(file, 'utf8'));
+    expect(samples.get('walbridge_wal_bytes_total{command="fetch",namespace="db1"}')).toBe(3 * 1024 * 1024);
+    expect(samples.has('walbridge_restored_position_bytes{command="fetch",namespace="db1"}')).toBe(false);
+    await rm(dir, { recursive: true });
+  });
+
+  it('a file that cannot be written is one warning a minute, not one per write', async () => {
+    const warnings: string[] = [];
+    const log = { ...silent, warn: (m: string) => void warnings.push(m) };
+    const file = path.join(await scratchDir('wb-metrics-'), 'no-such-dir', 'walbridge.prom');
+    for (let i = 0; i < 3; i++) await updateMetricsFile(file, (s) => s, log);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/metrics not recorded in .*walbridge\.prom/);
+  });
 });

@@ -105,8 +105,9 @@ export async function restoreCall(asked: RestoreCall): Promise<FetchOutcome> {
 async function attempt(caller: Caller): Promise<FetchOutcome> {
   const { call, file, walDir, server } = caller;
   const settings = await call.settings();
-  // --metrics-file: waiting, once it lasts; after holding, once this attempt outlasts a failure's deadline.
-  if (call.wait && file.kind === 'segment') meterWaiting((settings.timeout + 5) * 1000);
+  // --metrics-file: waiting, once it lasts; after holding, once this attempt outlasts what a
+  // failing one takes (an attempt may spend a --timeout on the identity, then one on the look).
+  if (call.wait && file.kind === 'segment') meterWaiting((2 * settings.timeout + 5) * 1000);
   const configuration = fingerprint(settings, call.env, server && formatServer(server));
   const viaFetcher = walDir !== undefined && settings.prefetch > 0 && !call.cleanup && !caller.rewinding && file.kind === 'segment';
   // Calls like this one need nothing but the spool's rename: bin/archive-fetch may answer them alone.

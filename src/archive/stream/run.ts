@@ -108,6 +108,7 @@ export async function streamWal(settings: Settings, dataDir: string, log: Logger
         if (failingSince !== undefined) log.info(`streaming again after ${Math.round((Date.now() - failingSince) / 1000)} s`);
         failingSince = undefined;
       } catch (err) {
+        if (err instanceof WalbridgeError && err.kind === 'fenced') await meter.retire();
         if (err instanceof WalbridgeError && ['config', 'foreignCluster', 'notWal', 'encryptionKey', 'fenced'].includes(err.kind)) throw err;
         // The primary restarting, the store failing: keep trying, say so now and then.
         await primary?.close();
