@@ -410,7 +410,18 @@ function waitForFile(file: string, timeoutMs: number): Promise<number> {
 export async function hitPath(pushRow: Row, fetchRow: Row, names: readonly string[]): Promise<RowResult[]> {
   const push = newResult(pushRow, names[2] ?? names[0]!, 'push');
   const fetch = newResult(fetchRow, names[2] ?? names[0]!, 'fetch');
-  if (pushRow.unavailable || fetchRow.unavailable || names.length < 4) return [push, fetch];
+  // What the harness itself costs a call (spawn, uid switch, sh -c, GNU time): a command that does nothing.
+  const floorRow: Row = {
+    id: 'hit-floor',
+    label: 'harness floor: `true`, spawned the same way (sh -c as postgres, GNU time)',
+    tool: 'floor',
+    dataDir: pushRow.dataDir,
+    env: pushRow.env,
+    pushCommand: () => 'true',
+  };
+  const floor = newResult(floorRow, names[0]!, 'push');
+  if (pushRow.unavailable || fetchRow.unavailable || names.length < 4) return [floor, push, fetch];
+  for (const name of names.slice(2)) record(floor, name, await run({ command: 'true', cwd: floorRow.dataDir, env: floorRow.env }));
   const status = join(pushRow.dataDir, 'pg_wal', 'archive_status');
   const pushOne = async (name: string, into?: RowResult): Promise<boolean> => {
     const r = await run({ command: pushRow.pushCommand!(name), cwd: pushRow.dataDir, env: pushRow.env });
@@ -420,7 +431,7 @@ export async function hitPath(pushRow: Row, fetchRow: Row, names: readonly strin
     return ok;
   };
   // The archiver's call pushes the oldest ready file itself: the first two calls start the pusher and go through Node.
-  if (!(await pushOne(names[0]!)) || !(await pushOne(names[1]!))) return [push, fetch];
+  if (!(await pushOne(names[0]!)) || !(await pushOne(names[1]!))) return [floor, push, fetch];
   const pushed = join(pushRow.dataDir, 'pg_wal', 'walbridge', 'pushed');
   const marked = async (name: string) => (await stat(join(pushed, name)).catch(() => undefined))?.size;
   for (const name of names.slice(2)) {
@@ -449,7 +460,7 @@ export async function hitPath(pushRow: Row, fetchRow: Row, names: readonly strin
       break;
     }
   }
-  return [push, fetch];
+  return [floor, push, fetch];
 }
 
 async function until(condition: () => Promise<boolean>, ms: number): Promise<boolean> {
