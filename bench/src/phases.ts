@@ -153,7 +153,8 @@ export async function storedBytes(bench: Bench, row: Row, names: readonly string
 // Background processes: their CPU and memory are the row's cost too.
 
 /** A detached background process: walbridge's pusher or fetcher, pgBackRest's async archive-push/get. */
-const BACKGROUND = /\b(walbridge (pusher|fetcher)|:async)\b/;
+// walbridge's pusher and fetcher run as `node …/bin/node/walbridge.mjs pusher|fetcher …`; pgBackRest's async workers carry `:async`.
+const BACKGROUND = /\bwalbridge(\.mjs)? (pusher|fetcher)\b|:async\b/;
 const TICKS_PER_SECOND = 100; // Linux's USER_HZ on every architecture it reports /proc times in
 
 /**
