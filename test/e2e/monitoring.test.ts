@@ -99,6 +99,23 @@ async function writes(n: number) {
   }
 }
 
+/**
+ * A row noted on the primary, archived and replayed by the standby; then the standby's call for
+ * the next segment waits (said after 2 s), with the archived segment's end as its restored position.
+ */
+async function caughtUp(note: string, ms: number): Promise<{ archivedEnd: number; standbyReading: Reading }> {
+  await primary.psql(`insert into marks (note) values ('${note}')`);
+  const last = await archiveEverything(primary, ms);
+  await standby.waitFor(`select count(*) from marks where note = '${note}'`, '1', ms);
+  const archivedEnd = (parseInt(last.slice(8, 16), 16) * 0x100 + parseInt(last.slice(16), 16) + 1) * SEGMENT;
+  const standbyReading = await until(`the standby waiting, caught up (${note})`, async () => {
+    const r = await read('standby');
+    const waiting = value(r, `walbridge_fetch_state{${fetchLabels},state="waiting"}`) === 1;
+    return waiting && value(r, `walbridge_restored_position_bytes{${fetchLabels}}`) === archivedEnd ? r : undefined;
+  });
+  return { archivedEnd, standbyReading };
+}
+
 const snapshots: { name: string; snapshot: Snapshot }[] = [];
 
 describe('monitoring: the series real servers write, and the alert rules over them', () => {
@@ -129,18 +146,7 @@ describe('monitoring: the series real servers write, and the alert rules over th
   }, 300_000);
 
   it('healthy: the standby waits at the archive’s end, nothing piles up, the stream ships', async () => {
-    await primary.psql("insert into marks (note) values ('healthy')");
-    const last = await archiveEverything(primary, 120_000);
-    await standby.waitFor("select count(*) from marks where note = 'healthy'", '1', 120_000);
-    const archivedEnd = (parseInt(last.slice(8, 16), 16) * 0x100 + parseInt(last.slice(16), 16) + 1) * SEGMENT;
-    // The standby's call for the next segment waits: said after 2 s, with the segment restored before it.
-    const standbyReading = await until('the standby waiting, caught up', async () => {
-      const r = await read('standby');
-      return value(r, `walbridge_fetch_state{${fetchLabels},state="waiting"}`) === 1 &&
-        value(r, `walbridge_restored_position_bytes{${fetchLabels}}`) === archivedEnd
-        ? r
-        : undefined;
-    });
+    const { archivedEnd, standbyReading } = await caughtUp('healthy', 120_000);
     const primaryReading = await read('primary');
     expect(value(primaryReading, `walbridge_archived_position_bytes{${pushLabels}}`)).toBe(archivedEnd);
     expect(value(primaryReading, `walbridge_archive_ready_files{${pushLabels}}`)).toBe(0);
@@ -226,17 +232,7 @@ describe('monitoring: the series real servers write, and the alert rules over th
   it('mended: the backlog drains, the standby catches up and waits again, the stream ships again', async () => {
     await run('chmod', ['-R', 'u+w', repoDir]);
     await chmod(gate, 0o755);
-    await primary.psql("insert into marks (note) values ('mended')");
-    const last = await archiveEverything(primary, 180_000);
-    await standby.waitFor("select count(*) from marks where note = 'mended'", '1', 180_000);
-    const archivedEnd = (parseInt(last.slice(8, 16), 16) * 0x100 + parseInt(last.slice(16), 16) + 1) * SEGMENT;
-    const standbyReading = await until('the standby waiting again, caught up', async () => {
-      const r = await read('standby');
-      return value(r, `walbridge_fetch_state{${fetchLabels},state="waiting"}`) === 1 &&
-        value(r, `walbridge_restored_position_bytes{${fetchLabels}}`) === archivedEnd
-        ? r
-        : undefined;
-    });
+    const { standbyReading } = await caughtUp('mended', 180_000);
     expect(value(standbyReading, 'walbridge_fetch_holding{')).toBeUndefined();
     const primaryReading = await read('primary');
     expect(value(primaryReading, `walbridge_archive_ready_files{${pushLabels}}`)).toBe(0);
