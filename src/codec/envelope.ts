@@ -73,8 +73,8 @@ export async function sealFile(source: string | Buffer, opts: SealOptions): Prom
   const { codec, encryption } = opts;
   const inFile = typeof source === 'string';
   const size = inFile ? (await stat(source)).size : source.length;
-  // A file that is one frame (a default-sized segment) is read whole into a reused buffer: one
-  // hash update, one compression call, and none of the page faults a fresh 16 MiB buffer costs
+  // A file of up to 16 MiB (a default-sized segment) is read whole into a reused buffer: one
+  // read, one hash update, frames cut from it without copies, and none of the page faults a fresh 16 MiB buffer costs
   // at every file. Not when the stored body would be that very buffer (no codec, no key).
   if (inFile && size <= MEMORY_BODY_LIMIT && (codec !== 'none' || encryption)) {
     const whole = await readWhole(source, size);

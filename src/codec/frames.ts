@@ -20,10 +20,10 @@ export class FrameFormatError extends Error {
 }
 
 /**
- * The most content one frame may decode to. walbridge writes a file of up to 16 MiB as one
- * frame and bigger ones in 1 MiB frames (see compression.ts); the native decoders allocate the
- * whole output of a frame at once, so a frame that claims more, or whose blocks could add up to
- * more, is refused before it is decoded: a hostile object must not be able to make
+ * The most content one frame may decode to. walbridge writes frames of 4 MiB (a file of up to
+ * 16 MiB; earlier versions wrote it as one frame) or 1 MiB (bigger files; see compression.ts).
+ * The native decoders allocate the whole output of a frame at once, so a frame that claims
+ * more, or whose blocks could add up to more, is refused before it is decoded: a hostile object must not be able to make
  * restore_command allocate gigabytes.
  */
 export const MAX_FRAME_CONTENT_BYTES = 16 * 1024 * 1024;

@@ -1,3 +1,6 @@
+/** Runs `task` when its turn comes: a Slots' run, its urgency decided by the owner. */
+export type TakeTurn = <T>(key: string, task: () => Promise<T>) => Promise<T>;
+
 /** At most `size` tasks at once; the others wait their turn in order, urgent ones before the rest. */
 export class Slots {
   private running = 0;

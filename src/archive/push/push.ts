@@ -22,6 +22,7 @@ import { clusterMismatch, establishIdentity, identityFromHeader, loadIdentity, t
 import { walFileKey } from '../repo/layout.js';
 import { fencedError, findFork, historyName, pastFork } from '../repo/timelines.js';
 import { fileIdentity, type FileIdentity } from '../../util/file-identity.js';
+import type { TakeTurn } from '../../util/slots.js';
 
 export interface PushContext {
   readonly store: Store;
@@ -33,6 +34,12 @@ export interface PushContext {
   readonly log: Logger;
   /** The store's retries; a push is one operation: --timeout bounds it whole. */
   readonly retry: RetryPolicy;
+  /**
+   * Set by the background pusher, whose pushes run several at once: a file is read and sealed
+   * (hashed, compressed, encrypted) when this lets it, so that few whole segments are in memory
+   * however many uploads are under way. Without it (a call pushing by itself), at once.
+   */
+  readonly sealing?: TakeTurn;
 }
 
 export interface PushResult {
@@ -73,9 +80,8 @@ async function pushWithin(ctx: PushContext, sourcePath: string): Promise<PushRes
   // Compressing and hashing (CPU, local disk) overlaps the two lookups (network).
   const codec = usableCodec(ctx);
   const key = ctx.encryption?.current;
-  const sealing = readSource(sourcePath, () =>
-    sealFile(sourcePath, { codec, level: ctx.level, spoolDir: path.dirname(sourcePath), encryption: key && { key, fileName: name } }),
-  );
+  const seal = () => sealFile(sourcePath, { codec, level: ctx.level, spoolDir: path.dirname(sourcePath), encryption: key && { key, fileName: name } });
+  const sealing = readSource(sourcePath, () => (ctx.sealing ? ctx.sealing(name, seal) : seal()));
   sealing.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   // A newer timeline's fork fences this one's later WAL (repo/timelines.ts); looked up alongside.
   const fencing =

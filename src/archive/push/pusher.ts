@@ -32,6 +32,7 @@ import {
   writeMarker,
   type MarkerScope,
 } from './markers.js';
+import { Slots } from '../../util/slots.js';
 import { pushContext, pushWalFile, type PushContext, type PushResult } from './push.js';
 
 /** A call's request: store this file, in the pusher's pg_wal. */
@@ -65,13 +66,25 @@ export async function runPusher(
 }
 
 /**
+ * Files read and sealed at once, while up to --push-concurrency uploads run: sealing is CPU (a
+ * pgbench segment is hashed and compressed in ~45 ms) and holds the whole segment, an upload
+ * waits on the network holding only the compressed body. A burst of 40 pgbench segments over
+ * S3 peaked at 107-117 MiB with one seal at a time, against 197 with four, in the same time.
+ */
+const SEALS_AT_ONCE = 1;
+
+/**
  * Stores the files PostgreSQL marked `.ready`, `concurrency` at a time, leaving a marker for each
  * one stored and verified, and stores at once the files calls ask for. Its scan skips a file a
  * call is pushing itself, and a file that failed (the archiver's call for it meets the same
  * problem and reports it).
  */
-function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrency: number, server: ServerProcess | undefined): Role {
+function pusher(shared: PushContext, scope: MarkerScope, walDir: string, concurrency: number, server: ServerProcess | undefined): Role {
   const inFlight = new Map<string, Promise<PushResult | undefined>>();
+  /** Files a call waits for: their turn to be sealed comes first. */
+  const asked = new Set<string>();
+  const sealTurns = new Slots(SEALS_AT_ONCE);
+  const ctx: PushContext = { ...shared, sealing: (name, seal) => sealTurns.run(name, seal, asked.has(name)) };
   const failed = new Set<string>();
   let prepared = false;
   // A marker written after the server stopped would only be litter (and could land in a data
@@ -92,6 +105,7 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
       call.log.info(`${name} was archived by the background pusher (${ahead.size} bytes, sha256 ${ahead.sha256.slice(0, 12)}…, verified in the store)`);
       return { status: 'stored' };
     }
+    asked.add(name);
     const job = pushWalFile({ ...ctx, log: call.log }, request.path);
     inFlight.set(
       name,
@@ -101,6 +115,7 @@ function pusher(ctx: PushContext, scope: MarkerScope, walDir: string, concurrenc
       await job;
     } finally {
       inFlight.delete(name);
+      asked.delete(name);
     }
     return { status: 'stored' };
   };

@@ -7,13 +7,15 @@ import { createWriteStream } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { CodecUnavailableError } from '../../codec/compression.js';
-import { describeContent, unseal } from '../../codec/envelope.js';
+import { describeContent, MEMORY_BODY_LIMIT, unseal } from '../../codec/envelope.js';
 import { DecryptionError } from '../../codec/encryption.js';
 import { FrameFormatError } from '../../codec/frames.js';
 import type { KeyRing } from '../../codec/keys.js';
 import { WalbridgeError } from '../../errors.js';
 import { publishFile } from '../../util/durable.js';
+import type { TakeTurn } from '../../util/slots.js';
 import { trackTempFile, untrackTempFile } from '../../util/temp-files.js';
 import { formatBytes, type Logger } from '../../log.js';
 import { retryTransient, type RetryPolicy } from '../../storage/retry.js';
@@ -38,6 +40,13 @@ export interface FetchContext {
   readonly identityCache?: { value?: ClusterIdentity };
   /** Keys for encrypted objects. */
   readonly keys: KeyRing | undefined;
+  /**
+   * Set by the background fetcher, whose downloads run several at once: a downloaded body is
+   * decoded and written when this lets it (one at a time there), so that only one decoded
+   * segment is in memory however many downloads are under way. Without it (a call restoring by
+   * itself), the body is decoded as it arrives.
+   */
+  readonly unpacking?: TakeTurn;
 }
 
 /** The namespace's identity (undefined while nothing is archived), from the cache when there is one. */
@@ -85,7 +94,12 @@ async function downloadVerified(
   try {
     let seen;
     try {
-      seen = await unseal(opened.body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
+      const unpack = (body: Readable) => () =>
+        unseal(body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
+      if (!ctx.unpacking) seen = await unpack(opened.body)();
+      else if (opened.info.size > MEMORY_BODY_LIMIT)
+        seen = await ctx.unpacking(file.name, unpack(opened.body)); // streamed in bounded frames
+      else seen = await ctx.unpacking(file.name, unpack(Readable.from(await readAll(opened.body))));
     } catch (err) {
       opened.body.destroy();
       // A driver's body fails with StoreErrors (EIO reading a file:// repository is the store's, not %p's).
@@ -103,6 +117,13 @@ async function downloadVerified(
     await unlink(temp).catch(() => undefined);
     untrackTempFile(temp);
   }
+}
+
+/** A stored body read whole (the download ends before its turn to be decoded comes). */
+async function readAll(body: Readable): Promise<Buffer[]> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return chunks;
 }
 
 /** A temp file in the destination's directory, named so that a dead process's can be swept. */

@@ -1,0 +1,134 @@
+/**
+ * The background processes' turns (issue 17: each background process <= 120 MB peak RSS): the
+ * fetcher downloads several segments at once but decodes and writes them one at a time, each
+ * body read whole before its turn; the pusher uploads several at once but reads and seals them
+ * one at a time. Over the in-memory driver, with segments pushed by the real push.
+ */
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { pushContext, pushWalFile, type PushContext } from '../../src/archive/push/push.js';
+import { restoreIfPresent, type FetchContext } from '../../src/archive/restore/download.js';
+import type { Settings } from '../../src/config/settings.js';
+import { retryPolicy } from '../../src/storage/retry.js';
+import { createMemoryBucket, MemoryStore, removeMemoryBucket } from '../../src/storage/memory.js';
+import type { Store } from '../../src/storage/store.js';
+import { Slots, type TakeTurn } from '../../src/util/slots.js';
+import { parseWalFileName } from '../../src/wal/names.js';
+import { keptLines, segmentBytes } from '../support/synthetic-wal.js';
+import { scratchDir } from '../support/scratch.js';
+
+const SYSTEM_ID = 7_300_000_000_000_000_017n;
+const NS = 'turns';
+const NAMES = ['000000010000000000000011', '000000010000000000000012', '000000010000000000000013'];
+
+let dir: string;
+let bucket: string;
+let store: MemoryStore;
+
+beforeEach(async () => {
+  dir = await scratchDir('wb-turns-');
+  bucket = `turns-${Math.random().toString(36).slice(2)}`;
+  createMemoryBucket(bucket);
+  store = new MemoryStore({ bucket, prefix: 'repo' });
+});
+
+afterEach(async () => {
+  removeMemoryBucket(bucket);
+  await rm(dir, { recursive: true, force: true });
+});
+
+function pushCtx(): PushContext {
+  const settings = { namespace: NS, compress: 'zstd', compressLevel: undefined, encryption: undefined } as unknown as Settings;
+  return pushContext(settings, store, retryPolicy(5), keptLines());
+}
+
+async function source(name: string): Promise<string> {
+  const file = path.join(dir, 'source', name);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, segmentBytes(name, SYSTEM_ID));
+  return file;
+}
+
+/** Turns on a Slots of one, noting the most that ever ran at once and what each turn saw when it began. */
+function watchedTurns(atStart: (name: string) => Promise<void> | void = () => undefined) {
+  const slots = new Slots(1);
+  const seen = { most: 0, running: 0, turns: [] as string[] };
+  const take: TakeTurn = (name, task) =>
+    slots.run(
+      name,
+      async () => {
+        seen.turns.push(name);
+        await atStart(name);
+        seen.most = Math.max(seen.most, ++seen.running);
+        try {
+          return await task();
+        } finally {
+          seen.running--;
+        }
+      },
+      false,
+    );
+  return { take, seen };
+}
+
+async function until(condition: () => boolean, ms = 3_000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!condition() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+  return condition();
+}
+
+describe('the fetcher: downloads at once, one decode at a time', () => {
+  it('reads every body while the first one decodes, then decodes each in its turn, byte for byte', async () => {
+    for (const name of NAMES) await pushWalFile(pushCtx(), await source(name));
+    // Which bodies the store has handed over completely.
+    const arrived = new Set<string>();
+    const watched: Store = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop !== 'get') return Reflect.get(target, prop, receiver);
+        return async (key: string) => {
+          const opened = await target.get(key);
+          opened.body.once('end', () => arrived.add(path.basename(key)));
+          return opened;
+        };
+      },
+    });
+    const arrivedAtTurn = new Map<string, number>();
+    const { take, seen } = watchedTurns(async (name) => {
+      // The first turn holds until the other downloads are done: they must not need a turn to download.
+      if (seen.turns.length === 1) await until(() => arrived.size >= NAMES.length);
+      arrivedAtTurn.set(name, arrived.size);
+    });
+    const ctx: FetchContext = {
+      store: watched,
+      repository: `memory://${bucket}/repo`,
+      namespace: NS,
+      log: keptLines(),
+      retry: retryPolicy(5),
+      prefetch: 0,
+      keys: undefined,
+      unpacking: take,
+    };
+    const spool = path.join(dir, 'spool');
+    await mkdir(spool);
+    const outcomes = await Promise.all(NAMES.map((name) => restoreIfPresent(ctx, parseWalFileName(name)!, path.join(spool, name), undefined)));
+    expect(outcomes).toEqual(['restored', 'restored', 'restored']);
+    expect(seen.turns.sort()).toEqual(NAMES);
+    expect(seen.most).toBe(1);
+    // Every body had arrived before any decode began (bodies, ~16 KiB each here, wait compressed).
+    expect([...arrivedAtTurn.values()]).toEqual([3, 3, 3]);
+    for (const name of NAMES) expect((await readFile(path.join(spool, name))).equals(segmentBytes(name, SYSTEM_ID))).toBe(true);
+  });
+});
+
+describe('the pusher: uploads at once, one seal at a time', () => {
+  it('seals each file in its turn, never two at once, and stores them all', async () => {
+    const { take, seen } = watchedTurns(() => new Promise((r) => setTimeout(r, 20)));
+    const ctx: PushContext = { ...pushCtx(), sealing: take };
+    await pushWalFile(pushCtx(), await source(NAMES[0]!)); // the namespace's identity first
+    const results = await Promise.all(NAMES.slice(1).map(async (name) => pushWalFile(ctx, await source(name))));
+    expect(results.map((r) => r.outcome)).toEqual(['archived', 'archived']);
+    expect(seen.turns.sort()).toEqual(NAMES.slice(1));
+    expect(seen.most).toBe(1);
+  });
+});
