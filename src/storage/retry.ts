@@ -8,10 +8,20 @@
  * a get the store wrapper retries too) share its deadline instead of starting their own clock, and
  * an attempt still running when the deadline passes is aborted, not waited for.
  */
-import { DeadlineExpired, bindToDeadline, withinDeadline, type Deadline } from './deadline.js';
+import { DeadlineExpired, bindToDeadline, liveDeadline, withinDeadline, type Deadline } from './deadline.js';
 
 // The time bound's one home for the code above storage: operations, retries, and work outside them.
 export { outsideDeadline } from './deadline.js';
+
+/**
+ * For work that waits its turn before running: a check, bound to the running operation's
+ * deadline now, that gives the error to stop with once that deadline has passed (its caller
+ * has been answered already).
+ */
+export function deadlineCheck(): () => DeadlineExpired | undefined {
+  const deadline = liveDeadline();
+  return () => (deadline?.passed ? deadline.expired() : undefined);
+}
 import { StoreError, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 
 export interface RetryPolicy {

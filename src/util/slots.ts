@@ -22,6 +22,25 @@ export class Slots {
     }
   }
 
+  /**
+   * Turns on these slots: a task given under a key for which `urgent` holds (asked when it is
+   * given) goes before the others; `after` runs as each one ends, before its slot passes on.
+   */
+  turns(urgent: (key: string) => boolean, after?: () => void): TakeTurn {
+    return (key, task) =>
+      this.run(
+        key,
+        async () => {
+          try {
+            return await task();
+          } finally {
+            after?.();
+          }
+        },
+        urgent(key),
+      );
+  }
+
   /** A task waiting under `key` becomes urgent (someone now waits for it). */
   promote(key: string): void {
     const i = this.waiting.findIndex((w) => w.key === key);

@@ -66,4 +66,22 @@ describe('Slots', () => {
     await expect(slots.run('a', () => Promise.reject(new Error('no')), false)).rejects.toThrow('no');
     expect(await slots.run('b', async () => 'next', false)).toBe('next');
   });
+
+  it('turns: urgent by their key when given, and an after-hook before the slot passes on', async () => {
+    const slots = new Slots(1);
+    const asked = new Set(['c']);
+    const seen: string[] = [];
+    const take = slots.turns(
+      (key) => asked.has(key),
+      () => seen.push('after'),
+    );
+    const task = (key: string) => async () => {
+      seen.push(key);
+      await new Promise((r) => setTimeout(r, 5));
+      return key;
+    };
+    const all = await Promise.all(['a', 'b', 'c'].map((key) => take(key, task(key))));
+    expect(all).toEqual(['a', 'b', 'c']);
+    expect(seen).toEqual(['a', 'after', 'c', 'after', 'b', 'after']);
+  });
 });

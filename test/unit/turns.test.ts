@@ -5,10 +5,11 @@
  * one at a time. Over the in-memory driver, with segments pushed by the real push.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pushContext, pushWalFile, type PushContext } from '../../src/archive/push/push.js';
-import { restoreIfPresent, type FetchContext } from '../../src/archive/restore/download.js';
+import { heldThenRest, readUpTo, restoreIfPresent, type FetchContext } from '../../src/archive/restore/download.js';
 import type { Settings } from '../../src/config/settings.js';
 import { retryPolicy } from '../../src/storage/retry.js';
 import { createMemoryBucket, MemoryStore, removeMemoryBucket } from '../../src/storage/memory.js';
@@ -130,5 +131,24 @@ describe('the pusher: uploads at once, one seal at a time', () => {
     expect(results.map((r) => r.outcome)).toEqual(['archived', 'archived']);
     expect(seen.turns.sort()).toEqual(NAMES.slice(1));
     expect(seen.most).toBe(1);
+  });
+});
+
+describe('a body is held whole for its turn only up to a bound', () => {
+  const pieces = (n: number) => Array.from({ length: n }, (_, i) => Buffer.alloc(1024 * 1024, i));
+
+  it('a short body is read whole', async () => {
+    const held = await readUpTo(Readable.from(pieces(3)), 4 * 1024 * 1024);
+    expect(held.rest).toBeUndefined();
+    expect(Buffer.concat(held.chunks).equals(Buffer.concat(pieces(3)))).toBe(true);
+  });
+
+  it('a longer one (a misreported size) stops at the bound, and the rest still follows, byte for byte', async () => {
+    const held = await readUpTo(Readable.from(pieces(10)), 4 * 1024 * 1024);
+    expect(held.rest).toBeDefined();
+    expect(held.chunks.length).toBe(5);
+    const all: Buffer[] = [];
+    for await (const chunk of Readable.from(heldThenRest(held.chunks, held.rest!))) all.push(chunk as Buffer);
+    expect(Buffer.concat(all).equals(Buffer.concat(pieces(10)))).toBe(true);
   });
 });

@@ -84,7 +84,7 @@ function pusher(shared: PushContext, scope: MarkerScope, walDir: string, concurr
   /** Files a call waits for: their turn to be sealed comes first. */
   const asked = new Set<string>();
   const sealTurns = new Slots(SEALS_AT_ONCE);
-  const ctx: PushContext = { ...shared, sealing: (name, seal) => sealTurns.run(name, seal, asked.has(name)) };
+  const ctx: PushContext = { ...shared, sealing: sealTurns.turns((name) => asked.has(name)) };
   const failed = new Set<string>();
   let prepared = false;
   // A marker written after the server stopped would only be litter (and could land in a data
@@ -99,6 +99,7 @@ function pusher(shared: PushContext, scope: MarkerScope, walDir: string, concurr
     }
     const name = path.basename(request.path);
     if (await confirmPushed(scope, request.path, call.log)) return { status: 'stored' };
+    sealTurns.promote(name); // the scan's push of it, if it waits for its turn to be sealed: a call waits for it now
     const ahead = await inFlight.get(name);
     if (ahead) {
       await removeMarker(walDir, name); // answered here; the marker would only be pruned later

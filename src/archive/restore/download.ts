@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { CodecUnavailableError } from '../../codec/compression.js';
-import { describeContent, MEMORY_BODY_LIMIT, unseal } from '../../codec/envelope.js';
+import { describeContent, unseal } from '../../codec/envelope.js';
 import { DecryptionError } from '../../codec/encryption.js';
 import { FrameFormatError } from '../../codec/frames.js';
 import type { KeyRing } from '../../codec/keys.js';
@@ -18,7 +18,7 @@ import { publishFile } from '../../util/durable.js';
 import type { TakeTurn } from '../../util/slots.js';
 import { trackTempFile, untrackTempFile } from '../../util/temp-files.js';
 import { formatBytes, type Logger } from '../../log.js';
-import { retryTransient, type RetryPolicy } from '../../storage/retry.js';
+import { deadlineCheck, retryTransient, type RetryPolicy } from '../../storage/retry.js';
 import { getIfPresent, StoreError, type Store } from '../../storage/store.js';
 import type { WalFileName } from '../../wal/names.js';
 import { checkRestoredSegment, loadIdentity, type ClusterIdentity } from '../repo/identity.js';
@@ -96,10 +96,20 @@ async function downloadVerified(
     try {
       const unpack = (body: Readable) => () =>
         unseal(body, promised, () => createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { fileName: file.name, keys: ctx.keys });
-      if (!ctx.unpacking) seen = await unpack(opened.body)();
-      else if (opened.info.size > MEMORY_BODY_LIMIT)
-        seen = await ctx.unpacking(file.name, unpack(opened.body)); // streamed in bounded frames
-      else seen = await ctx.unpacking(file.name, unpack(Readable.from(await readAll(opened.body))));
+      const turn = opened.info.size <= WHOLE_BODY_BYTES ? ctx.unpacking : undefined;
+      const held = turn && (await readUpTo(opened.body, WHOLE_BODY_BYTES));
+      if (!turn || !held || held.rest) {
+        // Bigger bodies stream, in frames of bounded size, without waiting for a turn with their connection open.
+        seen = await unpack(held?.rest ? Readable.from(heldThenRest(held.chunks, held.rest)) : opened.body)();
+      } else {
+        const expired = deadlineCheck();
+        const body = Readable.from(held.chunks);
+        // An attempt whose time ran out while it waited gives its turn up: its call has been answered.
+        seen = await turn(file.name, () => {
+          const late = expired();
+          return late ? Promise.reject(late) : unpack(body)();
+        });
+      }
     } catch (err) {
       opened.body.destroy();
       // A driver's body fails with StoreErrors (EIO reading a file:// repository is the store's, not %p's).
@@ -119,11 +129,33 @@ async function downloadVerified(
   }
 }
 
-/** A stored body read whole (the download ends before its turn to be decoded comes). */
-async function readAll(body: Readable): Promise<Buffer[]> {
+/**
+ * Stored bodies up to this size are read whole before their turn to be decoded (`unpacking`), so
+ * that the download is over and its connection free meanwhile: a pgbench segment is ~1.3 MB.
+ */
+const WHOLE_BODY_BYTES = 4 * 1024 * 1024;
+
+/**
+ * `body`'s chunks up to `limit` bytes; `rest`, the rest of it still to read, if it goes on past
+ * them (a size the store misreported). An iterator, not a `for await`, whose end would destroy it.
+ */
+export async function readUpTo(body: Readable, limit: number): Promise<{ chunks: Buffer[]; rest?: AsyncIterator<Buffer> }> {
+  const reading = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return chunks;
+  let bytes = 0;
+  for (;;) {
+    const next = await reading.next();
+    if (next.done) return { chunks };
+    chunks.push(next.value);
+    bytes += next.value.length;
+    if (bytes > limit) return { chunks, rest: reading };
+  }
+}
+
+/** `chunks`, then what `rest` has left. */
+export async function* heldThenRest(chunks: Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  yield* chunks;
+  for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
 }
 
 /** A temp file in the destination's directory, named so that a dead process's can be swept. */

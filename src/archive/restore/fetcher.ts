@@ -31,7 +31,7 @@ import { archivedAmong } from './prefetch.js';
 import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, readServedNote, removeSpoolAfterRecovery, spoolDir } from './spool.js';
 import { fetchWalFile, waitForWalFile, waitOptions } from './wait.js';
 import { collectGarbage } from '../../util/memory.js';
-import { Slots, type TakeTurn } from '../../util/slots.js';
+import { Slots } from '../../util/slots.js';
 import { CALL_KEY_ENV, callKeyOf } from '../front-end.js';
 import { Clearance } from './clearance.js';
 import { Triggers } from './watch.js';
@@ -91,7 +91,13 @@ interface SpoolJobs {
   readonly downloads: Map<string, Promise<'restored' | 'absent'>>;
   /** Downloads that may start: DOWNLOADS_AT_ONCE at most run. */
   readonly slots: Slots;
-  /** Downloaded bodies' turns to be decoded and written (oneAtATime). */
+  /**
+   * Downloaded bodies are decoded and written one at a time, the segment a call waits for first:
+   * decoding holds a frame's whole output in a buffer the decoder grows, and on two cores a
+   * second decode at once only adds its buffers and fragments the heap. With 4 MiB frames
+   * (codec/compression.ts), 40 pgbench segments restored over S3 peaked at 114-120 MiB, against
+   * 223 with three decoding at once.
+   */
   readonly turns: Slots;
   /** Segments a call waits for: their download and their turn come first. */
   readonly awaited: Set<string>;
@@ -114,7 +120,8 @@ function fetcher(shared: FetchContext, walDir: string, settings: Settings): Role
     noted: 0,
     notedAt: -Infinity,
   };
-  const ctx: FetchContext = { ...shared, unpacking: oneAtATime(jobs) };
+  // Each one's buffers are collected before the next one starts.
+  const ctx: FetchContext = { ...shared, unpacking: jobs.turns.turns((name) => jobs.awaited.has(name), collectGarbage) };
   const triggers = new Triggers(ctx, { name: settings.standby, dataDir: path.dirname(walDir) });
   // A look holds as long as a waiting call goes between two reads of the triggers (watch.ts triggersDue).
   const clearance = new Clearance(ctx, walDir, triggers, 2 * settings.maxPollInterval * 1000);
@@ -219,28 +226,6 @@ function intoSpool(jobs: SpoolJobs): Delivery {
     // The call records the segment once it has published %p.
     delivered: async () => undefined,
   };
-}
-
-/**
- * Downloaded bodies are decoded and written one at a time, the segment a call waits for first:
- * decoding holds a frame's whole output in a buffer the decoder grows, and on two cores a second
- * decode at once only adds its buffers and fragments the heap. Each one's buffers are collected
- * before the next starts. With 4 MiB frames (codec/compression.ts), 40 pgbench segments
- * restored over S3 peaked at 118-120 MiB, against 223 with three decoding at once.
- */
-function oneAtATime(jobs: SpoolJobs): TakeTurn {
-  return (name, unpack) =>
-    jobs.turns.run(
-      name,
-      async () => {
-        try {
-          return await unpack();
-        } finally {
-          collectGarbage();
-        }
-      },
-      jobs.awaited.has(name),
-    );
 }
 
 /** Downloads the archived segments of `window` (after `file`) that the spool lacks, in the background. */
