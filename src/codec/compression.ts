@@ -146,13 +146,20 @@ class FrameEncoder extends Transform {
   }
 }
 
-/** Finds frame boundaries in the stored stream and decodes one whole frame at a time. */
+/**
+ * Finds frame boundaries in the stored stream and decodes one whole frame at a time. One stored
+ * chunk can hold many frames (a 1 GiB segment switched early, mostly zeros, is stored as ~50 KiB
+ * of 1 MiB frames), so the decoder waits for its reader after each frame its reader is not ready
+ * for: decoding them all at once buffered up to 80 MiB of output in the background fetcher.
+ */
 class FrameDecoder extends Transform {
   /** Bytes received and not yet decoded: buf[consumed, filled). Grows by doubling, so appends stay linear. */
   private buf = Buffer.alloc(0);
   private consumed = 0;
   private filled = 0;
   private need = 0;
+  /** Resolves a decode waiting for the reader to want more. */
+  private wanted: (() => void) | undefined;
 
   constructor(private readonly codec: BlockCodec) {
     super();
@@ -164,6 +171,13 @@ class FrameDecoder extends Transform {
       () => done(),
       (err: unknown) => done(asFrameError(err)),
     );
+  }
+
+  override _read(size: number): void {
+    const wanted = this.wanted;
+    this.wanted = undefined;
+    wanted?.();
+    super._read(size);
   }
 
   override _flush(done: TransformCallback): void {
@@ -196,9 +210,10 @@ class FrameDecoder extends Transform {
       }
       const frame = view.subarray(0, found.frame);
       // No append happens while this awaits (the next chunk waits for our callback), so the view stays valid.
-      if (!isSkippableFrame(frame)) this.push(await this.codec.decode(frame));
+      const ready = isSkippableFrame(frame) || this.push(await this.codec.decode(frame));
       this.consumed += found.frame;
       this.need = 0;
+      if (!ready && this.filled - this.consumed > 0) await new Promise<void>((resolve) => (this.wanted = resolve));
     }
   }
 }

@@ -55,6 +55,23 @@ describe.each(CODECS)('codec %s', (codec) => {
   });
 });
 
+describe.each(['zstd', 'lz4'] as const)('codec %s decodes no faster than it is read', (codec) => {
+  it('many frames in one stored chunk (a mostly-zero segment) wait for the reader, not all decoded at once', async () => {
+    const plain = Buffer.alloc(16 * CHUNK_BYTES);
+    const stored = await encode(codec, plain);
+    expect(stored.length).toBeLessThan(128 * 1024); // sixteen 1 MiB frames of zeros: one chunk of a download
+    const decoder = decompressor(codec)!;
+    const taken = new Promise((resolve) => decoder.write(stored, resolve));
+    // Nobody reads yet: the decoder holds one frame's output and waits (it used to decode all 16 into its buffer).
+    await Promise.race([taken, new Promise((resolve) => setTimeout(resolve, 500))]);
+    expect(decoder.readableLength).toBe(CHUNK_BYTES);
+    decoder.end();
+    let bytes = 0;
+    for await (const chunk of decoder) bytes += (chunk as Buffer).length;
+    expect(bytes).toBe(plain.length);
+  });
+});
+
 describe.each(['zstd', 'lz4', 'gzip'] as const)('codec %s refuses damaged input', (codec) => {
   it('a truncated stream is an error, not a short file', async () => {
     const stored = await encode(codec, walLike(CHUNK_BYTES + 999));
