@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { isCodec, type CodecName } from './codecs.js';
-import { compressor, decompressor, frameBytesFor } from './compression.js';
+import { CHUNK_BYTES, compressor, decompressor, frameBytesFor } from './compression.js';
 import { CIPHER_NAME, Decryptor, Encryptor } from './encryption.js';
 import { HashingStream, md5, sha256Hex } from './hash.js';
 import type { EncryptionKey, KeyRing } from './keys.js';
@@ -32,8 +32,12 @@ const FORMAT_VERSION = '1';
 
 /** Stored bodies up to this size stay in memory; bigger ones go to a temp file (bounded RSS). */
 export const MEMORY_BODY_LIMIT = 16 * 1024 * 1024;
-/** Big reads: per-chunk stream overhead, not hashing, dominated with Node's default 64 KiB. */
-const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+/**
+ * Reads of a file bigger than MEMORY_BODY_LIMIT, streamed: one frame's worth (CHUNK_BYTES).
+ * Per-chunk stream overhead, not hashing, dominated with Node's default 64 KiB; 4 MiB reads
+ * held 32 MiB of buffers across the pipeline's stages (160 MiB peak pushing 1 GiB segments).
+ */
+const BIG_FILE_CHUNK_BYTES = CHUNK_BYTES;
 
 export interface Sealed extends PutRequest {
   /** SHA-256 (hex) and size of the plain content. */
@@ -65,7 +69,7 @@ export interface SealOptions {
 
 /**
  * Reads `source` (a file, or bytes in memory) once, hashing the plain bytes, compressing and
- * maybe encrypting them on the way. A stored body over MEMORY_BODY_LIMIT spills to a temp file in `spoolDir` (or, stored as
+ * maybe encrypting them on the way. A stored body over MEMORY_BODY_LIMIT (or over a MiB, from a bigger file) spills to a temp file in `spoolDir` (or, stored as
  * it is, is read again from `source` itself when uploading: the store verifies it against the
  * MD5 taken here).
  */
@@ -85,7 +89,9 @@ export async function sealFile(source: string | Buffer, opts: SealOptions): Prom
     }
   }
   const plain = new HashingStream('sha256');
-  const sink = new BodyCollector(codec === 'none' && !encryption && inFile ? source : undefined, opts.spoolDir);
+  // A bigger file's stored body is likely bigger than MEMORY_BODY_LIMIT too: it goes to a temp file from its first MiB on.
+  const inMemory = size > MEMORY_BODY_LIMIT ? BIG_FILE_CHUNK_BYTES : MEMORY_BODY_LIMIT;
+  const sink = new BodyCollector(codec === 'none' && !encryption && inFile ? source : undefined, opts.spoolDir, inMemory);
   const stages: Transform[] = [plain];
   const compress = compressor(codec, opts.level, frameBytesFor(size));
   if (compress) stages.push(compress);
@@ -96,7 +102,7 @@ export async function sealFile(source: string | Buffer, opts: SealOptions): Prom
     stages.push(new Encryptor(encryption.key, () => ({ fileName: encryption.fileName, codec, size: plain.bytes, sha256: digest() })));
   }
   try {
-    await pipeline([inFile ? createReadStream(source, { highWaterMark: READ_CHUNK_BYTES }) : Readable.from([source]), ...stages, sink]);
+    await pipeline([inFile ? createReadStream(source, { highWaterMark: BIG_FILE_CHUNK_BYTES }) : Readable.from([source]), ...stages, sink]);
   } catch (err) {
     await sink.dispose();
     throw err;
@@ -149,6 +155,8 @@ class BodyCollector extends Writable {
     /** Set when the body is the source itself (no compression): no copy needed. */
     private readonly source: string | undefined,
     private readonly spoolDir: string,
+    /** Stored bytes kept in memory before they go to a temp file. */
+    private readonly inMemoryBytes: number,
   ) {
     super();
   }
@@ -161,7 +169,7 @@ class BodyCollector extends Writable {
 
   private async store(chunk: Buffer): Promise<void> {
     if (this.spilledToSource) return;
-    if (!this.spill && this.bytes <= MEMORY_BODY_LIMIT) {
+    if (!this.spill && this.bytes <= this.inMemoryBytes) {
       this.chunks.push(chunk);
       return;
     }
