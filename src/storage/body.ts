@@ -1,22 +1,10 @@
 /** Reading a request body that may live in a file, in bounded pieces, for the drivers. */
 import { open } from 'node:fs/promises';
 import { noteBytesProcessed } from '../util/memory.js';
-import { Slots } from '../util/slots.js';
 import type { Body } from './store.js';
 
 /** Bodies up to this size are sent in one request; bigger ones in parts (multipart, resumable). */
 export const SINGLE_REQUEST_LIMIT = 16 * 1024 * 1024;
-
-/**
- * A body bigger than SINGLE_REQUEST_LIMIT goes in parts, and its parts are in memory while they
- * are sent (S3: up to three of 8 MiB). One such upload at a time in a process: it keeps a
- * connection busy on its own, and the background pusher, which uploads several files at once,
- * held every big file's parts together (160 MiB peak pushing four 1 GiB segments over S3).
- */
-export function sendInParts<T>(upload: () => Promise<T>): Promise<T> {
-  return partedUploads.run('', upload, false);
-}
-const partedUploads = new Slots(1);
 
 /** The whole body in memory (only for bodies up to SINGLE_REQUEST_LIMIT). */
 export async function bodyBuffer(body: Body): Promise<Buffer> {

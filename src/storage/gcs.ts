@@ -17,7 +17,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts, sendInParts } from './body.js';
+import { SINGLE_REQUEST_LIMIT, bodyBuffer, bodyParts } from './body.js';
 import { StoreError, bodySize, joinKey, type ListedObject, type ObjectInfo, type PutRequest, type Store } from './store.js';
 import { cleanUp } from './deadline.js';
 import { untrustedCertificate } from './tls.js';
@@ -80,10 +80,8 @@ export class GcsStore implements Store {
         stored = file.metadata; // the object resource the upload was answered with
       } else {
         // A resumable upload streamed from the file: memory stays bounded whatever the size.
-        [stored] = await sendInParts(async () => {
-          await pipeline(Readable.from(bodyParts(request.body, 4 * 1024 * 1024)), file.createWriteStream({ ...options, resumable: true }));
-          return file.getMetadata();
-        });
+        await pipeline(Readable.from(bodyParts(request.body, 4 * 1024 * 1024)), file.createWriteStream({ ...options, resumable: true }));
+        [stored] = await file.getMetadata();
         // Do not rely on the server having checked md5Hash at finalization: compare what it computed.
         if (stored.md5Hash !== request.md5.toString('base64')) {
           throw await takeBack(

@@ -63,7 +63,9 @@ describe.each(['zstd', 'lz4'] as const)('codec %s decodes no faster than it is r
     const decoder = decompressor(codec)!;
     const taken = new Promise((resolve) => decoder.write(stored, resolve));
     // Nobody reads yet: the decoder holds one frame's output and waits (it used to decode all 16 into its buffer).
-    await Promise.race([taken, new Promise((resolve) => setTimeout(resolve, 500))]);
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    for (let waited = 0; decoder.readableLength === 0 && waited < 10_000; waited += 10) await sleep(10);
+    await Promise.race([taken, sleep(300)]);
     expect(decoder.readableLength).toBe(CHUNK_BYTES);
     decoder.end();
     let bytes = 0;
