@@ -33,9 +33,10 @@ const FORMAT_VERSION = '1';
 /** Stored bodies up to this size stay in memory; bigger ones go to a temp file (bounded RSS). */
 export const MEMORY_BODY_LIMIT = 16 * 1024 * 1024;
 /**
- * Reads of a file bigger than MEMORY_BODY_LIMIT, streamed: one frame's worth (CHUNK_BYTES).
- * Per-chunk stream overhead, not hashing, dominated with Node's default 64 KiB; 4 MiB reads
- * held 32 MiB of buffers across the pipeline's stages (160 MiB peak pushing 1 GiB segments).
+ * Reads of a streamed file (bigger than MEMORY_BODY_LIMIT, or stored as it is): one frame's
+ * worth (CHUNK_BYTES). Per-chunk stream overhead, not hashing, dominated with Node's default
+ * 64 KiB; 4 MiB reads held 32 MiB of buffers across the pipeline's stages (160 MiB peak pushing
+ * 1 GiB segments).
  */
 const BIG_FILE_CHUNK_BYTES = CHUNK_BYTES;
 
