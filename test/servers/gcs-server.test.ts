@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import type { Readable } from 'node:stream';
 import { Storage } from '@google-cloud/storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -354,6 +355,25 @@ describe('GCS test server: raw JSON API protocol', () => {
     await expectGoogleError(await media('f/x', Buffer.from('x')), 429, 'rateLimitExceeded');
     expect(srv.objects('raw').has('f/x')).toBe(false);
   });
+
+  it("keeps an idle connection open past Node's default (5 s, closed at 6), as Google does, so a client reusing it is not cut off", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = () =>
+      new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+        const req = http.get(`${api}/b/raw`, { agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+        });
+        req.on('error', reject);
+      });
+    try {
+      expect(await get()).toEqual({ status: 200, reused: false });
+      await new Promise((r) => setTimeout(r, 6_500)); // Node closes at its 5 s timeout plus a 1 s grace
+      expect(await get()).toEqual({ status: 200, reused: true });
+    } finally {
+      agent.destroy();
+    }
+  }, 15_000);
 
   it('ignores credentials by default but can require a bearer token', async () => {
     expect((await fetch(`${api}/b/raw`, { headers: { Authorization: 'Bearer anything' } })).status).toBe(200);

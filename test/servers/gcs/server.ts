@@ -543,6 +543,9 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsTe
       res.end(JSON.stringify({ error: { code: 500, message, errors: [{ domain: 'global', reason: 'backendError', message }] } }));
     });
   });
+  // Google's front ends keep an idle connection open for minutes (610 s for its load balancers);
+  // Node's 5 s default closed one just as a client reused it, failing that request with EPIPE.
+  server.keepAliveTimeout = 610_000;
   const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
