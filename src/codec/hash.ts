@@ -23,8 +23,8 @@ export class HashingStream extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk);
-    noteBytesProcessed(this.bytes, chunk.length);
     this.bytes += chunk.length;
+    noteBytesProcessed(chunk.length);
     done(null, chunk);
   }
 

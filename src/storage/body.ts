@@ -37,7 +37,7 @@ export async function* bodyParts(body: Body, partSize: number): AsyncGenerator<B
       const part = Buffer.allocUnsafe(Math.min(partSize, body.size - at));
       const { bytesRead } = await fh.read(part, 0, part.length, at);
       if (bytesRead !== part.length) throw new Error(`${body.path} is shorter than ${body.size} bytes`);
-      noteBytesProcessed(at, part.length);
+      noteBytesProcessed(part.length, true);
       yield part;
     }
   } finally {

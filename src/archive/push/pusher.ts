@@ -32,7 +32,7 @@ import {
   writeMarker,
   type MarkerScope,
 } from './markers.js';
-import { collectGarbage } from '../../util/memory.js';
+import { collectAfterFile } from '../../util/memory.js';
 import { Slots } from '../../util/slots.js';
 import { pushContext, pushWalFile, type PushContext, type PushResult } from './push.js';
 
@@ -85,8 +85,8 @@ function pusher(shared: PushContext, scope: MarkerScope, walDir: string, concurr
   /** Files a call waits for: their turn to be sealed comes first. */
   const asked = new Set<string>();
   const sealTurns = new Slots(SEALS_AT_ONCE);
-  // Each file's buffers are collected before the next one is sealed, as the fetcher does after each unpacking.
-  const ctx: PushContext = { ...shared, sealing: sealTurns.turns((name) => asked.has(name), collectGarbage) };
+  // A collection after each file sealed, as the fetcher after each unpacking (util/memory.ts).
+  const ctx: PushContext = { ...shared, sealing: sealTurns.turns((name) => asked.has(name), collectAfterFile) };
   const failed = new Set<string>();
   let prepared = false;
   // A marker written after the server stopped would only be litter (and could land in a data

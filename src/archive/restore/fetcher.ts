@@ -30,7 +30,7 @@ import { failoverSwitch } from './failover.js';
 import { archivedAmong } from './prefetch.js';
 import { affordableSegments, diskFull, emptySpool, prefetchWindow, prepareSpool, readServedNote, removeSpoolAfterRecovery, spoolDir } from './spool.js';
 import { fetchWalFile, waitForWalFile, waitOptions } from './wait.js';
-import { collectGarbage } from '../../util/memory.js';
+import { collectAfterFile } from '../../util/memory.js';
 import { Slots } from '../../util/slots.js';
 import { CALL_KEY_ENV, callKeyOf } from '../front-end.js';
 import { Clearance } from './clearance.js';
@@ -121,7 +121,7 @@ function fetcher(shared: FetchContext, walDir: string, settings: Settings): Role
     notedAt: -Infinity,
   };
   // Each one's buffers are collected before the next one starts.
-  const ctx: FetchContext = { ...shared, unpacking: jobs.turns.turns((name) => jobs.awaited.has(name), collectGarbage) };
+  const ctx: FetchContext = { ...shared, unpacking: jobs.turns.turns((name) => jobs.awaited.has(name), collectAfterFile) };
   const triggers = new Triggers(ctx, { name: settings.standby, dataDir: path.dirname(walDir) });
   // A look holds as long as a waiting call goes between two reads of the triggers (watch.ts triggersDue).
   const clearance = new Clearance(ctx, walDir, triggers, 2 * settings.maxPollInterval * 1000);
