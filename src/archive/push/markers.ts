@@ -116,7 +116,12 @@ export function inFlightFile(walDir: string, name: string): string {
 /** `create`: a live call may make the directory (a background process never re-creates what was removed). */
 export async function markInFlight(walDir: string, name: string, create = false): Promise<void> {
   if (create) await mkdir(markerDir(walDir), { recursive: true, mode: 0o700 }).catch(() => undefined);
-  await writeFile(inFlightFile(walDir, name), `${process.pid}\n`).catch(() => undefined);
+  // Written whole, then renamed: bin/archive-push reads the pid in it, and a file it finds still
+  // empty names no live pusher (it then starts Node when the pusher was about to answer).
+  const temp = path.join(markerDir(walDir), `.${name}.${process.pid}.${writes++}`);
+  await writeFile(temp, `${process.pid}\n`)
+    .then(() => rename(temp, inFlightFile(walDir, name)))
+    .catch(() => unlink(temp).catch(() => undefined));
 }
 
 export async function clearInFlight(walDir: string, name: string): Promise<void> {
