@@ -1,20 +1,26 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clearInFlight, inFlightFile, markInFlight } from '../../src/archive/push/markers.js';
+import { clearInFlight, inFlightFile, markInFlight, prepareMarkers } from '../../src/archive/push/markers.js';
+import { markerDir } from '../../src/archive/local-layout.js';
 
-/** Reads `file` as fast as it can until told to stop; reports how often it found it there but empty. */
+/**
+ * Reads `file` as fast as it can until told to stop (state[0]); counts in state[1] how often it
+ * found it there, and reports how often it found it empty. Says when its loop has begun.
+ */
 const POLLER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { readFileSync } = require('node:fs');
-const stop = new Int32Array(workerData.stop);
-let empty = 0, seen = 0;
-while (Atomics.load(stop, 0) === 0) {
-  try { const text = readFileSync(workerData.file, 'utf8'); seen++; if (text === '') empty++; } catch {}
+const state = new Int32Array(workerData.state);
+let empty = 0;
+parentPort.postMessage('polling');
+while (Atomics.load(state, 0) === 0) {
+  try { const text = readFileSync(workerData.file, 'utf8'); Atomics.add(state, 1, 1); if (text === '') empty++; } catch {}
 }
-parentPort.postMessage({ empty, seen });
+parentPort.postMessage({ empty });
 `;
 
 describe('the .pushing file bin/archive-push reads', () => {
@@ -29,17 +35,34 @@ describe('the .pushing file bin/archive-push reads', () => {
     const name = '000000010000000000000001';
     await markInFlight(walDir, name, true);
     await clearInFlight(walDir, name);
-    const stop = new SharedArrayBuffer(4);
-    const poller = new Worker(POLLER, { eval: true, workerData: { file: inFlightFile(walDir, name), stop } });
-    const result = new Promise<{ empty: number; seen: number }>((resolve) => poller.once('message', resolve));
-    for (let i = 0; i < 300; i++) {
+    const state = new Int32Array(new SharedArrayBuffer(8));
+    const poller = new Worker(POLLER, { eval: true, workerData: { file: inFlightFile(walDir, name), state: state.buffer } });
+    await new Promise((resolve) => poller.once('message', resolve)); // polling
+    const result = new Promise<{ empty: number }>((resolve) => poller.once('message', resolve));
+    // Until the poller has read the file often enough (a loaded machine slows it), 10 s at most.
+    const deadline = Date.now() + 10_000;
+    let rounds = 0;
+    while ((rounds < 300 || Atomics.load(state, 1) < 500) && Date.now() < deadline) {
       await markInFlight(walDir, name);
       await clearInFlight(walDir, name);
+      rounds++;
     }
-    Atomics.store(new Int32Array(stop), 0, 1);
-    const { empty, seen } = await result;
+    Atomics.store(state, 0, 1);
+    const { empty } = await result;
     await poller.terminate();
-    expect(seen).toBeGreaterThan(0);
+    expect(Atomics.load(state, 1)).toBeGreaterThanOrEqual(500);
     expect(empty).toBe(0);
+  });
+
+  it("a starting pusher's sweep leaves a live process's temp file alone and removes a dead one's", async () => {
+    const dir = markerDir(walDir);
+    await mkdir(dir, { recursive: true });
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const live = `.000000010000000000000002.${process.ppid}.0`;
+    const gone = `.000000010000000000000003.${dead}.0`;
+    await writeFile(path.join(dir, live), `${process.ppid}\n`);
+    await writeFile(path.join(dir, gone), `${dead}\n`);
+    await prepareMarkers(walDir, { repository: 'file:///nowhere', namespace: 'ns', callKey: undefined });
+    expect((await readdir(dir)).sort()).toEqual([live]);
   });
 });

@@ -160,6 +160,9 @@ export async function prepareMarkers(walDir: string, scope: MarkerScope): Promis
     const file = path.join(markerDir(walDir), entry);
     const pushing = /^\.(.+)\.pushing$/.exec(entry);
     if (pushing && (await pushedElsewhere(walDir, pushing[1]!))) continue; // a call pushing its own file
+    // A temp file another live process (a call, a pusher retiring) is about to rename into place.
+    const writer = /^\..+\.(\d+)\.\d+$/.exec(entry);
+    if (writer && Number(writer[1]) !== process.pid && processAlive(Number(writer[1]))) continue;
     const usable =
       !entry.startsWith('.') &&
       (await readFile(file, 'utf8')
