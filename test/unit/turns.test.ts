@@ -39,8 +39,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function pushCtx(): PushContext {
-  const settings = { namespace: NS, compress: 'zstd', compressLevel: undefined, encryption: undefined } as unknown as Settings;
+function pushCtx(compress = 'zstd'): PushContext {
+  const settings = { namespace: NS, compress, compressLevel: undefined, encryption: undefined } as unknown as Settings;
   return pushContext(settings, store, retryPolicy(5), keptLines());
 }
 
@@ -119,6 +119,40 @@ describe('the fetcher: downloads at once, one decode at a time', () => {
     // Every body had arrived before any decode began (bodies, ~16 KiB each here, wait compressed).
     expect([...arrivedAtTurn.values()]).toEqual([3, 3, 3]);
     for (const name of NAMES) expect((await readFile(path.join(spool, name))).equals(segmentBytes(name, SYSTEM_ID))).toBe(true);
+  });
+});
+
+describe('a body too big to be held for a turn', () => {
+  it('streams without one, and what ends a turn (the collection) ends it too, byte for byte', async () => {
+    const name = NAMES[0]!;
+    // A segment of 8 MiB (wal_segment_size), stored as it is: over the 4 MiB held for a turn.
+    const BIG = 8 * 1024 * 1024;
+    const content = Buffer.alloc(BIG, 7);
+    segmentBytes(name, SYSTEM_ID).copy(content, 0, 0, 40);
+    content.writeBigUInt64LE(BigInt(parseInt(name.slice(16), 16) * BIG), 8); // page address
+    content.writeUInt32LE(BIG, 32); // segment size
+    const file = path.join(dir, 'source', name);
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, content);
+    await pushWalFile(pushCtx('none'), file);
+    const { take, seen } = watchedTurns();
+    let after = 0;
+    const ctx: FetchContext = {
+      store,
+      repository: `memory://${bucket}/repo`,
+      namespace: NS,
+      log: keptLines(),
+      retry: retryPolicy(5),
+      prefetch: 0,
+      keys: undefined,
+      unpacking: take,
+      afterStreamed: () => after++,
+    };
+    const destination = path.join(dir, name);
+    expect(await restoreIfPresent(ctx, parseWalFileName(name)!, destination, undefined)).toBe('restored');
+    expect(seen.turns).toEqual([]);
+    expect(after).toBe(1);
+    expect((await readFile(destination)).equals(content)).toBe(true);
   });
 });
 

@@ -47,6 +47,11 @@ export interface FetchContext {
    * itself), the body is decoded as it arrives.
    */
   readonly unpacking?: TakeTurn;
+  /**
+   * Set by the background fetcher with `unpacking`: what ends each turn (a collection,
+   * util/memory.ts) also ends each body too big to be held for a turn, which streams instead.
+   */
+  readonly afterStreamed?: () => void;
 }
 
 /** The namespace's identity (undefined while nothing is archived), from the cache when there is one. */
@@ -100,7 +105,11 @@ async function downloadVerified(
       const held = turn && (await readUpTo(opened.body, WHOLE_BODY_BYTES));
       if (!turn || !held || held.rest) {
         // Bigger bodies stream, in frames of bounded size, without waiting for a turn with their connection open.
-        seen = await unpack(held?.rest ? Readable.from(heldThenRest(held.chunks, held.rest)) : opened.body)();
+        try {
+          seen = await unpack(held?.rest ? Readable.from(heldThenRest(held.chunks, held.rest)) : opened.body)();
+        } finally {
+          ctx.afterStreamed?.();
+        }
       } else {
         const expired = deadlineCheck();
         const body = Readable.from(held.chunks);

@@ -121,7 +121,7 @@ function fetcher(shared: FetchContext, walDir: string, settings: Settings): Role
     notedAt: -Infinity,
   };
   // Each one's buffers are collected before the next one starts.
-  const ctx: FetchContext = { ...shared, unpacking: jobs.turns.turns((name) => jobs.awaited.has(name), collectAfterFile) };
+  const ctx: FetchContext = { ...shared, unpacking: jobs.turns.turns((name) => jobs.awaited.has(name), collectAfterFile), afterStreamed: collectAfterFile };
   const triggers = new Triggers(ctx, { name: settings.standby, dataDir: path.dirname(walDir) });
   // A look holds as long as a waiting call goes between two reads of the triggers (watch.ts triggersDue).
   const clearance = new Clearance(ctx, walDir, triggers, 2 * settings.maxPollInterval * 1000);
