@@ -44,6 +44,11 @@ function pushCtx(compress = 'zstd'): PushContext {
   return pushContext(settings, store, retryPolicy(5), keptLines());
 }
 
+/** A fetch context over this test's bucket, as the background fetcher's with `extra`. */
+function fetchCtx(extra: Partial<FetchContext>): FetchContext {
+  return { store, repository: `memory://${bucket}/repo`, namespace: NS, log: keptLines(), retry: retryPolicy(5), prefetch: 0, keys: undefined, ...extra };
+}
+
 async function source(name: string): Promise<string> {
   const file = path.join(dir, 'source', name);
   await mkdir(path.dirname(file), { recursive: true });
@@ -100,16 +105,7 @@ describe('the fetcher: downloads at once, one decode at a time', () => {
       if (seen.turns.length === 1) await until(() => arrived.size >= NAMES.length);
       arrivedAtTurn.set(name, arrived.size);
     });
-    const ctx: FetchContext = {
-      store: watched,
-      repository: `memory://${bucket}/repo`,
-      namespace: NS,
-      log: keptLines(),
-      retry: retryPolicy(5),
-      prefetch: 0,
-      keys: undefined,
-      unpacking: take,
-    };
+    const ctx = fetchCtx({ store: watched, unpacking: take });
     const spool = path.join(dir, 'spool');
     await mkdir(spool);
     const outcomes = await Promise.all(NAMES.map((name) => restoreIfPresent(ctx, parseWalFileName(name)!, path.join(spool, name), undefined)));
@@ -137,17 +133,7 @@ describe('a body too big to be held for a turn', () => {
     await pushWalFile(pushCtx('none'), file);
     const { take, seen } = watchedTurns();
     let after = 0;
-    const ctx: FetchContext = {
-      store,
-      repository: `memory://${bucket}/repo`,
-      namespace: NS,
-      log: keptLines(),
-      retry: retryPolicy(5),
-      prefetch: 0,
-      keys: undefined,
-      unpacking: take,
-      afterStreamed: () => after++,
-    };
+    const ctx = fetchCtx({ unpacking: take, afterStreamed: () => after++ });
     const destination = path.join(dir, name);
     expect(await restoreIfPresent(ctx, parseWalFileName(name)!, destination, undefined)).toBe('restored');
     expect(seen.turns).toEqual([]);
