@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -37,8 +37,9 @@ describe('the .pushing file bin/archive-push reads', () => {
     await clearInFlight(walDir, name);
     const state = new Int32Array(new SharedArrayBuffer(8));
     const poller = new Worker(POLLER, { eval: true, workerData: { file: inFlightFile(walDir, name), state: state.buffer } });
-    await new Promise((resolve) => poller.once('message', resolve)); // polling
-    const result = new Promise<{ empty: number }>((resolve) => poller.once('message', resolve));
+    const failed = new Promise<never>((_, reject) => poller.once('error', reject));
+    await Promise.race([new Promise((resolve) => poller.once('message', resolve)), failed]); // polling
+    const result = Promise.race([new Promise<{ empty: number }>((resolve) => poller.once('message', resolve)), failed]);
     // Until the poller has read the file often enough (a loaded machine slows it), 10 s at most.
     const deadline = Date.now() + 10_000;
     let rounds = 0;
@@ -58,11 +59,21 @@ describe('the .pushing file bin/archive-push reads', () => {
     const dir = markerDir(walDir);
     await mkdir(dir, { recursive: true });
     const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
-    const live = `.000000010000000000000002.${process.ppid}.0`;
-    const gone = `.000000010000000000000003.${dead}.0`;
-    await writeFile(path.join(dir, live), `${process.ppid}\n`);
-    await writeFile(path.join(dir, gone), `${dead}\n`);
-    await prepareMarkers(walDir, { repository: 'file:///nowhere', namespace: 'ns', callKey: undefined });
-    expect((await readdir(dir)).sort()).toEqual([live]);
+    const writer = spawn('sleep', ['60'], { stdio: 'ignore' }); // a live process other than this one
+    try {
+      const live = `.000000010000000000000002.${writer.pid}.0`;
+      const gone = `.000000010000000000000003.${dead}.0`;
+      const own = `.000000010000000000000004.${process.pid}.0`; // none of its own is being written as it starts
+      for (const [file, pid] of [
+        [live, writer.pid],
+        [gone, dead],
+        [own, process.pid],
+      ] as const)
+        await writeFile(path.join(dir, file), `${pid}\n`);
+      await prepareMarkers(walDir, { repository: 'file:///nowhere', namespace: 'ns', callKey: undefined });
+      expect((await readdir(dir)).sort()).toEqual([live]);
+    } finally {
+      writer.kill();
+    }
   });
 });
